@@ -1,0 +1,140 @@
+"""AWS Signature Version 4, the pure parts shared by the client and the server.
+
+Everything here is a function of its arguments (method, path, query, headers, body,
+time, secret): no clock reads, no I/O. The server (``regiond.protocol.sigv4``) imports
+this module to recompute signatures; the client SDK signs with it. Only the
+Authorization-header form is supported, which is what every AWS SDK sends for KMS.
+
+Reference: "Create a signed AWS API request" in the IAM user guide. The canonical request is
+    METHOD \\n canonical URI \\n canonical query \\n canonical headers \\n signed headers \\n payload hash
+and the string to sign is
+    AWS4-HMAC-SHA256 \\n amz-date \\n scope \\n hex(sha256(canonical request)).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(access_key_id={self.access_key_id!r}, secret_access_key=<redacted>)"
+
+
+def amz_date(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime(AMZ_DATE_FORMAT)
+
+
+def parse_amz_date(value: str) -> dt.datetime:
+    return dt.datetime.strptime(value, AMZ_DATE_FORMAT).replace(tzinfo=dt.UTC)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _uri_encode(value: str, *, keep_slash: bool) -> str:
+    safe = "-_.~/" if keep_slash else "-_.~"
+    return urllib.parse.quote(value, safe=safe)
+
+
+def canonical_uri(path: str) -> str:
+    return _uri_encode(path or "/", keep_slash=True)
+
+
+def canonical_query(query: str) -> str:
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    encoded = sorted((_uri_encode(k, keep_slash=False), _uri_encode(v, keep_slash=False)) for k, v in pairs)
+    return "&".join(f"{k}={v}" for k, v in encoded)
+
+
+def canonical_headers(headers: Mapping[str, str], signed: Iterable[str]) -> str:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    lines = []
+    for name in signed:
+        value = lowered.get(name)
+        if value is None:
+            raise KeyError(name)
+        lines.append(f"{name}:{_SPACES.sub(' ', value.strip())}\n")
+    return "".join(lines)
+
+
+def canonical_request(
+    method: str, path: str, query: str, headers: Mapping[str, str], signed_headers: list[str], payload_hash: str
+) -> str:
+    return "\n".join(
+        [
+            method.upper(),
+            canonical_uri(path),
+            canonical_query(query),
+            canonical_headers(headers, signed_headers),
+            ";".join(signed_headers),
+            payload_hash,
+        ]
+    )
+
+
+def scope(date: str, region: str, service: str) -> str:
+    return f"{date}/{region}/{service}/aws4_request"
+
+
+def string_to_sign(amz_datetime: str, credential_scope: str, canonical: str) -> str:
+    return "\n".join([ALGORITHM, amz_datetime, credential_scope, sha256_hex(canonical.encode())])
+
+
+def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    k = hmac.digest(("AWS4" + secret).encode(), date.encode(), "sha256")
+    k = hmac.digest(k, region.encode(), "sha256")
+    k = hmac.digest(k, service.encode(), "sha256")
+    return hmac.digest(k, b"aws4_request", "sha256")
+
+
+def signature(key: bytes, to_sign: str) -> str:
+    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_headers(
+    *,
+    credentials: Credentials,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    region: str,
+    service: str,
+    now: dt.datetime,
+) -> dict[str, str]:
+    """Return ``headers`` plus Host, X-Amz-Date and Authorization for this request."""
+    parts = urllib.parse.urlsplit(url)
+    out = dict(headers)
+    out["Host"] = parts.netloc
+    stamp = amz_date(now)
+    out["X-Amz-Date"] = stamp
+    if credentials.session_token:
+        out["X-Amz-Security-Token"] = credentials.session_token
+    signed = sorted({k.lower() for k in out})
+    payload_hash = sha256_hex(body)
+    canonical = canonical_request(method, parts.path or "/", parts.query, out, signed, payload_hash)
+    credential_scope = scope(stamp[:8], region, service)
+    key = signing_key(credentials.secret_access_key, stamp[:8], region, service)
+    sig = signature(key, string_to_sign(stamp, credential_scope, canonical))
+    out["Authorization"] = (
+        f"{ALGORITHM} Credential={credentials.access_key_id}/{credential_scope}, "
+        f"SignedHeaders={';'.join(signed)}, Signature={sig}"
+    )
+    return out

@@ -1,0 +1,54 @@
+"""Per-process caches for the hot path.
+
+Entries are dropped by explicit invalidation (driven by PostgreSQL LISTEN/NOTIFY, see
+``regiond.store.notify``) and, as a safety net for a missed notification, after a bounded
+TTL. A generation counter makes invalidation race-free: a value loaded from the database
+before an invalidation is never stored after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class TtlCache(Generic[K, V]):
+    def __init__(self, *, ttl_s: float, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._clock = clock
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: K) -> V | None:
+        hit = self._data.get(key)
+        if hit is None:
+            return None
+        expires, value = hit
+        if expires < self._clock():
+            self._data.pop(key, None)
+            return None
+        return value
+
+    def put(self, key: K, value: V, *, generation: int | None = None) -> None:
+        """Store ``value``; when ``generation`` is given and stale (an invalidation happened since), skip."""
+        if generation is not None and generation != self.generation:
+            return
+        self._data[key] = (self._clock() + self._ttl_s, value)
+        if len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    def invalidate(self, key: K | None = None) -> None:
+        self.generation += 1
+        if key is None:
+            self._data.clear()
+        else:
+            self._data.pop(key, None)

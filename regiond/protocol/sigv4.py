@@ -1,0 +1,123 @@
+"""Server-side SigV4 verification: pure functions of the request, the time and a signing key.
+
+The canonical-request arithmetic is shared with the client SDK (``kmsclient.sigv4``);
+this module adds what only a verifier needs: parsing the Authorization header, checking
+the credential scope and clock skew, and comparing signatures in constant time. Error
+names and messages follow what AWS returns, so SDK retry and error handling behave.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kmsclient import sigv4 as core
+from regiond.errors import IncompleteSignature, InvalidSignatureException, MissingAuthenticationToken
+
+SERVICE = "kms"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedAuthorization:
+    access_key_id: str
+    date: str
+    region: str
+    service: str
+    signed_headers: list[str]
+    signature: str
+    amz_date: str
+
+    @property
+    def scope(self) -> str:
+        return core.scope(self.date, self.region, self.service)
+
+
+def parse(headers: Mapping[str, str]) -> ParsedAuthorization:
+    """Parse and sanity-check the Authorization header (no secret needed yet)."""
+    header = headers.get("Authorization")
+    if not header:
+        raise MissingAuthenticationToken("Missing Authentication Token")
+    algorithm, _, rest = header.partition(" ")
+    if algorithm != core.ALGORITHM:
+        raise IncompleteSignature(f"Unsupported AWS 'algorithm': '{algorithm[:40]}'")
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        name, eq, value = part.strip().partition("=")
+        if eq:
+            fields[name] = value
+    missing = [name for name in ("Credential", "SignedHeaders", "Signature") if name not in fields]
+    if missing:
+        raise IncompleteSignature(
+            "Authorization header requires " + ", ".join(f"'{m}'" for m in missing) + " parameter(s)."
+        )
+    credential = fields["Credential"].split("/")
+    if len(credential) != 5 or credential[4] != "aws4_request":
+        raise IncompleteSignature("Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term")
+    amz_date = headers.get("X-Amz-Date")
+    if not amz_date:
+        raise IncompleteSignature("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+    signed = fields["SignedHeaders"].split(";")
+    if "host" not in signed:
+        raise InvalidSignatureException("'Host' must be a 'SignedHeader' in the AWS Authorization.")
+    return ParsedAuthorization(
+        access_key_id=credential[0],
+        date=credential[1],
+        region=credential[2],
+        service=credential[3],
+        signed_headers=signed,
+        signature=fields["Signature"],
+        amz_date=amz_date,
+    )
+
+
+def check_scope(auth: ParsedAuthorization, *, region: str, now: dt.datetime, max_skew_s: int) -> None:
+    if auth.service != SERVICE:
+        raise InvalidSignatureException(f"Credential should be scoped to correct service: '{SERVICE}'.")
+    if auth.region != region:
+        raise InvalidSignatureException(f"Credential should be scoped to a valid region, not '{auth.region[:40]}'.")
+    try:
+        when = core.parse_amz_date(auth.amz_date)
+    except ValueError as exc:
+        raise IncompleteSignature("X-Amz-Date must be in the ISO8601 basic format YYYYMMDD'T'HHMMSS'Z'") from exc
+    if auth.date != auth.amz_date[:8]:
+        raise InvalidSignatureException("Credential should be scoped to the date of the X-Amz-Date header.")
+    skew = dt.timedelta(seconds=max_skew_s)
+    if when < now - skew:
+        raise InvalidSignatureException(
+            f"Signature expired: {auth.amz_date} is now earlier than {core.amz_date(now - skew)}"
+            f" ({core.amz_date(now)} - {max_skew_s // 60} min.)"
+        )
+    if when > now + skew:
+        raise InvalidSignatureException(
+            f"Signature not yet current: {auth.amz_date} is still later than {core.amz_date(now + skew)}"
+            f" ({core.amz_date(now)} + {max_skew_s // 60} min.)"
+        )
+
+
+def verify(
+    auth: ParsedAuthorization,
+    *,
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    signing_key: bytes,
+) -> None:
+    """Recompute the signature and compare it in constant time."""
+    payload_hash = core.sha256_hex(body)
+    claimed = headers.get("X-Amz-Content-Sha256")
+    if claimed is not None and claimed != payload_hash and claimed != "UNSIGNED-PAYLOAD":
+        raise InvalidSignatureException("The provided 'x-amz-content-sha256' header does not match what was computed.")
+    try:
+        canonical = core.canonical_request(method, path, query, headers, auth.signed_headers, payload_hash)
+    except KeyError as exc:
+        raise InvalidSignatureException(f"Signed header {str(exc)[:60]} is missing from the request.") from exc
+    expected = core.signature(signing_key, core.string_to_sign(auth.amz_date, auth.scope, canonical))
+    if not hmac.compare_digest(expected.encode(), auth.signature.encode()):
+        raise InvalidSignatureException(
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+        )

@@ -1,0 +1,65 @@
+"""Forward-only schema migrations: numbered ``migrations/NNNN_name.sql`` files.
+
+Applied by ``regiond migrate`` and at ``serve`` start. Two nodes starting at once are
+serialised by a transaction-level advisory lock, and each file is applied in its own
+transaction together with its row in ``schema_version``, so a crash never leaves a file
+half-applied and recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+from regiond.store.pool import Pool, transaction
+
+MIGRATION_LOCK_ID = 0x72_6B_6D_73_01  # "rkms" + 1: the advisory lock every migrating node takes
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available() -> list[Migration]:
+    files = resources.files("regiond.store").joinpath("migrations")
+    found = []
+    for entry in files.iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, rest = entry.name.partition("_")
+            found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
+    return sorted(found, key=lambda m: m.version)
+
+
+async def applied_version(pool: Pool) -> int:
+    async with transaction(pool) as con:
+        exists = await con.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+        if not exists:
+            return 0
+        return int(await con.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+
+
+def latest_version() -> int:
+    return max((m.version for m in available()), default=0)
+
+
+async def migrate(pool: Pool) -> list[int]:
+    """Apply every pending migration; return the versions applied by this call."""
+    done: list[int] = []
+    async with transaction(pool) as con:
+        await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+        await con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = int(await con.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+        for m in available():
+            if m.version <= current:
+                continue
+            async with con.transaction():
+                await con.execute(m.sql)
+                await con.execute("INSERT INTO schema_version (version, name) VALUES ($1, $2)", m.version, m.name)
+            done.append(m.version)
+    return done

@@ -1,0 +1,78 @@
+"""LISTEN/NOTIFY: how every worker and node of a region learns that cached state changed.
+
+One dedicated connection per process listens on the channels; callbacks receive the
+payload. If the connection drops, every callback is told to drop everything
+(payload ``None``), because notifications sent while we were away are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+Callback = Callable[[str | None], None]
+RECONNECT_DELAY_S = 1.0
+
+
+class Listener:
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._callbacks: dict[str, list[Callback]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    def subscribe(self, channel: str, callback: Callback) -> None:
+        self._callbacks.setdefault(channel, []).append(callback)
+
+    def _dispatch(self, channel: str, payload: str | None) -> None:
+        for cb in self._callbacks.get(channel, []):
+            try:
+                cb(payload)
+            except Exception:
+                log.exception("notify.callback_failed", channel=channel)
+
+    def _on_notify(self, _con: Any, _pid: int, channel: str, payload: str) -> None:
+        self._dispatch(channel, payload)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="notify-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout=10)
+
+    async def _run(self) -> None:
+        while True:
+            con = None
+            try:
+                con = await asyncpg.connect(self._url)
+                for channel in self._callbacks:
+                    await con.add_listener(channel, self._on_notify)
+                for channel in self._callbacks:  # anything sent before we listened is unknown
+                    self._dispatch(channel, None)
+                self._ready.set()
+                while not con.is_closed():
+                    await asyncio.sleep(1.0)
+                    await con.execute("SELECT 1")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("notify.connection_lost", error=type(exc).__name__)
+            finally:
+                if con is not None and not con.is_closed():
+                    with contextlib.suppress(Exception):
+                        await con.close(timeout=2)
+            for channel in self._callbacks:
+                self._dispatch(channel, None)
+            await asyncio.sleep(RECONNECT_DELAY_S)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,48 @@
+"""The asyncpg pool and the transaction context every repository runs in.
+
+This package is the only asyncpg user: repositories take a ``Conn`` (a pooled connection,
+usually inside ``transaction()``) and return domain objects, translating SQLSTATEs into
+``KmsError`` classes so asyncpg never leaks upward.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+ACQUIRE_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 30.0
+
+Pool = asyncpg.Pool
+Conn = asyncpg.Connection
+
+
+async def _init_connection(con: Any) -> None:
+    await con.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
+    return await asyncpg.create_pool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=COMMAND_TIMEOUT_S,
+    )
+
+
+@asynccontextmanager
+async def transaction(pool: Pool, *, isolation: str = "read_committed") -> AsyncIterator[Conn]:
+    """A pooled connection inside one transaction, committed on normal exit."""
+    async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con, con.transaction(isolation=isolation):
+        yield con
+
+
+@asynccontextmanager
+async def connection(pool: Pool) -> AsyncIterator[Conn]:
+    async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con:
+        yield con
