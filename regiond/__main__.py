@@ -1,0 +1,160 @@
+"""``regiond``: the composition root. Parses arguments, builds Settings, calls the parts.
+
+    regiond init     --state-dir DIR                       root key and region identity material
+    regiond migrate  --database-url URL                    apply schema migrations
+    regiond serve    --region R --database-url URL --listen HOST:PORT --workers N --state-dir DIR
+    regiond iam      (--cluster FILE | --database-url URL --state-dir DIR) <command> ...
+    regiond dev      --regions a,b,c --state-dir DIR       local multi-region cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from regiond import logging as regiond_logging
+from regiond.config import DEFAULT_LISTEN, Settings, env, parse_listen
+from regiond.crypto.keyring import AesRootKeyring, KeyringError, env_keyring, load_file_keyring
+
+
+def load_keyring(settings: Settings) -> AesRootKeyring:
+    if settings.root_key_b64:
+        return env_keyring(settings.root_key_b64)
+    if settings.root_key_path is None:
+        raise KeyringError("no root key: give --state-dir (made by `regiond init`) or REGIOND_ROOT_KEY")
+    return load_file_keyring(settings.root_key_path)
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The production wiring (module-level so worker processes can import it)."""
+    from regiond.app import create_app
+
+    audit_factory = None
+    try:
+        from regiond.audit import make_audit_sink
+
+        audit_factory = make_audit_sink if settings.audit_enabled else None
+    except ImportError:
+        audit_factory = None
+    return create_app(settings, load_keyring(settings), audit_factory=audit_factory)
+
+
+def _settings_from_args(args: argparse.Namespace) -> Settings:
+    host, port = parse_listen(args.listen)
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    return Settings(
+        region=args.region,
+        database_url=args.database_url,
+        state_dir=state_dir,
+        listen_host=host,
+        listen_port=port,
+        workers=args.workers,
+        root_key_b64=env("ROOT_KEY"),
+        log_level=args.log_level,
+        trusted_proxies=tuple(p for p in (args.trusted_proxies or "").split(",") if p),
+        audit_enabled=not args.no_audit,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from regiond.serve import serve
+
+    settings = _settings_from_args(args)
+    load_keyring(settings)  # fail fast, before forking workers
+    return serve(settings, build_app)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from regiond.init import init_state_dir
+
+    created = init_state_dir(Path(args.state_dir), region=args.region)
+    print(f"initialised {args.state_dir}: {', '.join(created) or 'nothing new'}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from regiond.store import migrate as migrations
+    from regiond.store.pool import create_pool
+
+    async def run() -> list[int]:
+        pool = await create_pool(args.database_url, min_size=1, max_size=2)
+        try:
+            return await migrations.migrate(pool)
+        finally:
+            await pool.close()
+
+    applied = asyncio.run(run())
+    print(f"applied migrations: {applied or 'none (up to date)'}")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from regiond.dev import run_dev
+
+    urls = {
+        region: getattr(args, f"database_url_{region.replace('-', '_')}", None)
+        for region in args.regions.split(",")
+    }
+    return run_dev(regions=args.regions.split(","), state_dir=Path(args.state_dir), database_urls=urls,
+                   base_port=args.base_port, workers=args.workers)  # fmt: skip
+
+
+def _add_node_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--region", default=env("REGION", "us-east-1"))
+    p.add_argument("--database-url", default=env("DATABASE_URL"), required=env("DATABASE_URL") is None)
+    p.add_argument("--state-dir", default=env("STATE_DIR"))
+    p.add_argument("--listen", default=env("LISTEN", DEFAULT_LISTEN))
+    p.add_argument("--workers", type=int, default=int(env("WORKERS", "1") or 1))
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
+    p.add_argument("--trusted-proxies", default=env("TRUSTED_PROXIES", ""))
+    p.add_argument("--no-audit", action="store_true", help="benchmarks only: skip the audit trail")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="regiond", description="regionkms region node")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the HTTP node")
+    _add_node_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("init", help="create the region's root key and identity material")
+    p.add_argument("--state-dir", required=True)
+    p.add_argument("--region", default=env("REGION", "us-east-1"))
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.add_argument("--database-url", default=env("DATABASE_URL"), required=env("DATABASE_URL") is None)
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("dev", help="run a local multi-region cluster")
+    p.add_argument("--regions", default="us-east-1,eu-west-1,ap-southeast-2")
+    p.add_argument("--state-dir", default=".state")
+    p.add_argument("--base-port", type=int, default=0, help="first HTTP port (0: reuse saved or pick free ports)")
+    p.add_argument("--workers", type=int, default=1)
+    for region in ("us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1"):
+        p.add_argument(f"--database-url-{region}", dest=f"database_url_{region.replace('-', '_')}")
+    p.set_defaults(func=cmd_dev)
+
+    from regiond.cli_iam import add_iam_parser
+
+    add_iam_parser(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    regiond_logging.configure(getattr(args, "log_level", "info"))
+    try:
+        return int(args.func(args))
+    except KeyringError as exc:
+        print(f"regiond: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The application factory: one ``web.Application`` per worker process.
+
+Startup and teardown are written together in ``cleanup_ctx`` (aiohttp): the pool, the
+LISTEN/NOTIFY listener, the services, the audit writer and the background tasks are
+created before ``yield`` and closed after it, in reverse order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Awaitable
+
+import structlog
+from aiohttp import web
+
+from regiond import metrics
+from regiond.calls import AuditSink
+from regiond.clock import Clock, SystemClock
+from regiond.config import Settings
+from regiond.crypto.keyring import RootKeyring
+from regiond.protocol.routes import AUDIT, MAX_BODY_BYTES, SERVICES, handle
+from regiond.service.authn import Authenticator
+from regiond.service.container import Services
+from regiond.service.iam import IamService
+from regiond.service.iam_authz import IamAuthorizer
+from regiond.store import migrate as migrations
+from regiond.store.notify import Listener
+from regiond.store.pool import Pool, connection, create_pool
+
+log = structlog.get_logger(__name__)
+
+POOL = web.AppKey("pool", Pool)
+LISTENER = web.AppKey("listener", Listener)
+
+AuditFactory = Callable[[Pool, Settings], Awaitable[AuditSink]]
+IAM_CHANNEL = "regionkms_iam"
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with connection(request.app[POOL]) as con:
+            await con.fetchval("SELECT 1")
+        current = await migrations.applied_version(request.app[POOL])
+    except Exception as exc:
+        return web.json_response({"status": "unavailable", "reason": type(exc).__name__}, status=503)
+    if current < migrations.latest_version():
+        return web.json_response({"status": "unavailable", "reason": "migrations pending"}, status=503)
+    return web.json_response({"status": "ready", "schema_version": current})
+
+
+async def metrics_handler(_request: web.Request) -> web.Response:
+    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+def create_app(
+    settings: Settings,
+    keyring: RootKeyring,
+    *,
+    clock: Clock | None = None,
+    audit_factory: AuditFactory | None = None,
+    migrate: bool = True,
+) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    the_clock = clock or SystemClock()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database_url, max_size=settings.pool_max_size)
+        if migrate:
+            await migrations.migrate(pool)
+        listener = Listener(settings.database_url)
+        iam = IamService(pool, keyring)
+        authn = Authenticator(
+            pool, keyring, region=settings.region, max_skew_s=settings.max_clock_skew_s, ttl_s=settings.cache_ttl_s
+        )
+        iam_authz = IamAuthorizer(iam, ttl_s=settings.cache_ttl_s)
+        listener.subscribe(IAM_CHANNEL, authn.invalidate)
+        listener.subscribe(IAM_CHANNEL, iam_authz.invalidate)
+        services = Services(settings=settings, clock=the_clock, authn=authn, iam=iam, iam_authz=iam_authz)
+        audit: AuditSink
+        if audit_factory is not None:
+            audit = await audit_factory(pool, settings)
+        else:
+            from regiond.calls import NullAuditSink
+
+            audit = NullAuditSink()
+        app[POOL] = pool
+        app[LISTENER] = listener
+        app[SERVICES] = services
+        app[AUDIT] = audit
+        await listener.start()
+        log.info("node.started", region=settings.region)
+        yield
+        await listener.stop()
+        closer = getattr(audit, "close", None)
+        if closer is not None:
+            await closer()
+        await pool.close()
+        log.info("node.stopped", region=settings.region)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/", handle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    return app

@@ -1,0 +1,326 @@
+"""AWS KMS authorization: combine the key policy, the caller's IAM policies and grants.
+
+The rules, as AWS KMS documents them for key policies:
+
+1. An explicit ``Deny`` in the key policy or in any of the caller's identity policies wins;
+   nothing, not even a grant, overrides it.
+2. Same account: the key policy allows the caller *directly* (names its ARN, ``"*"``, or
+   names the account root and the caller is that root) — allowed, whatever IAM says. If the
+   key policy allows the caller only through its account root, that delegates to IAM: an
+   identity policy of the caller must allow the action on this key's ARN.
+3. Another account: the key policy must allow the caller (directly or via its account root)
+   *and* the caller's own identity policies must allow; cross-account always needs both. An
+   account root caller counts as allowed by its own IAM (AWS gives the root user everything
+   in its account), so naming another account's root lets that root in.
+4. A grant to the caller for the operation, whose encryption-context constraints hold,
+   allows (grants need no IAM permission, in any account).
+
+Service principals (``principal_is_service``) have no identity policies: a key-policy allow
+suffices. The module also holds AWS's policy templates (default key policy, AWS-managed key
+policy, the console's key administrators / key users statements) and the lockout check
+behind ``BypassPolicyLockoutSafetyCheck``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from regiond.domain.policy import Evaluation, Policy, PolicyKind, RequestContext, StatementRef
+
+_ACCOUNT_ID = re.compile(r"\d{12}")
+
+
+class DecisionReason(StrEnum):
+    """Why a request was allowed or denied: short, stable, safe for logs and audit."""
+
+    ALLOWED_BY_KEY_POLICY = "allowed-by-key-policy"
+    ALLOWED_BY_KEY_POLICY_AND_IAM = "allowed-by-key-policy-and-iam"
+    ALLOWED_BY_GRANT = "allowed-by-grant"
+    EXPLICIT_DENY = "explicit-deny"
+    KEY_POLICY_DOES_NOT_ALLOW = "key-policy-does-not-allow"
+    IAM_DOES_NOT_ALLOW = "iam-does-not-allow"
+
+
+class PolicySource(StrEnum):
+    KEY_POLICY = "key-policy"
+    IDENTITY_POLICY = "identity-policy"
+
+
+@dataclass(frozen=True, slots=True)
+class DecidingStatement:
+    """A statement that decided; ``policy_index`` indexes ``identity_policies`` (0 for the key policy)."""
+
+    source: PolicySource
+    policy_index: int
+    statement: StatementRef
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: DecisionReason
+    statements: tuple[DecidingStatement, ...] = ()
+    grant_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GrantConstraints:
+    """CreateGrant ``Constraints``; when both are set, both must hold.
+
+    ``EncryptionContextEquals``: the request's encryption context is exactly these pairs.
+    ``EncryptionContextSubset``: these pairs are all present (the request may have more).
+    Both compare keys and values case-sensitively, as AWS does.
+    """
+
+    encryption_context_equals: Mapping[str, str] | None = None
+    encryption_context_subset: Mapping[str, str] | None = None
+
+    def hold(self, encryption_context: Mapping[str, str]) -> bool:
+        equals, subset = self.encryption_context_equals, self.encryption_context_subset
+        if equals is not None and dict(encryption_context) != dict(equals):
+            return False
+        return subset is None or all(encryption_context.get(k) == v for k, v in subset.items())
+
+
+@dataclass(frozen=True)
+class GrantView:
+    """What authorization needs of a grant; the store layer builds these from its rows.
+
+    ``operations`` are KMS operation names as CreateGrant takes them (``"Encrypt"``,
+    ``"GenerateDataKey"``), matched case-insensitively against the request's ``kms:<Op>``.
+    """
+
+    grant_id: str
+    grantee_principal: str
+    operations: frozenset[str]
+    constraints: GrantConstraints | None = None
+    _operation_keys: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_operation_keys", frozenset(op.lower() for op in self.operations))
+
+    def permits(self, ctx: RequestContext) -> bool:
+        if ctx.principal_arn != self.grantee_principal:
+            return False
+        service, _, operation = ctx.action_key.partition(":")
+        if service != "kms" or operation not in self._operation_keys:
+            return False
+        return self.constraints is None or self.constraints.hold(ctx.encryption_context)
+
+
+def _refs(source: PolicySource, index: int, refs: tuple[StatementRef, ...]) -> tuple[DecidingStatement, ...]:
+    return tuple(DecidingStatement(source, index, ref) for ref in refs)
+
+
+def decide(
+    *,
+    key_policy: Policy,
+    key_account: str,
+    identity_policies: Sequence[Policy],
+    grants: Sequence[GrantView],
+    ctx: RequestContext,
+) -> Decision:
+    """Apply AWS KMS's rules (module docstring) to one request. Pure and cheap to cache."""
+    if key_policy.kind is not PolicyKind.KEY:
+        raise ValueError("key_policy must be parsed as PolicyKind.KEY")
+    if any(p.kind is not PolicyKind.IDENTITY for p in identity_policies):
+        raise ValueError("identity_policies must be parsed as PolicyKind.IDENTITY")
+
+    key_eval = key_policy.evaluate(ctx)
+    identity_evals: list[Evaluation] = [p.evaluate(ctx) for p in identity_policies]
+
+    denies = _refs(PolicySource.KEY_POLICY, 0, key_eval.denied_by)
+    for i, ev in enumerate(identity_evals):
+        denies += _refs(PolicySource.IDENTITY_POLICY, i, ev.denied_by)
+    if denies:
+        return Decision(False, DecisionReason.EXPLICIT_DENY, denies)
+
+    same_account = ctx.principal_is_service or ctx.principal_account == key_account
+    if same_account and key_eval.allows_directly:
+        return Decision(
+            True,
+            DecisionReason.ALLOWED_BY_KEY_POLICY,
+            _refs(PolicySource.KEY_POLICY, 0, key_eval.allowed_by),
+        )
+    # Delegation (same account) or cross-account: the caller's IAM policies must allow too.
+    key_refs = key_eval.delegated_by if same_account else key_eval.allowed_by + key_eval.delegated_by
+    iam_refs: tuple[DecidingStatement, ...] = ()
+    for i, ev in enumerate(identity_evals):
+        iam_refs += _refs(PolicySource.IDENTITY_POLICY, i, ev.allowed_by)
+    # An account's root user needs no identity policy: IAM allows it everything in its account.
+    iam_allows = bool(iam_refs) or ctx.principal_is_root
+    if key_refs and iam_allows and not ctx.principal_is_service:
+        return Decision(
+            True,
+            DecisionReason.ALLOWED_BY_KEY_POLICY_AND_IAM,
+            _refs(PolicySource.KEY_POLICY, 0, key_refs) + iam_refs,
+        )
+
+    for grant in grants:
+        if grant.permits(ctx):
+            return Decision(True, DecisionReason.ALLOWED_BY_GRANT, grant_id=grant.grant_id)
+
+    if key_eval.allow:
+        return Decision(False, DecisionReason.IAM_DOES_NOT_ALLOW, _refs(PolicySource.KEY_POLICY, 0, key_refs))
+    return Decision(False, DecisionReason.KEY_POLICY_DOES_NOT_ALLOW)
+
+
+def lockout_check(policy: Policy, caller_arn: str, caller_account: str, key_arn: str) -> bool:
+    """Would the caller still be allowed to call kms:PutKeyPolicy under ``policy``?
+
+    AWS's ``BypassPolicyLockoutSafetyCheck`` guard: the new key policy must allow the caller
+    (directly or via its account root, trusting IAM for the latter) and must not deny it.
+    Conditions see only the keys derivable from the caller; a statement that needs request
+    values such as ``aws:SourceIp`` does not count, which errs towards refusing the policy.
+    """
+    ctx = RequestContext(
+        principal_arn=caller_arn,
+        principal_account=caller_account,
+        action="kms:PutKeyPolicy",
+        resource_arn=key_arn,
+    )
+    evaluation = policy.evaluate(ctx)
+    return evaluation.allow and not evaluation.explicit_deny
+
+
+# --- AWS policy templates ------------------------------------------------------------------------
+
+POLICY_VERSION = "2012-10-17"
+
+KEY_ADMINISTRATOR_ACTIONS = (
+    "kms:Create*",
+    "kms:Describe*",
+    "kms:Enable*",
+    "kms:List*",
+    "kms:Put*",
+    "kms:Update*",
+    "kms:Revoke*",
+    "kms:Disable*",
+    "kms:Get*",
+    "kms:Delete*",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+    "kms:RotateKeyOnDemand",
+)
+KEY_USER_ACTIONS = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey")
+KEY_USER_GRANT_ACTIONS = ("kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant")
+AWS_MANAGED_USE_ACTIONS = (
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncrypt*",
+    "kms:GenerateDataKey*",
+    "kms:CreateGrant",
+    "kms:DescribeKey",
+)
+AWS_MANAGED_METADATA_ACTIONS = ("kms:Describe*", "kms:Get*", "kms:List*", "kms:RevokeGrant")
+
+
+def _root_arn(account_id: str) -> str:
+    if not _ACCOUNT_ID.fullmatch(account_id):
+        raise ValueError("account id must be 12 digits")
+    return f"arn:aws:iam::{account_id}:root"
+
+
+def _principal(principal_arns: Sequence[str]) -> str | list[str]:
+    if not principal_arns:
+        raise ValueError("at least one principal is required")
+    return principal_arns[0] if len(principal_arns) == 1 else list(principal_arns)
+
+
+def policy_document(statements: Sequence[Mapping[str, object]], *, policy_id: str | None = None) -> str:
+    """Render statements as a key policy document (the JSON text AWS returns)."""
+    document: dict[str, object] = {"Version": POLICY_VERSION}
+    if policy_id is not None:
+        document["Id"] = policy_id
+    document["Statement"] = [dict(s) for s in statements]
+    return json.dumps(document, indent=2)
+
+
+def enable_iam_statement(account_id: str) -> dict[str, object]:
+    """The statement that delegates the key to the account's IAM policies."""
+    return {
+        "Sid": "Enable IAM User Permissions",
+        "Effect": "Allow",
+        "Principal": {"AWS": _root_arn(account_id)},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
+
+
+def default_key_policy(account_id: str) -> str:
+    """AWS's default key policy for CreateKey without a Policy: full delegation to IAM."""
+    return policy_document([enable_iam_statement(account_id)], policy_id="key-default-1")
+
+
+def aws_managed_key_policy(account_id: str, service: str, region: str) -> str:
+    """The policy of an AWS-managed key (``alias/aws/<service>``).
+
+    Any principal of the account may use the key, but only through the service in this
+    region (``kms:ViaService``); the account root may read metadata and revoke grants.
+    """
+    return policy_document(
+        [
+            {
+                "Sid": f"Allow access through {service} for all principals in the account "
+                f"that are authorized to use {service}",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": list(AWS_MANAGED_USE_ACTIONS),
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        "kms:CallerAccount": account_id,
+                        "kms:ViaService": f"{service}.{region}.amazonaws.com",
+                    }
+                },
+            },
+            {
+                "Sid": "Allow direct access to key metadata to the account",
+                "Effect": "Allow",
+                "Principal": {"AWS": _root_arn(account_id)},
+                "Action": list(AWS_MANAGED_METADATA_ACTIONS),
+                "Resource": "*",
+            },
+        ],
+        policy_id=f"auto-{service}-1",
+    )
+
+
+def key_administrators_statement(principal_arns: Sequence[str]) -> dict[str, object]:
+    """The console's "key administrators" statement: manage the key, never use it."""
+    return {
+        "Sid": "Allow access for Key Administrators",
+        "Effect": "Allow",
+        "Principal": {"AWS": _principal(principal_arns)},
+        "Action": list(KEY_ADMINISTRATOR_ACTIONS),
+        "Resource": "*",
+    }
+
+
+def key_users_statement(principal_arns: Sequence[str]) -> dict[str, object]:
+    """The console's "key users" statement: cryptographic use, no administration."""
+    return {
+        "Sid": "Allow use of the key",
+        "Effect": "Allow",
+        "Principal": {"AWS": _principal(principal_arns)},
+        "Action": list(KEY_USER_ACTIONS),
+        "Resource": "*",
+    }
+
+
+def key_users_grants_statement(principal_arns: Sequence[str]) -> dict[str, object]:
+    """The console's companion to key users: grants, but only for AWS resources."""
+    return {
+        "Sid": "Allow attachment of persistent resources",
+        "Effect": "Allow",
+        "Principal": {"AWS": _principal(principal_arns)},
+        "Action": list(KEY_USER_GRANT_ACTIONS),
+        "Resource": "*",
+        "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+    }

@@ -1,0 +1,165 @@
+"""POST / : the one endpoint of the AWS KMS JSON protocol, plus health and metrics.
+
+Every request takes the same path: request id -> read body (1 MiB cap) -> SigV4 ->
+``X-Amz-Target`` lookup -> JSON -> shape validation -> handler -> render -> audit ->
+response. Any ``KmsError`` becomes ``{"__type", "message"}`` with its status; anything
+else is logged with its traceback and answered as ``KMSInternalException`` without
+detail. The audit event is durable before the response leaves (DESIGN section 7).
+
+This is written as one function rather than a middleware stack because it is the hot
+path: each aiohttp middleware layer costs a coroutine per request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from regiond.calls import AuditSink, CallRecord
+from regiond.errors import (
+    KMSInternalException,
+    KmsError,
+    RequestEntityTooLargeException,
+    SerializationException,
+    UnknownOperationException,
+    UnsupportedOperationException,
+)
+from regiond.metrics import REQUEST_LATENCY, REQUESTS
+from regiond.protocol import shapes
+from regiond.protocol.context import OpContext, OpHandler
+from regiond.protocol.ops import IAM_OPERATIONS, KMS_OPERATIONS
+from regiond.protocol.ops.iam import TARGET_PREFIX as IAM_PREFIX
+from regiond.service.authn import Caller
+from regiond.service.container import Services
+
+log = structlog.get_logger("regiond.request")
+
+MAX_BODY_BYTES = 1024 * 1024
+KMS_PREFIX = "TrentService"
+CONTENT_TYPE = "application/x-amz-json-1.1"
+EVENT_SOURCE_KMS = "kms.amazonaws.com"
+EVENT_SOURCE_IAM = "iam.amazonaws.com"
+
+SERVICES = web.AppKey("services", Services)
+AUDIT = web.AppKey("audit", AuditSink)
+
+
+def _error_response(exc: KmsError, request_id: str) -> web.Response:
+    body = orjson.dumps({"__type": exc.code, "message": exc.message})
+    return web.Response(
+        status=exc.status,
+        body=body,
+        headers={"x-amzn-RequestId": request_id, "Content-Type": CONTENT_TYPE},
+    )
+
+
+def _resolve(target: str) -> tuple[str, str, OpHandler]:
+    prefix, _, operation = target.partition(".")
+    if prefix == KMS_PREFIX:
+        if not shapes.is_kms_operation(operation):
+            raise UnknownOperationException(f"Unknown operation {operation[:64]!r}")
+        handler = KMS_OPERATIONS.get(operation)
+        if handler is None:
+            raise UnsupportedOperationException(
+                f"{operation} is not implemented by this regionkms version (see docs/API.md)"
+            )
+        return EVENT_SOURCE_KMS, operation, handler
+    if prefix == IAM_PREFIX and operation in IAM_OPERATIONS:
+        return EVENT_SOURCE_IAM, operation, IAM_OPERATIONS[operation]
+    raise UnknownOperationException(f"Unknown operation {target[:80]!r}")
+
+
+def _source_ip(request: web.Request, trusted_proxies: tuple[str, ...]) -> str:
+    peer = request.remote or ""
+    if trusted_proxies and peer in trusted_proxies:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        # Walk from the nearest hop outwards, skipping our own proxies.
+        for hop in reversed(hops):
+            if hop not in trusted_proxies:
+                return hop
+    return peer
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body:
+        return {}
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise SerializationException("Request body is not valid JSON") from exc
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    audit = request.app[AUDIT]
+    request_id = str(uuid.uuid4())
+    started = time.perf_counter()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    operation = "unknown"
+    record: CallRecord | None = None
+    try:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            raise RequestEntityTooLargeException("Request body exceeds the 1 MiB limit")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise RequestEntityTooLargeException("Request body exceeds the 1 MiB limit") from exc
+        now = services.clock.now()
+        caller: Caller = await services.authn.authenticate(
+            method=request.method, path=request.raw_path.split("?", 1)[0], query=request.query_string,
+            headers=request.headers, body=body, now=now,
+        )  # fmt: skip
+        structlog.contextvars.bind_contextvars(principal=caller.principal.arn)
+        event_source, operation, handler = _resolve(request.headers.get("X-Amz-Target", ""))
+        record = CallRecord(
+            operation=operation,
+            event_source=event_source,
+            request_id=request_id,
+            event_time=now,
+            region=services.settings.region,
+            source_ip=_source_ip(request, services.settings.trusted_proxies),
+            user_agent=request.headers.get("User-Agent", "")[:1024],
+            principal=caller.principal,
+            access_key_id=caller.access_key_id,
+        )
+        raw = _parse_json(body)
+        if event_source == EVENT_SOURCE_KMS:
+            params = shapes.validate_request(operation, raw)
+        elif isinstance(raw, dict):
+            params = raw
+        else:
+            raise SerializationException("Request body must be a JSON object")
+        record.params = params
+        result = await handler(OpContext(services, caller, record, now), params)
+        record.result = result
+        payload = shapes.render_response(operation, result) if event_source == EVENT_SOURCE_KMS else orjson.dumps(result)
+        await audit.submit(record)
+        REQUESTS.labels(operation, "ok").inc()
+        return web.Response(body=payload, headers={"x-amzn-RequestId": request_id, "Content-Type": CONTENT_TYPE})
+    except KmsError as exc:
+        failure: KmsError = exc
+    except Exception:
+        log.exception("request.failed", operation=operation)
+        failure = KMSInternalException("An internal error occurred; see the server log for this request id")
+    finally:
+        REQUEST_LATENCY.labels(operation).observe(time.perf_counter() - started)
+    if record is not None:
+        record.error, record.result = failure, None
+        try:
+            await audit.submit(record)
+        except Exception:
+            log.exception("audit.write_failed", operation=operation)
+            failure = KMSInternalException("The request could not be audited and was not performed")
+    REQUESTS.labels(operation, failure.code).inc()
+    if failure.status >= 500:
+        log.error("request.error", operation=operation, error=failure.code)
+    else:
+        log.info("request.rejected", operation=operation, error=failure.code)
+    return _error_response(failure, request_id)

@@ -1,0 +1,20 @@
+"""The services one node runs, wired once by ``regiond.app`` and handed to every handler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from regiond.clock import Clock
+from regiond.config import Settings
+from regiond.service.authn import Authenticator
+from regiond.service.iam import IamService
+from regiond.service.iam_authz import IamAuthorizer
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    authn: Authenticator
+    iam: IamService
+    iam_authz: IamAuthorizer

@@ -1,0 +1,56 @@
+"""Authorization of the IAM admin operations: identity policies only (there is no key policy).
+
+An account root may do anything inside its own account; any other principal needs an
+identity policy that allows ``iam:<Operation>`` on the target's ARN, with no explicit
+Deny. Parsed policies are cached per principal and dropped on any IAM change.
+"""
+
+from __future__ import annotations
+
+from regiond.cache import TtlCache
+from regiond.domain.policy import Policy, PolicyKind, RequestContext, parse_policy
+from regiond.domain.principal import Principal
+from regiond.errors import KmsError
+from regiond.service.iam import IamService
+
+
+class IamAuthorizer:
+    def __init__(self, iam: IamService, *, ttl_s: float) -> None:
+        self._iam = iam
+        self._policies: TtlCache[str, tuple[Policy, ...]] = TtlCache(ttl_s=ttl_s)
+
+    def invalidate(self, _payload: str | None = None) -> None:
+        self._policies.invalidate()
+
+    async def identity_policies(self, principal: Principal) -> tuple[Policy, ...]:
+        generation = self._policies.generation
+        hit = self._policies.get(principal.arn)
+        if hit is not None:
+            return hit
+        parsed = []
+        for document in (await self._iam.identity_policies(principal.arn)).values():
+            try:
+                parsed.append(parse_policy(document, kind=PolicyKind.IDENTITY))
+            except KmsError:
+                continue  # stored before the grammar tightened: grants nothing
+        result = tuple(parsed)
+        self._policies.put(principal.arn, result, generation=generation)
+        return result
+
+    async def allows(self, principal: Principal, action: str, resource_arn: str) -> bool:
+        if principal.is_root:
+            return True
+        ctx = RequestContext(
+            principal_arn=principal.arn,
+            principal_account=principal.account_id,
+            action=action,
+            resource_arn=resource_arn,
+            values={},
+        )
+        allowed = False
+        for policy in await self.identity_policies(principal):
+            evaluation = policy.evaluate(ctx)
+            if evaluation.explicit_deny:
+                return False
+            allowed = allowed or evaluation.allow
+        return allowed
