@@ -74,7 +74,7 @@ def shorten(value: object, limit: int = 48) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def wildcard_regex(patterns: Iterable[str], *, ignore_case: bool, star: str = ".*", one: str = ".") -> str:
+def wildcard_regex(patterns: Iterable[str], *, star: str = ".*", one: str = ".") -> str:
     """Translate ``*`` / ``?`` globs into one alternation; everything else is literal."""
     alternatives = []
     for pattern in patterns:
@@ -87,12 +87,13 @@ def wildcard_regex(patterns: Iterable[str], *, ignore_case: bool, star: str = ".
             else:
                 parts.append(re.escape(ch))
         alternatives.append("".join(parts))
-    prefix = "(?is)" if ignore_case else "(?s)"
-    return prefix + "(?:" + "|".join(alternatives) + ")"
+    return "(?:" + "|".join(alternatives) + ")"
 
 
 def compile_wildcards(patterns: Iterable[str], *, ignore_case: bool) -> re.Pattern[str]:
-    return re.compile(wildcard_regex(patterns, ignore_case=ignore_case))
+    """Compile globs for ``fullmatch``; ``*`` may span any characters, newlines included."""
+    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+    return re.compile(wildcard_regex(patterns), flags)
 
 
 # --- value matchers, one factory per operator family --------------------------------------------
@@ -197,17 +198,16 @@ def _arn_like(values: tuple[str, ...], op_name: str) -> ValueMatcher:
     alternatives = []
     for value in values:
         if value == "*":
-            alternatives.append("(?s:.*)")
+            alternatives.append(".*")
             continue
         parts = value.split(":", 5)
         if len(parts) != 6 or parts[0] != "arn":
             raise MalformedPolicyDocumentException(
                 f"condition operator {op_name}: value {shorten(value)} is not an ARN"
             )
-        head = [wildcard_regex([p], ignore_case=False, star="[^:]*", one="[^:]") for p in parts[:5]]
-        tail = wildcard_regex([parts[5]], ignore_case=False)
-        alternatives.append(":".join([*head, tail]))
-    rx = re.compile("|".join(f"(?:{a})" for a in alternatives))
+        head = [wildcard_regex([p], star="[^:]*", one="[^:]") for p in parts[:5]]
+        alternatives.append(":".join([*head, wildcard_regex([parts[5]])]))
+    rx = re.compile("|".join(f"(?:{a})" for a in alternatives), re.DOTALL)
     return lambda v: rx.fullmatch(v) is not None
 
 
