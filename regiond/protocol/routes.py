@@ -58,17 +58,18 @@ def _error_response(exc: KmsError, request_id: str) -> web.Response:
     )
 
 
+async def _not_implemented(ctx: OpContext, _params: dict[str, Any]) -> dict[str, Any]:
+    raise UnsupportedOperationException(
+        f"{ctx.record.operation} is not implemented by this regionkms version (see docs/API.md)"
+    )
+
+
 def _resolve(target: str) -> tuple[str, str, OpHandler]:
     prefix, _, operation = target.partition(".")
     if prefix == KMS_PREFIX:
         if not shapes.is_kms_operation(operation):
             raise UnknownOperationException(f"Unknown operation {operation[:64]!r}")
-        handler = KMS_OPERATIONS.get(operation)
-        if handler is None:
-            raise UnsupportedOperationException(
-                f"{operation} is not implemented by this regionkms version (see docs/API.md)"
-            )
-        return EVENT_SOURCE_KMS, operation, handler
+        return EVENT_SOURCE_KMS, operation, KMS_OPERATIONS.get(operation, _not_implemented)
     if prefix == IAM_PREFIX and operation in IAM_OPERATIONS:
         return EVENT_SOURCE_IAM, operation, IAM_OPERATIONS[operation]
     raise UnknownOperationException(f"Unknown operation {target[:80]!r}")
