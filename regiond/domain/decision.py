@@ -76,8 +76,8 @@ class GrantConstraints:
     Both compare keys and values case-sensitively, as AWS does.
     """
 
-    encryption_context_equals: Mapping[str, str] | None = None
-    encryption_context_subset: Mapping[str, str] | None = None
+    encryption_context_equals: Mapping[str, str] | None = field(default=None, hash=False)
+    encryption_context_subset: Mapping[str, str] | None = field(default=None, hash=False)
 
     def hold(self, encryption_context: Mapping[str, str]) -> bool:
         equals, subset = self.encryption_context_equals, self.encryption_context_subset

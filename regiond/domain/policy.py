@@ -124,8 +124,8 @@ class RequestContext:
     principal_account: str
     action: str
     resource_arn: str
-    values: ValueMap = field(default_factory=dict)
-    encryption_context: Mapping[str, str] = field(default_factory=dict)
+    values: ValueMap = field(default_factory=dict, hash=False)
+    encryption_context: Mapping[str, str] = field(default_factory=dict, hash=False)
     principal_is_service: bool = False
     action_key: str = field(init=False, repr=False, compare=False)
     principal_is_root: bool = field(init=False, repr=False, compare=False)
