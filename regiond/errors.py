@@ -190,3 +190,9 @@ class DependencyTimeoutException(KmsError):
 
 class ServiceUnavailable(KmsError):
     code, status = "ServiceUnavailableException", 503
+
+
+class NotAuthorizedException(KmsError):
+    """AWS's answer to creating or changing an alias under the reserved ``alias/aws/`` prefix."""
+
+    code = "NotAuthorizedException"
