@@ -32,8 +32,9 @@ def credentials_from_env() -> Credentials:
         raise AdminApiError("MissingCredentials", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from exc
 
 
-def call_iam(endpoint: str, region: str, operation: str, params: dict[str, Any],
-             credentials: Credentials | None = None) -> dict[str, Any]:  # fmt: skip
+def call_iam(
+    endpoint: str, region: str, operation: str, params: dict[str, Any], credentials: Credentials | None = None
+) -> dict[str, Any]:
     body = json.dumps(params).encode()
     headers = sign_headers(
         credentials=credentials or credentials_from_env(),

@@ -1,10 +1,10 @@
 """``regiond``: the composition root. Parses arguments, builds Settings, calls the parts.
 
-    regiond init     --state-dir DIR                       root key and region identity material
-    regiond migrate  --database-url URL                    apply schema migrations
-    regiond serve    --region R --database-url URL --listen HOST:PORT --workers N --state-dir DIR
-    regiond iam      (--cluster FILE | --database-url URL --state-dir DIR) <command> ...
-    regiond dev      --regions a,b,c --state-dir DIR       local multi-region cluster
+regiond init     --state-dir DIR                       root key and region identity material
+regiond migrate  --database-url URL                    apply schema migrations
+regiond serve    --region R --database-url URL --listen HOST:PORT --workers N --state-dir DIR
+regiond iam      (--cluster FILE | --database-url URL --state-dir DIR) <command> ...
+regiond dev      --regions a,b,c --state-dir DIR       local multi-region cluster
 """
 
 from __future__ import annotations
@@ -32,14 +32,9 @@ def load_keyring(settings: Settings) -> AesRootKeyring:
 def build_app(settings: Settings) -> web.Application:
     """The production wiring (module-level so worker processes can import it)."""
     from regiond.app import create_app
+    from regiond.audit import make_audit_sink
 
-    audit_factory = None
-    try:
-        from regiond.audit import make_audit_sink
-
-        audit_factory = make_audit_sink if settings.audit_enabled else None
-    except ImportError:
-        audit_factory = None
+    audit_factory = make_audit_sink if settings.audit_enabled else None
     return create_app(settings, load_keyring(settings), audit_factory=audit_factory)
 
 
@@ -96,11 +91,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from regiond.dev import run_dev
 
     urls = {
-        region: getattr(args, f"database_url_{region.replace('-', '_')}", None)
-        for region in args.regions.split(",")
+        region: getattr(args, f"database_url_{region.replace('-', '_')}", None) for region in args.regions.split(",")
     }
-    return run_dev(regions=args.regions.split(","), state_dir=Path(args.state_dir), database_urls=urls,
-                   base_port=args.base_port, workers=args.workers)  # fmt: skip
+    return run_dev(
+        regions=args.regions.split(","),
+        state_dir=Path(args.state_dir),
+        database_urls=urls,
+        base_port=args.base_port,
+        workers=args.workers,
+    )
 
 
 def _add_node_args(p: argparse.ArgumentParser) -> None:

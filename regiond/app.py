@@ -7,7 +7,7 @@ created before ``yield`` and closed after it, in reverse order.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -28,7 +28,7 @@ from regiond.store.pool import Pool, connection, create_pool
 
 log = structlog.get_logger(__name__)
 
-POOL = web.AppKey("pool", Pool)
+POOL: web.AppKey[Pool] = web.AppKey("pool")
 LISTENER = web.AppKey("listener", Listener)
 
 AuditFactory = Callable[[Pool, Settings], Awaitable[AuditSink]]

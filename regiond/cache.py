@@ -18,7 +18,9 @@ V = TypeVar("V")
 
 
 class TtlCache(Generic[K, V]):
-    def __init__(self, *, ttl_s: float, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, ttl_s: float, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._clock = clock

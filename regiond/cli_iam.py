@@ -110,8 +110,10 @@ async def _apply(args: argparse.Namespace, services: list[IamService]) -> dict[s
     if cmd in ("list-users", "list-roles"):
         kind = PrincipalKind.USER if cmd == "list-users" else PrincipalKind.ROLE
         found = await first.list_principals(account, kind)
-        return {"arn": principal_arn(account, PrincipalKind.ROOT, ""),
-                "principals": [{"arn": p.arn, "name": p.name} for p in found]}  # fmt: skip
+        return {
+            "arn": principal_arn(account, PrincipalKind.ROOT, ""),
+            "principals": [{"arn": p.arn, "name": p.name} for p in found],
+        }
     raise SystemExit(f"regiond iam: unknown command {cmd}")
 
 
@@ -142,8 +144,11 @@ def _run_endpoint(args: argparse.Namespace) -> dict[str, Any]:
     result = call_iam(args.endpoint, args.region, operation, params)
     if cmd == "create-access-key":
         key = result["AccessKey"]
-        return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"],
-                "arn": principal_arn(args.account_id, kind, name)}  # fmt: skip
+        return {
+            "access_key_id": key["AccessKeyId"],
+            "secret_access_key": key["SecretAccessKey"],
+            "arn": principal_arn(args.account_id, kind, name),
+        }
     entity = result.get("User") or result.get("Role") or {}
     return {"arn": entity.get("Arn", principal_arn(args.account_id, kind, name)), **result}
 

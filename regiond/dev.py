@@ -112,13 +112,30 @@ def run_dev(
             dbs[region] = url
             old_port = saved.get("regions", {}).get(region, {}).get("endpoint", "").rsplit(":", 1)[-1]
             port = base_port + i if base_port else int(old_port) if old_port.isdigit() else free_port()
-            region_info[region] = {"endpoint": f"http://127.0.0.1:{port}", "database_url": url,
-                                   "state_dir": str(rdir.resolve())}  # fmt: skip
+            region_info[region] = {
+                "endpoint": f"http://127.0.0.1:{port}",
+                "database_url": url,
+                "state_dir": str(rdir.resolve()),
+            }
         creds = asyncio.run(_bootstrap(dbs, state_dir, saved))
         for region, info in region_info.items():
             port = info["endpoint"].rsplit(":", 1)[1]
-            cmd = [sys.executable, "-m", "regiond", "serve", "--region", region, "--database-url", info["database_url"],
-                   "--listen", f"127.0.0.1:{port}", "--workers", str(workers), "--state-dir", info["state_dir"]]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "regiond",
+                "serve",
+                "--region",
+                region,
+                "--database-url",
+                info["database_url"],
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--state-dir",
+                info["state_dir"],
+            ]
             log = open(state_dir / region / "regiond.log", "ab")  # noqa: SIM115
             nodes.append(subprocess.Popen(cmd, stdout=log, stderr=log))
         for proc, info in zip(nodes, region_info.values(), strict=True):

@@ -154,9 +154,16 @@ class LocalPostgres:
             _chown_tree(self.data_dir, self._user)
             os.chown(pwfile, pwd.getpwnam(self._user).pw_uid, -1)
         result = self._run(
-            "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=scram-sha-256",
-            f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C",
-        )  # fmt: skip
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "--encoding=UTF8",
+            "--locale=C",
+        )
         pwfile.unlink()
         if result.returncode != 0:
             raise LocalPostgresError(f"initdb failed: {result.stderr.strip()[-2000:]}")

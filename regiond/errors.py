@@ -37,8 +37,6 @@ class KmsError(Exception):
         return str(self.args[0])
 
 
-
-
 # Protocol
 class SerializationException(KmsError):
     code, status = "SerializationException", 400

@@ -27,7 +27,9 @@ REPLICATION_LAG = Gauge(
     "regionkms_replication_lag_entries", "Outbox entries not yet acknowledged per peer", ["peer"], registry=REGISTRY
 )
 REPLICATION_LAG_SECONDS = Gauge(
-    "regionkms_replication_lag_seconds", "Age of the oldest unacknowledged outbox entry per peer", ["peer"],
+    "regionkms_replication_lag_seconds",
+    "Age of the oldest unacknowledged outbox entry per peer",
+    ["peer"],
     registry=REGISTRY,
 )
 

@@ -28,7 +28,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     try:
         import uvloop
 
-        return uvloop.new_event_loop  # type: ignore[no-any-return]
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
     except ImportError:
         return asyncio.new_event_loop
 

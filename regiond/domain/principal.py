@@ -38,9 +38,7 @@ class Principal:
     @property
     def identity_type(self) -> str:
         """The CloudTrail ``userIdentity.type`` of this principal."""
-        return {PrincipalKind.ROOT: "Root", PrincipalKind.USER: "IAMUser", PrincipalKind.ROLE: "AssumedRole"}[
-            self.kind
-        ]
+        return {PrincipalKind.ROOT: "Root", PrincipalKind.USER: "IAMUser", PrincipalKind.ROLE: "AssumedRole"}[self.kind]
 
 
 def require_account_id(value: str) -> str:

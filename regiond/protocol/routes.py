@@ -22,8 +22,8 @@ from aiohttp import web
 
 from regiond.calls import AuditSink, CallRecord
 from regiond.errors import (
-    KMSInternalException,
     KmsError,
+    KMSInternalException,
     RequestEntityTooLargeException,
     SerializationException,
     UnknownOperationException,
@@ -114,9 +114,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
             raise RequestEntityTooLargeException("Request body exceeds the 1 MiB limit") from exc
         now = services.clock.now()
         caller: Caller = await services.authn.authenticate(
-            method=request.method, path=request.raw_path.split("?", 1)[0], query=request.query_string,
-            headers=request.headers, body=body, now=now,
-        )  # fmt: skip
+            method=request.method,
+            path=request.raw_path.split("?", 1)[0],
+            query=request.query_string,
+            headers=request.headers,
+            body=body,
+            now=now,
+        )
         structlog.contextvars.bind_contextvars(principal=caller.principal.arn)
         event_source, operation, handler = _resolve(request.headers.get("X-Amz-Target", ""))
         record = CallRecord(
@@ -140,7 +144,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         record.params = params
         result = await handler(OpContext(services, caller, record, now), params)
         record.result = result
-        payload = shapes.render_response(operation, result) if event_source == EVENT_SOURCE_KMS else orjson.dumps(result)
+        payload = (
+            shapes.render_response(operation, result) if event_source == EVENT_SOURCE_KMS else orjson.dumps(result)
+        )
         await audit.submit(record)
         REQUESTS.labels(operation, "ok").inc()
         return web.Response(body=payload, headers={"x-amzn-RequestId": request_id, "Content-Type": CONTENT_TYPE})

@@ -54,10 +54,14 @@ def parse(headers: Mapping[str, str]) -> ParsedAuthorization:
         )
     credential = fields["Credential"].split("/")
     if len(credential) != 5 or credential[4] != "aws4_request":
-        raise IncompleteSignature("Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term")
+        raise IncompleteSignature(
+            "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term"
+        )
     amz_date = headers.get("X-Amz-Date")
     if not amz_date:
-        raise IncompleteSignature("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+        raise IncompleteSignature(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+        )
     signed = fields["SignedHeaders"].split(";")
     if "host" not in signed:
         raise InvalidSignatureException("'Host' must be a 'SignedHeader' in the AWS Authorization.")

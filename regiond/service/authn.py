@@ -83,7 +83,12 @@ class Authenticator:
         if entry is None or not entry.active:
             raise UnrecognizedClientException("The security token included in the request is invalid.")
         sigv4.verify(
-            auth, method=method, path=path, query=query, headers=headers, body=body,
+            auth,
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            body=body,
             signing_key=self._signing_key(entry, auth.date),
-        )  # fmt: skip
+        )
         return Caller(entry.principal, auth.access_key_id)

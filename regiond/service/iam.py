@@ -65,7 +65,9 @@ class IamService:
 
     async def create_account(self, account_id: str) -> Principal:
         require_account_id(account_id)
-        root = Principal(principal_arn(account_id, PrincipalKind.ROOT, ""), account_id, PrincipalKind.ROOT, "", account_id)
+        root = Principal(
+            principal_arn(account_id, PrincipalKind.ROOT, ""), account_id, PrincipalKind.ROOT, "", account_id
+        )
         async with transaction(self._pool) as con:
             await iam_store.insert_account(con, account_id)
             await iam_store.insert_principal(con, root)

@@ -44,8 +44,12 @@ async def insert_principal(con: Conn, p: Principal) -> None:
     try:
         await con.execute(
             "INSERT INTO principals (arn, account_id, kind, name, principal_id) VALUES ($1, $2, $3, $4, $5)",
-            p.arn, p.account_id, p.kind.value, p.name, p.principal_id,
-        )  # fmt: skip
+            p.arn,
+            p.account_id,
+            p.kind.value,
+            p.name,
+            p.principal_id,
+        )
     except asyncpg.UniqueViolationError as exc:
         raise EntityAlreadyExists(f"{p.kind.value} {p.name} already exists in account {p.account_id}") from exc
     except asyncpg.ForeignKeyViolationError as exc:
@@ -69,8 +73,10 @@ async def list_principals(con: Conn, account_id: str, kind: PrincipalKind) -> li
 async def insert_access_key(con: Conn, access_key_id: str, principal_arn: str, secret_wrapped: bytes) -> None:
     await con.execute(
         "INSERT INTO access_keys (access_key_id, principal_arn, secret_wrapped) VALUES ($1, $2, $3)",
-        access_key_id, principal_arn, secret_wrapped,
-    )  # fmt: skip
+        access_key_id,
+        principal_arn,
+        secret_wrapped,
+    )
 
 
 async def get_access_key(con: Conn, access_key_id: str) -> AccessKeyRow | None:
@@ -94,8 +100,10 @@ async def list_access_keys(con: Conn, principal_arn: str) -> list[tuple[str, str
 async def set_access_key_status(con: Conn, principal_arn: str, access_key_id: str, status: str) -> None:
     done = await con.execute(
         "UPDATE access_keys SET status = $3 WHERE principal_arn = $1 AND access_key_id = $2",
-        principal_arn, access_key_id, status,
-    )  # fmt: skip
+        principal_arn,
+        access_key_id,
+        status,
+    )
     if done.endswith(" 0"):
         raise NoSuchEntity(f"access key {access_key_id} does not exist for {principal_arn}")
 
@@ -112,8 +120,10 @@ async def put_identity_policy(con: Conn, principal_arn: str, name: str, document
     await con.execute(
         "INSERT INTO identity_policies (principal_arn, policy_name, document) VALUES ($1, $2, $3)"
         " ON CONFLICT (principal_arn, policy_name) DO UPDATE SET document = EXCLUDED.document, updated_at = now()",
-        principal_arn, name, document,
-    )  # fmt: skip
+        principal_arn,
+        name,
+        document,
+    )
 
 
 async def delete_identity_policy(con: Conn, principal_arn: str, name: str) -> None:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 ACQUIRE_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 30.0
 
-Pool = asyncpg.Pool
-Conn = asyncpg.Connection
+# asyncpg ships no type information; these aliases name what the values are.
+Pool: TypeAlias = Any  # asyncpg.Pool
+Conn: TypeAlias = Any  # asyncpg.Connection (or a pool connection proxy)
 
 
 async def _init_connection(con: Any) -> None:
@@ -26,13 +27,14 @@ async def _init_connection(con: Any) -> None:
 
 
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
-    return await asyncpg.create_pool(
+    pool: Pool = await asyncpg.create_pool(
         database_url,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
         command_timeout=COMMAND_TIMEOUT_S,
     )
+    return pool
 
 
 @asynccontextmanager

@@ -64,8 +64,9 @@ async def test_timestamp_fourteen_minutes_old_is_accepted(nodes: NodeFactory) ->
     node = await nodes.start()
     ident = await nodes.identity(node)
     old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=14)
-    status, body, _ = await signed_post(node.endpoint, node.region, ident, f"{KMS}.GenerateRandom",
-                                        b'{"NumberOfBytes": 8}', now=old)  # fmt: skip
+    _status, body, _ = await signed_post(
+        node.endpoint, node.region, ident, f"{KMS}.GenerateRandom", b'{"NumberOfBytes": 8}', now=old
+    )
     assert body.get("__type") != "InvalidSignatureException"
 
 
@@ -130,19 +131,23 @@ async def test_every_response_has_a_request_id(nodes: NodeFactory) -> None:
 async def test_iam_admin_api_creates_user_and_key(nodes: NodeFactory) -> None:
     node = await nodes.start()
     root = await nodes.identity(node, user=None)
-    status, body, _ = await signed_post(node.endpoint, node.region, root, "RegionKmsIam.CreateUser",
-                                        b'{"UserName": "alice"}')  # fmt: skip
+    status, body, _ = await signed_post(
+        node.endpoint, node.region, root, "RegionKmsIam.CreateUser", b'{"UserName": "alice"}'
+    )
     assert status == 200, body
     assert body["User"]["Arn"] == "arn:aws:iam::111122223333:user/alice"
-    status, body, _ = await signed_post(node.endpoint, node.region, root, "RegionKmsIam.CreateAccessKey",
-                                        b'{"UserName": "alice"}')  # fmt: skip
-    alice = Identity("arn:aws:iam::111122223333:user/alice", body["AccessKey"]["AccessKeyId"],
-                     body["AccessKey"]["SecretAccessKey"])  # fmt: skip
+    status, body, _ = await signed_post(
+        node.endpoint, node.region, root, "RegionKmsIam.CreateAccessKey", b'{"UserName": "alice"}'
+    )
+    alice = Identity(
+        "arn:aws:iam::111122223333:user/alice", body["AccessKey"]["AccessKeyId"], body["AccessKey"]["SecretAccessKey"]
+    )
     status, body, _ = await signed_post(node.endpoint, node.region, alice, "RegionKmsIam.GetCallerIdentity", b"{}")
     assert body["Arn"] == alice.arn
     # alice has no identity policy: she may not create users
-    status, body, _ = await signed_post(node.endpoint, node.region, alice, "RegionKmsIam.CreateUser",
-                                        b'{"UserName": "mallory"}')  # fmt: skip
+    status, body, _ = await signed_post(
+        node.endpoint, node.region, alice, "RegionKmsIam.CreateUser", b'{"UserName": "mallory"}'
+    )
     assert body["__type"] == "AccessDeniedException"
 
 

@@ -130,9 +130,14 @@ class NodeFactory:
         return url
 
     async def start(
-        self, region: str = "us-east-1", *, database_url: str | None = None, state_dir: Path | None = None,
-        audit: bool = True, **settings: Any,
-    ) -> Node:  # fmt: skip
+        self,
+        region: str = "us-east-1",
+        *,
+        database_url: str | None = None,
+        state_dir: Path | None = None,
+        audit: bool = True,
+        **settings: Any,
+    ) -> Node:
         url = database_url or await self.database()
         sdir = state_dir or self.tmp / f"{region}-{len(self.nodes)}"
         init_state_dir(sdir, region=region)
@@ -169,9 +174,13 @@ class NodeFactory:
             await self.pg.drop_database(url)
 
     async def identity(
-        self, node: Node, account_id: str = ACCOUNT_ID, user: str | None = "admin",
-        policy: dict[str, Any] | None = None, role: bool = False,
-    ) -> Identity:  # fmt: skip
+        self,
+        node: Node,
+        account_id: str = ACCOUNT_ID,
+        user: str | None = "admin",
+        policy: dict[str, Any] | None = None,
+        role: bool = False,
+    ) -> Identity:
         """Ensure the account (and user/role) exist in ``node``'s database and make an access key."""
         pool = await create_pool(node.database_url, min_size=1, max_size=1)
         try:
@@ -186,8 +195,10 @@ class NodeFactory:
                 if not any(p.arn == arn for p in existing):
                     await iam.create_principal(account_id, kind, user)
                 if policy is None and user == "admin":
-                    policy = {"Version": "2012-10-17",
-                              "Statement": [{"Effect": "Allow", "Action": ["kms:*", "iam:*"], "Resource": "*"}]}  # fmt: skip
+                    policy = {
+                        "Version": "2012-10-17",
+                        "Statement": [{"Effect": "Allow", "Action": ["kms:*", "iam:*"], "Resource": "*"}],
+                    }
                 if policy is not None:
                     await iam.put_identity_policy(arn, "inline", json.dumps(policy))
             new = await iam.create_access_key(arn)

@@ -30,10 +30,19 @@ async def signed_post(
     if identity is not None:
         creds = Credentials(identity.access_key_id, secret or identity.secret_access_key)
         headers = sign_headers(
-            credentials=creds, method="POST", url=endpoint + "/", headers=headers, body=body,
-            region=scope_region or region, service="kms", now=now or dt.datetime.now(dt.UTC),
-        )  # fmt: skip
+            credentials=creds,
+            method="POST",
+            url=endpoint + "/",
+            headers=headers,
+            body=body,
+            region=scope_region or region,
+            service="kms",
+            now=now or dt.datetime.now(dt.UTC),
+        )
     headers.pop("Host", None)
-    async with aiohttp.ClientSession() as session, session.post(endpoint + "/", data=io.BytesIO(body), headers=headers) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(endpoint + "/", data=io.BytesIO(body), headers=headers) as resp,
+    ):
         payload = await resp.json(content_type=None)
         return resp.status, payload, dict(resp.headers)

@@ -6,11 +6,13 @@ Adding an area means adding its module's ``HANDLERS`` here; ``routes`` answers
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from regiond.protocol.context import OpHandler
 from regiond.protocol.ops import iam
 
-KMS_OPERATIONS: dict[str, OpHandler] = {}
-for _module_handlers in ():
-    KMS_OPERATIONS.update(_module_handlers)
+_KMS_AREAS: tuple[Mapping[str, OpHandler], ...] = ()
+
+KMS_OPERATIONS: dict[str, OpHandler] = {name: h for area in _KMS_AREAS for name, h in area.items()}
 
 IAM_OPERATIONS: dict[str, OpHandler] = dict(iam.HANDLERS)

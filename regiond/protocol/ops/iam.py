@@ -22,8 +22,10 @@ def _str(params: Params, name: str, *, required: bool = True) -> str:
     if value is None and not required:
         return ""
     if not isinstance(value, str) or not value:
-        raise ValidationException(f"1 validation error detected: Value at '{name}' failed to satisfy constraint: "
-                                  "Member must not be null and must be a non-empty string")
+        raise ValidationException(
+            f"1 validation error detected: Value at '{name}' failed to satisfy constraint: "
+            "Member must not be null and must be a non-empty string"
+        )
     return value
 
 
@@ -125,7 +127,7 @@ async def put_policy(ctx: OpContext, params: Params) -> Result:
 
 
 async def get_policy(ctx: OpContext, params: Params) -> Result:
-    _kind, name, arn = _target(ctx, params)
+    _kind, _name, arn = _target(ctx, params)
     await _authorize(ctx, "GetUserPolicy", arn)
     policy_name = _str(params, "PolicyName")
     docs = await ctx.services.iam.identity_policies(arn)
