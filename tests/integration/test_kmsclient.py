@@ -7,8 +7,7 @@ import os
 
 import pytest
 
-from kmsclient import Credentials, Endpoint, EnvelopeError, KmsClient, KmsClientError, decrypt, encrypt
-from kmsclient import envelope
+from kmsclient import Credentials, Endpoint, EnvelopeError, KmsClient, KmsClientError, decrypt, encrypt, envelope
 from tests.support.cluster import NodeFactory
 
 
