@@ -7,21 +7,30 @@ created before ``yield`` and closed after it, in reverse order.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
 from regiond import metrics
+from regiond.background.sweeper import DeletionSweeper
 from regiond.calls import AuditSink
 from regiond.clock import Clock, SystemClock
 from regiond.config import Settings
 from regiond.crypto.keyring import RootKeyring
 from regiond.protocol.routes import AUDIT, MAX_BODY_BYTES, SERVICES, handle
+from regiond.service.aliases import AliasService
 from regiond.service.authn import Authenticator
+from regiond.service.authz import Authorizer
 from regiond.service.container import Services
+from regiond.service.cryptops import CryptoService
 from regiond.service.iam import IamService
 from regiond.service.iam_authz import IamAuthorizer
+from regiond.service.keycache import CHANNEL as KEYS_CHANNEL
+from regiond.service.keycache import KeyCache
+from regiond.service.keys import KeyService
 from regiond.store import migrate as migrations
 from regiond.store.notify import Listener
 from regiond.store.pool import Pool, connection, create_pool
@@ -30,9 +39,26 @@ log = structlog.get_logger(__name__)
 
 POOL: web.AppKey[Pool] = web.AppKey("pool")
 LISTENER = web.AppKey("listener", Listener)
+SWEEPER = web.AppKey("sweeper", DeletionSweeper)
 
 AuditFactory = Callable[[Pool, Settings], Awaitable[AuditSink]]
 IAM_CHANNEL = "regionkms_iam"
+
+
+def _interval_s(settings: Settings, name: str, default: float) -> float:
+    """A background interval from ``settings.extra`` (tests lengthen them to keep the DB quiet)."""
+    return float(settings.extra.get(name, default))
+
+
+async def _flush_usage(keys: KeyService, pool: Pool, stop: asyncio.Event, interval_s: float) -> None:
+    """Write GetKeyLastUsage data in batches, off the hot path; a last flush on shutdown."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        try:
+            await keys.usage.flush(pool)
+        except Exception:
+            log.exception("key_usage.flush_failed")
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -78,7 +104,18 @@ def create_app(
         iam_authz = IamAuthorizer(iam, ttl_s=settings.cache_ttl_s)
         listener.subscribe(IAM_CHANNEL, authn.invalidate)
         listener.subscribe(IAM_CHANNEL, iam_authz.invalidate)
-        services = Services(settings=settings, clock=the_clock, authn=authn, iam=iam, iam_authz=iam_authz)
+        key_cache = KeyCache(pool, keyring, ttl_s=settings.cache_ttl_s)
+        listener.subscribe(KEYS_CHANNEL, key_cache.invalidate)
+        authz = Authorizer(iam_authz, key_cache)
+        keys = KeyService(pool, keyring, key_cache, authz, region=settings.region, clock=the_clock)
+        services = Services(
+            settings=settings, clock=the_clock, authn=authn, iam=iam, iam_authz=iam_authz, authz=authz,
+            keys=keys, aliases=AliasService(pool, keys), cryptops=CryptoService(keys),
+        )  # fmt: skip
+        sweeper = DeletionSweeper(
+            pool, the_clock, interval_s=_interval_s(settings, "sweeper_interval_s", 60.0),
+            on_destroyed=key_cache.invalidate,
+        )  # fmt: skip
         audit: AuditSink
         if audit_factory is not None:
             audit = await audit_factory(pool, settings)
@@ -90,9 +127,20 @@ def create_app(
         app[LISTENER] = listener
         app[SERVICES] = services
         app[AUDIT] = audit
+        app[SWEEPER] = sweeper
         await listener.start()
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"),
+            asyncio.create_task(
+                _flush_usage(keys, pool, stop, _interval_s(settings, "usage_flush_interval_s", 5.0)),
+                name="key-usage-flusher",
+            ),
+        ]
         log.info("node.started", region=settings.region)
         yield
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await listener.stop()
         closer = getattr(audit, "close", None)
         if closer is not None:

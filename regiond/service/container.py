@@ -6,9 +6,13 @@ from dataclasses import dataclass
 
 from regiond.clock import Clock
 from regiond.config import Settings
+from regiond.service.aliases import AliasService
 from regiond.service.authn import Authenticator
+from regiond.service.authz import Authorizer
+from regiond.service.cryptops import CryptoService
 from regiond.service.iam import IamService
 from regiond.service.iam_authz import IamAuthorizer
+from regiond.service.keys import KeyService
 
 
 @dataclass
@@ -18,3 +22,7 @@ class Services:
     authn: Authenticator
     iam: IamService
     iam_authz: IamAuthorizer
+    authz: Authorizer
+    keys: KeyService
+    aliases: AliasService
+    cryptops: CryptoService

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from regiond.protocol.context import OpHandler
-from regiond.protocol.ops import iam
+from regiond.protocol.ops import aliases, cryptops, iam, keys
 
-_KMS_AREAS: tuple[Mapping[str, OpHandler], ...] = ()
+_KMS_AREAS: tuple[Mapping[str, OpHandler], ...] = (keys.HANDLERS, cryptops.HANDLERS, aliases.HANDLERS)
 
 KMS_OPERATIONS: dict[str, OpHandler] = {name: h for area in _KMS_AREAS for name, h in area.items()}
 

@@ -1,0 +1,108 @@
+"""Backing key material: make it, wrap it under the root key, unwrap it, and use it.
+
+A KMS key's backing key versions are 256-bit AES keys. At rest each one is sealed by the
+region's root keyring with AAD that binds the KMS key id and the version number
+(``backing_key_aad``), so a wrapped value copied onto another key's or version's row does not
+unwrap: an attacker with write access to the database cannot make key A decrypt with key B's
+material.
+
+    AAD = b"regionkms-backing-key-v1\\x00" || UTF-8(key id) || b"\\x00" || u32be(version)
+
+Unwrapped material lives only in an ``UnwrappedKey`` (Tink's ``KeysetHandle`` idea, STYLE.md
+item 10): it refuses to be printed or pickled, and the raw bytes are reachable only through
+``material()``, which a reviewer can grep for. ``seal``/``unseal`` here are the only callers
+of ``material()`` outside tests.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from cryptography.exceptions import InvalidTag
+
+from regiond.crypto import aead
+from regiond.crypto.keyring import KeyringError, RootKeyring
+
+__all__ = [
+    "BACKING_KEY_BYTES",
+    "UnwrappedKey",
+    "backing_key_aad",
+    "new_backing_key",
+    "seal",
+    "unseal",
+    "unwrap",
+    "wrap",
+]
+
+BACKING_KEY_BYTES = aead.KEY_BYTES  # AES-256
+_AAD_PREFIX = b"regionkms-backing-key-v1\x00"
+_U32 = struct.Struct(">I")
+
+
+class UnwrappedKey:
+    """Backing key material in memory: never printed, compared, copied by pickle, or logged."""
+
+    __slots__ = ("_material",)
+
+    def __init__(self, material: bytes) -> None:
+        if len(material) != BACKING_KEY_BYTES:
+            raise ValueError("backing key material must be 32 bytes")
+        self._material = bytes(material)
+
+    def material(self) -> bytes:
+        """The raw key bytes, for the AEAD call and for wrapping; nothing else."""
+        return self._material
+
+    def __repr__(self) -> str:
+        return "UnwrappedKey(<redacted>)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("an unwrapped key cannot be pickled")
+
+    def __eq__(self, other: object) -> bool:
+        # Identity only: a value comparison could be used as a timing oracle on key bytes.
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def backing_key_aad(key_id: str, version: int) -> bytes:
+    """The AAD that ties a wrapped backing key to its KMS key id and version number."""
+    if version < 1:
+        raise ValueError("backing versions start at 1")
+    return _AAD_PREFIX + key_id.encode("ascii") + b"\x00" + _U32.pack(version)
+
+
+def new_backing_key() -> UnwrappedKey:
+    """Fresh random material for a new key or a rotation (os.urandom via cryptography)."""
+    return UnwrappedKey(aead.generate_key())
+
+
+def wrap(keyring: RootKeyring, key_id: str, version: int, key: UnwrappedKey) -> bytes:
+    """Seal ``key`` under the root key for storage in ``key_versions.material_wrapped``."""
+    return keyring.wrap(key.material(), backing_key_aad(key_id, version))
+
+
+def unwrap(keyring: RootKeyring, key_id: str, version: int, wrapped: bytes) -> UnwrappedKey:
+    """Open a stored backing key; ``KeyringError`` if it was not wrapped for this key and version."""
+    material = keyring.unwrap(wrapped, backing_key_aad(key_id, version))
+    try:
+        return UnwrappedKey(material)
+    except ValueError as exc:
+        raise KeyringError("unwrapped backing key has the wrong length") from exc
+
+
+def seal(key: UnwrappedKey, plaintext: bytes, aad: bytes) -> aead.Sealed:
+    """AES-256-GCM under a backing key; the nonce is chosen here (crypto.aead), never by callers."""
+    return aead.seal(key.material(), plaintext, aad)
+
+
+def unseal(key: UnwrappedKey, sealed: bytes, aad: bytes) -> bytes | None:
+    """Open ``nonce || ciphertext || tag``; ``None`` on any failure (one failure for all causes)."""
+    try:
+        return aead.unseal(key.material(), aead.Sealed.from_bytes(sealed), aad)
+    except (InvalidTag, ValueError):
+        return None

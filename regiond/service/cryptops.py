@@ -1,0 +1,197 @@
+"""Encrypt, Decrypt, ReEncrypt, GenerateDataKey*, GenerateRandom: the hot path.
+
+No database round trip in the steady state (DESIGN section 6): keys, aliases, parsed key
+policies and unwrapped backing keys come from ``KeyCache``; identity policies from
+``IamAuthorizer``'s cache. Every operation authorizes first, then checks the key state
+(``domain.key.require_usable_for_crypto``), then does cryptography.
+
+Blobs are ``domain.ciphertext`` format version 1: ``header || nonce || ciphertext || tag`` with
+AAD = header || canonical encryption context (``domain.context``), sealed by the key's current
+backing version. Decrypt reads the key id and backing version from the header, so it needs
+no KeyId. Every way a blob can fail to open (bad framing, unknown key, missing backing
+version, wrong context, any changed byte) is the same ``InvalidCiphertextException`` with no
+message (STYLE.md item 4): a prober learns nothing about which part was wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from regiond.crypto import wrap
+from regiond.domain import ciphertext
+from regiond.domain.context import canonical_bytes, normalize
+from regiond.domain.key import EncryptionAlgorithm, Key, KeySpec, KeyUsage, require_usable_for_crypto
+from regiond.errors import (
+    DryRunOperationException,
+    IncorrectKeyException,
+    InvalidKeyUsageException,
+    KMSInvalidStateException,
+    UnsupportedOperationException,
+    ValidationException,
+)
+from regiond.service.authz import Requester
+from regiond.service.keycache import CachedKey
+from regiond.service.keys import KeyService
+
+__all__ = ["DATA_KEY_SPEC_BYTES", "CryptoService", "Decrypted", "Encrypted"]
+
+DATA_KEY_SPEC_BYTES = {"AES_256": 32, "AES_128": 16}
+DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is set."
+INCORRECT_KEY_MESSAGE = "The key ID in the request does not identify a CMK that can perform this operation."
+
+
+@dataclass(frozen=True, slots=True)
+class Encrypted:
+    blob: bytes
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Decrypted:
+    plaintext: bytes
+    key: Key
+
+
+def _require_symmetric(key: Key, operation: str, algorithm: str | None) -> None:
+    if key.key_usage is not KeyUsage.ENCRYPT_DECRYPT or key.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
+        raise InvalidKeyUsageException(
+            f"{key.arn} key usage is {key.key_usage} which is not valid for {operation}."
+        )
+    if algorithm is not None and algorithm != EncryptionAlgorithm.SYMMETRIC_DEFAULT:
+        raise InvalidKeyUsageException(
+            f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}."
+        )
+
+
+class CryptoService:
+    def __init__(self, keys: KeyService) -> None:
+        self._keys = keys
+        self._cache = keys.cache
+        self._authz = keys.authz
+        self._usage = keys.usage
+
+    async def _usable(
+        self, who: Requester, entry: CachedKey, operation: str, *, action: str | None = None,
+        context: Mapping[str, str], algorithm: str | None = None,
+    ) -> None:  # fmt: skip
+        """Authorize, then the state and usage checks every cryptographic operation shares."""
+        await self._authz.authorize(
+            who.principal, action or f"kms:{operation}", entry.key,
+            encryption_context=context, request_values=who.values,
+        )  # fmt: skip
+        require_usable_for_crypto(entry.key, operation)
+        _require_symmetric(entry.key, operation, algorithm)
+
+    def _seal(self, entry: CachedKey, plaintext: bytes, context: Mapping[str, str]) -> bytes:
+        current = entry.current
+        if current is None:  # an Enabled key always has material; guard against a torn state
+            raise KMSInvalidStateException(f"{entry.key.arn} has no key material.")
+        version, material = current
+        header = ciphertext.Header(entry.key.key_id, version)
+        header_bytes = header.to_bytes()
+        sealed = wrap.seal(material, plaintext, ciphertext.aad(header_bytes, canonical_bytes(context)))
+        return ciphertext.pack(header, sealed.to_bytes())
+
+    async def encrypt(
+        self, who: Requester, key_param: str, plaintext: bytes, context: Mapping[str, str] | None,
+        *, algorithm: str | None = None, dry_run: bool = False,
+    ) -> Encrypted:  # fmt: skip
+        ctx = normalize(context)
+        entry = await self._keys.resolve(who, key_param)
+        await self._usable(who, entry, "Encrypt", context=ctx, algorithm=algorithm)
+        if dry_run:
+            raise DryRunOperationException(DRY_RUN_MESSAGE)
+        blob = self._seal(entry, plaintext, ctx)
+        self._usage.record(entry.key.key_id, "Encrypt", who.request_id)
+        return Encrypted(blob, entry.key)
+
+    async def _open(
+        self, who: Requester, blob: bytes, context: Mapping[str, str], key_param: str | None,
+        *, operation: str, action: str, algorithm: str | None,
+    ) -> Decrypted:  # fmt: skip
+        header, sealed = ciphertext.unpack(blob)
+        if key_param is not None:
+            named = await self._keys.resolve(who, key_param)
+            if named.key.key_id != header.key_id:
+                raise IncorrectKeyException(INCORRECT_KEY_MESSAGE)
+        entry = await self._cache.get(header.key_id)
+        if entry is None:
+            raise ciphertext.invalid_ciphertext()
+        await self._usable(who, entry, operation, action=action, context=context, algorithm=algorithm)
+        material = entry.backing.get(header.backing_version)
+        if material is None:
+            raise ciphertext.invalid_ciphertext()
+        aad = ciphertext.aad(blob[: ciphertext.HEADER_BYTES], canonical_bytes(context))
+        plaintext = wrap.unseal(material, sealed, aad)
+        if plaintext is None:
+            raise ciphertext.invalid_ciphertext()
+        return Decrypted(plaintext, entry.key)
+
+    async def decrypt(
+        self, who: Requester, blob: bytes, context: Mapping[str, str] | None, key_param: str | None = None,
+        *, algorithm: str | None = None, dry_run: bool = False,
+    ) -> Decrypted:  # fmt: skip
+        ctx = normalize(context)
+        result = await self._open(
+            who, blob, ctx, key_param, operation="Decrypt", action="kms:Decrypt", algorithm=algorithm
+        )
+        if dry_run:
+            raise DryRunOperationException(DRY_RUN_MESSAGE)
+        self._usage.record(result.key.key_id, "Decrypt", who.request_id)
+        return result
+
+    async def re_encrypt(
+        self, who: Requester, blob: bytes, *, source_context: Mapping[str, str] | None,
+        source_key: str | None, destination_key: str, destination_context: Mapping[str, str] | None,
+        source_algorithm: str | None = None, destination_algorithm: str | None = None, dry_run: bool = False,
+    ) -> tuple[Key, Encrypted]:  # fmt: skip
+        """Decrypt under the source key and encrypt under the destination: (source key, result)."""
+        src_ctx, dst_ctx = normalize(source_context), normalize(destination_context)
+        opened = await self._open(
+            who, blob, src_ctx, source_key,
+            operation="ReEncrypt", action="kms:ReEncryptFrom", algorithm=source_algorithm,
+        )  # fmt: skip
+        destination = await self._keys.resolve(who, destination_key)
+        await self._usable(
+            who, destination, "ReEncrypt", action="kms:ReEncryptTo", context=dst_ctx, algorithm=destination_algorithm
+        )
+        if dry_run:
+            raise DryRunOperationException(DRY_RUN_MESSAGE)
+        new_blob = self._seal(destination, opened.plaintext, dst_ctx)
+        self._usage.record(opened.key.key_id, "ReEncrypt", who.request_id)
+        self._usage.record(destination.key.key_id, "ReEncrypt", who.request_id)
+        return opened.key, Encrypted(new_blob, destination.key)
+
+    async def generate_data_key(
+        self, who: Requester, key_param: str, context: Mapping[str, str] | None,
+        *, key_spec: str | None, number_of_bytes: int | None, with_plaintext: bool, dry_run: bool = False,
+    ) -> tuple[bytes, Encrypted]:  # fmt: skip
+        """A fresh data key and its blob; the caller drops the plaintext for ...WithoutPlaintext."""
+        operation = "GenerateDataKey" if with_plaintext else "GenerateDataKeyWithoutPlaintext"
+        if key_spec is None and number_of_bytes is None:
+            raise ValidationException("Please specify either number of bytes or key spec.")
+        if key_spec is not None and number_of_bytes is not None:
+            raise ValidationException("Please specify either number of bytes or key spec, not both.")
+        size = DATA_KEY_SPEC_BYTES[key_spec] if key_spec is not None else number_of_bytes
+        assert size is not None
+        ctx = normalize(context)
+        entry = await self._keys.resolve(who, key_param)
+        await self._usable(who, entry, operation, context=ctx)
+        if dry_run:
+            raise DryRunOperationException(DRY_RUN_MESSAGE)
+        data_key = os.urandom(size)
+        blob = self._seal(entry, data_key, ctx)
+        self._usage.record(entry.key.key_id, operation, who.request_id)
+        return data_key, Encrypted(blob, entry.key)
+
+    async def generate_random(
+        self, who: Requester, number_of_bytes: int | None, *, custom_key_store_id: str | None = None
+    ) -> bytes:
+        await self._authz.authorize(who.principal, "kms:GenerateRandom", None, request_values=who.values)
+        if custom_key_store_id is not None:
+            raise UnsupportedOperationException("Custom key stores are not supported by regionkms")
+        if number_of_bytes is None:
+            raise ValidationException("Please specify the number of bytes (NumberOfBytes) to generate.")
+        return os.urandom(number_of_bytes)

@@ -1,0 +1,419 @@
+"""Key lifecycle: CreateKey, DescribeKey, ListKeys, Enable/DisableKey, UpdateKeyDescription,
+ScheduleKeyDeletion, CancelKeyDeletion, tags, and resolving a ``KeyId`` parameter to a key.
+
+Every operation follows the same order: resolve the key (from the cache), authorize
+(``Authorizer.authorize``, before any write or cryptography), then write inside one
+transaction that re-reads the key row ``FOR UPDATE`` and lets ``regiond.domain.key`` decide the
+transition, so two concurrent calls serialise on the row and never both pass a state check
+that only one of them should. After commit the local cache entry is dropped at once; other
+processes learn through the ``regionkms_keys`` NOTIFY.
+
+AWS managed keys (``alias/aws/<service>``) are made on first use by ``resolve``, under an
+advisory lock so two racing first uses make one key. Customers cannot change them: their key
+policy allows no management action, and ``_require_customer_managed`` refuses again as a
+second line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import structlog
+
+from regiond.clock import Clock
+from regiond.crypto import wrap
+from regiond.crypto.keyring import RootKeyring
+from regiond.domain import ids
+from regiond.domain.decision import aws_managed_key_policy, default_key_policy, lockout_check
+from regiond.domain.key import (
+    Key,
+    KeyEvent,
+    KeyManager,
+    KeySpec,
+    KeyState,
+    KeyUsage,
+    Origin,
+    apply,
+    require_state,
+)
+from regiond.domain.policy import PolicyKind, parse_policy
+from regiond.errors import (
+    InvalidMarkerException,
+    MalformedPolicyDocumentException,
+    NotFoundException,
+    TagException,
+    UnsupportedOperationException,
+    ValidationException,
+)
+from regiond.service.authz import Authorizer, Requester, access_denied
+from regiond.service.keycache import CachedKey, KeyCache
+from regiond.store import aliases as alias_store
+from regiond.store import keys as key_store
+from regiond.store import tags as tag_store
+from regiond.store.pool import Conn, Pool, connection, transaction
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "MAX_TAGS_PER_KEY",
+    "CreateKeyRequest",
+    "KeyService",
+    "Page",
+    "validate_tags",
+]
+
+MAX_TAGS_PER_KEY = 50
+"""AWS: "Tags per KMS key: 50"."""
+_TAG_CHARS = frozenset("_.:/=+-@")
+_AWS_SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+DEFAULT_LIST_LIMIT = 100
+DEFAULT_TAG_LIST_LIMIT = 50
+LOCKOUT_MESSAGE = "The new key policy will not allow you to update the key policy in the future."
+
+
+@dataclass(frozen=True)
+class CreateKeyRequest:
+    description: str = ""
+    key_usage: str = KeyUsage.ENCRYPT_DECRYPT.value
+    key_spec: str | None = None
+    customer_master_key_spec: str | None = None
+    origin: str = Origin.AWS_KMS.value
+    policy: str | None = None
+    bypass_policy_lockout_safety_check: bool = False
+    tags: tuple[tuple[str, str], ...] = ()
+    multi_region: bool = False
+    custom_key_store_id: str | None = None
+    xks_key_id: str | None = None
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_marker: str | None
+
+    @property
+    def truncated(self) -> bool:
+        return self.next_marker is not None
+
+
+def validate_tags(tags: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """AWS's tag rules beyond the model's lengths: the ``aws:`` prefix is reserved, characters
+    are letters, digits, white space and ``_ . : / = + - @``, and a key appears once per call."""
+    seen: set[str] = set()
+    out: list[tuple[str, str]] = []
+    for key, value in tags:
+        if key.lower().startswith("aws:"):
+            raise TagException("Tags beginning with aws: are reserved and cannot be used")
+        for text, what in ((key, "key"), (value, "value")):
+            if not all(ch.isalnum() or ch.isspace() or ch in _TAG_CHARS for ch in text):
+                raise TagException(
+                    f"Tag {what} contains invalid characters: allowed are letters, digits, white space and _.:/=+-@"
+                )
+        if key in seen:
+            raise TagException(f"Duplicate tag key in the request: {key}")
+        seen.add(key)
+        out.append((key, value))
+    if len(out) > MAX_TAGS_PER_KEY:
+        raise TagException(f"A KMS key can have at most {MAX_TAGS_PER_KEY} tags")
+    return out
+
+
+def _key_spec(request: CreateKeyRequest) -> KeySpec:
+    spec, legacy = request.key_spec, request.customer_master_key_spec
+    if spec is not None and legacy is not None:
+        raise ValidationException(
+            "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. "
+            "CustomerMasterKeySpec is deprecated."
+        )
+    return KeySpec(spec or legacy or KeySpec.SYMMETRIC_DEFAULT.value)
+
+
+class UsageTracker:
+    """Last successful cryptographic use per key (GetKeyLastUsage), kept off the hot path.
+
+    ``record`` is a dict store in memory; a background task calls ``flush`` every few seconds,
+    writing all pending uses in one statement. Uses not yet flushed by another node are not
+    visible here until that node flushes, so GetKeyLastUsage lags by at most one interval.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._pending: dict[str, key_store.LastUsage] = {}
+
+    def record(self, key_id: str, operation: str, request_id: str) -> None:
+        self._pending[key_id] = key_store.LastUsage(operation, self._clock.now(), request_id)
+
+    def pending(self, key_id: str) -> key_store.LastUsage | None:
+        return self._pending.get(key_id)
+
+    async def flush(self, pool: Pool) -> int:
+        """Write pending uses; returns how many. Uses recorded during the write stay pending."""
+        if not self._pending:
+            return 0
+        batch, self._pending = self._pending, {}
+        try:
+            async with transaction(pool) as con:
+                await key_store.record_usage(con, batch)
+        except Exception:
+            for key_id, usage in batch.items():
+                self._pending.setdefault(key_id, usage)
+            raise
+        return len(batch)
+
+
+class KeyService:
+    def __init__(
+        self, pool: Pool, keyring: RootKeyring, cache: KeyCache, authz: Authorizer, *, region: str, clock: Clock,
+        usage: UsageTracker | None = None,
+    ) -> None:  # fmt: skip
+        self._clock = clock
+        self.usage = usage or UsageTracker(clock)
+        self._pool = pool
+        self._keyring = keyring
+        self.cache = cache
+        self.authz = authz
+        self.region = region
+
+    # --- resolving a KeyId parameter ----------------------------------------------------------
+
+    def key_arn(self, account: str, key_id: str) -> str:
+        return ids.key_arn(self.region, account, key_id)
+
+    async def resolve(self, who: Requester, value: str, *, allow_alias: bool = True) -> CachedKey:
+        """The key a ``KeyId`` parameter names, from the cache; AWS's NotFound/InvalidArn answers.
+
+        A bare key id or alias name means the caller's account. An ARN may name another account:
+        the key is returned and authorization decides (cross-account access by key policy).
+        """
+        ref = ids.parse_key_reference(value)
+        ref.require_region(self.region)
+        account = ref.account or who.account
+        if ref.is_alias:
+            if not allow_alias:
+                ref.require_key()
+            assert ref.alias_name is not None
+            key_id = await self.cache.alias_target(account, ref.alias_name)
+            if key_id is None and ref.alias_name.startswith(ids.AWS_MANAGED_ALIAS_PREFIX) and account == who.account:
+                key_id = await self._ensure_aws_managed(account, ref.alias_name)
+            if key_id is None:
+                raise NotFoundException(f"Alias {ids.alias_arn(self.region, account, ref.alias_name)} is not found.")
+        else:
+            assert ref.key_id is not None
+            key_id = ref.key_id
+        entry = await self.cache.get(key_id)
+        if entry is None or entry.key.account != account:
+            raise NotFoundException(f"Key '{self.key_arn(account, key_id)}' does not exist")
+        return entry
+
+    async def _ensure_aws_managed(self, account: str, alias_name: str) -> str | None:
+        """Create the AWS managed key behind ``alias/aws/<service>`` on first use, exactly once."""
+        service = alias_name[len(ids.AWS_MANAGED_ALIAS_PREFIX) :]
+        if not _AWS_SERVICE_NAME.fullmatch(service):
+            return None
+        now = self._clock.now()
+        async with transaction(self._pool) as con:
+            await key_store.lock_name(con, f"aws-managed:{account}:{service}")
+            existing = await alias_store.resolve(con, account, alias_name)
+            if existing is not None:
+                return existing
+            key = Key(
+                key_id=ids.new_key_id(False),
+                account=account,
+                region=self.region,
+                creation_date=now,
+                key_state=KeyState.ENABLED,
+                description=f"Default key that protects my {service} data when no other key is defined",
+                key_manager=KeyManager.AWS,
+            )
+            policy = aws_managed_key_policy(account, service, self.region)
+            await key_store.insert_key(con, key, policy=policy, current_version=1, aws_service=service)
+            await self._insert_material(con, key.key_id, now)
+            await alias_store.insert(
+                con, account, alias_name, key.key_id, now, arn=ids.alias_arn(self.region, account, alias_name)
+            )
+        log.info("key.aws_managed_created", key_id=key.key_id, service=service)
+        return key.key_id
+
+    async def _insert_material(self, con: Conn, key_id: str, now: dt.datetime) -> None:
+        material = wrap.new_backing_key()
+        await key_store.insert_version(con, key_id, 1, wrap.wrap(self._keyring, key_id, 1, material), now)
+
+    # --- CreateKey / DescribeKey / ListKeys ---------------------------------------------------
+
+    async def create_key(self, who: Requester, request: CreateKeyRequest, now: dt.datetime) -> Key:
+        await self.authz.authorize(who.principal, "kms:CreateKey", None, request_values=who.values)
+        if request.custom_key_store_id is not None or request.xks_key_id is not None:
+            raise UnsupportedOperationException("Custom key stores are not supported by regionkms")
+        if request.multi_region:
+            raise UnsupportedOperationException("Multi-Region keys are not supported by this regionkms version yet")
+        spec = _key_spec(request)
+        usage = KeyUsage(request.key_usage)
+        if usage is not KeyUsage.ENCRYPT_DECRYPT or spec is not KeySpec.SYMMETRIC_DEFAULT:
+            if spec is KeySpec.SYMMETRIC_DEFAULT and usage is not KeyUsage.ENCRYPT_DECRYPT:
+                raise ValidationException(f"KeyUsage {usage} is not compatible with KeySpec {spec}")
+            raise UnsupportedOperationException(
+                f"KeySpec {spec} with KeyUsage {usage} is not supported by this regionkms version yet"
+            )
+        origin = Origin(request.origin)
+        if origin not in (Origin.AWS_KMS, Origin.EXTERNAL):
+            raise UnsupportedOperationException(f"Origin {origin} is not supported by regionkms")
+        tags = validate_tags(request.tags)
+        key = Key(
+            key_id=ids.new_key_id(False),
+            account=who.account,
+            region=self.region,
+            creation_date=now,
+            key_state=KeyState.PENDING_IMPORT if origin is Origin.EXTERNAL else KeyState.ENABLED,
+            description=request.description,
+            key_usage=usage,
+            key_spec=spec,
+            origin=origin,
+        )
+        if request.policy is None:
+            policy = default_key_policy(who.account)
+        else:
+            policy = request.policy
+            parsed = parse_policy(policy, PolicyKind.KEY)
+            if not request.bypass_policy_lockout_safety_check and not lockout_check(
+                parsed, who.principal.arn, who.account, key.arn
+            ):
+                raise MalformedPolicyDocumentException(LOCKOUT_MESSAGE)
+        async with transaction(self._pool) as con:
+            current = None if origin is Origin.EXTERNAL else 1
+            await key_store.insert_key(con, key, policy=policy, current_version=current)
+            if current is not None:
+                await self._insert_material(con, key.key_id, now)
+            await tag_store.upsert(con, key.key_id, tags)
+        log.info("key.created", key_id=key.key_id, origin=origin.value)
+        return key
+
+    async def describe_key(self, who: Requester, value: str) -> Key:
+        entry = await self.resolve(who, value)
+        await self.authz.authorize(who.principal, "kms:DescribeKey", entry.key, request_values=who.values)
+        return entry.key
+
+    async def list_keys(self, who: Requester, *, limit: int | None, marker: str | None) -> Page[str]:
+        """Key ARNs of the caller's account in this region (``Page.items`` are key ids)."""
+        await self.authz.authorize(who.principal, "kms:ListKeys", None, request_values=who.values)
+        if marker is not None and ids.key_id_kind(marker) is None:
+            raise InvalidMarkerException("Invalid marker")
+        size = limit or DEFAULT_LIST_LIMIT
+        async with connection(self._pool) as con:
+            rows = await key_store.list_keys(con, who.account, after=marker, limit=size + 1)
+        items: list[str] = [key_id for key_id, _region in rows[:size]]
+        return Page(items, rows[size - 1][0] if len(rows) > size else None)
+
+    # --- state changes ------------------------------------------------------------------------
+
+    def _require_customer_managed(self, who: Requester, key: Key, action: str) -> None:
+        if key.key_manager is KeyManager.AWS:
+            raise access_denied(who.principal, action, key.arn)
+
+    async def _transition(
+        self, who: Requester, value: str, operation: str, event: KeyEvent, now: dt.datetime,
+        pending_window: int | None = None,
+    ) -> Key:  # fmt: skip
+        entry = await self.resolve(who, value, allow_alias=False)
+        action = f"kms:{operation}"
+        await self.authz.authorize(who.principal, action, entry.key, request_values=who.values)
+        self._require_customer_managed(who, entry.key, action)
+        async with transaction(self._pool) as con:
+            record = await key_store.get_key(con, entry.key.key_id, for_update=True)
+            if record is None:
+                raise NotFoundException(f"Key '{entry.key.arn}' does not exist")
+            updated = apply(record.key, event, now=now, pending_window=pending_window)
+            if updated != record.key:
+                await key_store.update_state(con, updated, now)
+        self.cache.invalidate(entry.key.key_id)
+        log.info("key.state_changed", key_id=updated.key_id, operation=operation, state=updated.key_state.value)
+        return updated
+
+    async def enable_key(self, who: Requester, value: str, now: dt.datetime) -> Key:
+        return await self._transition(who, value, "EnableKey", KeyEvent.ENABLE, now)
+
+    async def disable_key(self, who: Requester, value: str, now: dt.datetime) -> Key:
+        return await self._transition(who, value, "DisableKey", KeyEvent.DISABLE, now)
+
+    async def schedule_key_deletion(
+        self, who: Requester, value: str, pending_window: int | None, now: dt.datetime
+    ) -> Key:
+        return await self._transition(
+            who, value, "ScheduleKeyDeletion", KeyEvent.SCHEDULE_DELETION, now, pending_window
+        )
+
+    async def cancel_key_deletion(self, who: Requester, value: str, now: dt.datetime) -> Key:
+        return await self._transition(who, value, "CancelKeyDeletion", KeyEvent.CANCEL_DELETION, now)
+
+    async def update_key_description(self, who: Requester, value: str, description: str, now: dt.datetime) -> Key:
+        entry = await self.resolve(who, value, allow_alias=False)
+        await self.authz.authorize(who.principal, "kms:UpdateKeyDescription", entry.key, request_values=who.values)
+        self._require_customer_managed(who, entry.key, "kms:UpdateKeyDescription")
+        async with transaction(self._pool) as con:
+            record = await key_store.get_key(con, entry.key.key_id, for_update=True)
+            if record is None:
+                raise NotFoundException(f"Key '{entry.key.arn}' does not exist")
+            require_state("UpdateKeyDescription", record.key)
+            await key_store.update_description(con, record.key.key_id, description, now)
+        self.cache.invalidate(entry.key.key_id)
+        return record.key
+
+    # --- tags ---------------------------------------------------------------------------------
+
+    async def tag_resource(self, who: Requester, value: str, tags: Sequence[tuple[str, str]]) -> Key:
+        entry = await self.resolve(who, value, allow_alias=False)
+        await self.authz.authorize(who.principal, "kms:TagResource", entry.key, request_values=who.values)
+        self._require_customer_managed(who, entry.key, "kms:TagResource")
+        valid = validate_tags(tags)
+        async with transaction(self._pool) as con:
+            record = await key_store.get_key(con, entry.key.key_id, for_update=True)
+            if record is None:
+                raise NotFoundException(f"Key '{entry.key.arn}' does not exist")
+            require_state("TagResource", record.key)
+            await tag_store.upsert(con, record.key.key_id, valid)
+            if await tag_store.count(con, record.key.key_id) > MAX_TAGS_PER_KEY:
+                raise TagException(f"A KMS key can have at most {MAX_TAGS_PER_KEY} tags")  # rolls back
+        return record.key
+
+    async def untag_resource(self, who: Requester, value: str, tag_keys: Sequence[str]) -> Key:
+        entry = await self.resolve(who, value, allow_alias=False)
+        await self.authz.authorize(who.principal, "kms:UntagResource", entry.key, request_values=who.values)
+        self._require_customer_managed(who, entry.key, "kms:UntagResource")
+        for tag_key in tag_keys:
+            if tag_key.lower().startswith("aws:"):
+                raise TagException("Tags beginning with aws: are reserved and cannot be removed")
+        async with transaction(self._pool) as con:
+            record = await key_store.get_key(con, entry.key.key_id, for_update=True)
+            if record is None:
+                raise NotFoundException(f"Key '{entry.key.arn}' does not exist")
+            require_state("UntagResource", record.key)
+            await tag_store.delete(con, record.key.key_id, list(tag_keys))
+        return record.key
+
+    async def list_resource_tags(
+        self, who: Requester, value: str, *, limit: int | None, marker: str | None
+    ) -> tuple[Key, Page[tuple[str, str]]]:
+        entry = await self.resolve(who, value, allow_alias=False)
+        await self.authz.authorize(who.principal, "kms:ListResourceTags", entry.key, request_values=who.values)
+        size = limit or DEFAULT_TAG_LIST_LIMIT
+        async with connection(self._pool) as con:
+            rows = await tag_store.list_for_key(con, entry.key.key_id, after=marker, limit=size + 1)
+        return entry.key, Page(rows[:size], rows[size - 1][0] if len(rows) > size else None)
+
+
+    # --- GetKeyLastUsage ----------------------------------------------------------------------
+
+    async def get_key_last_usage(self, who: Requester, value: str) -> tuple[Key, key_store.LastUsage | None]:
+        entry = await self.resolve(who, value, allow_alias=False)
+        await self.authz.authorize(who.principal, "kms:GetKeyLastUsage", entry.key, request_values=who.values)
+        async with connection(self._pool) as con:
+            stored = await key_store.last_usage(con, entry.key.key_id)
+        local = self.usage.pending(entry.key.key_id)
+        candidates = [u for u in (stored, local) if u is not None]
+        return entry.key, max(candidates, key=lambda u: u.used_at) if candidates else None
