@@ -1,0 +1,106 @@
+"""The hot path (DESIGN section 6): no database round trip in the steady state, and key state
+changes reach every node of the region through LISTEN/NOTIFY within a second (issue 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg.pool
+import botocore.exceptions
+import pytest
+
+from regiond.app import POOL
+from regiond.protocol.routes import SERVICES
+from tests.support.cluster import Node, NodeFactory
+
+QUIET = {"sweeper_interval_s": "3600", "usage_flush_interval_s": "3600"}
+"""Background tasks that use the pool run once at start, then not again during the test."""
+
+
+async def _call(fn: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, **kwargs)
+
+
+@contextmanager
+def counting_acquires(node: Node, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Count connections taken from ``node``'s pool; every query of the app goes through one."""
+    pool = node.app[POOL]
+    counter = [0]
+    original = asyncpg.pool.Pool.acquire
+
+    def acquire(self: asyncpg.pool.Pool, *args: Any, **kwargs: Any) -> Any:
+        if self is pool:
+            counter[0] += 1
+        return original(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(asyncpg.pool.Pool, "acquire", acquire)
+        yield counter
+
+
+async def test_steady_state_cryptographic_operations_make_no_database_round_trip(
+    nodes: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await nodes.start(audit=False, extra=QUIET)  # audit's group commit is measured elsewhere
+    kms = node.client(await nodes.identity(node))
+    key = (await _call(kms.create_key))["KeyMetadata"]
+    other = (await _call(kms.create_key))["KeyMetadata"]
+    await _call(kms.create_alias, AliasName="alias/hot", TargetKeyId=key["KeyId"])
+    ctx = {"tenant": "a"}
+
+    async def round_of_operations() -> None:
+        blob = (await _call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p", EncryptionContext=ctx))["CiphertextBlob"]
+        await _call(kms.encrypt, KeyId="alias/hot", Plaintext=b"p")
+        await _call(kms.decrypt, CiphertextBlob=blob, EncryptionContext=ctx)
+        await _call(kms.decrypt, CiphertextBlob=blob, EncryptionContext=ctx, KeyId="alias/hot")
+        await _call(kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext=ctx, DestinationKeyId=other["Arn"])
+        await _call(kms.generate_data_key, KeyId=key["Arn"], KeySpec="AES_256", EncryptionContext=ctx)
+        await _call(kms.generate_data_key_without_plaintext, KeyId="alias/hot", NumberOfBytes=16)
+        await _call(kms.generate_random, NumberOfBytes=16)
+
+    await round_of_operations()  # warm-up: loads keys, alias, policies, signing keys
+    loads = node.app[SERVICES].keys.cache.loads
+    with counting_acquires(node, monkeypatch) as acquired:
+        for _ in range(5):
+            await round_of_operations()
+    assert acquired[0] == 0
+    assert node.app[SERVICES].keys.cache.loads == loads
+    # the counter does see queries: a management call takes a connection
+    with counting_acquires(node, monkeypatch) as acquired:
+        await _call(kms.list_keys)
+    assert acquired[0] >= 1
+
+
+async def test_disable_key_on_one_node_reaches_another_node_within_a_second(nodes: NodeFactory) -> None:
+    a = await nodes.start(extra=QUIET)
+    b = await nodes.start(database_url=a.database_url, state_dir=a.state_dir, extra=QUIET)
+    ident = await nodes.identity(a)
+    kms_a, kms_b = a.client(ident), b.client(ident)
+    key_id = (await _call(kms_a.create_key))["KeyMetadata"]["KeyId"]
+    await _call(kms_b.encrypt, KeyId=key_id, Plaintext=b"p")  # node B has the key cached
+
+    async def b_refuses_within(seconds: float) -> str | None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                await _call(kms_b.encrypt, KeyId=key_id, Plaintext=b"p")
+            except botocore.exceptions.ClientError as exc:
+                return str(exc.response["Error"]["Code"])
+            await asyncio.sleep(0.02)
+        return None
+
+    await _call(kms_a.disable_key, KeyId=key_id)
+    assert await b_refuses_within(1.0) == "DisabledException"
+    await _call(kms_a.enable_key, KeyId=key_id)
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            await _call(kms_b.encrypt, KeyId=key_id, Plaintext=b"p")
+            break
+        except botocore.exceptions.ClientError:
+            assert time.monotonic() < deadline, "node B kept refusing a re-enabled key"
+            await asyncio.sleep(0.02)
