@@ -17,10 +17,16 @@ from botocore.config import Config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regiond.app import POOL
+from regiond.crypto import wrap
+from regiond.domain.decision import default_key_policy
+from regiond.domain.key import Key, KeyState
 from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import InvalidCiphertextException
 from regiond.protocol.routes import SERVICES
 from regiond.service.authz import Requester
+from regiond.store import keys as key_store
+from regiond.store.pool import transaction
 from tests.support.cluster import ACCOUNT_ID, OTHER_ACCOUNT_ID, Identity, Node, NodeFactory
 
 
@@ -302,3 +308,22 @@ async def test_round_trip_and_every_single_byte_change_is_rejected(nodes: NodeFa
                 run(cryptops.decrypt(admin, bytes(tampered), context))
 
     await asyncio.to_thread(check)
+
+
+async def test_service_decrypts_the_documented_known_answer_vector(nodes: NodeFactory) -> None:
+    """docs/CIPHERTEXT.md's vector, with its backing key installed as version 3 of its key id."""
+    vectors = json.loads((Path(__file__).parents[1] / "vectors" / "ciphertext_v1.json").read_text())
+    vector = next(v for v in vectors["vectors"] if not v["key_id"].startswith("mrk-"))
+    node = await nodes.start()
+    kms = node.client(await nodes.identity(node))
+    key = Key(vector["key_id"], ACCOUNT_ID, node.region, node.clock.now(), KeyState.ENABLED)
+    material = wrap.UnwrappedKey(bytes.fromhex(vectors["backing_key_hex"]))
+    async with transaction(node.app[POOL]) as con:
+        await key_store.insert_key(con, key, policy=default_key_policy(ACCOUNT_ID), current_version=3)
+        version = vector["backing_version"]
+        await key_store.insert_version(con, key.key_id, version, wrap.wrap(node.keyring, key.key_id, version, material),
+                                       node.clock.now())  # fmt: skip
+    out = await _call(kms.decrypt, CiphertextBlob=bytes.fromhex(vector["blob_hex"]),
+                      EncryptionContext=vector["encryption_context"])  # fmt: skip
+    assert out["Plaintext"] == bytes.fromhex(vector["plaintext_hex"])
+    assert out["KeyId"] == key.arn
