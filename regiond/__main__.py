@@ -4,6 +4,7 @@ regiond init     --state-dir DIR                       root key and region ident
 regiond migrate  --database-url URL                    apply schema migrations
 regiond serve    --region R --database-url URL --listen HOST:PORT --workers N --state-dir DIR
 regiond iam      (--cluster FILE | --database-url URL --state-dir DIR) <command> ...
+regiond audit    verify|query|export (--cluster FILE --region R | --database-url URL)
 regiond dev      --regions a,b,c --state-dir DIR       local multi-region cluster
 """
 
@@ -52,6 +53,7 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         trusted_proxies=tuple(p for p in (args.trusted_proxies or "").split(",") if p),
         audit_enabled=not args.no_audit,
+        audit_retention_days=args.audit_retention_days,
     )
 
 
@@ -111,6 +113,8 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     p.add_argument("--trusted-proxies", default=env("TRUSTED_PROXIES", ""))
     p.add_argument("--no-audit", action="store_true", help="benchmarks only: skip the audit trail")
+    p.add_argument("--audit-retention-days", type=int, default=int(env("AUDIT_RETENTION_DAYS", "0") or 0),
+                   help="delete signed audit events older than this many days (0: keep forever)")  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -142,6 +146,10 @@ def parser() -> argparse.ArgumentParser:
     from regiond.cli_iam import add_iam_parser
 
     add_iam_parser(sub)
+
+    from regiond.cli_audit import add_audit_parser
+
+    add_audit_parser(sub)
     return top
 
 

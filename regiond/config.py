@@ -34,6 +34,12 @@ class Settings:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     workers: int = 1
+    # Replication (replication/): the cluster's peers file, this region's mTLS receiver address
+    # (HOST:PORT; None: no receiver), and the sender's retry cap and idle heartbeat.
+    peers_file: Path | None = None
+    replication_listen: str | None = None
+    replication_backoff_cap_s: float = 5.0
+    replication_heartbeat_s: float = 5.0
     root_key_b64: str | None = None
     log_level: str = "info"
     log_json: bool = True
@@ -42,6 +48,15 @@ class Settings:
     home_region: str | None = None
     cache_ttl_s: float = 30.0
     audit_enabled: bool = True
+    # Audit group commit (regiond.audit.committer): how long a batch waits for company (0: it
+    # takes whatever queued while the previous write was in flight), its cap, the write timeout
+    # after which the waiting calls fail closed, signed checkpoints and retention (0 = forever).
+    audit_batch_linger_ms: float = 0.0
+    audit_max_batch_events: int = 1000
+    audit_write_timeout_s: float = 5.0
+    audit_checkpoint_events: int = 1000
+    audit_checkpoint_interval_s: float = 300.0
+    audit_retention_days: int = 0
     pool_max_size: int = 10
     extra: dict[str, str] = field(default_factory=dict)
 

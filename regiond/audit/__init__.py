@@ -1,0 +1,41 @@
+"""The audit trail: a CloudTrail-style event for every call, group-committed, hash-chained, signed.
+
+    events.py     CallRecord -> CloudTrail record; per-operation allow-lists (never secrets)
+    committer.py  GroupCommitter, the AuditSink: one batched write shared by concurrent requests
+    chain.py      the per-region hash chain and Ed25519-signed digests (formats documented there)
+    verify.py     find changed, deleted, inserted and reordered events and forged digests
+    query.py      filter events for ``regiond audit query``
+    export.py     hourly gzip JSON-lines files with a signed digest each, for a SIEM
+
+``make_audit_sink(pool, settings)`` is what the composition root and the test nodes call;
+docs/AUDIT.md describes the event format and the integrity scheme for operators.
+"""
+
+from __future__ import annotations
+
+from regiond.audit.committer import AuditUnavailableError, CommitOptions, GroupCommitter
+from regiond.config import Settings
+from regiond.crypto.keyring import env_keyring, load_file_keyring
+from regiond.crypto.sign import RegionIdentityKey
+from regiond.init import load_identity
+from regiond.store.pool import Pool
+
+__all__ = ["AuditUnavailableError", "CommitOptions", "GroupCommitter", "load_signer", "make_audit_sink"]
+
+
+def load_signer(settings: Settings) -> RegionIdentityKey | None:
+    """The region identity key that signs digests, or ``None`` when the node has no state dir."""
+    if settings.state_dir is None or not (settings.state_dir / "identity.ed25519").exists():
+        return None
+    if settings.root_key_b64:
+        keyring = env_keyring(settings.root_key_b64)
+    else:
+        keyring = load_file_keyring(settings.state_dir / "root.key")
+    return load_identity(settings.state_dir, keyring)
+
+
+async def make_audit_sink(pool: Pool, settings: Settings) -> GroupCommitter:
+    """The production sink, started (its writer and checkpoint tasks run until ``close``)."""
+    sink = GroupCommitter(pool, settings.region, load_signer(settings), options=CommitOptions.from_settings(settings))
+    await sink.start()
+    return sink

@@ -1,0 +1,348 @@
+"""CallRecord -> CloudTrail record: what one API call looks like in the audit trail.
+
+The shape is CloudTrail's (eventVersion 1.08, as AWS KMS writes it): ``userIdentity``,
+``eventTime``, ``eventSource``, ``eventName``, ``awsRegion``, ``sourceIPAddress``,
+``userAgent``, ``errorCode``/``errorMessage``, ``requestParameters``, ``responseElements``,
+``additionalEventData``, ``requestID``, ``eventID``, ``readOnly``, ``resources``,
+``eventType``, ``managementEvent``, ``recipientAccountId``, ``eventCategory``. Member names
+are lowerCamel as in CloudTrail (``KeyId`` -> ``keyId``, ``AWSAccountId`` -> ``aWSAccountId``);
+the keys of encryption-context maps are data and keep their spelling.
+
+What may be recorded is an **allow-list per operation** (``REQUEST_MEMBERS``,
+``RESPONSE_MEMBERS``): a member that is not listed is not recorded, so a new operation or a
+new model member is silent until someone decides it is safe. Behind the allow-list, a deny
+list of member names (plaintext, ciphertext blobs, key material, data keys, import tokens,
+wrapping/public keys, secrets, grant tokens, key store passwords) and a type rule (``bytes``
+never reach an event) hold even inside allowed structures. As in CloudTrail, read-only KMS
+calls record no ``responseElements``.
+
+This runs on the hot path once per request: one dict walk over a handful of members and
+one ``orjson.dumps``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from regiond.calls import CallRecord
+
+__all__ = [
+    "EVENT_VERSION",
+    "REQUEST_MEMBERS",
+    "RESPONSE_MEMBERS",
+    "SECRET_MEMBERS",
+    "PreparedEvent",
+    "build_event",
+    "is_read_only",
+    "prepare",
+]
+
+EVENT_VERSION = "1.08"
+KMS_SOURCE = "kms.amazonaws.com"
+MAX_TEXT_CHARS = 32768  # unvalidated (IAM admin API) strings are cut here
+
+# Members that never appear in an event, whatever an allow-list says (defence in depth).
+SECRET_MEMBERS = frozenset(
+    {
+        "Plaintext", "CiphertextBlob", "CiphertextForRecipient", "PrivateKeyPlaintext",
+        "PrivateKeyCiphertextBlob", "PublicKey", "SharedSecret", "SharedSecretCiphertextBlob",
+        "KeyMaterial", "EncryptedKeyMaterial", "ImportToken", "WrappingKey", "Message", "Signature", "Mac",
+        "GrantToken", "GrantTokens", "KeyStorePassword", "XksProxyAuthenticationCredential",
+        "SecretAccessKey", "Secret", "Password", "DataKey", "Recipient", "AttestationDocument",
+    }
+)  # fmt: skip
+
+# Map members: their keys are caller data (encryption context), never renamed.
+_MAP_MEMBERS = frozenset(
+    {
+        "EncryptionContext", "SourceEncryptionContext", "DestinationEncryptionContext",
+        "EncryptionContextSubset", "EncryptionContextEquals", "encryptionContext",
+    }
+)  # fmt: skip
+
+_CTX = "EncryptionContext"
+_DRY = "DryRun"
+
+# Request members recorded per operation (KMS model names). Everything else is dropped.
+REQUEST_MEMBERS: dict[str, tuple[str, ...]] = {
+    # KMS: keys
+    "CancelKeyDeletion": ("KeyId",),
+    "CreateKey": ("Policy", "Description", "KeyUsage", "CustomerMasterKeySpec", "KeySpec", "Origin",
+                  "CustomKeyStoreId", "BypassPolicyLockoutSafetyCheck", "Tags", "MultiRegion", "XksKeyId"),
+    "DescribeKey": ("KeyId",),
+    "DisableKey": ("KeyId",),
+    "EnableKey": ("KeyId",),
+    "GetKeyLastUsage": ("KeyId",),
+    "ListKeys": ("Limit", "Marker", "ResourceOwners"),
+    "ListResourceTags": ("KeyId", "Limit", "Marker"),
+    "ScheduleKeyDeletion": ("KeyId", "PendingWindowInDays"),
+    "TagResource": ("KeyId", "Tags"),
+    "UntagResource": ("KeyId", "TagKeys"),
+    "UpdateKeyDescription": ("KeyId", "Description"),
+    # KMS: cryptographic operations (never the plaintext, blobs, messages, MACs or signatures)
+    "Encrypt": ("KeyId", _CTX, "EncryptionAlgorithm", _DRY),
+    "Decrypt": ("KeyId", _CTX, "EncryptionAlgorithm", _DRY, "DryRunModifiers"),
+    "ReEncrypt": ("SourceKeyId", "DestinationKeyId", "SourceEncryptionContext", "DestinationEncryptionContext",
+                  "SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm", _DRY, "DryRunModifiers"),
+    "GenerateDataKey": ("KeyId", _CTX, "NumberOfBytes", "KeySpec", _DRY),
+    "GenerateDataKeyWithoutPlaintext": ("KeyId", _CTX, "NumberOfBytes", "KeySpec", _DRY),
+    "GenerateDataKeyPair": ("KeyId", _CTX, "KeyPairSpec", _DRY),
+    "GenerateDataKeyPairWithoutPlaintext": ("KeyId", _CTX, "KeyPairSpec", _DRY),
+    "GenerateRandom": ("NumberOfBytes", "CustomKeyStoreId"),
+    "GenerateMac": ("KeyId", "MacAlgorithm", _DRY),
+    "VerifyMac": ("KeyId", "MacAlgorithm", _DRY),
+    "Sign": ("KeyId", "MessageType", "SigningAlgorithm", _DRY),
+    "Verify": ("KeyId", "MessageType", "SigningAlgorithm", _DRY),
+    "GetPublicKey": ("KeyId",),
+    "DeriveSharedSecret": ("KeyId", "KeyAgreementAlgorithm", _DRY),
+    "Encapsulate": ("KeyId", "EncapsulationAlgorithm", _DRY),
+    "Decapsulate": ("KeyId", "EncapsulationAlgorithm", _DRY),
+    # KMS: policies, rotation, import
+    "GetKeyPolicy": ("KeyId", "PolicyName"),
+    "PutKeyPolicy": ("KeyId", "PolicyName", "Policy", "BypassPolicyLockoutSafetyCheck"),
+    "ListKeyPolicies": ("KeyId", "Limit", "Marker"),
+    "EnableKeyRotation": ("KeyId", "RotationPeriodInDays"),
+    "DisableKeyRotation": ("KeyId",),
+    "GetKeyRotationStatus": ("KeyId",),
+    "RotateKeyOnDemand": ("KeyId",),
+    "ListKeyRotations": ("KeyId", "IncludeKeyMaterial", "Limit", "Marker"),
+    "GetParametersForImport": ("KeyId", "WrappingAlgorithm", "WrappingKeySpec"),
+    "ImportKeyMaterial": ("KeyId", "ValidTo", "ExpirationModel", "ImportType", "KeyMaterialDescription",
+                          "KeyMaterialId"),
+    "DeleteImportedKeyMaterial": ("KeyId", "KeyMaterialId"),
+    # KMS: aliases and grants
+    "CreateAlias": ("AliasName", "TargetKeyId"),
+    "UpdateAlias": ("AliasName", "TargetKeyId"),
+    "DeleteAlias": ("AliasName",),
+    "ListAliases": ("KeyId", "Limit", "Marker"),
+    "CreateGrant": ("KeyId", "GranteePrincipal", "RetiringPrincipal", "Operations", "Constraints", "Name", _DRY,
+                    "GranteeServicePrincipal", "RetiringServicePrincipal"),
+    "ListGrants": ("KeyId", "GrantId", "GranteePrincipal", "GranteeServicePrincipal", "Limit", "Marker"),
+    "ListRetirableGrants": ("RetiringPrincipal", "RetiringServicePrincipal", "Limit", "Marker"),
+    "RetireGrant": ("KeyId", "GrantId", _DRY),
+    "RevokeGrant": ("KeyId", "GrantId", _DRY),
+    # KMS: multi-Region keys
+    "ReplicateKey": ("KeyId", "ReplicaRegion", "Policy", "BypassPolicyLockoutSafetyCheck", "Description", "Tags"),
+    "UpdatePrimaryRegion": ("KeyId", "PrimaryRegion"),
+    # KMS: custom key stores (never the password or XKS credential)
+    "CreateCustomKeyStore": ("CustomKeyStoreName", "CloudHsmClusterId", "CustomKeyStoreType", "XksProxyUriEndpoint",
+                             "XksProxyUriPath", "XksProxyVpcEndpointServiceName", "XksProxyVpcEndpointServiceOwner",
+                             "XksProxyConnectivity"),
+    "UpdateCustomKeyStore": ("CustomKeyStoreId", "NewCustomKeyStoreName", "CloudHsmClusterId", "XksProxyUriEndpoint",
+                             "XksProxyUriPath", "XksProxyVpcEndpointServiceName", "XksProxyVpcEndpointServiceOwner",
+                             "XksProxyConnectivity"),
+    "ConnectCustomKeyStore": ("CustomKeyStoreId",),
+    "DisconnectCustomKeyStore": ("CustomKeyStoreId",),
+    "DeleteCustomKeyStore": ("CustomKeyStoreId",),
+    "DescribeCustomKeyStores": ("CustomKeyStoreId", "CustomKeyStoreName", "Limit", "Marker"),
+}  # fmt: skip
+
+# IAM admin API (iam.amazonaws.com events): names as IAM spells them.
+IAM_REQUEST_MEMBERS: dict[str, tuple[str, ...]] = {
+    "CreateUser": ("UserName",),
+    "CreateRole": ("RoleName",),
+    "ListUsers": (),
+    "ListRoles": (),
+    "CreateAccessKey": ("UserName", "RoleName"),
+    "ListAccessKeys": ("UserName", "RoleName"),
+    "UpdateAccessKey": ("UserName", "RoleName", "AccessKeyId", "Status"),
+    "DeleteAccessKey": ("UserName", "RoleName", "AccessKeyId"),
+    "PutUserPolicy": ("UserName", "PolicyName", "PolicyDocument"),
+    "PutRolePolicy": ("RoleName", "PolicyName", "PolicyDocument"),
+    "GetUserPolicy": ("UserName", "PolicyName"),
+    "GetRolePolicy": ("RoleName", "PolicyName"),
+    "DeleteUserPolicy": ("UserName", "PolicyName"),
+    "DeleteRolePolicy": ("RoleName", "PolicyName"),
+    "GetCallerIdentity": (),
+}
+
+# Response members recorded (mutating operations only, as CloudTrail does for KMS).
+RESPONSE_MEMBERS: dict[str, tuple[str, ...]] = {
+    "CancelKeyDeletion": ("KeyId",),
+    "CreateKey": ("KeyMetadata",),
+    "ScheduleKeyDeletion": ("KeyId", "DeletionDate", "KeyState", "PendingWindowInDays"),
+    "CreateGrant": ("GrantId",),
+    "RotateKeyOnDemand": ("KeyId",),
+    "ImportKeyMaterial": ("KeyId", "KeyMaterialId"),
+    "DeleteImportedKeyMaterial": ("KeyId", "KeyMaterialId"),
+    "ReplicateKey": ("ReplicaKeyMetadata", "ReplicaPolicy", "ReplicaTags"),
+    "CreateCustomKeyStore": ("CustomKeyStoreId",),
+}
+
+IAM_RESPONSE_MEMBERS: dict[str, tuple[str, ...]] = {
+    "CreateUser": ("User",),
+    "CreateRole": ("Role",),
+    "CreateAccessKey": ("AccessKey",),  # SecretAccessKey is a SECRET_MEMBERS name: dropped inside
+}
+
+_READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Generate", "Encrypt", "Decrypt", "ReEncrypt", "Sign",
+                       "Verify", "Derive", "Encapsulate", "Decapsulate")  # fmt: skip
+
+_ADDITIONAL_TOP = frozenset({"keyId", "encryptionContext", "keyMaterialId", "backingKeyVersion", "keyVersion",
+                             "grantId", "dryRun", "customKeyStoreId"})  # fmt: skip
+
+
+def is_read_only(operation: str) -> bool:
+    return operation.startswith(_READ_ONLY_PREFIXES)
+
+
+def _aws_time(value: dt.datetime) -> str:
+    """CloudTrail's rendering of timestamps inside responseElements (``Jan 4, 2022, 5:01:08 PM``)."""
+    v = value.astimezone(dt.UTC)
+    hour = v.hour % 12 or 12
+    return f"{v:%b} {v.day}, {v.year}, {hour}:{v:%M:%S} {'AM' if v.hour < 12 else 'PM'}"
+
+
+def _lower_camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def _clean(value: Any, *, keep_keys: bool = False) -> Any:
+    """A JSON-safe copy of an allowed value: structure members renamed and filtered, no bytes."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= MAX_TEXT_CHARS else value[:MAX_TEXT_CHARS] + "...(truncated)"
+    if kind is bool or kind is int or kind is float or value is None:
+        return value
+    if isinstance(value, dt.datetime):
+        return _aws_time(value)
+    if isinstance(value, Mapping):
+        if keep_keys:  # a map (encryption context): keys are data, values strings
+            return {str(k): _clean(v) for k, v in value.items() if type(v) is str}
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if type(k) is not str or k in SECRET_MEMBERS or v is None:
+                continue
+            cleaned = _clean(v, keep_keys=k in _MAP_MEMBERS)
+            if cleaned is not _DROP:
+                out[_lower_camel(k)] = cleaned
+        return out
+    if isinstance(value, list | tuple):
+        return [c for c in (_clean(v) for v in value) if c is not _DROP]
+    return _DROP  # bytes, and anything else we do not know to be safe
+
+
+_DROP: Any = object()
+
+
+def _members(source: Mapping[str, Any] | None, allowed: tuple[str, ...] | None) -> dict[str, Any] | None:
+    if not source or not allowed:
+        return None
+    out: dict[str, Any] = {}
+    for name in allowed:
+        value = source.get(name)
+        if value is None or name in SECRET_MEMBERS:
+            continue
+        cleaned = _clean(value, keep_keys=name in _MAP_MEMBERS)
+        if cleaned is not _DROP:
+            out[_lower_camel(name)] = cleaned
+    return out or None
+
+
+def _additional(values: Mapping[str, Any]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in _ADDITIONAL_TOP or value is None:
+            continue
+        cleaned = _clean(value, keep_keys=name in _MAP_MEMBERS)
+        if cleaned is not _DROP:
+            out[name] = cleaned
+    return out or None
+
+
+def _resource(arn: str) -> dict[str, str]:
+    parts = arn.split(":", 5)
+    account = parts[4] if len(parts) > 4 else ""
+    kind = "AWS::KMS::Alias" if len(parts) > 5 and parts[5].startswith("alias/") else "AWS::KMS::Key"
+    return {"accountId": account, "type": kind, "ARN": arn}
+
+
+def _event_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_event(record: CallRecord, event_id: uuid.UUID) -> dict[str, Any]:
+    """The CloudTrail record of one call (a plain dict in CloudTrail's member order)."""
+    kms = record.event_source == KMS_SOURCE
+    operation = record.operation
+    principal = record.principal
+    identity: dict[str, Any] | None = None
+    if principal is not None:
+        identity = {
+            "type": principal.identity_type,
+            "principalId": principal.principal_id,
+            "arn": principal.arn,
+            "accountId": principal.account_id,
+            "accessKeyId": record.access_key_id,
+        }
+        if principal.kind.value == "user":
+            identity["userName"] = principal.name
+    event: dict[str, Any] = {
+        "eventVersion": EVENT_VERSION,
+        "userIdentity": identity,
+        "eventTime": _event_time(record.event_time),
+        "eventSource": record.event_source,
+        "eventName": operation,
+        "awsRegion": record.region,
+        "sourceIPAddress": record.source_ip,
+        "userAgent": record.user_agent,
+    }
+    if record.error is not None:
+        event["errorCode"] = record.error.code
+        event["errorMessage"] = record.error.message
+    request_allowed = (REQUEST_MEMBERS if kms else IAM_REQUEST_MEMBERS).get(operation)
+    event["requestParameters"] = _members(record.params, request_allowed)
+    response_allowed = (RESPONSE_MEMBERS if kms else IAM_RESPONSE_MEMBERS).get(operation)
+    event["responseElements"] = _members(record.result, response_allowed) if record.error is None else None
+    additional = _additional(record.additional) if record.additional else None
+    if additional is not None:
+        event["additionalEventData"] = additional
+    resources = list(dict.fromkeys(record.resources))
+    event["requestID"] = record.request_id
+    event["eventID"] = str(event_id)
+    event["readOnly"] = is_read_only(operation)
+    if resources:
+        event["resources"] = [_resource(arn) for arn in resources]
+    event["eventType"] = "AwsApiCall"
+    event["managementEvent"] = True
+    recipient = _resource(resources[0])["accountId"] if resources else (principal.account_id if principal else "")
+    event["recipientAccountId"] = recipient
+    event["eventCategory"] = "Management"
+    return event
+
+
+@dataclass(slots=True)
+class PreparedEvent:
+    """One event ready for the batch writer: the hashed JSON bytes plus its query columns."""
+
+    event_id: uuid.UUID
+    event_time: dt.datetime
+    event_source: str
+    event_name: str
+    principal_arn: str | None
+    key_arns: list[str]
+    error_code: str | None
+    read_only: bool
+    record: bytes
+
+
+def prepare(record: CallRecord) -> PreparedEvent:
+    event_id = uuid.uuid4()
+    body = orjson.dumps(build_event(record, event_id))
+    return PreparedEvent(
+        event_id=event_id,
+        event_time=record.event_time,
+        event_source=record.event_source,
+        event_name=record.operation,
+        principal_arn=record.principal.arn if record.principal is not None else None,
+        key_arns=[arn for arn in dict.fromkeys(record.resources)],
+        error_code=record.error.code if record.error is not None else None,
+        read_only=is_read_only(record.operation),
+        record=body,
+    )

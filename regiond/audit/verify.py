@@ -1,0 +1,284 @@
+"""``regiond audit verify``: prove the trail is what the writers wrote, or say exactly where not.
+
+Reads one consistent snapshot (REPEATABLE READ) of a region's chain head, events and digests
+and reports every finding; ``Report.ok`` is true only if there are none.
+
+How each tampering shows (chain.py explains why the seq is not hashed):
+
+* **changed** - an event whose stored bytes no longer hash to its stored hash.
+* **deleted** - a hole in the seqs where the next event's link points to no stored event, or
+  a chain head further than the last stored event.
+* **inserted** - a well-formed event that the chain skips: the event after it links to the
+  event before it; or events stored past the chain head.
+* **reordered** - an event whose link points to an event stored *after* it.
+* **broken** - a link that points to no stored event without a hole: an event was changed and
+  re-hashed (its successor still holds the old hash), or deleted and the seqs closed up.
+* **digest-forged** - a digest whose Ed25519 signature does not verify with the region's
+  identity key (``--state-dir``/``--public-key``; without one, with the key recorded in the
+  digest, which only catches edits made without re-signing).
+* **digest-mismatch** - a validly signed digest whose ``lastEventHash`` is not the hash of the
+  stored event at its ``lastSeq``: the events before it were rewritten after it was signed.
+* **digest-missing** - the digests' own chain has a hole or a stray member.
+
+Reordering is detected within ``WINDOW_EVENTS`` positions (a wider move reads as broken
+links), which keeps memory bounded however long the trail is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from regiond.audit import chain
+from regiond.crypto import sign
+from regiond.store import audit as audit_store
+from regiond.store.pool import Pool, transaction
+
+__all__ = ["Finding", "Report", "verify_region", "walk_events"]
+
+WINDOW_EVENTS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str
+    region: str
+    seq: int | None
+    detail: str
+    event_id: str | None = None
+
+    def line(self) -> str:
+        where = f"seq {self.seq}" if self.seq is not None else "chain"
+        ident = f" (eventID {self.event_id})" if self.event_id else ""
+        return f"{self.region} {where}: {self.kind}: {self.detail}{ident}"
+
+
+@dataclass(slots=True)
+class Report:
+    region: str
+    first_seq: int = 0
+    last_seq: int = 0
+    events_checked: int = 0
+    digests_checked: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def add(self, kind: str, seq: int | None, detail: str, event_id: str | None = None) -> None:
+        self.findings.append(Finding(kind, self.region, seq, detail, event_id))
+
+
+def _span(first: int, last: int) -> str:
+    return f"seq {first}" if first == last else f"seqs {first}..{last}"
+
+
+class _ChainWalk:
+    """Checks events one by one in seq order, with a window of neighbours on both sides."""
+
+    def __init__(self, report: Report, anchor: bytes | None, first_seq: int, boundaries: set[int]) -> None:
+        self.r = report
+        self.expected_prev = anchor
+        self.expected_seq = first_seq
+        self.behind: OrderedDict[bytes, int] = OrderedDict()  # hash -> seq, last WINDOW_EVENTS evaluated
+        self.moved: set[int] = set()
+        self.boundaries = boundaries
+        self.boundary_hashes: dict[int, bytes | None] = {}  # digest lastSeq -> stored hash (None: not self-consistent)
+        self.last: audit_store.EventRow | None = None
+
+    def check(self, row: audit_store.EventRow, ahead: dict[bytes, audit_store.EventRow]) -> None:
+        r = self.r
+        r.events_checked += 1
+        event_id = str(row.event_id)
+        self_ok = chain.event_hash(row.prev_hash, row.record) == row.hash
+        if not self_ok:
+            r.add("changed", row.seq, "its content no longer matches its hash", event_id)
+        if row.seq in self.boundaries:
+            self.boundary_hashes[row.seq] = row.hash if self_ok else None
+        gap = row.seq > self.expected_seq
+        if self.expected_prev is not None and row.prev_hash != self.expected_prev:
+            later = ahead.get(row.prev_hash)
+            earlier = self.behind.get(row.prev_hash)
+            if later is not None and later.seq != row.seq:
+                r.add("reordered", row.seq, f"it was written after the event stored at seq {later.seq}", event_id)
+                self.moved.update((row.seq, later.seq))
+            elif earlier is not None:
+                between = [s for s in self.behind.values() if s > earlier]
+                if not (self.moved.intersection(between) or row.seq in self.moved):
+                    for s in between:
+                        r.add("inserted", s, f"not part of the chain: seq {row.seq} links past it to seq {earlier}")
+            elif gap:
+                missing = _span(self.expected_seq, row.seq - 1)
+                r.add("deleted", self.expected_seq, f"{missing} missing: seq {row.seq} links to an event not stored")
+            elif row.seq not in self.moved:
+                r.add("broken", row.seq, "it links to no stored event: the event before it was changed and "
+                      "re-hashed, or an event was removed and the seqs closed up", event_id)  # fmt: skip
+        elif gap:
+            r.add("renumbered", self.expected_seq,
+                  f"the chain is intact but {_span(self.expected_seq, row.seq - 1)} are not used")  # fmt: skip
+        self.expected_prev = row.hash
+        self.expected_seq = row.seq + 1
+        self.behind[row.hash] = row.seq
+        if len(self.behind) > WINDOW_EVENTS:
+            self.behind.popitem(last=False)
+        self.last = row
+
+
+class _Window:
+    """Feeds ``_ChainWalk`` with up to ``WINDOW_EVENTS`` rows of lookahead (for reorder detection)."""
+
+    def __init__(self, walk: _ChainWalk) -> None:
+        self.walk = walk
+        self.rows: deque[audit_store.EventRow] = deque()
+        self.ahead: dict[bytes, audit_store.EventRow] = {}
+
+    def _step(self) -> None:
+        row = self.rows.popleft()
+        if self.ahead.get(row.hash) is row:
+            del self.ahead[row.hash]
+        self.walk.check(row, self.ahead)
+
+    def feed(self, row: audit_store.EventRow) -> None:
+        self.rows.append(row)
+        self.ahead[row.hash] = row
+        if len(self.rows) > WINDOW_EVENTS:
+            self._step()
+
+    def finish(self) -> _ChainWalk:
+        while self.rows:
+            self._step()
+        return self.walk
+
+
+def walk_events(rows: Iterable[audit_store.EventRow], region: str, *, anchor: bytes | None, first_seq: int) -> Report:
+    """Check a run of events (pure: for tests and tools that already hold the rows)."""
+    report = Report(region)
+    window = _Window(_ChainWalk(report, anchor, first_seq, set()))
+    for row in rows:
+        window.feed(row)
+    window.finish()
+    return report
+
+
+def _check_tail(report: Report, head: audit_store.ChainHead, walk: _ChainWalk, first_expected: int) -> None:
+    last = walk.last
+    if last is None:
+        if head.seq >= first_expected:
+            report.add("deleted", first_expected, f"{_span(first_expected, head.seq)} missing: no events are stored")
+        return
+    if last.hash == head.hash:
+        if last.seq != head.seq:
+            report.add("renumbered", last.seq, f"the chain head is seq {head.seq} but its event is stored here")
+        return
+    head_at = walk.behind.get(head.hash)
+    if head_at is not None:
+        for s in [s for s in walk.behind.values() if s > head_at]:
+            report.add("inserted", s, f"stored after the chain head (seq {head_at})")
+    elif head.seq > last.seq:
+        report.add("deleted", last.seq + 1, f"{_span(last.seq + 1, head.seq)} missing from the end of the chain")
+    else:
+        report.add("broken", last.seq, "the chain head's hash matches no stored event: the last events were "
+                   "changed and re-hashed, or removed")  # fmt: skip
+
+
+def _check_digests(
+    report: Report, digests: Sequence[audit_store.DigestRow], before: audit_store.DigestRow | None,
+    walk: _ChainWalk, trusted: Sequence[bytes], head: audit_store.ChainHead, full: bool, first_seq: int,
+    last_seq: int,
+) -> None:  # fmt: skip
+    keys = {d.public_key for d in digests}
+    if not trusted and len(keys) > 1:
+        report.notes.append("digests carry several signer keys: give --state-dir or --public-key to know which is "
+                            "the region's")  # fmt: skip
+    prev: chain.Digest | None = None
+    if before is not None:
+        prev = chain.Digest(before.region, before.first_seq, before.last_seq, before.last_hash, before.prev_digest,
+                            before.digest_time, before.public_key, before.signature)  # fmt: skip
+    for row in digests:
+        report.digests_checked += 1
+        d = chain.Digest(row.region, row.first_seq, row.last_seq, row.last_hash, row.prev_digest, row.digest_time,
+                         row.public_key, row.signature)  # fmt: skip
+        if trusted:
+            signed = any(d.signature_valid(k) for k in trusted)
+            if not signed:
+                report.add("digest-forged", d.last_seq, "its signature does not verify with the region identity key")
+        else:
+            signed = d.signature_valid()
+            if not signed:
+                report.add("digest-forged", d.last_seq, "its signature does not verify")
+        if prev is not None:
+            if d.prev_digest != chain.digest_hash(prev) or d.first_seq != prev.last_seq + 1:
+                detail = f"it does not follow the digest at seq {prev.last_seq}: a digest was removed or inserted"
+                report.add("digest-missing", d.last_seq, detail)
+        elif full and head.pruned_seq == 0 and (d.prev_digest is not None or d.first_seq != 1):
+            report.add("digest-missing", d.last_seq, "the first digest does not start the digest chain")
+        if signed and first_seq <= d.last_seq <= last_seq:
+            stored = walk.boundary_hashes.get(d.last_seq, b"")
+            if stored is None:
+                pass  # that event is already reported as changed
+            elif stored == b"":
+                report.add("digest-mismatch", d.last_seq, "the event this digest signs is not stored")
+            elif stored != d.last_hash:
+                report.add("digest-mismatch", d.last_seq, "the signed hash does not match the stored events: "
+                           "events up to here were rewritten after signing")  # fmt: skip
+        prev = d
+    if full and prev is not None and head.digest_hash is not None and head.digest_hash != chain.digest_hash(prev):
+        report.add("digest-missing", head.digest_seq, "the latest digest recorded by the chain head is not stored")
+    elif full and prev is None and head.digest_hash is not None:
+        report.add("digest-missing", head.digest_seq, "the chain head records a digest but none is stored")
+
+
+async def verify_region(
+    pool: Pool, region: str, *, trusted_keys: Sequence[bytes] = (),
+    since: dt.datetime | None = None, until: dt.datetime | None = None,
+) -> Report:  # fmt: skip
+    """Verify ``region``'s trail (all of it, or the events with ``since <= eventTime < until``)."""
+    trusted = [bytes(k) for k in trusted_keys if len(k) == sign.PUBLIC_KEY_BYTES]
+    report = Report(region)
+    full = since is None and until is None
+    async with transaction(pool, isolation="repeatable_read") as con:
+        head = await audit_store.get_head(con, region)
+        if head is None:
+            report.notes.append("no audit trail for this region")
+            return report
+        if full:
+            bounds = await audit_store.seq_bounds(con, region)
+            first = head.pruned_seq + 1
+            last = max(head.seq, bounds[1] if bounds else 0)
+            anchor: bytes | None = head.pruned_hash if head.pruned_seq > 0 else chain.genesis_hash(region)
+        else:
+            bounds = await audit_store.seq_range_for_time(con, region, since, until)
+            if bounds is None:
+                report.notes.append("no events in the time range")
+                return report
+            first, last = bounds
+            if first - 1 == head.pruned_seq:
+                anchor = head.pruned_hash if head.pruned_seq > 0 else chain.genesis_hash(region)
+            else:
+                before_row = await audit_store.event_at(con, region, first - 1)
+                anchor = before_row.hash if before_row is not None else None
+        if head.pruned_seq > 0:
+            report.notes.append(f"events through seq {head.pruned_seq} (event time up to "
+                                f"{head.pruned_through:%Y-%m-%dT%H:%M:%SZ}) were removed by retention")  # fmt: skip
+        report.first_seq, report.last_seq = first, last
+        digest_rows = await audit_store.digests(con, region, None if full else first, None if full else last)
+        boundaries = {d.last_seq for d in digest_rows}
+        window = _Window(_ChainWalk(report, anchor, first, boundaries))
+        async for row in audit_store.iter_events(con, region, first, last):
+            window.feed(row)
+        walk = window.finish()
+        if full:
+            _check_tail(report, head, walk, first)
+        before = None if full else await audit_store.digest_before(con, region, first)
+        if full and head.pruned_seq > 0 and digest_rows:
+            before = None  # the digest before the first kept one was pruned with its events
+        _check_digests(report, digest_rows, before, walk, trusted, head, full, first, last)
+        undigested = max(0, (walk.last.seq if walk.last else 0) - head.digest_seq)
+        if undigested:
+            report.notes.append(f"{undigested} newest events are not yet covered by a signed digest "
+                                "(protected by the hash chain only)")  # fmt: skip
+    return report

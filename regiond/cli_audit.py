@@ -1,0 +1,239 @@
+"""``regiond audit``: verify, query and export a region's audit trail.
+
+Which database (on every subcommand, as the other operator commands):
+  --cluster DIR/cluster.json --region R   the region's database and state dir from the cluster file
+  --database-url URL [--region R]         one database (every region found in it unless --region)
+Which key digests must be signed with (``verify``) and exports are signed with (``export``):
+  the region's ``identity.ed25519`` in --state-dir (or the cluster's state dir for the region);
+  ``verify`` also takes --public-key (hex, or a file holding the raw 32 bytes), repeatable.
+
+    regiond audit verify  [--from T] [--to T] [--format text|json]          exit 1 on any finding
+    regiond audit query   [--event-name N] [--key K] [--principal ARN] [--error-code C]
+                          [--since T] [--until T] [--limit N] [--format json|table]
+    regiond audit export  --out DIR [--from T] [--to T]
+
+Times are ISO 8601 (``2024-05-01T12:00:00Z``) or relative to now (``90s``, ``30m``, ``1h``, ``7d``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from regiond.config import env
+
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad argument: printed as ``regiond audit: <message>`` with exit status 2."""
+
+
+@dataclass(frozen=True)
+class Target:
+    database_url: str
+    regions: list[str]  # empty: every region found in the database
+    state_dir: Path | None
+
+
+def _target(args: argparse.Namespace) -> Target:
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    if args.cluster:
+        if not args.region:
+            raise UsageError("--cluster needs --region")
+        cluster = json.loads(Path(args.cluster).read_text())
+        info = cluster.get("regions", {}).get(args.region)
+        if info is None:
+            raise UsageError(f"region {args.region} is not in {Path(args.cluster).name}")
+        sdir = state_dir or Path(info.get("state_dir") or Path(args.cluster).parent / args.region)
+        return Target(info["database_url"], [args.region], sdir)
+    if args.database_url:
+        return Target(args.database_url, [args.region] if args.region else [], state_dir)
+    raise UsageError("give --cluster DIR/cluster.json --region R, or --database-url URL")
+
+
+def _time(value: str | None, now: dt.datetime) -> dt.datetime | None:
+    from regiond.audit.query import parse_time
+
+    if value is None:
+        return None
+    try:
+        return parse_time(value, now)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _trusted_keys(args: argparse.Namespace, target: Target) -> list[bytes]:
+    keys: list[bytes] = []
+    for value in args.public_key or []:
+        path = Path(value)
+        if path.is_file():
+            keys.append(path.read_bytes())
+        else:
+            try:
+                keys.append(bytes.fromhex(value))
+            except ValueError:
+                raise UsageError(f"--public-key {value[:20]!r} is neither a file nor hex") from None
+    if target.state_dir is not None:
+        pub = target.state_dir / "identity.ed25519.pub"
+        if not pub.is_file():
+            raise UsageError(f"no identity.ed25519.pub in the state dir {target.state_dir.name!r}")
+        keys.append(pub.read_bytes())
+    for key in keys:
+        if len(key) != 32:
+            raise UsageError("a public key must be 32 raw bytes (64 hex digits)")
+    return keys
+
+
+def _signer(target: Target) -> Any:
+    if target.state_dir is None:
+        return None
+    from regiond.audit import load_signer
+    from regiond.config import Settings
+
+    return load_signer(Settings(region="", database_url=target.database_url, state_dir=target.state_dir,
+                                root_key_b64=env("ROOT_KEY")))  # fmt: skip
+
+
+async def _regions(pool: Any, target: Target) -> list[str]:
+    from regiond.store import audit as audit_store
+    from regiond.store.pool import connection
+
+    if target.regions:
+        return target.regions
+    async with connection(pool) as con:
+        return await audit_store.regions(con)
+
+
+async def _verify(args: argparse.Namespace, target: Target, pool: Any) -> int:
+    from regiond.audit.verify import verify_region
+
+    now = dt.datetime.now(dt.UTC)
+    since, until = _time(args.since, now), _time(args.until, now)
+    keys = _trusted_keys(args, target)
+    reports = [await verify_region(pool, region, trusted_keys=keys, since=since, until=until)
+               for region in await _regions(pool, target)]  # fmt: skip
+    if args.format == "json":
+        for r in reports:
+            print(json.dumps({"region": r.region, "ok": r.ok, "firstSeq": r.first_seq, "lastSeq": r.last_seq,
+                              "eventsChecked": r.events_checked, "digestsChecked": r.digests_checked,
+                              "findings": [asdict(f) for f in r.findings], "notes": r.notes}))  # fmt: skip
+    else:
+        if not keys:
+            print("note: no --state-dir or --public-key: digest signatures are checked against the keys "
+                  "recorded in the database")  # fmt: skip
+        for r in reports:
+            for f in r.findings:
+                print(f.line())
+            for note in r.notes:
+                print(f"{r.region}: note: {note}")
+            verdict = "OK" if r.ok else f"FAILED ({len(r.findings)} findings)"
+            print(f"{r.region}: {verdict}: {r.events_checked} events (seq {r.first_seq}..{r.last_seq}), "
+                  f"{r.digests_checked} signed digests checked")  # fmt: skip
+    if not reports:
+        print("no audit trail found", file=sys.stderr)
+    return 0 if all(r.ok for r in reports) else EXIT_FINDINGS
+
+
+async def _query(args: argparse.Namespace, target: Target, pool: Any) -> int:
+    from regiond.audit.query import EventFilter, find, render_json, render_table
+
+    now = dt.datetime.now(dt.UTC)
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    rows = await find(pool, EventFilter(
+        region=target.regions[0] if len(target.regions) == 1 else None, event_name=args.event_name, key=args.key,
+        principal_arn=args.principal, since=_time(args.since, now), until=_time(args.until, now),
+        error_code=args.error_code, limit=args.limit,
+    ))  # fmt: skip
+    if args.format == "table":
+        print(render_table(rows))
+    else:
+        for line in render_json(rows):
+            print(line)
+    return 0
+
+
+async def _export(args: argparse.Namespace, target: Target, pool: Any) -> int:
+    from regiond.audit.export import export_region
+
+    now = dt.datetime.now(dt.UTC)
+    signer = _signer(target)
+    if signer is None:
+        print("note: no --state-dir: the exported digests are not signed", file=sys.stderr)
+    total = 0
+    for region in await _regions(pool, target):
+        hours = await export_region(pool, region, Path(args.out), since=_time(args.since, now),
+                                    until=_time(args.until, now), signer=signer)  # fmt: skip
+        for h in hours:
+            print(f"{h.path} ({h.events} events)")
+            total += h.events
+    print(f"exported {total} events", file=sys.stderr)
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from regiond.store.pool import create_pool
+
+    target = _target(args)
+    pool = await create_pool(target.database_url, min_size=1, max_size=2)
+    try:
+        command = {"verify": _verify, "query": _query, "export": _export}[args.audit_command]
+        return await command(args, target, pool)
+    finally:
+        await pool.close()
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_run(args))
+    except UsageError as exc:
+        print(f"regiond audit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, ValueError) as exc:
+        print(f"regiond audit: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", help="cluster.json written by `regiond dev` (with --region)")
+    p.add_argument("--database-url", default=env("DATABASE_URL"))
+    p.add_argument("--region", default=None, help="the region (default with --database-url: every region)")
+    p.add_argument("--state-dir", default=env("STATE_DIR"), help="the region's state dir (identity key)")
+
+
+def add_audit_parser(sub: Any) -> None:
+    p = sub.add_parser("audit", help="verify, query and export the audit trail")
+    p.set_defaults(func=cmd_audit)
+    cmds = p.add_subparsers(dest="audit_command", required=True)
+
+    c = cmds.add_parser("verify", help="check the hash chain and signed digests; exit 1 on any finding")
+    _common(c)
+    c.add_argument("--public-key", action="append", help="trusted region identity key: hex or a file (repeatable)")
+    c.add_argument("--from", dest="since", help="first event time (ISO 8601 or 1h, 7d ...)")
+    c.add_argument("--to", dest="until", help="end of the time range (exclusive)")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+
+    c = cmds.add_parser("query", help="find events; JSON lines (one event per line) or a table")
+    _common(c)
+    c.add_argument("--event-name")
+    c.add_argument("--key", help="key id or key ARN")
+    c.add_argument("--principal", help="principal ARN")
+    c.add_argument("--error-code")
+    c.add_argument("--since", help="ISO 8601 or 1h, 30m, 7d ...")
+    c.add_argument("--until")
+    c.add_argument("--limit", type=int, default=1000)
+    c.add_argument("--format", choices=("json", "table"), default="json")
+
+    c = cmds.add_parser("export", help="write hourly gzip JSON-lines files with a digest each")
+    _common(c)
+    c.add_argument("--out", required=True, help="output directory")
+    c.add_argument("--from", dest="since")
+    c.add_argument("--to", dest="until")

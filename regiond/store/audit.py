@@ -1,0 +1,314 @@
+"""The audit trail's tables: chain head, events, signed digests (migration 0003).
+
+Appending is one transaction per group-commit batch: lock the region's chain head row
+``FOR UPDATE``, insert every event of the batch with one multi-row ``INSERT ... SELECT FROM
+unnest(...)`` (one round trip, one prepared statement whatever the batch size), move the head,
+and optionally add a digest. Writers of several processes and nodes serialise on that row,
+so each batch extends the chain atomically and the sequence has no gaps.
+
+Hashing and signing are not done here (``regiond.audit.chain``); this module only moves rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from regiond.store.pool import Conn
+
+FETCH_CHUNK_ROWS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    region: str
+    seq: int
+    hash: bytes
+    digest_seq: int
+    digest_hash: bytes | None
+    digest_time: dt.datetime | None
+    pruned_seq: int
+    pruned_hash: bytes | None
+    pruned_through: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """An event as stored: what ``verify`` and ``query`` read."""
+
+    region: str
+    seq: int
+    event_id: uuid.UUID
+    event_time: dt.datetime
+    event_name: str
+    principal_arn: str | None
+    key_arns: list[str]
+    error_code: str | None
+    record: bytes
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event of a batch, with its place in the chain already computed."""
+
+    seq: int
+    event_id: uuid.UUID
+    event_time: dt.datetime
+    event_source: str
+    event_name: str
+    principal_arn: str | None
+    key_arns: list[str]
+    error_code: str | None
+    read_only: bool
+    record: bytes
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRow:
+    region: str
+    first_seq: int
+    last_seq: int
+    digest_time: dt.datetime
+    last_hash: bytes
+    prev_digest: bytes | None
+    public_key: bytes
+    signature: bytes
+
+
+_HEAD_COLUMNS = "region, seq, hash, digest_seq, digest_hash, digest_time, pruned_seq, pruned_hash, pruned_through"
+_EVENT_COLUMNS = (
+    "region, seq, event_id, event_time, event_name, principal_arn, key_arns, error_code, record, prev_hash, hash"
+)
+_DIGEST_COLUMNS = "region, first_seq, last_seq, digest_time, last_hash, prev_digest, public_key, signature"
+
+
+def _head(row: object) -> ChainHead:
+    return ChainHead(*row)  # type: ignore[misc]
+
+
+async def ensure_head(con: Conn, region: str, genesis: bytes) -> None:
+    """Create the region's chain head if this is its first event (idempotent, race-free)."""
+    await con.execute(
+        "INSERT INTO audit_chain_head (region, hash) VALUES ($1, $2) ON CONFLICT (region) DO NOTHING",
+        region,
+        genesis,
+    )
+
+
+async def lock_head(con: Conn, region: str) -> ChainHead | None:
+    """The chain head, locked until the end of the caller's transaction."""
+    row = await con.fetchrow(f"SELECT {_HEAD_COLUMNS} FROM audit_chain_head WHERE region = $1 FOR UPDATE", region)
+    return _head(row) if row is not None else None
+
+
+async def get_head(con: Conn, region: str) -> ChainHead | None:
+    row = await con.fetchrow(f"SELECT {_HEAD_COLUMNS} FROM audit_chain_head WHERE region = $1", region)
+    return _head(row) if row is not None else None
+
+
+async def regions(con: Conn) -> list[str]:
+    return [r["region"] for r in await con.fetch("SELECT region FROM audit_chain_head ORDER BY region")]
+
+
+_APPEND = """
+WITH ins AS (
+    INSERT INTO audit_events (region, seq, event_id, event_time, event_source, event_name, principal_arn,
+                              key_arns, error_code, read_only, record, prev_hash, hash)
+    SELECT $1, e.seq, e.event_id, e.event_time, e.event_source, e.event_name, e.principal_arn,
+           CASE WHEN e.key_arns IS NULL OR e.key_arns = '' THEN '{}'::text[]
+                ELSE string_to_array(e.key_arns, chr(31)) END,
+           e.error_code, e.read_only, e.record, e.prev_hash, e.hash
+    FROM unnest($2::bigint[], $3::uuid[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
+                $9::text[], $10::boolean[], $11::bytea[], $12::bytea[], $13::bytea[])
+         AS e(seq, event_id, event_time, event_source, event_name, principal_arn, key_arns, error_code, read_only,
+              record, prev_hash, hash)
+    RETURNING 1
+)
+UPDATE audit_chain_head SET seq = $14, hash = $15, updated_at = now()
+WHERE region = $1 AND (SELECT count(*) FROM ins) = $16
+"""
+
+_KEY_SEPARATOR = "\x1f"  # unit separator: ARNs never contain it; arrays of arrays do not unnest
+
+
+async def append(con: Conn, region: str, events: Sequence[NewEvent]) -> None:
+    """Insert ``events`` (consecutive seqs after the locked head) and move the head, in one statement."""
+    last = events[-1]
+    status = await con.execute(
+        _APPEND,
+        region,
+        [e.seq for e in events],
+        [e.event_id for e in events],
+        [e.event_time for e in events],
+        [e.event_source for e in events],
+        [e.event_name for e in events],
+        [e.principal_arn for e in events],
+        [_KEY_SEPARATOR.join(e.key_arns) for e in events],
+        [e.error_code for e in events],
+        [e.read_only for e in events],
+        [e.record for e in events],
+        [e.prev_hash for e in events],
+        [e.hash for e in events],
+        last.seq,
+        last.hash,
+        len(events),
+    )
+    if status != "UPDATE 1":
+        raise RuntimeError(f"audit chain head of {region} did not move ({status})")
+
+
+async def add_digest(con: Conn, d: DigestRow, digest_hash: bytes) -> None:
+    await con.execute(
+        f"INSERT INTO audit_digests ({_DIGEST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        d.region, d.first_seq, d.last_seq, d.digest_time, d.last_hash, d.prev_digest, d.public_key, d.signature,
+    )  # fmt: skip
+    await con.execute(
+        "UPDATE audit_chain_head SET digest_seq = $2, digest_hash = $3, digest_time = $4 WHERE region = $1",
+        d.region, d.last_seq, digest_hash, d.digest_time,
+    )  # fmt: skip
+
+
+def _event(row: object) -> EventRow:
+    return EventRow(*row)  # type: ignore[misc]
+
+
+async def event_at(con: Conn, region: str, seq: int) -> EventRow | None:
+    row = await con.fetchrow(f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE region = $1 AND seq = $2", region, seq)
+    return _event(row) if row is not None else None
+
+
+async def seq_bounds(con: Conn, region: str) -> tuple[int, int] | None:
+    row = await con.fetchrow("SELECT min(seq), max(seq) FROM audit_events WHERE region = $1", region)
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
+async def seq_range_for_time(
+    con: Conn, region: str, since: dt.datetime | None, until: dt.datetime | None
+) -> tuple[int, int] | None:
+    """The smallest seq range holding every event with ``since <= event_time < until``."""
+    row = await con.fetchrow(
+        "SELECT min(seq), max(seq) FROM audit_events WHERE region = $1"
+        " AND ($2::timestamptz IS NULL OR event_time >= $2) AND ($3::timestamptz IS NULL OR event_time < $3)",
+        region, since, until,
+    )  # fmt: skip
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
+async def iter_events(con: Conn, region: str, first_seq: int, last_seq: int) -> AsyncIterator[EventRow]:
+    """Events ``first_seq..last_seq`` in seq order, fetched in chunks (keyset pagination)."""
+    after = first_seq - 1
+    while True:
+        rows = await con.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE region = $1 AND seq > $2 AND seq <= $3"
+            " ORDER BY seq LIMIT $4",
+            region, after, last_seq, FETCH_CHUNK_ROWS,
+        )  # fmt: skip
+        for row in rows:
+            yield _event(row)
+        if len(rows) < FETCH_CHUNK_ROWS:
+            return
+        after = int(rows[-1]["seq"])
+
+
+async def digests(con: Conn, region: str, first_seq: int | None = None, last_seq: int | None = None) -> list[DigestRow]:
+    rows = await con.fetch(
+        f"SELECT {_DIGEST_COLUMNS} FROM audit_digests WHERE region = $1"
+        " AND ($2::bigint IS NULL OR last_seq >= $2) AND ($3::bigint IS NULL OR last_seq <= $3) ORDER BY last_seq",
+        region, first_seq, last_seq,
+    )  # fmt: skip
+    return [DigestRow(*r) for r in rows]
+
+
+async def digest_before(con: Conn, region: str, seq: int) -> DigestRow | None:
+    row = await con.fetchrow(
+        f"SELECT {_DIGEST_COLUMNS} FROM audit_digests WHERE region = $1 AND last_seq < $2"
+        " ORDER BY last_seq DESC LIMIT 1",
+        region, seq,
+    )  # fmt: skip
+    return DigestRow(*row) if row is not None else None
+
+
+async def prune(con: Conn, region: str, through_seq: int, anchor_hash: bytes, through_time: dt.datetime) -> int:
+    """Delete events up to ``through_seq`` (retention) and record the chain anchor; caller holds the head lock."""
+    status = await con.execute("DELETE FROM audit_events WHERE region = $1 AND seq <= $2", region, through_seq)
+    await con.execute("DELETE FROM audit_digests WHERE region = $1 AND last_seq < $2", region, through_seq)
+    await con.execute(
+        "UPDATE audit_chain_head SET pruned_seq = $2, pruned_hash = $3, pruned_through = $4 WHERE region = $1",
+        region, through_seq, anchor_hash, through_time,
+    )  # fmt: skip
+    return int(status.split()[-1])
+
+
+async def prune_candidate(
+    con: Conn, region: str, before: dt.datetime, after_seq: int, max_rows: int
+) -> tuple[int, bytes, dt.datetime] | None:
+    """The last event of the oldest chunk that retention may delete: older than ``before``, already
+    covered by a signed digest, at most ``max_rows`` past ``after_seq``; ``None`` if nothing is due."""
+    row = await con.fetchrow(
+        "SELECT e.seq, e.hash, e.event_time FROM audit_events e"
+        " WHERE e.region = $1 AND e.seq > $2 AND e.seq <= $2 + $4"
+        "   AND e.seq <= (SELECT digest_seq FROM audit_chain_head WHERE region = $1)"
+        "   AND e.event_time < $3"
+        " ORDER BY e.seq DESC LIMIT 1",
+        region, after_seq, before, max_rows,
+    )  # fmt: skip
+    if row is None:
+        return None
+    return int(row[0]), bytes(row[1]), row[2]
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    region: str | None = None
+    event_name: str | None = None
+    key: str | None = None
+    principal_arn: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    error_code: str | None = None
+    limit: int = 1000
+
+
+async def find_events(con: Conn, f: EventFilter) -> list[EventRow]:
+    """Events matching every given filter, oldest first. ``key`` matches a key id or a full ARN."""
+    rows = await con.fetch(
+        f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE ($1::text IS NULL OR region = $1)"
+        " AND ($2::text IS NULL OR event_name = $2)"
+        " AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM unnest(key_arns) a"
+        "      WHERE a = $3 OR a LIKE '%:key/' || $3 OR a LIKE '%:' || $3))"
+        " AND ($4::text IS NULL OR principal_arn = $4)"
+        " AND ($5::timestamptz IS NULL OR event_time >= $5) AND ($6::timestamptz IS NULL OR event_time < $6)"
+        " AND ($7::text IS NULL OR error_code = $7)"
+        " ORDER BY event_time, region, seq LIMIT $8",
+        f.region, f.event_name, f.key, f.principal_arn, f.since, f.until, f.error_code, f.limit,
+    )  # fmt: skip
+    return [_event(r) for r in rows]
+
+
+async def iter_events_by_time(
+    con: Conn, region: str, since: dt.datetime | None, until: dt.datetime | None
+) -> AsyncIterator[EventRow]:
+    """Events of ``region`` in ``[since, until)`` in seq order (export), fetched in chunks."""
+    after = 0
+    while True:
+        rows = await con.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE region = $1 AND seq > $2"
+            " AND ($3::timestamptz IS NULL OR event_time >= $3) AND ($4::timestamptz IS NULL OR event_time < $4)"
+            " ORDER BY seq LIMIT $5",
+            region, after, since, until, FETCH_CHUNK_ROWS,
+        )  # fmt: skip
+        for row in rows:
+            yield _event(row)
+        if len(rows) < FETCH_CHUNK_ROWS:
+            return
+        after = int(rows[-1]["seq"])
