@@ -22,6 +22,7 @@ one ``orjson.dumps``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Mapping
@@ -31,6 +32,9 @@ from typing import Any
 import orjson
 
 from regiond.calls import CallRecord
+from regiond.domain.ciphertext import HEADER_BYTES, Header
+from regiond.domain.principal import PrincipalKind
+from regiond.errors import KmsError
 
 __all__ = [
     "EVENT_VERSION",
@@ -184,8 +188,19 @@ IAM_RESPONSE_MEMBERS: dict[str, tuple[str, ...]] = {
 _READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Generate", "Encrypt", "Decrypt", "ReEncrypt", "Sign",
                        "Verify", "Derive", "Encapsulate", "Decapsulate")  # fmt: skip
 
-_ADDITIONAL_TOP = frozenset({"keyId", "encryptionContext", "keyMaterialId", "backingKeyVersion", "keyVersion",
-                             "grantId", "dryRun", "customKeyStoreId"})  # fmt: skip
+_ADDITIONAL_TOP = frozenset({"keyId", "encryptionContext", "keyMaterialId", "backingKeyVersion",
+                             "sourceBackingKeyVersion", "grantId", "dryRun", "customKeyStoreId"})  # fmt: skip
+
+# Where the backing key version used by a successful call can be read: (source, blob member, event name).
+# Only the authenticated header of the blob is read; the blob itself never reaches the event.
+_VERSION_SOURCES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "Encrypt": (("result", "CiphertextBlob", "backingKeyVersion"),),
+    "GenerateDataKey": (("result", "CiphertextBlob", "backingKeyVersion"),),
+    "GenerateDataKeyWithoutPlaintext": (("result", "CiphertextBlob", "backingKeyVersion"),),
+    "Decrypt": (("params", "CiphertextBlob", "backingKeyVersion"),),
+    "ReEncrypt": (("params", "CiphertextBlob", "sourceBackingKeyVersion"),
+                  ("result", "CiphertextBlob", "backingKeyVersion")),
+}  # fmt: skip
 
 
 def is_read_only(operation: str) -> bool:
@@ -256,6 +271,16 @@ def _additional(values: Mapping[str, Any]) -> dict[str, Any] | None:
     return out or None
 
 
+def _backing_versions(record: CallRecord, into: dict[str, Any]) -> None:
+    for source, member, name in _VERSION_SOURCES.get(record.operation, ()):
+        values = record.params if source == "params" else record.result
+        blob = values.get(member) if values else None
+        if type(blob) is not bytes or len(blob) < HEADER_BYTES:
+            continue
+        with contextlib.suppress(KmsError, ValueError):  # unreadable: nothing to add (the call failed)
+            into[name] = Header.from_bytes(blob[:HEADER_BYTES]).backing_version
+
+
 def _resource(arn: str) -> dict[str, str]:
     parts = arn.split(":", 5)
     account = parts[4] if len(parts) > 4 else ""
@@ -281,7 +306,7 @@ def build_event(record: CallRecord, event_id: uuid.UUID) -> dict[str, Any]:
             "accountId": principal.account_id,
             "accessKeyId": record.access_key_id,
         }
-        if principal.kind.value == "user":
+        if principal.kind is PrincipalKind.USER:
             identity["userName"] = principal.name
     event: dict[str, Any] = {
         "eventVersion": EVENT_VERSION,
@@ -301,7 +326,10 @@ def build_event(record: CallRecord, event_id: uuid.UUID) -> dict[str, Any]:
     response_allowed = (RESPONSE_MEMBERS if kms else IAM_RESPONSE_MEMBERS).get(operation)
     event["responseElements"] = _members(record.result, response_allowed) if record.error is None else None
     additional = _additional(record.additional) if record.additional else None
-    if additional is not None:
+    if record.error is None and operation in _VERSION_SOURCES:
+        additional = additional or {}
+        _backing_versions(record, additional)
+    if additional:
         event["additionalEventData"] = additional
     resources = list(dict.fromkeys(record.resources))
     event["requestID"] = record.request_id
