@@ -1,0 +1,118 @@
+"""`regiond dev` (what `make run` starts) as a newcomer uses it: start, use, stop, start again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+START_TIMEOUT_S = 90
+
+
+def _start(state_dir: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "regiond", "dev", "--regions", "us-east-1", "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "aws kms list-keys --endpoint-url" in line:
+            return proc
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    proc.communicate()
+    pytest.fail("regiond dev did not come up")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("regiond dev did not stop on Ctrl-C")
+
+
+def _client(cluster: dict) -> object:  # type: ignore[type-arg]
+    return boto3.client(
+        "kms",
+        endpoint_url=cluster["regions"]["us-east-1"]["endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id=cluster["credentials"]["access_key_id"],
+        aws_secret_access_key=cluster["credentials"]["secret_access_key"],
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
+@pytest.mark.timeout(240)
+def test_dev_cluster_keeps_keys_users_and_access_keys_across_restarts(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    proc = _start(state_dir)
+    try:
+        cluster = json.loads((state_dir / "cluster.json").read_text())
+        assert set(cluster) >= {"account_id", "regions", "credentials"}
+        assert set(cluster["regions"]["us-east-1"]) >= {"endpoint", "database_url"}
+        kms = _client(cluster)
+        key_id = kms.create_key(Description="survives restarts")["KeyMetadata"]["KeyId"]  # type: ignore[attr-defined]
+        blob = kms.encrypt(KeyId=key_id, Plaintext=b"persist")["CiphertextBlob"]  # type: ignore[attr-defined]
+        made = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "regiond",
+                "iam",
+                "--cluster",
+                str(state_dir / "cluster.json"),
+                "create-user",
+                "--account-id",
+                "111122223333",
+                "--user-name",
+                "alice",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ,
+        )
+        assert json.loads(made.stdout)["arn"] == "arn:aws:iam::111122223333:user/alice"
+    finally:
+        _stop(proc)
+
+    proc = _start(state_dir)
+    try:
+        again = json.loads((state_dir / "cluster.json").read_text())
+        assert again["credentials"] == cluster["credentials"]
+        kms = _client(again)
+        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"persist"  # type: ignore[attr-defined]
+        listed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "regiond",
+                "iam",
+                "--cluster",
+                str(state_dir / "cluster.json"),
+                "list-users",
+                "--account-id",
+                "111122223333",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "user/alice" in listed.stdout
+    finally:
+        _stop(proc)
