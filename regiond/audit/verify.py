@@ -223,8 +223,8 @@ def _check_digests(
             elif stored == b"":
                 report.add("digest-mismatch", d.last_seq, "the event this digest signs is not stored")
             elif stored != d.last_hash:
-                report.add("digest-mismatch", d.last_seq, "the signed hash does not match the stored events: "
-                           "events up to here were rewritten after signing")  # fmt: skip
+                report.add("digest-mismatch", d.last_seq, "the event stored here is not the one signed: events up "
+                           "to here were changed, moved or re-hashed after signing")  # fmt: skip
         prev = d
     if full and prev is not None and head.digest_hash is not None and head.digest_hash != chain.digest_hash(prev):
         report.add("digest-missing", head.digest_seq, "the latest digest recorded by the chain head is not stored")
