@@ -54,6 +54,9 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         trusted_proxies=tuple(p for p in (args.trusted_proxies or "").split(",") if p),
         audit_enabled=not args.no_audit,
         audit_retention_days=args.audit_retention_days,
+        peers_file=Path(args.peers_file) if args.peers_file else None,
+        replication_listen=args.replication_listen or None,
+        home_region=args.home_region or None,
     )
 
 
@@ -115,6 +118,10 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-audit", action="store_true", help="benchmarks only: skip the audit trail")
     p.add_argument("--audit-retention-days", type=int, default=int(env("AUDIT_RETENTION_DAYS", "0") or 0),
                    help="delete signed audit events older than this many days (0: keep forever)")  # fmt: skip
+    p.add_argument("--peers-file", default=env("PEERS_FILE"), help="replication: the cluster's peers file")
+    p.add_argument("--replication-listen", default=env("REPLICATION_LISTEN"),
+                   help="replication: HOST:PORT of this region's mTLS receiver")  # fmt: skip
+    p.add_argument("--home-region", default=env("HOME_REGION"), help="replication: the IAM home region")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -150,6 +157,10 @@ def parser() -> argparse.ArgumentParser:
     from regiond.cli_audit import add_audit_parser
 
     add_audit_parser(sub)
+
+    from regiond.cli_replication import add_replication_parser
+
+    add_replication_parser(sub)
     return top
 
 

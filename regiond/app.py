@@ -31,15 +31,19 @@ from regiond.service.iam_authz import IamAuthorizer
 from regiond.service.keycache import CHANNEL as KEYS_CHANNEL
 from regiond.service.keycache import KeyCache
 from regiond.service.keys import KeyService
+from regiond.service.multiregion import MultiRegionService
 from regiond.store import migrate as migrations
 from regiond.store.notify import Listener
 from regiond.store.pool import Pool, connection, create_pool
+from replication.channel import Transport
+from replication.runtime import OUTBOX_CHANNEL, ReplicationNode, load_cluster, outbox_for
 
 log = structlog.get_logger(__name__)
 
 POOL: web.AppKey[Pool] = web.AppKey("pool")
 LISTENER = web.AppKey("listener", Listener)
 SWEEPER = web.AppKey("sweeper", DeletionSweeper)
+REPLICATION = web.AppKey("replication", ReplicationNode)
 
 AuditFactory = Callable[[Pool, Settings], Awaitable[AuditSink]]
 IAM_CHANNEL = "regionkms_iam"
@@ -88,6 +92,7 @@ def create_app(
     clock: Clock | None = None,
     audit_factory: AuditFactory | None = None,
     migrate: bool = True,
+    replication_transport: Transport | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     the_clock = clock or SystemClock()
@@ -97,7 +102,9 @@ def create_app(
         if migrate:
             await migrations.migrate(pool)
         listener = Listener(settings.database_url)
-        iam = IamService(pool, keyring)
+        topology = load_cluster(settings)  # None: this node does not replicate
+        outbox = outbox_for(settings, topology)
+        iam = IamService(pool, keyring, outbox=outbox)
         authn = Authenticator(
             pool, keyring, region=settings.region, max_skew_s=settings.max_clock_skew_s, ttl_s=settings.cache_ttl_s
         )
@@ -111,10 +118,11 @@ def create_app(
         services = Services(
             settings=settings, clock=the_clock, authn=authn, iam=iam, iam_authz=iam_authz, authz=authz,
             keys=keys, aliases=AliasService(pool, keys), cryptops=CryptoService(keys),
+            multiregion=MultiRegionService(pool, keys, outbox),
         )  # fmt: skip
         sweeper = DeletionSweeper(
             pool, the_clock, interval_s=_interval_s(settings, "sweeper_interval_s", 60.0),
-            on_destroyed=key_cache.invalidate,
+            on_destroyed=key_cache.invalidate, outbox=outbox,
         )  # fmt: skip
         audit: AuditSink
         if audit_factory is not None:
@@ -128,7 +136,17 @@ def create_app(
         app[SERVICES] = services
         app[AUDIT] = audit
         app[SWEEPER] = sweeper
+        replication = None
+        if topology is not None:
+            replication = ReplicationNode(
+                settings=settings, topology=topology, keyring=keyring, pool=pool, clock=the_clock, outbox=outbox,
+                transport=replication_transport,
+            )  # fmt: skip
+            listener.subscribe(OUTBOX_CHANNEL, replication.on_outbox_notify)
+            app[REPLICATION] = replication
         await listener.start()
+        if replication is not None:
+            await replication.start()
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"),
@@ -139,6 +157,8 @@ def create_app(
         ]
         log.info("node.started", region=settings.region)
         yield
+        if replication is not None:
+            await replication.stop()
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await listener.stop()

@@ -24,6 +24,7 @@ import structlog
 from regiond.clock import Clock
 from regiond.domain.key import KeyEvent, apply
 from regiond.store import keys as key_store
+from regiond.store.outbox import Outbox
 from regiond.store.pool import Pool, transaction
 
 log = structlog.get_logger(__name__)
@@ -38,8 +39,9 @@ BATCH = 100
 class DeletionSweeper:
     def __init__(
         self, pool: Pool, clock: Clock, *, interval_s: float = DEFAULT_INTERVAL_S,
-        on_destroyed: Callable[[str], None] | None = None,
+        on_destroyed: Callable[[str], None] | None = None, outbox: Outbox | None = None,
     ) -> None:  # fmt: skip
+        self._outbox = outbox
         self._pool = pool
         self._clock = clock
         self._interval_s = interval_s
@@ -61,6 +63,9 @@ class DeletionSweeper:
                 return done
             for record in await key_store.due_for_deletion(con, now, limit=BATCH):
                 apply(record.key, KeyEvent.DESTROY)  # raises unless still PendingDeletion
+                if self._outbox is not None and record.key.multi_region:
+                    # The other regions of a multi-Region key drop this one from ReplicaKeys.
+                    await self._outbox.key_destroyed(con, record.key.key_id)
                 await key_store.delete_key(con, record.key.key_id)
                 done.append(record.key.key_id)
         for key_id in done:

@@ -13,6 +13,7 @@ from regiond.service.cryptops import CryptoService
 from regiond.service.iam import IamService
 from regiond.service.iam_authz import IamAuthorizer
 from regiond.service.keys import KeyService
+from regiond.service.multiregion import MultiRegionService
 
 
 @dataclass
@@ -26,3 +27,4 @@ class Services:
     keys: KeyService
     aliases: AliasService
     cryptops: CryptoService
+    multiregion: MultiRegionService | None = None

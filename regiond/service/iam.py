@@ -20,9 +20,10 @@ from regiond.domain.principal import (
     require_account_id,
     require_name,
 )
-from regiond.errors import MalformedPolicyDocumentException, ValidationException
+from regiond.errors import MalformedPolicyDocumentException, UnsupportedOperationException, ValidationException
 from regiond.store import iam as iam_store
-from regiond.store.pool import Pool, connection, transaction
+from regiond.store.outbox import Outbox
+from regiond.store.pool import Conn, Pool, connection, transaction
 
 _ID_ALPHABET = string.ascii_uppercase + "234567"
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
@@ -59,18 +60,35 @@ class NewAccessKey:
 
 
 class IamService:
-    def __init__(self, pool: Pool, keyring: RootKeyring) -> None:
+    """IAM reads and writes. With an ``outbox`` (a replicated node), writes are allowed only in the
+    IAM home region and each one is queued for every other region in its own transaction."""
+
+    def __init__(self, pool: Pool, keyring: RootKeyring, *, outbox: Outbox | None = None) -> None:
         self._pool = pool
         self._keyring = keyring
+        self._outbox = outbox
+
+    def _require_home(self) -> None:
+        if self._outbox is not None and not self._outbox.is_iam_home:
+            raise UnsupportedOperationException(
+                f"IAM is read-only in {self._outbox.region}: it is managed in the home region "
+                f"{self._outbox.iam_home_region}; send this request to that region's endpoint"
+            )
+
+    async def _replicate(self, con: Conn, change: dict[str, str]) -> None:
+        if self._outbox is not None:
+            await self._outbox.append_iam(con, change)
 
     async def create_account(self, account_id: str) -> Principal:
         require_account_id(account_id)
         root = Principal(
             principal_arn(account_id, PrincipalKind.ROOT, ""), account_id, PrincipalKind.ROOT, "", account_id
         )
+        self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.insert_account(con, account_id)
             await iam_store.insert_principal(con, root)
+            await self._replicate(con, {"op": "account", "account_id": account_id, "root_principal_id": account_id})
         return root
 
     async def ensure_account(self, account_id: str) -> Principal:
@@ -83,8 +101,11 @@ class IamService:
         require_account_id(account_id)
         require_name(name, f"{kind.value} name")
         p = Principal(principal_arn(account_id, kind, name), account_id, kind, name, new_principal_id(kind))
+        self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.insert_principal(con, p)
+            await self._replicate(con, {"op": "principal", "arn": p.arn, "account_id": account_id,
+                                        "kind": kind.value, "name": name, "principal_id": p.principal_id})  # fmt: skip
         return p
 
     async def get_principal(self, arn: str) -> Principal:
@@ -99,17 +120,24 @@ class IamService:
         access_key_id = new_access_key_id()
         secret = _random(_SECRET_ALPHABET, SECRET_ACCESS_KEY_CHARS)
         wrapped = self._keyring.wrap(secret.encode(), access_key_aad(access_key_id))
+        self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.get_principal(con, principal_arn_)
             await iam_store.insert_access_key(con, access_key_id, principal_arn_, wrapped)
+            # The secret is not in the entry: the sender reads it and seals it to each region.
+            await self._replicate(con, {"op": "access_key", "access_key_id": access_key_id,
+                                        "principal_arn": principal_arn_, "status": "Active"})  # fmt: skip
         return NewAccessKey(access_key_id, secret, principal_arn_)
 
     async def import_access_key(self, principal_arn_: str, access_key_id: str, secret: str) -> None:
         """Store a known key pair (used to bootstrap every region of a dev cluster alike)."""
         wrapped = self._keyring.wrap(secret.encode(), access_key_aad(access_key_id))
+        self._require_home()
         async with transaction(self._pool) as con:
             if await iam_store.get_access_key(con, access_key_id) is None:
                 await iam_store.insert_access_key(con, access_key_id, principal_arn_, wrapped)
+                await self._replicate(con, {"op": "access_key", "access_key_id": access_key_id,
+                                            "principal_arn": principal_arn_, "status": "Active"})  # fmt: skip
 
     async def list_access_keys(self, principal_arn_: str) -> list[tuple[str, str]]:
         async with connection(self._pool) as con:
@@ -118,24 +146,33 @@ class IamService:
     async def set_access_key_status(self, principal_arn_: str, access_key_id: str, status: str) -> None:
         if status not in ("Active", "Inactive"):
             raise ValidationException("Status must be Active or Inactive")
+        self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.set_access_key_status(con, principal_arn_, access_key_id, status)
+            await self._replicate(con, {"op": "access_key_status", "access_key_id": access_key_id, "status": status})
 
     async def delete_access_key(self, principal_arn_: str, access_key_id: str) -> None:
+        self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.delete_access_key(con, principal_arn_, access_key_id)
+            await self._replicate(con, {"op": "access_key_deleted", "access_key_id": access_key_id})
 
     async def put_identity_policy(self, principal_arn_: str, name: str, document: str) -> None:
         if not POLICY_NAME.match(name):
             raise ValidationException("PolicyName must be 1-128 characters of letters, digits and +=,.@_-")
         validate_identity_policy(document)
+        self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.get_principal(con, principal_arn_)
             await iam_store.put_identity_policy(con, principal_arn_, name, document)
+            await self._replicate(con, {"op": "policy", "principal_arn": principal_arn_, "policy_name": name,
+                                        "document": document})  # fmt: skip
 
     async def delete_identity_policy(self, principal_arn_: str, name: str) -> None:
+        self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.delete_identity_policy(con, principal_arn_, name)
+            await self._replicate(con, {"op": "policy_deleted", "principal_arn": principal_arn_, "policy_name": name})
 
     async def identity_policies(self, principal_arn_: str) -> dict[str, str]:
         async with connection(self._pool) as con:

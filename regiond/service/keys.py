@@ -36,6 +36,9 @@ from regiond.domain.key import (
     KeySpec,
     KeyState,
     KeyUsage,
+    MultiRegionConfiguration,
+    MultiRegionKey,
+    MultiRegionKeyType,
     Origin,
     apply,
     require_state,
@@ -251,8 +254,6 @@ class KeyService:
         await self.authz.authorize(who.principal, "kms:CreateKey", None, request_values=who.values)
         if request.custom_key_store_id is not None or request.xks_key_id is not None:
             raise UnsupportedOperationException("Custom key stores are not supported by regionkms")
-        if request.multi_region:
-            raise UnsupportedOperationException("Multi-Region keys are not supported by this regionkms version yet")
         spec = _key_spec(request)
         usage = KeyUsage(request.key_usage)
         if usage is not KeyUsage.ENCRYPT_DECRYPT or spec is not KeySpec.SYMMETRIC_DEFAULT:
@@ -265,8 +266,9 @@ class KeyService:
         if origin not in (Origin.AWS_KMS, Origin.EXTERNAL):
             raise UnsupportedOperationException(f"Origin {origin} is not supported by regionkms")
         tags = validate_tags(request.tags)
+        key_id = ids.new_key_id(request.multi_region)
         key = Key(
-            key_id=ids.new_key_id(False),
+            key_id=key_id,
             account=who.account,
             region=self.region,
             creation_date=now,
@@ -275,7 +277,11 @@ class KeyService:
             key_usage=usage,
             key_spec=spec,
             origin=origin,
-        )
+            # A new multi-Region key is a primary without replicas (ReplicateKey: service.multiregion).
+            multi_region_configuration=MultiRegionConfiguration(
+                MultiRegionKeyType.PRIMARY, MultiRegionKey(ids.key_arn(self.region, who.account, key_id), self.region)
+            ) if request.multi_region else None,
+        )  # fmt: skip
         if request.policy is None:
             policy = default_key_policy(who.account)
         else:

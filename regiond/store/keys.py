@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from regiond.domain.ids import MRK_PREFIX, key_arn
 from regiond.domain.key import (
     ExpirationModel,
     Key,
@@ -22,6 +23,9 @@ from regiond.domain.key import (
     KeySpec,
     KeyState,
     KeyUsage,
+    MultiRegionConfiguration,
+    MultiRegionKey,
+    MultiRegionKeyType,
     Origin,
 )
 from regiond.errors import AlreadyExistsException
@@ -75,8 +79,22 @@ class WrappedVersion:
 _COLUMNS = (
     "key_id, account_id, region, description, key_usage, key_spec, origin, key_manager, key_state,"
     " creation_date, deletion_date, pending_window_days, valid_to, expiration_model, policy,"
-    " aws_service, current_version"
+    " aws_service, current_version, mr_primary_region, mr_replica_regions"
 )
+
+
+def _mr_configuration(row: Any) -> MultiRegionConfiguration | None:
+    """``MultiRegionConfiguration`` as this region shows it (replication: mr_* columns)."""
+    key_id, account, here = row["key_id"], row["account_id"], row["region"]
+    if not key_id.startswith(MRK_PREFIX):
+        return None
+    primary = row["mr_primary_region"] or here
+    replicas = sorted(r for r in (row["mr_replica_regions"] or []) if r != primary)
+    return MultiRegionConfiguration(
+        key_type=MultiRegionKeyType.PRIMARY if primary == here else MultiRegionKeyType.REPLICA,
+        primary_key=MultiRegionKey(key_arn(primary, account, key_id), primary),
+        replica_keys=tuple(MultiRegionKey(key_arn(r, account, key_id), r) for r in replicas),
+    )
 
 
 def _record(row: Any) -> KeyRecord:
@@ -95,6 +113,7 @@ def _record(row: Any) -> KeyRecord:
         pending_deletion_window_in_days=row["pending_window_days"],
         valid_to=row["valid_to"],
         expiration_model=ExpirationModel(row["expiration_model"]) if row["expiration_model"] else None,
+        multi_region_configuration=_mr_configuration(row),
     )
     return KeyRecord(key, row["policy"], row["current_version"], row["aws_service"])
 
@@ -102,15 +121,17 @@ def _record(row: Any) -> KeyRecord:
 async def insert_key(
     con: Conn, key: Key, *, policy: str, current_version: int | None, aws_service: str | None = None
 ) -> None:
+    mr = key.multi_region_configuration
     try:
         await con.execute(
             f"INSERT INTO keys ({_COLUMNS}, multi_region)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
             key.key_id, key.account, key.region, key.description, key.key_usage.value, key.key_spec.value,
             key.origin.value, key.key_manager.value, key.key_state.value, key.creation_date,
             key.deletion_date, key.pending_deletion_window_in_days, key.valid_to,
             key.expiration_model.value if key.expiration_model else None, policy, aws_service,
-            current_version, key.multi_region,
+            current_version, mr.primary_key.region if mr else None,
+            [r.region for r in mr.replica_keys] if mr else [], key.multi_region,
         )  # fmt: skip
     except asyncpg.UniqueViolationError as exc:
         raise AlreadyExistsException(f"Key '{key.arn}' already exists") from exc

@@ -136,6 +136,7 @@ class NodeFactory:
         database_url: str | None = None,
         state_dir: Path | None = None,
         audit: bool = True,
+        replication_transport: Any = None,
         **settings: Any,
     ) -> Node:
         url = database_url or await self.database()
@@ -152,7 +153,9 @@ class NodeFactory:
                 audit_factory = make_audit_sink
             except ImportError:
                 audit_factory = None
-        app = create_app(cfg, keyring, clock=clock, audit_factory=audit_factory)
+        app = create_app(
+            cfg, keyring, clock=clock, audit_factory=audit_factory, replication_transport=replication_transport
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from regiond.protocol.context import OpHandler
-from regiond.protocol.ops import aliases, cryptops, iam, keys
+from regiond.protocol.ops import aliases, cryptops, iam, keys, multiregion
 
-_KMS_AREAS: tuple[Mapping[str, OpHandler], ...] = (keys.HANDLERS, cryptops.HANDLERS, aliases.HANDLERS)
+_KMS_AREAS: tuple[Mapping[str, OpHandler], ...] = (
+    keys.HANDLERS, cryptops.HANDLERS, aliases.HANDLERS, multiregion.HANDLERS,
+)  # fmt: skip
 
 KMS_OPERATIONS: dict[str, OpHandler] = {name: h for area in _KMS_AREAS for name, h in area.items()}
 

@@ -1,0 +1,48 @@
+"""ReplicateKey and UpdatePrimaryRegion: parse -> call ``MultiRegionService`` -> render."""
+
+from __future__ import annotations
+
+from regiond.errors import UnsupportedOperationException
+from regiond.protocol.context import OpContext, OpHandler, Params, Result
+from regiond.protocol.ops.keys import key_metadata, requester
+from regiond.service.multiregion import MultiRegionService
+
+__all__ = ["HANDLERS"]
+
+
+def _service(ctx: OpContext) -> MultiRegionService:
+    service = ctx.services.multiregion
+    if service is None:
+        raise UnsupportedOperationException("Multi-Region keys are not enabled on this node")
+    return service
+
+
+async def replicate_key(ctx: OpContext, params: Params) -> Result:
+    done = await _service(ctx).replicate_key(
+        requester(ctx),
+        params["KeyId"],
+        params["ReplicaRegion"],
+        policy=params.get("Policy"),
+        bypass_policy_lockout_safety_check=bool(params.get("BypassPolicyLockoutSafetyCheck", False)),
+        description=params.get("Description", ""),
+        tags=[(t["TagKey"], t["TagValue"]) for t in params.get("Tags", ())],
+        now=ctx.now,
+    )
+    ctx.record.resources.append(done.replica.arn)
+    return {
+        "ReplicaKeyMetadata": key_metadata(done.replica),
+        "ReplicaPolicy": done.policy,
+        "ReplicaTags": [{"TagKey": k, "TagValue": v} for k, v in done.tags],
+    }
+
+
+async def update_primary_region(ctx: OpContext, params: Params) -> Result:
+    key = await _service(ctx).update_primary_region(requester(ctx), params["KeyId"], params["PrimaryRegion"], ctx.now)
+    ctx.record.resources.append(key.arn)
+    return {}
+
+
+HANDLERS: dict[str, OpHandler] = {
+    "ReplicateKey": replicate_key,
+    "UpdatePrimaryRegion": update_primary_region,
+}

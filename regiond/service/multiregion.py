@@ -1,0 +1,214 @@
+"""Multi-region keys: ReplicateKey and UpdatePrimaryRegion (CreateKey MultiRegion=true is in keys.py).
+
+A multi-region key is one key id held in several regions, each region's copy in its own
+database. Shared properties (key id, spec, usage, origin, backing versions, rotation) follow
+the primary; key policy, grants, aliases, tags, description and enabled state stay per region
+(DESIGN section 8). Both operations here run in the primary region and only *queue* their
+effect for the other regions in the replication outbox, in the same transaction that changes
+the primary's row, so the change and its propagation commit together:
+
+- ``ReplicateKey`` adds the region to the primary's ReplicaKeys and queues ``KEY_CREATED`` for
+  it (metadata, the replica's own policy/description/tags, and every backing version, which
+  the sender seals to that region) and a membership update for the other replicas. The answer
+  shows the replica in state ``Creating``; it becomes Enabled (PendingImport for imported
+  material, which never crosses regions) when the replica region applies the frame.
+- ``UpdatePrimaryRegion`` bumps the key's primary epoch, makes this region a replica in state
+  ``Updating`` and queues ``PRIMARY_MOVED`` for every member. The new primary, on applying it,
+  re-sends the complete shared state at the new epoch, which ends this region's Updating state;
+  frames this region queued under the old epoch are refused from then on (``replication.apply``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from regiond.domain import ids
+from regiond.domain.decision import default_key_policy, lockout_check
+from regiond.domain.key import (
+    Key,
+    KeyEvent,
+    KeyState,
+    MultiRegionConfiguration,
+    MultiRegionKey,
+    MultiRegionKeyType,
+    Origin,
+    apply,
+    require_state,
+)
+from regiond.domain.policy import PolicyKind, parse_policy
+from regiond.errors import (
+    AlreadyExistsException,
+    MalformedPolicyDocumentException,
+    NotFoundException,
+    UnsupportedOperationException,
+    ValidationException,
+)
+from regiond.service.authz import Requester
+from regiond.service.keys import LOCKOUT_MESSAGE, KeyService, validate_tags
+from regiond.store import keys as key_store
+from regiond.store import replication as repl_store
+from regiond.store.outbox import Outbox, OutboxKind
+from regiond.store.pool import Pool, transaction
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["MultiRegionService", "Replicated", "require_primary"]
+
+
+def _not_primary(key: Key) -> UnsupportedOperationException:
+    return UnsupportedOperationException(f"{key.arn} is not a multi-Region primary key.")
+
+
+def require_primary(key: Key) -> None:
+    """Refuse primary-only operations (ReplicateKey, UpdatePrimaryRegion, rotation settings) on a
+    single-region key or a replica, as AWS does."""
+    config = key.multi_region_configuration
+    if config is None or config.key_type is not MultiRegionKeyType.PRIMARY:
+        raise _not_primary(key)
+
+
+def configuration(
+    account: str, key_id: str, here: str, primary: str, replicas: Sequence[str]
+) -> MultiRegionConfiguration:
+    """How DescribeKey shows the key set in region ``here``."""
+    others = sorted({r for r in replicas if r != primary})
+    return MultiRegionConfiguration(
+        key_type=MultiRegionKeyType.PRIMARY if here == primary else MultiRegionKeyType.REPLICA,
+        primary_key=MultiRegionKey(ids.key_arn(primary, account, key_id), primary),
+        replica_keys=tuple(MultiRegionKey(ids.key_arn(r, account, key_id), r) for r in others),
+    )
+
+
+@dataclass(frozen=True)
+class Replicated:
+    """ReplicateKey's answer: the replica as it starts (Creating), its policy and tags."""
+
+    replica: Key
+    policy: str
+    tags: list[tuple[str, str]]
+
+
+class MultiRegionService:
+    def __init__(self, pool: Pool, keys: KeyService, outbox: Outbox) -> None:
+        self._pool = pool
+        self._keys = keys
+        self._outbox = outbox
+
+    @property
+    def region(self) -> str:
+        return self._keys.region
+
+    async def replicate_key(
+        self, who: Requester, key_param: str, replica_region: str, *, policy: str | None,
+        bypass_policy_lockout_safety_check: bool, description: str, tags: Sequence[tuple[str, str]],
+        now: dt.datetime,
+    ) -> Replicated:  # fmt: skip
+        entry = await self._keys.resolve(who, key_param, allow_alias=False)
+        key = entry.key
+        await self._keys.authz.authorize(who.principal, "kms:ReplicateKey", key, request_values=who.values)
+        require_primary(key)
+        require_state("ReplicateKey", key)
+        if replica_region == self.region:
+            raise ValidationException(
+                f"ReplicaRegion {replica_region} is the Region of the primary key; a replica must be in another Region"
+            )
+        if not self._outbox.knows(replica_region):
+            raise UnsupportedOperationException(
+                f"Region {replica_region} is not part of this regionkms cluster (see the peers file)"
+            )
+        valid_tags = validate_tags(tags)
+        replica_arn = ids.key_arn(replica_region, key.account, key.key_id)
+        if policy is None:
+            policy = default_key_policy(key.account)
+        else:
+            parsed = parse_policy(policy, PolicyKind.KEY)
+            if not bypass_policy_lockout_safety_check and not lockout_check(
+                parsed, who.principal.arn, key.account, replica_arn
+            ):
+                raise MalformedPolicyDocumentException(LOCKOUT_MESSAGE)
+        async with transaction(self._pool) as con:
+            record = await key_store.get_key(con, key.key_id, for_update=True)
+            if record is None:
+                raise NotFoundException(f"Key '{key.arn}' does not exist")
+            key = record.key
+            require_primary(key)
+            require_state("ReplicateKey", key)
+            config = key.multi_region_configuration
+            assert config is not None
+            existing = [r.region for r in config.replica_keys]
+            if replica_region in existing:
+                raise AlreadyExistsException(f"Key '{replica_arn}' already exists")
+            replicas = sorted([*existing, replica_region])
+            await repl_store.set_mr_config(con, key.key_id, self.region, replicas, now)
+            epoch = await repl_store.epoch(con, key.key_id)
+            versions = (
+                [v.version for v in await key_store.versions(con, key.key_id)] if key.origin is Origin.AWS_KMS else []
+            )
+            await self._outbox.append_key(
+                con, OutboxKind.KEY_CREATED, key_id=key.key_id, epoch=epoch, dests=[replica_region],
+                body={
+                    "account": key.account, "primary_region": self.region, "replica_regions": replicas,
+                    "key_spec": key.key_spec.value, "key_usage": key.key_usage.value, "origin": key.origin.value,
+                    "creation_date_ms": int(key.creation_date.timestamp() * 1000),
+                    "current_version": record.current_version, "versions": versions,
+                    "replica": {"description": description, "policy": policy,
+                                "tags": [[k, v] for k, v in valid_tags]},
+                },
+            )  # fmt: skip
+            await self._outbox.append_key(
+                con, OutboxKind.KEY_UPDATED, key_id=key.key_id, epoch=epoch, dests=existing,
+                body={"primary_region": self.region, "replica_regions": replicas},
+            )  # fmt: skip
+        self._keys.cache.invalidate(key.key_id)
+        log.info("key.replicated", key_id=key.key_id, replica_region=replica_region)
+        replica = dataclasses.replace(
+            key,
+            region=replica_region,
+            key_state=KeyState.CREATING,
+            description=description,
+            deletion_date=None,
+            pending_deletion_window_in_days=None,
+            multi_region_configuration=configuration(key.account, key.key_id, replica_region, self.region, replicas),
+        )
+        return Replicated(replica, policy, valid_tags)
+
+    async def update_primary_region(self, who: Requester, key_param: str, primary_region: str, now: dt.datetime) -> Key:
+        entry = await self._keys.resolve(who, key_param, allow_alias=False)
+        key = entry.key
+        await self._keys.authz.authorize(who.principal, "kms:UpdatePrimaryRegion", key, request_values=who.values)
+        require_primary(key)
+        if primary_region == self.region:
+            return key  # already the primary: nothing to move
+        async with transaction(self._pool) as con:
+            record = await key_store.get_key(con, key.key_id, for_update=True)
+            if record is None:
+                raise NotFoundException(f"Key '{key.arn}' does not exist")
+            key = record.key
+            require_primary(key)
+            config = key.multi_region_configuration
+            assert config is not None
+            replicas = [r.region for r in config.replica_keys]
+            if primary_region not in replicas:
+                raise NotFoundException(
+                    f"Key '{ids.key_arn(primary_region, key.account, key.key_id)}' does not exist"
+                )
+            require_state("UpdatePrimaryRegion", key)
+            epoch = await repl_store.epoch(con, key.key_id) + 1
+            new_replicas = sorted({*replicas, self.region} - {primary_region})
+            await repl_store.set_mr_config(con, key.key_id, primary_region, new_replicas, now)
+            await repl_store.set_epoch(con, key.key_id, epoch)
+            updating = apply(key, KeyEvent.PRIMARY_UPDATE_START)
+            await key_store.update_state(con, updating, now)
+            await self._outbox.append_key(
+                con, OutboxKind.PRIMARY_MOVED, key_id=key.key_id, epoch=epoch, dests=replicas,
+                body={"primary_region": primary_region, "replica_regions": new_replicas, "previous": self.region},
+            )  # fmt: skip
+        self._keys.cache.invalidate(key.key_id)
+        log.info("key.primary_moving", key_id=key.key_id, new_primary=primary_region, epoch=epoch)
+        config = configuration(key.account, key.key_id, self.region, primary_region, new_replicas)
+        return dataclasses.replace(updating, multi_region_configuration=config)

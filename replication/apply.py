@@ -1,0 +1,429 @@
+"""Applying one verified frame to this region's store, idempotently and under the epoch rule.
+
+The receiver calls ``apply_frame`` inside the transaction that also moves the source's applied
+sequence number, so each frame takes effect exactly once (``replication.receiver``). Every
+write here is itself idempotent as well (upserts, insert-if-absent), so a frame re-applied
+after an operator rewinds a cursor does no harm.
+
+Outcomes:
+
+- ``APPLIED`` -- the change is made;
+- ``SKIPPED`` -- nothing to do (the key is gone here, the change was already made), logged at info;
+- ``REFUSED`` -- an authentic, in-order frame this region will not apply: a stale epoch, an IAM
+  change from a region that is not the IAM home, a key change from a region that is not a
+  member. Logged as a warning and counted; the sequence number is consumed, so the channel
+  moves on (the refusal is final, retrying would not change it).
+
+A frame that *cannot* be applied now (material that does not open, a database error) raises
+``ApplyError``: the transaction rolls back, the sequence number is not consumed, and the
+sender retries with backoff -- sealing happens at send time, so a fixed peers file heals it.
+
+The epoch rule (DESIGN section 8, "primary moves carry an epoch"): each multi-region key has
+an epoch, 1 at creation and +1 per UpdatePrimaryRegion. A shared-property write from region S
+at epoch e is admitted when ``e > local epoch``, or when ``e == local epoch`` and S is the
+primary of that epoch. So once a region has heard of a primary move, whatever the old primary
+queued earlier is refused; the new primary re-sends the complete shared state (every backing
+version) when it takes over, so nothing legitimately made before the move is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from regiond.crypto import hpke, wrap
+from regiond.crypto.keyring import RootKeyring
+from regiond.domain.ids import KeyIdKind, is_valid_key_id, key_arn, key_id_kind
+from regiond.domain.key import (
+    Key,
+    KeyEvent,
+    KeySpec,
+    KeyState,
+    KeyUsage,
+    MultiRegionConfiguration,
+    MultiRegionKey,
+    MultiRegionKeyType,
+    Origin,
+    apply,
+)
+from regiond.store import keys as key_store
+from regiond.store import replication as repl_store
+from regiond.store import tags as tag_store
+from regiond.store.outbox import Outbox, OutboxKind
+from regiond.store.pool import Conn
+from replication.frames import Frame, FrameKind
+
+log = structlog.get_logger("replication.apply")
+
+__all__ = [
+    "ACCESS_KEY_SECRET_VERSION",
+    "ApplyContext",
+    "ApplyError",
+    "Outcome",
+    "Result",
+    "access_key_aad",
+    "apply_frame",
+    "epoch_admits",
+]
+
+ACCESS_KEY_SECRET_VERSION = 0
+"""HPKE ``info`` version slot for access-key secrets (key material uses its backing version)."""
+
+
+def access_key_aad(access_key_id: str) -> bytes:
+    """The root-key AAD of a stored access-key secret; must equal ``regiond.service.iam``'s
+    (replication may not import services; a unit test pins the two together)."""
+    return b"access_key\x00" + access_key_id.encode()
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    SKIPPED = "skipped"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    reason: str = ""
+
+
+APPLIED = Result(Outcome.APPLIED)
+
+
+class ApplyError(Exception):
+    """The frame cannot be applied now; roll back and let the sender retry."""
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    region: str
+    iam_home_region: str
+    keyring: RootKeyring
+    encryption_key: hpke.RegionEncryptionPrivateKey
+    outbox: Outbox
+    now: dt.datetime
+
+
+def epoch_admits(frame_epoch: int, source: str, local_epoch: int, local_primary: str) -> bool:
+    """The epoch rule of the module docstring."""
+    return frame_epoch > local_epoch or (frame_epoch == local_epoch and source == local_primary)
+
+
+def _skip(reason: str, **fields: Any) -> Result:
+    log.info("replication.frame_skipped", reason=reason, **fields)
+    return Result(Outcome.SKIPPED, reason)
+
+
+def _refuse(reason: str, **fields: Any) -> Result:
+    log.warning("replication.frame_refused", reason=reason, **fields)
+    return Result(Outcome.REFUSED, reason)
+
+
+def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ApplyError(f"frame body field {name!r} is missing or mistyped")
+    return value
+
+
+async def apply_frame(con: Conn, frame: Frame, ctx: ApplyContext) -> Result:
+    """Apply ``frame`` (already verified and in sequence) inside the caller's transaction."""
+    if frame.kind is FrameKind.IAM_CHANGE:
+        if frame.source != ctx.iam_home_region:
+            return _refuse("iam_not_from_home", source=frame.source, home=ctx.iam_home_region, seq=frame.seq)
+        return await _apply_iam(con, frame, ctx)
+    key_id = frame.body.get("key_id")
+    if not isinstance(key_id, str) or key_id_kind(key_id) is not KeyIdKind.MULTI_REGION or not is_valid_key_id(key_id):
+        # Only mrk- keys ever replicate; anything else is a bug or an attack.
+        return _refuse("not_a_multi_region_key", source=frame.source, seq=frame.seq)
+    handler = _KEY_HANDLERS.get(frame.kind)
+    if handler is None:
+        return _refuse("unexpected_kind", source=frame.source, kind=frame.kind.name, seq=frame.seq)
+    return await handler(con, frame, key_id, ctx)
+
+
+# --- key material -----------------------------------------------------------------------------
+
+
+def _open_versions(frame: Frame, key_id: str, ctx: ApplyContext) -> list[tuple[int, bytes, dt.datetime]]:
+    """(version, material wrapped under *our* root key, created_at) for every sealed version."""
+    out = []
+    for item in frame.body.get("material") or []:
+        if not isinstance(item, dict):
+            raise ApplyError("malformed material entry")
+        version = _field(item, "version", int)
+        sealed = _field(item, "sealed", bytes)
+        created_ms = _field(item, "created_at_ms", int)
+        try:
+            raw = hpke.open_from_region(
+                ctx.encryption_key, sealed, key_id=key_id, version=version,
+                source_region=frame.source, dest_region=ctx.region,
+            )  # fmt: skip
+        except hpke.SealedMaterialError:
+            raise ApplyError(f"sealed material of {key_id} v{version} did not open") from None
+        try:
+            material = wrap.UnwrappedKey(raw)
+        except ValueError:
+            raise ApplyError(f"material of {key_id} v{version} has the wrong length") from None
+        wrapped = wrap.wrap(ctx.keyring, key_id, version, material)
+        out.append((version, wrapped, dt.datetime.fromtimestamp(created_ms / 1000, dt.UTC)))
+    return out
+
+
+async def _install_versions(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> int:
+    added = 0
+    for version, wrapped, created in _open_versions(frame, key_id, ctx):
+        added += await repl_store.insert_version_if_absent(con, key_id, version, wrapped, created)
+    return added
+
+
+def _members(body: Mapping[str, Any]) -> tuple[str, list[str]]:
+    primary = _field(body, "primary_region", str)
+    replicas = _field(body, "replica_regions", list)
+    if not all(isinstance(r, str) for r in replicas):
+        raise ApplyError("replica_regions must be region names")
+    return primary, [r for r in replicas if r != primary]
+
+
+def _current_version(body: Mapping[str, Any]) -> int | None:
+    value = body.get("current_version")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ApplyError("current_version must be a positive integer")
+    return value
+
+
+# --- key frames -------------------------------------------------------------------------------
+
+
+async def _key_created(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> Result:
+    record = await key_store.get_key(con, key_id, for_update=True)
+    if record is not None:  # re-sent, or this region already holds the key: treat as an update
+        return await _key_updated(con, frame, key_id, ctx)
+    body = frame.body
+    primary, replicas = _members(body)
+    if ctx.region not in replicas:
+        return _refuse("not_a_member", source=frame.source, key_id=key_id, seq=frame.seq)
+    account = _field(body, "account", str)
+    replica = _field(body, "replica", dict)
+    try:
+        origin = Origin(_field(body, "origin", str))
+        creation = dt.datetime.fromtimestamp(_field(body, "creation_date_ms", int) / 1000, dt.UTC)
+        config = MultiRegionConfiguration(
+            key_type=MultiRegionKeyType.REPLICA,
+            primary_key=MultiRegionKey(key_arn(primary, account, key_id), primary),
+            replica_keys=tuple(MultiRegionKey(key_arn(r, account, key_id), r) for r in sorted(replicas)),
+        )
+        key = Key(
+            key_id=key_id,
+            account=account,
+            region=ctx.region,
+            creation_date=creation,
+            key_state=KeyState.CREATING,
+            description=str(replica.get("description") or ""),
+            key_usage=KeyUsage(_field(body, "key_usage", str)),
+            key_spec=KeySpec(_field(body, "key_spec", str)),
+            origin=origin,
+            multi_region_configuration=config,
+        )
+    except ValueError as exc:
+        return _refuse("malformed_key", source=frame.source, key_id=key_id, seq=frame.seq, error=str(exc)[:200])
+    policy = _field(replica, "policy", str)
+    tags = replica.get("tags") or []
+    if not all(isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in tags):
+        raise ApplyError("replica tags must be [key, value] pairs")
+    # Imported material never crosses regions (AWS: the replica waits for its own import).
+    current = _current_version(body) if origin is Origin.AWS_KMS else None
+    await repl_store.ensure_account(con, account)
+    await key_store.insert_key(con, key, policy=policy, current_version=current)
+    if origin is Origin.AWS_KMS:
+        await _install_versions(con, frame, key_id, ctx)
+        if current is not None and not any(v.version == current for v in await key_store.versions(con, key_id)):
+            raise ApplyError(f"{key_id}: the current version's material is missing from the frame")
+    await tag_store.upsert(con, key_id, [(k, v) for k, v in tags])
+    await repl_store.set_epoch(con, key_id, frame.epoch or 1)
+    ready = apply(key, KeyEvent.REPLICA_CREATED)
+    await key_store.update_state(con, ready, ctx.now)
+    log.info("replication.replica_created", key_id=key_id, source=frame.source, state=ready.key_state.value)
+    return APPLIED
+
+
+async def _admitted(con: Conn, frame: Frame, key_id: str) -> tuple[key_store.KeyRecord | None, Result | None]:
+    """The locked key row if ``frame`` passes the epoch rule, else the result to return."""
+    record = await key_store.get_key(con, key_id, for_update=True)
+    if record is None:
+        return None, _skip("key_not_here", source=frame.source, key_id=key_id, seq=frame.seq)
+    local_epoch = await repl_store.epoch(con, key_id)
+    config = record.key.multi_region_configuration
+    local_primary = config.primary_key.region if config else record.key.region
+    if not epoch_admits(frame.epoch, frame.source, local_epoch, local_primary):
+        return None, _refuse(
+            "stale_epoch", source=frame.source, key_id=key_id, seq=frame.seq,
+            frame_epoch=frame.epoch, local_epoch=local_epoch, primary=local_primary,
+        )  # fmt: skip
+    return record, None
+
+
+async def _apply_shared(
+    con: Conn, frame: Frame, key_id: str, record: key_store.KeyRecord, ctx: ApplyContext
+) -> None:
+    """Install the frame's backing versions and current version (admitted frames only)."""
+    if record.key.origin is not Origin.AWS_KMS:
+        return  # imported material never crosses regions
+    await _install_versions(con, frame, key_id, ctx)
+    current = _current_version(frame.body)
+    if current is not None:
+        held = {v.version for v in await key_store.versions(con, key_id)}
+        if current not in held:
+            raise ApplyError(f"{key_id}: current version {current} has no material here")
+        await repl_store.set_current_version(con, key_id, current, ctx.now)
+
+
+async def _key_material(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> Result:
+    record, early = await _admitted(con, frame, key_id)
+    if record is None:
+        assert early is not None
+        return early
+    await _apply_shared(con, frame, key_id, record, ctx)
+    await repl_store.set_epoch(con, key_id, frame.epoch)
+    return APPLIED
+
+
+async def _key_updated(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> Result:
+    record, early = await _admitted(con, frame, key_id)
+    if record is None:
+        assert early is not None
+        return early
+    primary, replicas = _members(frame.body)
+    await repl_store.set_mr_config(con, key_id, primary, replicas, ctx.now)
+    await _apply_shared(con, frame, key_id, record, ctx)
+    await repl_store.set_epoch(con, key_id, frame.epoch)
+    key = record.key
+    if key.key_state is KeyState.UPDATING and primary != ctx.region:
+        # The old primary of a move: the new primary has taken over, restore the state.
+        await key_store.update_state(con, apply(key, KeyEvent.PRIMARY_UPDATE_END), ctx.now)
+        log.info("replication.primary_update_finished", key_id=key_id, primary=primary)
+    return APPLIED
+
+
+async def _primary_moved(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> Result:
+    record = await key_store.get_key(con, key_id, for_update=True)
+    if record is None:
+        return _skip("key_not_here", source=frame.source, key_id=key_id, seq=frame.seq)
+    primary, replicas = _members(frame.body)
+    local_epoch = await repl_store.epoch(con, key_id)
+    config = record.key.multi_region_configuration
+    if frame.epoch <= local_epoch:
+        if config is not None and config.primary_key.region == primary:
+            return _skip("move_already_known", source=frame.source, key_id=key_id, seq=frame.seq)
+        return _refuse("stale_epoch", source=frame.source, key_id=key_id, seq=frame.seq,
+                       frame_epoch=frame.epoch, local_epoch=local_epoch)  # fmt: skip
+    await repl_store.set_mr_config(con, key_id, primary, replicas, ctx.now)
+    await repl_store.set_epoch(con, key_id, frame.epoch)
+    if primary == ctx.region:
+        key = record.key
+        if key.key_state is KeyState.ENABLED:  # passes through Updating to Enabled (AWS)
+            key = apply(apply(key, KeyEvent.PRIMARY_UPDATE_START), KeyEvent.PRIMARY_UPDATE_END)
+        # Take over: send every member the complete shared state at the new epoch. This also
+        # ends the old primary's Updating state, and replaces anything it queued before the move.
+        versions = [v.version for v in await key_store.versions(con, key_id)] if key.origin is Origin.AWS_KMS else []
+        await ctx.outbox.append_key(
+            con, OutboxKind.KEY_UPDATED, key_id=key_id, epoch=frame.epoch, dests=replicas,
+            body={"primary_region": primary, "replica_regions": replicas,
+                  "current_version": record.current_version, "versions": versions},
+        )  # fmt: skip
+        log.info("replication.became_primary", key_id=key_id, epoch=frame.epoch, previous=frame.source)
+    return APPLIED
+
+
+async def _key_deleted(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> Result:
+    gone = frame.body.get("region")
+    if gone != frame.source:
+        return _refuse("deletion_not_from_owner", source=frame.source, key_id=key_id, seq=frame.seq)
+    record = await key_store.get_key(con, key_id, for_update=True)
+    if record is None:
+        return _skip("key_not_here", source=frame.source, key_id=key_id, seq=frame.seq)
+    config = record.key.multi_region_configuration
+    assert config is not None  # mrk- keys always carry one
+    primary = config.primary_key.region
+    remaining = [r.region for r in config.replica_keys if r.region != gone]
+    await repl_store.set_mr_config(con, key_id, primary, remaining, ctx.now)
+    key = record.key
+    if primary == ctx.region and not remaining and key.key_state is KeyState.PENDING_REPLICA_DELETION:
+        key = apply(key, KeyEvent.LAST_REPLICA_DELETED, now=ctx.now)
+        await key_store.update_state(con, key, ctx.now)
+        log.info("replication.primary_deletion_scheduled", key_id=key_id, deletion_date=str(key.deletion_date))
+    log.info("replication.replica_removed", key_id=key_id, region=gone)
+    return APPLIED
+
+
+_KEY_HANDLERS = {
+    FrameKind.KEY_CREATED: _key_created,
+    FrameKind.KEY_MATERIAL: _key_material,
+    FrameKind.KEY_ROTATED: _key_material,
+    FrameKind.KEY_UPDATED: _key_updated,
+    FrameKind.PRIMARY_MOVED: _primary_moved,
+    FrameKind.KEY_DELETED: _key_deleted,
+}
+
+
+# --- IAM ----------------------------------------------------------------------------------------
+
+
+async def _apply_iam(con: Conn, frame: Frame, ctx: ApplyContext) -> Result:
+    body = frame.body
+    op = body.get("op")
+    if op == "account":
+        await repl_store.upsert_account(con, _field(body, "account_id", str), _field(body, "root_principal_id", str))
+    elif op == "principal":
+        kind = _field(body, "kind", str)
+        if kind not in ("root", "user", "role"):
+            raise ApplyError("unknown principal kind")
+        await repl_store.upsert_principal(
+            con, _field(body, "arn", str), _field(body, "account_id", str), kind,
+            _field(body, "name", str), _field(body, "principal_id", str),
+        )  # fmt: skip
+    elif op == "access_key":
+        access_key_id = _field(body, "access_key_id", str)
+        sealed = body.get("sealed_secret")
+        if sealed is None:  # deleted at the home region before it was sent; a delete follows
+            return _skip("access_key_gone", access_key_id=access_key_id, seq=frame.seq)
+        try:
+            secret = hpke.open_from_region(
+                ctx.encryption_key, _field(body, "sealed_secret", bytes), key_id=access_key_id,
+                version=ACCESS_KEY_SECRET_VERSION, source_region=frame.source, dest_region=ctx.region,
+            )  # fmt: skip
+        except hpke.SealedMaterialError:
+            raise ApplyError(f"sealed secret of {access_key_id} did not open") from None
+        wrapped = ctx.keyring.wrap(secret, access_key_aad(access_key_id))
+        status = _field(body, "status", str)
+        if status not in ("Active", "Inactive"):
+            raise ApplyError("unknown access key status")
+        if not await repl_store.upsert_access_key(con, access_key_id, _field(body, "principal_arn", str), wrapped,
+                                                  status):  # fmt: skip
+            return _skip("principal_not_here", access_key_id=access_key_id, seq=frame.seq)
+    elif op == "access_key_status":
+        status = _field(body, "status", str)
+        if status not in ("Active", "Inactive"):
+            raise ApplyError("unknown access key status")
+        await repl_store.set_access_key_status(con, _field(body, "access_key_id", str), status)
+    elif op == "access_key_deleted":
+        await repl_store.delete_access_key(con, _field(body, "access_key_id", str))
+    elif op == "policy":
+        if not await repl_store.upsert_identity_policy(
+            con, _field(body, "principal_arn", str), _field(body, "policy_name", str), _field(body, "document", str)
+        ):
+            return _skip("principal_not_here", seq=frame.seq)
+    elif op == "policy_deleted":
+        arn, name = _field(body, "principal_arn", str), _field(body, "policy_name", str)
+        await repl_store.delete_identity_policy(con, arn, name)
+    else:
+        return _refuse("unknown_iam_op", source=frame.source, seq=frame.seq)
+    return APPLIED

@@ -1,0 +1,206 @@
+"""The receiver: verify -> apply -> ack, for every region that sends to this one.
+
+``Receiver.receive(peer_region, envelopes)`` is transport-independent (the mTLS HTTP endpoint of
+``make_receiver_app`` and ``replication.memory`` both call it). For each envelope, in order:
+
+1. ``frames.verify_envelope``: the signer must be a known region, the Ed25519 signature must
+   verify (before any msgpack is parsed), the frame's source must be its signer and its
+   destination this region. Otherwise: refused (``unknown_region``, ``bad_signature``,
+   ``wrong_destination``, ``malformed``), logged as a warning and counted;
+2. the frame's source must be the region the TLS client certificate names (``peer_mismatch``):
+   a region cannot relay or inject another region's frames, even validly signed ones;
+3. in one transaction: lock the source's ``applied_seq`` row; a seq at or below it is a replay
+   or a resend after a lost ack -- logged and skipped, never applied twice; a seq beyond
+   ``applied + 1`` is a gap -- the batch stops and the ack tells the sender where to resume;
+   otherwise ``apply.apply_frame`` and move ``applied_seq`` to the frame's seq, committed
+   together (exactly once).
+
+The ack is the applied sequence of the peer after the batch, with the refusal code if the
+receiver stopped early. Heartbeat frames are verified and answered but apply nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+from aiohttp import web
+
+from regiond.clock import Clock
+from regiond.crypto.hpke import RegionEncryptionPrivateKey
+from regiond.crypto.keyring import RootKeyring
+from regiond.crypto.pki import PeerIdentityError, peer_region_from_cert
+from regiond.store import replication as repl_store
+from regiond.store.outbox import Outbox
+from regiond.store.pool import Pool, connection, transaction
+from replication import frames
+from replication.apply import ApplyContext, ApplyError, Outcome, apply_frame
+from replication.channel import (
+    FRAMES_PATH,
+    MAX_BATCH_BYTES,
+    Ack,
+    ChannelError,
+    Refusal,
+    decode_batch,
+    encode_ack,
+)
+from replication.frames import FrameKind
+from replication.peers import Topology
+from replication.status import APPLIED_SEQ, FRAMES_APPLIED, FRAMES_REFUSED
+
+log = structlog.get_logger("replication.receiver")
+
+__all__ = ["Receiver", "make_receiver_app"]
+
+REFUSAL_STATUS = {
+    Refusal.MALFORMED: 400,
+    Refusal.BAD_SIGNATURE: 403,
+    Refusal.UNKNOWN_REGION: 403,
+    Refusal.WRONG_DESTINATION: 403,
+    Refusal.PEER_MISMATCH: 403,
+    Refusal.GAP: 409,
+    Refusal.APPLY_FAILED: 503,
+    Refusal.NOT_CONFIGURED: 503,
+}
+
+
+class Receiver:
+    def __init__(
+        self, *, pool: Pool, topology: Topology, keyring: RootKeyring, encryption_key: RegionEncryptionPrivateKey,
+        outbox: Outbox, clock: Clock,
+    ) -> None:  # fmt: skip
+        self._pool = pool
+        self.topology = topology
+        self._keyring = keyring
+        self._encryption_key = encryption_key
+        self._outbox = outbox
+        self._clock = clock
+
+    @property
+    def region(self) -> str:
+        return self.topology.local_region
+
+    async def _applied(self, source: str | None) -> int:
+        if source is None:
+            return 0
+        async with connection(self._pool) as con:
+            return await repl_store.inbound(con, source)
+
+    async def _refuse(self, source: str | None, reason: str, detail: str) -> Ack:
+        """Log and count a refused envelope; the ack still says where ``source`` stands."""
+        claimed = source or "unknown"
+        log.warning("replication.frame_refused", reason=reason, peer=claimed, detail=detail[:300])
+        FRAMES_REFUSED.labels(claimed, reason).inc()
+        if source is not None:
+            async with transaction(self._pool) as con:
+                await repl_store.record_refusal(con, source, f"{reason}: {detail}", self._clock.now())
+        return Ack(self.region, await self._applied(source), reason, detail[:300])
+
+    async def receive(self, peer_region: str | None, envelopes: Sequence[bytes]) -> Ack:
+        """Verify and apply ``envelopes`` in order; ``peer_region`` is the mTLS-authenticated caller
+        (``None`` only for in-process callers that have no TLS layer to ask)."""
+        keys = self.topology.identity_keys()
+        if peer_region is not None and peer_region not in keys:
+            return await self._refuse(None, Refusal.UNKNOWN_REGION, f"connection from unknown region {peer_region!r}")
+        source = peer_region
+        for envelope in envelopes:
+            try:
+                frame = frames.verify_envelope(envelope, keys, local_region=self.region)
+            except frames.UnknownRegionError as exc:
+                return await self._refuse(source, Refusal.UNKNOWN_REGION, str(exc))
+            except frames.BadSignatureError as exc:
+                return await self._refuse(source, Refusal.BAD_SIGNATURE, str(exc))
+            except frames.WrongDestinationError as exc:
+                return await self._refuse(source, Refusal.WRONG_DESTINATION, str(exc))
+            except frames.FrameError as exc:
+                return await self._refuse(source, Refusal.MALFORMED, str(exc))
+            if peer_region is not None and frame.source != peer_region:
+                return await self._refuse(
+                    peer_region, Refusal.PEER_MISMATCH, f"frame from {frame.source} on {peer_region}'s connection"
+                )
+            source = frame.source
+            if frame.kind is FrameKind.HEARTBEAT:
+                continue
+            try:
+                stop = await self._apply_one(frame)
+            except ApplyError as exc:
+                log.error("replication.apply_failed", source=frame.source, seq=frame.seq, kind=frame.kind.name,
+                          error=str(exc)[:300])  # fmt: skip
+                FRAMES_APPLIED.labels(frame.source, "failed").inc()
+                return Ack(self.region, await self._applied(source), Refusal.APPLY_FAILED, str(exc)[:300])
+            if stop is not None:
+                return stop
+        applied = await self._applied(source)
+        if source is not None:
+            APPLIED_SEQ.labels(source).set(applied)
+        return Ack(self.region, applied)
+
+    async def _apply_one(self, frame: frames.Frame) -> Ack | None:
+        """Apply one verified frame exactly once; an ``Ack`` if the batch must stop (a gap)."""
+        now = self._clock.now()
+        async with transaction(self._pool) as con:
+            applied = await repl_store.lock_inbound(con, frame.source)
+            if frame.seq <= applied:
+                replayed = True
+            elif frame.seq != applied + 1:
+                log.warning("replication.gap", source=frame.source, seq=frame.seq, expected=applied + 1)
+                FRAMES_REFUSED.labels(frame.source, Refusal.GAP).inc()
+                return Ack(self.region, applied, Refusal.GAP, f"expected seq {applied + 1}, got {frame.seq}")
+            else:
+                replayed = False
+                ctx = ApplyContext(
+                    region=self.region, iam_home_region=self.topology.iam_home_region, keyring=self._keyring,
+                    encryption_key=self._encryption_key, outbox=self._outbox, now=now,
+                )  # fmt: skip
+                try:
+                    result = await apply_frame(con, frame, ctx)
+                except ApplyError:
+                    raise
+                except Exception as exc:  # a database error: roll back, the sender retries
+                    log.exception("replication.apply_crashed", source=frame.source, seq=frame.seq)
+                    raise ApplyError(f"{type(exc).__name__} while applying seq {frame.seq}") from exc
+                await repl_store.advance_inbound(con, frame.source, frame.seq, now)
+                if result.outcome is Outcome.REFUSED:
+                    await repl_store.record_refusal(con, frame.source, result.reason, now)
+        if replayed:
+            log.warning("replication.frame_replayed", source=frame.source, seq=frame.seq, applied=applied)
+            FRAMES_REFUSED.labels(frame.source, "replayed").inc()
+            return None
+        FRAMES_APPLIED.labels(frame.source, result.outcome.value).inc()
+        if result.outcome is Outcome.REFUSED:
+            FRAMES_REFUSED.labels(frame.source, result.reason).inc()
+        return None
+
+
+def _peer_region(request: web.Request) -> str | None:
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        return None
+    try:
+        return peer_region_from_cert(cert)
+    except PeerIdentityError:
+        return None
+
+
+def make_receiver_app(receiver: Receiver) -> web.Application:
+    """The receiver's HTTP endpoint; serve it only behind ``pki.ssl_server_context`` (mutual TLS)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        peer = _peer_region(request)
+        if peer is None:
+            ack = Ack(receiver.region, 0, Refusal.PEER_MISMATCH, "no verified client certificate")
+            log.warning("replication.frame_refused", reason=Refusal.PEER_MISMATCH, peer="unknown")
+            return web.Response(status=403, body=encode_ack(ack), content_type="application/x-msgpack")
+        try:
+            envelopes = decode_batch(await request.read())
+        except (ChannelError, web.HTTPRequestEntityTooLarge) as exc:
+            ack = await receiver._refuse(peer, Refusal.MALFORMED, str(exc))
+        else:
+            ack = await receiver.receive(peer, envelopes)
+        status = 200 if ack.error is None else REFUSAL_STATUS.get(ack.error, 400)
+        return web.Response(status=status, body=encode_ack(ack), content_type="application/x-msgpack")
+
+    app = web.Application(client_max_size=MAX_BATCH_BYTES)
+    app.router.add_post(FRAMES_PATH, handle)
+    return app

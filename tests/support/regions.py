@@ -1,0 +1,309 @@
+"""Several replicated regions in one test: each its own node, database, state dir and certificate.
+
+``replicated_cluster(nodes, ...)`` makes the cluster CA, issues each region's mTLS certificate,
+picks each region's replication port, optionally puts a ``TcpProxy`` on every directed link
+(so a test can cut ``us-east-1 -> eu-west-1`` alone), writes each region's peers file (a region
+reaches its peers through its own proxies) and starts the nodes. With ``in_memory=True`` the
+regions are joined by ``replication.memory.InMemoryNetwork`` instead, whose ``sent`` list shows
+every envelope a sender transmitted.
+
+Regions can also run as a real ``regiond serve`` subprocess (``process=...``), so a test can
+SIGKILL one and start it again on the same database, state and ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from regiond.app import REPLICATION
+from regiond.crypto.keyring import load_file_keyring
+from regiond.devdb import free_port
+from regiond.domain.principal import PrincipalKind, principal_arn
+from regiond.init import init_state_dir
+from regiond.protocol.routes import SERVICES
+from replication.memory import InMemoryNetwork
+from replication.peers import ensure_cluster_ca, ensure_region_cert, topology_document
+from tests.support.cluster import ACCOUNT_ID, Identity, Node, NodeFactory
+from tests.support.proxy import TcpProxy
+
+REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
+HOME = REGIONS[0]
+ADMIN_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": ["kms:*", "iam:*"], "Resource": "*"}],
+}
+CONVERGE_TIMEOUT_S = 30.0
+FAST = {"replication_backoff_cap_s": 0.3, "replication_heartbeat_s": 1.0}
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], *, timeout_s: float = CONVERGE_TIMEOUT_S, what: str = "condition"
+) -> None:
+    """Poll ``check`` until true; fail after ``timeout_s`` (a bound, never a sleep to wait out)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Process:
+    """A region served by a ``regiond serve`` subprocess."""
+
+    region: str
+    endpoint: str
+    database_url: str
+    state_dir: Path
+    proc: subprocess.Popen[bytes]
+
+    def client(self, identity: Identity) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "kms", endpoint_url=self.endpoint, region_name=self.region,
+            aws_access_key_id=identity.access_key_id, aws_secret_access_key=identity.secret_access_key,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+        )  # fmt: skip
+
+
+@dataclass
+class Cluster:
+    factory: NodeFactory
+    regions: tuple[str, ...]
+    databases: dict[str, str]
+    state_dirs: dict[str, Path]
+    repl_ports: dict[str, int]
+    peers_files: dict[str, Path]
+    settings: dict[str, Any]
+    proxies: dict[tuple[str, str], TcpProxy] = field(default_factory=dict)
+    network: InMemoryNetwork | None = None
+    nodes: dict[str, Node] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    # --- faults -----------------------------------------------------------------------------
+
+    def cut(self, a: str, b: str, *, both: bool = True) -> None:
+        if self.network is not None:
+            self.network.cut(a, b, both=both)
+            return
+        self.proxies[(a, b)].cut()
+        if both:
+            self.proxies[(b, a)].cut()
+
+    def heal(self, a: str, b: str, *, both: bool = True) -> None:
+        if self.network is not None:
+            self.network.heal(a, b, both=both)
+            return
+        self.proxies[(a, b)].heal()
+        if both:
+            self.proxies[(b, a)].heal()
+
+    def isolate(self, region: str) -> None:
+        for other in self.regions:
+            if other != region:
+                self.cut(region, other)
+
+    def heal_all(self) -> None:
+        if self.network is not None:
+            self.network.heal_all()
+        for proxy in self.proxies.values():
+            proxy.heal()
+
+    # --- nodes ------------------------------------------------------------------------------
+
+    async def start(self, region: str) -> Node:
+        transport = self.network.transport(region) if self.network is not None else None
+        listen = None if self.network is not None else f"127.0.0.1:{self.repl_ports[region]}"
+        node = await self.factory.start(
+            region, database_url=self.databases[region], state_dir=self.state_dirs[region], audit=False,
+            replication_transport=transport, peers_file=self.peers_files[region], replication_listen=listen,
+            **self.settings,
+        )  # fmt: skip
+        if self.network is not None:
+            self.network.register(node.app[REPLICATION].receiver)
+        self.nodes[region] = node
+        return node
+
+    async def stop(self, region: str) -> None:
+        await self.factory.stop(self.nodes.pop(region))
+
+    def start_process(self, region: str) -> Process:
+        """Serve ``region`` from a ``regiond serve`` subprocess (same database, state and ports)."""
+        previous = self.processes.get(region)
+        port = int(previous.endpoint.rsplit(":", 1)[1]) if previous else free_port()
+        cmd = [
+            sys.executable, "-m", "regiond", "serve", "--region", region, "--database-url", self.databases[region],
+            "--listen", f"127.0.0.1:{port}", "--state-dir", str(self.state_dirs[region]), "--no-audit",
+            "--peers-file", str(self.peers_files[region]),
+            "--replication-listen", f"127.0.0.1:{self.repl_ports[region]}", "--log-level", "warning",
+        ]  # fmt: skip
+        log = open(self.state_dirs[region] / "regiond.log", "ab")  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        finally:
+            log.close()
+        process = Process(region, f"http://127.0.0.1:{port}", self.databases[region], self.state_dirs[region], proc)
+        self.processes[region] = process
+        return process
+
+    async def wait_ready(self, process: Process, timeout_s: float = 60.0) -> None:
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(process.endpoint + "/readyz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        async def check() -> bool:
+            if process.proc.poll() is not None:
+                raise AssertionError(f"regiond for {process.region} exited with {process.proc.returncode}")
+            return await asyncio.to_thread(ready)
+
+        await wait_until(check, timeout_s=timeout_s, what=f"{process.region} to be ready")
+
+    def kill(self, region: str) -> None:
+        """SIGKILL the region's subprocess: no drain, no flush, no goodbye."""
+        process = self.processes[region]
+        process.proc.send_signal(signal.SIGKILL)
+        process.proc.wait(timeout=10)
+
+    # --- data ---------------------------------------------------------------------------------
+
+    async def fetchval(self, region: str, query: str, *args: Any) -> Any:
+        con = await asyncpg.connect(self.databases[region])
+        try:
+            return await con.fetchval(query, *args)
+        finally:
+            await con.close()
+
+    async def fetch(self, region: str, query: str, *args: Any) -> list[asyncpg.Record]:
+        con = await asyncpg.connect(self.databases[region])
+        try:
+            return list(await con.fetch(query, *args))
+        finally:
+            await con.close()
+
+    async def admin(self) -> Identity:
+        """An admin user made in the IAM home region through its (replicating) IAM service, usable
+        everywhere once replication has carried it."""
+        home = self.nodes[HOME]
+        iam = home.app[SERVICES].iam
+        await iam.ensure_account(ACCOUNT_ID)
+        arn = principal_arn(ACCOUNT_ID, PrincipalKind.USER, "admin")
+        if not any(p.arn == arn for p in await iam.list_principals(ACCOUNT_ID, PrincipalKind.USER)):
+            await iam.create_principal(ACCOUNT_ID, PrincipalKind.USER, "admin")
+        await iam.put_identity_policy(arn, "admin", json.dumps(ADMIN_POLICY))
+        new = await iam.create_access_key(arn)
+        for region in self.regions:
+            await self.wait_for_access_key(region, new.access_key_id)
+        return Identity(arn, new.access_key_id, new.secret_access_key)
+
+    async def wait_for_access_key(self, region: str, access_key_id: str) -> None:
+        async def present() -> bool:
+            return bool(await self.fetchval(
+                region, "SELECT EXISTS (SELECT 1 FROM access_keys k JOIN identity_policies p"
+                " ON p.principal_arn = k.principal_arn WHERE k.access_key_id = $1)", access_key_id,
+            ))  # fmt: skip
+
+        await wait_until(present, what=f"access key in {region}")
+
+    async def drained(self) -> bool:
+        """True when every region's outbox is empty and every peer has applied all it was sent."""
+        for region in self.regions:
+            if await self.fetchval(region, "SELECT count(*) FROM replication_outbox"):
+                return False
+        for source in self.regions:
+            for dest in self.regions:
+                if source == dest:
+                    continue
+                appended = await self.fetchval(
+                    source, "SELECT coalesce(max(last_seq), 0) FROM replication_dest_seq WHERE dest = $1", dest
+                )
+                applied = await self.fetchval(
+                    dest, "SELECT coalesce(max(applied_seq), 0) FROM replication_inbound WHERE source = $1", source
+                )
+                if appended != applied:
+                    return False
+        return True
+
+    async def close(self) -> None:
+        for process in self.processes.values():
+            if process.proc.poll() is None:
+                process.proc.send_signal(signal.SIGTERM)
+                try:
+                    process.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.proc.kill()
+                    process.proc.wait()
+        for proxy in self.proxies.values():
+            await proxy.close()
+
+
+@contextlib.asynccontextmanager
+async def replicated_cluster(
+    factory: NodeFactory, regions: Sequence[str] = REGIONS, *, proxies: bool = False, in_memory: bool = False,
+    process: Sequence[str] = (), **settings: Any,
+) -> AsyncIterator[Cluster]:  # fmt: skip
+    """Start ``regions`` as one replicated cluster (IAM home: the first region); see module docstring."""
+    names = tuple(regions)
+    ca_cert, ca_key = ensure_cluster_ca(factory.tmp / "cluster-ca")
+    databases = {r: await factory.database() for r in names}
+    state_dirs = {r: factory.tmp / f"{r}-replicated" for r in names}
+    repl_ports = {r: free_port() for r in names}
+    public: dict[str, tuple[bytes, bytes]] = {}
+    for region in names:
+        init_state_dir(state_dirs[region], region=region)
+        keyring = load_file_keyring(state_dirs[region] / "root.key")
+        ensure_region_cert(state_dirs[region], keyring, ca_cert, ca_key, region)
+        public[region] = (
+            (state_dirs[region] / "identity.ed25519.pub").read_bytes(),
+            (state_dirs[region] / "encryption.hpke.pub").read_bytes(),
+        )
+    cluster = Cluster(factory, names, databases, state_dirs, repl_ports, {}, {**FAST, **settings})
+    if in_memory:
+        cluster.network = InMemoryNetwork()
+    elif proxies:
+        for src in names:
+            for dst in names:
+                if src != dst:
+                    cluster.proxies[(src, dst)] = await TcpProxy("127.0.0.1", repl_ports[dst]).start()
+    for src in names:
+        endpoints = {
+            dst: cluster.proxies[(src, dst)].endpoint if (src, dst) in cluster.proxies
+            else f"https://127.0.0.1:{repl_ports[dst]}"
+            for dst in names
+        }  # fmt: skip
+        document = topology_document(
+            iam_home_region=names[0], ca_cert_pem=ca_cert,
+            regions={r: (endpoints[r], *public[r]) for r in names},
+        )  # fmt: skip
+        path = state_dirs[src] / "peers.json"
+        path.write_text(json.dumps(document))
+        cluster.peers_files[src] = path
+    try:
+        for region in names:
+            if region in process:
+                await cluster.wait_ready(cluster.start_process(region))
+            else:
+                await cluster.start(region)
+        yield cluster
+    finally:
+        await cluster.close()
