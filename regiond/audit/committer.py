@@ -1,11 +1,12 @@
 """Group commit: every request's event is durable before its response, without an INSERT each.
 
 ``submit`` turns the call record into its event bytes (one ``orjson.dumps``), queues it with a
-future and waits. One writer task per process takes everything queued, writes it in **one
-transaction** (lock the chain head, one multi-row INSERT that also moves the head, maybe a
-signed digest) and resolves the futures after COMMIT. While a batch is in flight the next one
-accumulates, so the batch size follows the load: one event per write when idle, hundreds when
-busy, and the cost per request stays a few microseconds of Python plus a share of one round trip.
+future and waits. One writer task per process takes everything queued, writes it with **one
+statement** in its own transaction (``audit_append``: lock the chain head, chain and insert the
+whole batch, move the head; see ``regiond.store.audit``) and resolves the futures after COMMIT.
+While a batch is in flight the next one accumulates, so the batch size follows the load: one
+event per write when idle, dozens when busy, and the cost per request stays a few microseconds
+of Python plus a share of one round trip.
 
 Failure is closed: if the batch cannot be committed (database down, table not writable, a
 trigger that raises or silently drops rows, a write that takes longer than the timeout), every
@@ -14,9 +15,10 @@ result. A timed-out COMMIT is ambiguous: the event may exist for a call the clie
 never the reverse. Writes are not retried for the same reason.
 
 The writer also keeps the chain's checkpoints (a digest signed with the region identity key
-every ``checkpoint_events`` events, inside the batch transaction, or every
-``checkpoint_interval_s`` from a timer) and applies retention (deletes signed, expired events
-in small chunks, keeping the chain anchor). ``close`` drains the queue and writes a last digest.
+every ``checkpoint_events`` events, right after the batch that crosses the mark, or every
+``checkpoint_interval_s`` from a timer; either way under the chain head's row lock) and
+applies retention (deletes signed, expired events in small chunks, keeping the chain anchor).
+``close`` drains the queue and writes a last digest.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from regiond.config import Settings
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.metrics import REGISTRY
 from regiond.store import audit as audit_store
-from regiond.store.pool import Conn, Pool, transaction
+from regiond.store.pool import Conn, Pool, connection, transaction
 
 log = structlog.get_logger(__name__)
 
@@ -156,8 +158,8 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            async with asyncio.timeout(self._opt.write_timeout_s), transaction(self._pool) as con:
-                await self._append(con, [p for p, _ in batch])
+            async with asyncio.timeout(self._opt.write_timeout_s), connection(self._pool) as con:
+                appended = await audit_store.append_batch(con, self._region, [p for p, _ in batch])
         except Exception as exc:
             AUDIT_WRITE_FAILURES.inc()
             # The type and SQLSTATE only: a driver message may quote row data.
@@ -172,30 +174,20 @@ class GroupCommitter:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+        if appended.last_seq - appended.digest_seq >= self._opt.checkpoint_events:
+            try:  # after the responses went out: a checkpoint never delays a request
+                await self.checkpoint(force=True)
+            except Exception as exc:
+                log.warning("audit.checkpoint_failed", error=type(exc).__name__,
+                            sqlstate=getattr(exc, "sqlstate", None))  # fmt: skip
 
     async def _locked_head(self, con: Conn) -> audit_store.ChainHead:
         head = await audit_store.lock_head(con, self._region)
-        if head is None:  # the table was emptied under us; start a new chain rather than fail forever
+        if head is None:  # never started, or the row was removed: recreate it so the failure is visible
             await audit_store.ensure_head(con, self._region, self._genesis)
             head = await audit_store.lock_head(con, self._region)
             assert head is not None
         return head
-
-    async def _append(self, con: Conn, batch: list[events.PreparedEvent]) -> None:
-        head = await self._locked_head(con)
-        seq, prev = head.seq, head.hash
-        rows: list[audit_store.NewEvent] = []
-        for e in batch:
-            seq += 1
-            digest = chain.event_hash(prev, e.record)
-            rows.append(audit_store.NewEvent(
-                seq, e.event_id, e.event_time, e.event_source, e.event_name, e.principal_arn, e.key_arns,
-                e.error_code, e.read_only, e.record, prev, digest,
-            ))  # fmt: skip
-            prev = digest
-        await audit_store.append(con, self._region, rows)
-        if seq - head.digest_seq >= self._opt.checkpoint_events:
-            await self._write_digest(con, head, seq, prev)
 
     # --- checkpoints and retention -----------------------------------------------------
 

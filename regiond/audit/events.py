@@ -22,19 +22,17 @@ one ``orjson.dumps``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from regiond.calls import CallRecord
-from regiond.domain.ciphertext import HEADER_BYTES, Header
+from regiond.domain.ciphertext import BACKING_VERSION_BYTES, FORMAT_VERSION_1, HEADER_BYTES
 from regiond.domain.principal import PrincipalKind
-from regiond.errors import KmsError
+from regiond.store.audit import NewEvent
 
 __all__ = [
     "EVENT_VERSION",
@@ -214,8 +212,16 @@ def _aws_time(value: dt.datetime) -> str:
     return f"{v:%b} {v.day}, {v.year}, {hour}:{v:%M:%S} {'AM' if v.hour < 12 else 'PM'}"
 
 
+_CAMEL: dict[str, str] = {}
+
+
 def _lower_camel(name: str) -> str:
-    return name[:1].lower() + name[1:]
+    camel = _CAMEL.get(name)
+    if camel is None:
+        camel = name[:1].lower() + name[1:]
+        if len(_CAMEL) < 4096:  # member names are a small, fixed set; never grow without bound
+            _CAMEL[name] = camel
+    return camel
 
 
 def _clean(value: Any, *, keep_keys: bool = False) -> Any:
@@ -271,14 +277,16 @@ def _additional(values: Mapping[str, Any]) -> dict[str, Any] | None:
     return out or None
 
 
+_VERSION_OFFSET = HEADER_BYTES - BACKING_VERSION_BYTES  # the header ends with the backing version
+
+
 def _backing_versions(record: CallRecord, into: dict[str, Any]) -> None:
+    """Only on success, so the header was authenticated by the AEAD tag: its last field is the version."""
     for source, member, name in _VERSION_SOURCES.get(record.operation, ()):
         values = record.params if source == "params" else record.result
         blob = values.get(member) if values else None
-        if type(blob) is not bytes or len(blob) < HEADER_BYTES:
-            continue
-        with contextlib.suppress(KmsError, ValueError):  # unreadable: nothing to add (the call failed)
-            into[name] = Header.from_bytes(blob[:HEADER_BYTES]).backing_version
+        if type(blob) is bytes and len(blob) >= HEADER_BYTES and blob[0] == FORMAT_VERSION_1:
+            into[name] = int.from_bytes(blob[_VERSION_OFFSET:HEADER_BYTES], "big")
 
 
 def _resource(arn: str) -> dict[str, str]:
@@ -288,8 +296,14 @@ def _resource(arn: str) -> dict[str, str]:
     return {"accountId": account, "type": kind, "ARN": arn}
 
 
+_last_second: list[Any] = [None, ""]  # (epoch second, its rendering): most events share the current second
+
+
 def _event_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = int(value.timestamp())
+    if _last_second[0] != second:
+        _last_second[:] = [second, dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    return str(_last_second[1])
 
 
 def build_event(record: CallRecord, event_id: uuid.UUID) -> dict[str, Any]:
@@ -345,25 +359,13 @@ def build_event(record: CallRecord, event_id: uuid.UUID) -> dict[str, Any]:
     return event
 
 
-@dataclass(slots=True)
-class PreparedEvent:
-    """One event ready for the batch writer: the hashed JSON bytes plus its query columns."""
-
-    event_id: uuid.UUID
-    event_time: dt.datetime
-    event_source: str
-    event_name: str
-    principal_arn: str | None
-    key_arns: list[str]
-    error_code: str | None
-    read_only: bool
-    record: bytes
+PreparedEvent = NewEvent  # the event bytes plus its query columns, ready for the batch writer
 
 
 def prepare(record: CallRecord) -> PreparedEvent:
     event_id = uuid.uuid4()
     body = orjson.dumps(build_event(record, event_id))
-    return PreparedEvent(
+    return NewEvent(
         event_id=event_id,
         event_time=record.event_time,
         event_source=record.event_source,

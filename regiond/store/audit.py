@@ -1,12 +1,12 @@
 """The audit trail's tables: chain head, events, signed digests (migration 0003).
 
-Appending is one transaction per group-commit batch: lock the region's chain head row
-``FOR UPDATE``, insert every event of the batch with one multi-row ``INSERT ... SELECT FROM
-unnest(...)`` (one round trip, one prepared statement whatever the batch size), move the head,
-and optionally add a digest. Writers of several processes and nodes serialise on that row,
-so each batch extends the chain atomically and the sequence has no gaps.
-
-Hashing and signing are not done here (``regiond.audit.chain``); this module only moves rows.
+Appending is one statement per group-commit batch, ``audit_append`` (a function in migration
+0003): it locks the region's chain head row ``FOR UPDATE``, links each event to the previous
+one (the v1 hash of ``regiond.audit.chain``), inserts them all with one multi-row ``INSERT ...
+SELECT FROM unnest(...)`` and moves the head. One round trip whatever the batch size, and its
+own transaction; writers of several processes and nodes serialise on that row, so each batch
+extends the chain atomically and the sequence has no gaps. Verification recomputes every hash
+in Python, so the two implementations check each other.
 """
 
 from __future__ import annotations
@@ -53,9 +53,8 @@ class EventRow:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event of a batch, with its place in the chain already computed."""
+    """An event of a batch: its place in the chain is assigned by ``append_batch``."""
 
-    seq: int
     event_id: uuid.UUID
     event_time: dt.datetime
     event_source: str
@@ -65,8 +64,15 @@ class NewEvent:
     error_code: str | None
     read_only: bool
     record: bytes
-    prev_hash: bytes
-    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The chain head after a batch, and the last event a digest covers."""
+
+    last_seq: int
+    last_hash: bytes
+    digest_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,34 +122,17 @@ async def regions(con: Conn) -> list[str]:
     return [r["region"] for r in await con.fetch("SELECT region FROM audit_chain_head ORDER BY region")]
 
 
-_APPEND = """
-WITH ins AS (
-    INSERT INTO audit_events (region, seq, event_id, event_time, event_source, event_name, principal_arn,
-                              key_arns, error_code, read_only, record, prev_hash, hash)
-    SELECT $1, e.seq, e.event_id, e.event_time, e.event_source, e.event_name, e.principal_arn,
-           CASE WHEN e.key_arns IS NULL OR e.key_arns = '' THEN '{}'::text[]
-                ELSE string_to_array(e.key_arns, chr(31)) END,
-           e.error_code, e.read_only, e.record, e.prev_hash, e.hash
-    FROM unnest($2::bigint[], $3::uuid[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
-                $9::text[], $10::boolean[], $11::bytea[], $12::bytea[], $13::bytea[])
-         AS e(seq, event_id, event_time, event_source, event_name, principal_arn, key_arns, error_code, read_only,
-              record, prev_hash, hash)
-    RETURNING 1
-)
-UPDATE audit_chain_head SET seq = $14, hash = $15, updated_at = now()
-WHERE region = $1 AND (SELECT count(*) FROM ins) = $16
-"""
-
-_KEY_SEPARATOR = "\x1f"  # unit separator: ARNs never contain it; arrays of arrays do not unnest
+_KEY_SEPARATOR = "\x1f"  # unit separator: never in an ARN; arrays of arrays cannot be ragged
 
 
-async def append(con: Conn, region: str, events: Sequence[NewEvent]) -> None:
-    """Insert ``events`` (consecutive seqs after the locked head) and move the head, in one statement."""
-    last = events[-1]
-    status = await con.execute(
-        _APPEND,
+async def append_batch(con: Conn, region: str, events: Sequence[NewEvent]) -> Appended:
+    """Chain and insert ``events`` after the region's head, atomically (``audit_append`` in migration 0003).
+
+    One statement, so one round trip and its own transaction when ``con`` is not in one.
+    """
+    row = await con.fetchrow(
+        "SELECT last_seq, last_hash, digest_seq FROM audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         region,
-        [e.seq for e in events],
         [e.event_id for e in events],
         [e.event_time for e in events],
         [e.event_source for e in events],
@@ -153,14 +142,9 @@ async def append(con: Conn, region: str, events: Sequence[NewEvent]) -> None:
         [e.error_code for e in events],
         [e.read_only for e in events],
         [e.record for e in events],
-        [e.prev_hash for e in events],
-        [e.hash for e in events],
-        last.seq,
-        last.hash,
-        len(events),
     )
-    if status != "UPDATE 1":
-        raise RuntimeError(f"audit chain head of {region} did not move ({status})")
+    assert row is not None  # the function returns exactly one row or raises
+    return Appended(int(row[0]), bytes(row[1]), int(row[2]))
 
 
 async def add_digest(con: Conn, d: DigestRow, digest_hash: bytes) -> None:
