@@ -26,12 +26,15 @@ from regiond.service.authn import Authenticator
 from regiond.service.authz import Authorizer
 from regiond.service.container import Services
 from regiond.service.cryptops import CryptoService
+from regiond.service.grants import CHANNEL as GRANTS_CHANNEL
+from regiond.service.grants import GrantCache, GrantService
 from regiond.service.iam import IamService
 from regiond.service.iam_authz import IamAuthorizer
 from regiond.service.keycache import CHANNEL as KEYS_CHANNEL
 from regiond.service.keycache import KeyCache
 from regiond.service.keys import KeyService
 from regiond.service.multiregion import MultiRegionService
+from regiond.service.policies import KeyPolicyService
 from regiond.store import migrate as migrations
 from regiond.store.notify import Listener
 from regiond.store.pool import Pool, connection, create_pool
@@ -113,11 +116,14 @@ def create_app(
         listener.subscribe(IAM_CHANNEL, iam_authz.invalidate)
         key_cache = KeyCache(pool, keyring, ttl_s=settings.cache_ttl_s)
         listener.subscribe(KEYS_CHANNEL, key_cache.invalidate)
-        authz = Authorizer(iam_authz, key_cache)
+        grant_cache = GrantCache(pool, ttl_s=settings.cache_ttl_s)
+        listener.subscribe(GRANTS_CHANNEL, grant_cache.invalidate)
+        authz = Authorizer(iam_authz, key_cache, grant_cache, ttl_s=settings.cache_ttl_s)
         keys = KeyService(pool, keyring, key_cache, authz, region=settings.region, clock=the_clock)
         services = Services(
             settings=settings, clock=the_clock, authn=authn, iam=iam, iam_authz=iam_authz, authz=authz,
             keys=keys, aliases=AliasService(pool, keys), cryptops=CryptoService(keys),
+            grants=GrantService(pool, keys, grant_cache), policies=KeyPolicyService(pool, keys),
             multiregion=MultiRegionService(pool, keys, outbox),
         )  # fmt: skip
         sweeper = DeletionSweeper(

@@ -7,45 +7,106 @@
   no policy from the database);
 - the caller's identity policies (``IamAuthorizer.identity_policies``: cached, dropped on any
   IAM change through LISTEN/NOTIFY);
-- grants: none yet (issue 4 adds them here, with decision caching and PutKeyPolicy).
+- the key's grants (``GrantSource``: cached per key, dropped on any grant change through
+  LISTEN/NOTIFY), plus grants named by the request's grant tokens, read fresh from the
+  database when the cached grants do not already allow the call: that is what lets a token
+  work before the grant has reached this process's cache.
 
-Operations that have no key yet (CreateKey, ListKeys, ListAliases, GenerateRandom) are
-authorized by identity policies alone, against resource ``*``, as in AWS. A principal of
-another account reaching a key by ARN is allowed only if the key policy *and* its own
-account's IAM allow it (cross-account rule of ``decide``).
+Operations that have no key yet (CreateKey, ListKeys, ListAliases, GenerateRandom,
+ListRetirableGrants) are authorized by identity policies alone, against resource ``*``, as in
+AWS. A principal of another account reaching a key by ARN is allowed only for the operations
+AWS allows across accounts (``CROSS_ACCOUNT_ACTIONS``), and only if the key policy *and* its own
+account's IAM allow it (or a grant does).
 
-A refusal is ``AccessDeniedException`` in AWS's wording, naming principal, action and key.
+Decisions are cached per (principal, key, action) *and per policy versions*: a cached entry
+remembers the very key policy, identity policy tuple and grant tuple it was computed from,
+and is used only while those are still the objects the caches hand out. Any policy, grant or
+IAM change makes its cache drop and reload the input (NOTIFY reaches every worker and node of
+the region), so the next call sees a new object and recomputes: no decision can outlive the
+inputs it was made from, and no separate invalidation path can be forgotten. Within one entry,
+decisions are keyed by the request values the policies actually read (their condition keys,
+and the encryption context when a condition or a grant constraint looks at it), so a
+policy without conditions costs one evaluation per (principal, key, action).
+
+A refusal is ``AccessDeniedException`` in AWS's wording, naming principal, action and key and
+nothing of the policy: the message is the same whatever denied the call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import binascii
+import hashlib
+import os
+import re
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from regiond.domain.decision import decide
+from regiond.cache import TtlCache
+from regiond.domain.decision import Decision, DecisionReason, GrantConstraints, GrantView, decide
 from regiond.domain.key import Key
 from regiond.domain.policy import Policy, RequestContext
 from regiond.domain.principal import Principal
-from regiond.errors import AccessDeniedException
+from regiond.errors import AccessDeniedException, InvalidGrantTokenException
 from regiond.service.iam_authz import IamAuthorizer
 
-__all__ = ["Authorizer", "KeyPolicySource", "Requester", "access_denied"]
+__all__ = [
+    "CROSS_ACCOUNT_ACTIONS",
+    "Authorizer",
+    "GrantSource",
+    "KeyPolicySource",
+    "NewGrant",
+    "Requester",
+    "access_denied",
+    "applicable_grants",
+    "evaluate",
+    "grant_admits",
+    "make_grant_token",
+    "parse_grant_token",
+]
 
 RequestValues = Mapping[str, tuple[str, ...]]
+
+CROSS_ACCOUNT_ACTIONS = frozenset(
+    "kms:" + op.lower()
+    for op in (
+        "CreateGrant", "Decrypt", "DescribeKey", "DeriveSharedSecret", "Encrypt", "GenerateDataKey",
+        "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "GenerateDataKeyWithoutPlaintext",
+        "GenerateMac", "GetKeyRotationStatus", "GetPublicKey", "ListGrants", "ReEncryptFrom", "ReEncryptTo",
+        "RetireGrant", "RevokeGrant", "Sign", "Verify", "VerifyMac",
+    )
+)  # fmt: skip
+"""AWS KMS's "Cross-account use: Yes" operations; any other action on another account's key is denied."""
+
+_CONSTRAINT_FREE_ACTIONS = frozenset({"kms:describekey", "kms:retiregrant"})
+"""AWS: a grant's encryption-context constraint does not apply to DescribeKey and RetireGrant."""
+
+_MAX_FINGERPRINTS = 256
+"""Distinct request-value combinations remembered per (principal, key, action)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Requester:
-    """Who asks, plus the request's global condition values (``aws:SourceIp``, ``aws:CurrentTime``)."""
+    """Who asks, the request's global condition values (``aws:SourceIp``, ``aws:CurrentTime``) and
+    the grant tokens it carries (the ``GrantTokens`` parameter)."""
 
     principal: Principal
     values: RequestValues = field(default_factory=dict)
     request_id: str = ""
+    grant_tokens: tuple[str, ...] = ()
 
     @property
     def account(self) -> str:
         return self.principal.account_id
+
+
+@dataclass(frozen=True, slots=True)
+class NewGrant:
+    """The grant a CreateGrant call would make: what a parent grant must admit."""
+
+    operations: frozenset[str]
+    constraints: GrantConstraints | None
 
 
 class KeyPolicySource(Protocol):
@@ -53,17 +114,201 @@ class KeyPolicySource(Protocol):
         """The parsed key policy of ``key`` (served from the key cache)."""
 
 
+class GrantSource(Protocol):
+    async def grants(self, key_id: str) -> tuple[GrantView, ...]:
+        """The grants of ``key_id`` (served from a cache; the same tuple until they change)."""
+
+    async def fresh_grants(self, key_id: str, grant_ids: Sequence[str]) -> tuple[GrantView, ...]:
+        """The grants of ``key_id`` among ``grant_ids``, read from the database (grant tokens)."""
+
+    def invalidate(self, payload: str | None = None) -> None:
+        """Drop the cached grants of one key id (or of every key for ``None``)."""
+
+
+class _NoGrants:
+    """A ``GrantSource`` without grants, for authorizers built without a grant store."""
+
+    async def grants(self, key_id: str) -> tuple[GrantView, ...]:
+        return ()
+
+    async def fresh_grants(self, key_id: str, grant_ids: Sequence[str]) -> tuple[GrantView, ...]:
+        return ()
+
+    def invalidate(self, payload: str | None = None) -> None:
+        return None
+
+
+# --- grant tokens -------------------------------------------------------------------------------
+
+_TOKEN_VERSION = 1
+_TOKEN_NONCE_BYTES = 16
+_TOKEN_CHECK_BYTES = 8
+_GRANT_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def make_grant_token(grant_id: str) -> str:
+    """A new token for ``grant_id``; every CreateGrant call gets a different one.
+
+    Layout (base64url, no padding): ``1 byte version | 32 bytes grant id | 16 random bytes |
+    8 bytes SHA-256 check``. AWS calls grant tokens "nonsecret": a token only names a grant,
+    which still applies to its grantee alone, and the grant is read from the database before
+    a token is honoured, so a forged or stale token grants nothing. The check catches typos.
+    """
+    if not _GRANT_ID.fullmatch(grant_id):
+        raise ValueError("grant id must be 64 lower-case hex digits")
+    body = bytes([_TOKEN_VERSION]) + bytes.fromhex(grant_id) + os.urandom(_TOKEN_NONCE_BYTES)
+    check = hashlib.sha256(body).digest()[:_TOKEN_CHECK_BYTES]
+    return base64.urlsafe_b64encode(body + check).rstrip(b"=").decode("ascii")
+
+
+def parse_grant_token(token: str) -> str:
+    """The grant id a token names, or ``InvalidGrantTokenException``."""
+    size = 1 + 32 + _TOKEN_NONCE_BYTES + _TOKEN_CHECK_BYTES
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    body, check = raw[:-_TOKEN_CHECK_BYTES], raw[-_TOKEN_CHECK_BYTES:]
+    if len(raw) != size or raw[0] != _TOKEN_VERSION or hashlib.sha256(body).digest()[:_TOKEN_CHECK_BYTES] != check:
+        raise InvalidGrantTokenException("The grant token is not valid")
+    return raw[1:33].hex()
+
+
 def access_denied(principal: Principal, action: str, resource: str) -> AccessDeniedException:
+    """AWS's refusal. The wording is the same for every cause, so it tells a prober nothing."""
     return AccessDeniedException(
         f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource} "
         f"because no identity-based policy allows the {action} action"
     )
 
 
+def _holds_within(pairs: Mapping[str, str] | None, required: Mapping[str, str]) -> bool:
+    return pairs is not None and all(pairs.get(k) == v for k, v in required.items())
+
+
+def grant_admits(parent: GrantConstraints | None, child: GrantConstraints | None) -> bool:
+    """May a grantee whose grant has ``parent`` constraints create a grant with ``child`` ones?
+
+    AWS: only with an equally strict or stricter encryption-context constraint, i.e. every
+    context the child grant accepts must be accepted by the parent.
+    """
+    if parent is None:
+        return True
+    if child is None:
+        return False
+    if parent.encryption_context_equals is not None and (
+        child.encryption_context_equals is None
+        or dict(child.encryption_context_equals) != dict(parent.encryption_context_equals)
+    ):
+        return False
+    required = parent.encryption_context_subset
+    if required is not None:
+        # Every context the child accepts holds its Equals pairs (if any), else its Subset pairs.
+        narrowest = child.encryption_context_equals
+        if narrowest is None:
+            narrowest = child.encryption_context_subset
+        return _holds_within(narrowest, required)
+    return True
+
+
+def _unconstrained(grant: GrantView) -> GrantView:
+    if grant.constraints is None:
+        return grant
+    return GrantView(grant.grant_id, grant.grantee_principal, grant.operations)
+
+
+def applicable_grants(
+    grants: Sequence[GrantView], principal_arn: str, action_key: str, new_grant: NewGrant | None = None
+) -> tuple[GrantView, ...]:
+    """The caller's grants as they apply to this action (``action_key`` lower-cased).
+
+    DescribeKey and RetireGrant ignore encryption-context constraints. For CreateGrant, a grant
+    counts only if the new grant asks for no operation it lacks and a constraint at least as
+    strict as its own (a grant can never be used to widen itself).
+    """
+    mine = [g for g in grants if g.grantee_principal == principal_arn]
+    if not mine:
+        return ()
+    if action_key in _CONSTRAINT_FREE_ACTIONS:
+        return tuple(_unconstrained(g) for g in mine)
+    if action_key == "kms:creategrant":
+        if new_grant is None:
+            return ()
+        wanted = {op.lower() for op in new_grant.operations}
+        return tuple(
+            _unconstrained(g)
+            for g in mine
+            if wanted <= {op.lower() for op in g.operations} and grant_admits(g.constraints, new_grant.constraints)
+        )
+    return tuple(mine)
+
+
+def evaluate(
+    *,
+    principal: Principal,
+    key: Key,
+    key_policy: Policy,
+    identity: Sequence[Policy],
+    grants: Sequence[GrantView],
+    ctx: RequestContext,
+    new_grant: NewGrant | None = None,
+) -> Decision:
+    """The whole decision for one request on one key; pure (the simulator calls it too)."""
+    if principal.account_id != key.account and ctx.action_key not in CROSS_ACCOUNT_ACTIONS:
+        return Decision(False, DecisionReason.KEY_POLICY_DOES_NOT_ALLOW)
+    return decide(
+        key_policy=key_policy,
+        key_account=key.account,
+        identity_policies=identity,
+        grants=applicable_grants(grants, principal.arn, ctx.action_key, new_grant),
+        ctx=ctx,
+    )
+
+
+def _condition_keys(policies: Sequence[Policy]) -> frozenset[str]:
+    return frozenset(c.key for p in policies for s in p.statements for c in s.conditions)
+
+
+@dataclass(slots=True)
+class _Memo:
+    """Decisions for one (principal, key, action), valid while its inputs are current."""
+
+    key_policy: Policy
+    identity: tuple[Policy, ...]
+    grants: tuple[GrantView, ...]
+    value_keys: tuple[str, ...]  # lower-cased condition keys other than the encryption context's
+    reads_context: bool
+    decisions: dict[Hashable, Decision] = field(default_factory=dict)
+
+    def current(self, key_policy: Policy, identity: tuple[Policy, ...], grants: tuple[GrantView, ...]) -> bool:
+        return self.key_policy is key_policy and self.identity is identity and self.grants is grants
+
+
+def _memo(
+    key_policy: Policy, identity: tuple[Policy, ...], grants: tuple[GrantView, ...], principal_arn: str, action_key: str
+) -> _Memo:
+    keys = _condition_keys((key_policy, *identity))
+    context_keys = {k for k in keys if k.startswith("kms:encryptioncontext")}
+    constrained = action_key not in _CONSTRAINT_FREE_ACTIONS and any(
+        g.constraints is not None and g.grantee_principal == principal_arn for g in grants
+    )
+    return _Memo(key_policy, identity, grants, tuple(sorted(keys - context_keys)), bool(context_keys) or constrained)
+
+
 class Authorizer:
-    def __init__(self, iam_authz: IamAuthorizer, policies: KeyPolicySource) -> None:
+    def __init__(
+        self,
+        iam_authz: IamAuthorizer,
+        policies: KeyPolicySource,
+        grants: GrantSource | None = None,
+        *,
+        ttl_s: float = 30.0,
+    ) -> None:
         self._iam = iam_authz
         self._policies = policies
+        self.grants: GrantSource = grants or _NoGrants()
+        self._memos: TtlCache[tuple[str, str, str], _Memo] = TtlCache(ttl_s=ttl_s)
+        self.evaluations = 0  # decisions computed (not served from the cache): a gauge for tests
 
     async def authorize(
         self,
@@ -73,40 +318,128 @@ class Authorizer:
         *,
         encryption_context: Mapping[str, str] | None = None,
         request_values: RequestValues | None = None,
-    ) -> None:
-        """Return if ``principal`` may perform ``action`` on ``key``; else raise AccessDeniedException."""
+        grant_tokens: Sequence[str] = (),
+        new_grant: NewGrant | None = None,
+    ) -> Decision:
+        """Return the decision if ``principal`` may perform ``action`` on ``key``; else raise
+        ``AccessDeniedException``. A malformed grant token is ``InvalidGrantTokenException``."""
+        token_grant_ids = [parse_grant_token(t) for t in grant_tokens]
         identity = await self._iam.identity_policies(principal)
         if key is None:
-            ctx = RequestContext(
-                principal_arn=principal.arn,
-                principal_account=principal.account_id,
-                action=action,
-                resource_arn="*",
-                values=dict(request_values or {}),
-                encryption_context=dict(encryption_context or {}),
-            )
-            denied = allowed = False
-            for policy in identity:
-                evaluation = policy.evaluate(ctx)
-                denied = denied or evaluation.explicit_deny
-                allowed = allowed or evaluation.allow
-            if denied or not (allowed or ctx.principal_is_root):
-                raise access_denied(principal, action, "*")
-            return
+            self._authorize_without_key(principal, action, identity, encryption_context, request_values)
+            return Decision(True, DecisionReason.ALLOWED_BY_KEY_POLICY_AND_IAM)
+        key_policy = await self._policies.key_policy(key)
+        grants = await self.grants.grants(key.key_id)
+        context = encryption_context or {}
+        values = request_values or {}
+        if new_grant is None:
+            decision = self._cached_decision(principal, key, action, key_policy, identity, grants, context, values)
+        else:  # CreateGrant: the decision depends on the requested grant; not worth caching
+            decision = self._evaluate(principal, key, action, key_policy, identity, grants, context, values, new_grant)
+        if not decision.allowed and decision.reason is not DecisionReason.EXPLICIT_DENY and token_grant_ids:
+            known = {g.grant_id for g in grants}
+            missing = [g for g in token_grant_ids if g not in known]
+            fresh = await self.grants.fresh_grants(key.key_id, missing) if missing else ()
+            if fresh:
+                self.grants.invalidate(key.key_id)  # our cache is behind: reload on the next call
+                decision = self._evaluate(
+                    principal, key, action, key_policy, identity, (*grants, *fresh), context, values, new_grant
+                )
+        if not decision.allowed:
+            raise access_denied(principal, action, key.arn)
+        return decision
+
+    def _evaluate(
+        self, principal: Principal, key: Key, action: str, key_policy: Policy, identity: Sequence[Policy],
+        grants: Sequence[GrantView], context: Mapping[str, str], values: RequestValues, new_grant: NewGrant | None,
+    ) -> Decision:  # fmt: skip
+        self.evaluations += 1
         ctx = RequestContext(
             principal_arn=principal.arn,
             principal_account=principal.account_id,
             action=action,
             resource_arn=key.arn,
+            values=values,
+            encryption_context=context,
+        )
+        return evaluate(
+            principal=principal, key=key, key_policy=key_policy, identity=identity, grants=grants, ctx=ctx,
+            new_grant=new_grant,
+        )  # fmt: skip
+
+    def _cached_decision(
+        self, principal: Principal, key: Key, action: str, key_policy: Policy, identity: tuple[Policy, ...],
+        grants: tuple[GrantView, ...], context: Mapping[str, str], values: RequestValues,
+    ) -> Decision:  # fmt: skip
+        action_key = action.lower()
+        slot = (principal.arn, key.key_id, action_key)
+        memo = self._memos.get(slot)
+        if memo is None or not memo.current(key_policy, identity, grants):
+            memo = _memo(key_policy, identity, grants, principal.arn, action_key)
+            self._memos.put(slot, memo)
+        fingerprint: Hashable = ()
+        if memo.value_keys:
+            lowered = {k.lower(): tuple(v) for k, v in values.items()}
+            fingerprint = tuple(lowered.get(k) for k in memo.value_keys)
+        if memo.reads_context:
+            fingerprint = (fingerprint, tuple(sorted(context.items())))
+        decision = memo.decisions.get(fingerprint)
+        if decision is None:
+            decision = self._evaluate(principal, key, action, key_policy, identity, grants, context, values, None)
+            if len(memo.decisions) >= _MAX_FINGERPRINTS:
+                memo.decisions.clear()
+            memo.decisions[fingerprint] = decision
+        return decision
+
+    def _authorize_without_key(
+        self, principal: Principal, action: str, identity: Sequence[Policy],
+        encryption_context: Mapping[str, str] | None, request_values: RequestValues | None,
+    ) -> None:  # fmt: skip
+        ctx = RequestContext(
+            principal_arn=principal.arn,
+            principal_account=principal.account_id,
+            action=action,
+            resource_arn="*",
             values=dict(request_values or {}),
             encryption_context=dict(encryption_context or {}),
         )
-        decision = decide(
-            key_policy=await self._policies.key_policy(key),
-            key_account=key.account,
-            identity_policies=identity,
-            grants=[],
-            ctx=ctx,
+        denied = allowed = False
+        for policy in identity:
+            evaluation = policy.evaluate(ctx)
+            denied = denied or evaluation.explicit_deny
+            allowed = allowed or evaluation.allow
+        if denied or not (allowed or ctx.principal_is_root):
+            raise access_denied(principal, action, "*")
+
+    async def authorize_retire(
+        self,
+        principal: Principal,
+        key: Key,
+        *,
+        grantee_principal: str,
+        retiring_principal: str | None,
+        operations: frozenset[str],
+        request_values: RequestValues | None = None,
+    ) -> None:
+        """RetireGrant: permission comes from the grant itself, not from policies (AWS).
+
+        Allowed for the grant's retiring principal, its grantee when the grant lists
+        RetireGrant, and the root of the account that issued it (the key's account); an
+        explicit Deny of ``kms:RetireGrant`` in the key policy or the caller's IAM still wins.
+        """
+        identity = await self._iam.identity_policies(principal)
+        key_policy = await self._policies.key_policy(key)
+        ctx = RequestContext(
+            principal_arn=principal.arn,
+            principal_account=principal.account_id,
+            action="kms:RetireGrant",
+            resource_arn=key.arn,
+            values=request_values or {},
         )
-        if not decision.allowed:
-            raise access_denied(principal, action, key.arn)
+        denied = any(p.evaluate(ctx).explicit_deny for p in (key_policy, *identity))
+        named = principal.arn == retiring_principal or (
+            principal.arn == grantee_principal and "retiregrant" in {op.lower() for op in operations}
+        )
+        issuer_root = principal.is_root and principal.account_id == key.account
+        if denied or not (named or issuer_root):
+            raise access_denied(principal, "kms:RetireGrant", key.arn)

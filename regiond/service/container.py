@@ -10,10 +10,12 @@ from regiond.service.aliases import AliasService
 from regiond.service.authn import Authenticator
 from regiond.service.authz import Authorizer
 from regiond.service.cryptops import CryptoService
+from regiond.service.grants import GrantService
 from regiond.service.iam import IamService
 from regiond.service.iam_authz import IamAuthorizer
 from regiond.service.keys import KeyService
 from regiond.service.multiregion import MultiRegionService
+from regiond.service.policies import KeyPolicyService
 
 
 @dataclass
@@ -27,4 +29,6 @@ class Services:
     keys: KeyService
     aliases: AliasService
     cryptops: CryptoService
+    grants: GrantService
+    policies: KeyPolicyService
     multiregion: MultiRegionService | None = None

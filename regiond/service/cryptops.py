@@ -79,7 +79,7 @@ class CryptoService:
         """Authorize, then the state and usage checks every cryptographic operation shares."""
         await self._authz.authorize(
             who.principal, action or f"kms:{operation}", entry.key,
-            encryption_context=context, request_values=who.values,
+            encryption_context=context, request_values=who.values, grant_tokens=who.grant_tokens,
         )  # fmt: skip
         require_usable_for_crypto(entry.key, operation)
         _require_symmetric(entry.key, operation, algorithm)

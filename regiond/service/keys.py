@@ -302,7 +302,9 @@ class KeyService:
 
     async def describe_key(self, who: Requester, value: str) -> Key:
         entry = await self.resolve(who, value)
-        await self.authz.authorize(who.principal, "kms:DescribeKey", entry.key, request_values=who.values)
+        await self.authz.authorize(
+            who.principal, "kms:DescribeKey", entry.key, request_values=who.values, grant_tokens=who.grant_tokens
+        )
         return entry.key
 
     async def list_keys(self, who: Requester, *, limit: int | None, marker: str | None) -> Page[str]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from regiond.protocol.context import OpHandler
-from regiond.protocol.ops import aliases, cryptops, iam, keys, multiregion
+from regiond.protocol.ops import aliases, cryptops, grants, iam, keys, multiregion, policies
 
 _KMS_AREAS: tuple[Mapping[str, OpHandler], ...] = (
-    keys.HANDLERS, cryptops.HANDLERS, aliases.HANDLERS, multiregion.HANDLERS,
+    keys.HANDLERS, cryptops.HANDLERS, aliases.HANDLERS, multiregion.HANDLERS, grants.HANDLERS, policies.HANDLERS,
 )  # fmt: skip
 
 KMS_OPERATIONS: dict[str, OpHandler] = {name: h for area in _KMS_AREAS for name, h in area.items()}

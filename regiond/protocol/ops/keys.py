@@ -23,7 +23,8 @@ def requester(ctx: OpContext) -> Requester:
         "aws:SourceIp": (ctx.record.source_ip,),
         "aws:CurrentTime": (ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ"),),
     }
-    return Requester(ctx.caller.principal, values, ctx.record.request_id)
+    tokens = tuple(ctx.record.params.get("GrantTokens") or ())  # grants usable before they are cached
+    return Requester(ctx.caller.principal, values, ctx.record.request_id, tokens)
 
 
 def key_metadata(key: Key) -> dict[str, Any]:

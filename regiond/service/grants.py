@@ -1,0 +1,400 @@
+"""Grants: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant, and the
+per-process grant cache the authorizer reads on the hot path.
+
+A grant lets one principal (the grantee) perform some operations on one key, optionally only
+with an encryption context that satisfies its constraints; grants add allows and need no IAM
+permission, even across accounts (``regiond.domain.decision``). They are per key and per
+region, stored in migration 0005's ``grants`` table.
+
+Caching: ``GrantCache`` holds each key's grants as an immutable tuple, loaded with one query
+on first use and dropped when the ``regionkms_grants`` NOTIFY names the key (every worker and
+node of the region), when this process writes a grant of the key, or after the TTL. Grants
+have their own channel rather than the key cache's so that grant churn never makes a process
+unwrap key material again.
+
+Grant tokens: CreateGrant returns a token naming the grant (``authz.make_grant_token``). A
+call carrying tokens whose cached grants do not allow it has the named grants read from the
+database, so a grant is usable with its token the moment CreateGrant returns, on any node,
+before the notification has arrived.
+
+Writes lock the key row (``FOR UPDATE``), which serialises CreateGrant with itself (exact
+per-key limits, one grant per named retry) and with key state changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from regiond.cache import TtlCache
+from regiond.domain.decision import GrantConstraints, GrantView
+from regiond.domain.key import Key, KeySpec, KeyUsage, require_state
+from regiond.errors import (
+    DryRunOperationException,
+    InvalidArnException,
+    InvalidGrantIdException,
+    InvalidMarkerException,
+    LimitExceededException,
+    NoSuchEntity,
+    NotFoundException,
+    UnsupportedOperationException,
+    ValidationException,
+)
+from regiond.service.authz import NewGrant, Requester, access_denied, make_grant_token, parse_grant_token
+from regiond.service.keys import KeyService, Page
+from regiond.store import grants as grant_store
+from regiond.store import iam as iam_store
+from regiond.store import keys as key_store
+from regiond.store.grants import GrantRecord
+from regiond.store.pool import Pool, connection, transaction
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "CHANNEL",
+    "MAX_GRANTS_PER_GRANTEE",
+    "MAX_GRANTS_PER_KEY",
+    "CreateGrantRequest",
+    "GrantCache",
+    "GrantService",
+    "NewGrantResult",
+]
+
+CHANNEL = grant_store.CHANNEL
+MAX_GRANTS_PER_KEY = 50_000
+"""AWS quota "Grants per KMS key"."""
+MAX_GRANTS_PER_GRANTEE = 500
+"""AWS quota "Grants for a given principal per KMS key"."""
+DEFAULT_LIST_LIMIT = 50
+DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is set."
+
+_GRANT_ID = re.compile(r"[0-9a-f]{64}")
+_PRINCIPAL_ARN = re.compile(r"arn:aws:iam::(\d{12}):(?:root|user/[\w+=,.@-]{1,64}|role/[\w+=,.@-]{1,64})")
+
+_ALWAYS_GRANTABLE = frozenset({"CreateGrant", "RetireGrant", "DescribeKey"})
+_SYMMETRIC_OPERATIONS = frozenset(
+    {
+        "Decrypt", "Encrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "ReEncryptFrom",
+        "ReEncryptTo", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
+    }
+)  # fmt: skip
+_OPERATIONS_BY_USAGE: Mapping[KeyUsage, frozenset[str]] = {
+    KeyUsage.ENCRYPT_DECRYPT: frozenset({"Decrypt", "Encrypt", "GetPublicKey"}),
+    KeyUsage.SIGN_VERIFY: frozenset({"Sign", "Verify", "GetPublicKey"}),
+    KeyUsage.GENERATE_VERIFY_MAC: frozenset({"GenerateMac", "VerifyMac"}),
+    KeyUsage.KEY_AGREEMENT: frozenset({"DeriveSharedSecret", "GetPublicKey"}),
+    KeyUsage.ENCAPSULATE_DECAPSULATE: frozenset({"Encapsulate", "Decapsulate", "GetPublicKey"}),
+}
+
+
+def grantable_operations(key: Key) -> frozenset[str]:
+    """The grant operations that make sense for ``key``'s type (AWS refuses the others)."""
+    if key.key_spec is KeySpec.SYMMETRIC_DEFAULT:
+        return _SYMMETRIC_OPERATIONS | _ALWAYS_GRANTABLE
+    return _OPERATIONS_BY_USAGE.get(key.key_usage, frozenset()) | _ALWAYS_GRANTABLE
+
+
+@dataclass(frozen=True)
+class CreateGrantRequest:
+    key_id: str
+    operations: tuple[str, ...]
+    grantee_principal: str | None = None
+    retiring_principal: str | None = None
+    constraints: Mapping[str, object] | None = None
+    name: str | None = None
+    dry_run: bool = False
+    grantee_service_principal: str | None = None
+    retiring_service_principal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewGrantResult:
+    grant: GrantRecord
+    token: str
+    key: Key
+
+
+class GrantCache:
+    """Per-process grants by key id (``authz.GrantSource``); see the module docstring."""
+
+    def __init__(self, pool: Pool, *, ttl_s: float) -> None:
+        self._pool = pool
+        self._grants: TtlCache[str, tuple[GrantView, ...]] = TtlCache(ttl_s=ttl_s)
+        self.loads = 0  # database loads since start: a cheap gauge for tests
+
+    def invalidate(self, payload: str | None = None) -> None:
+        """Listener callback: ``payload`` is a key id, or ``None`` for "drop everything"."""
+        self._grants.invalidate(payload)
+
+    async def grants(self, key_id: str) -> tuple[GrantView, ...]:
+        hit = self._grants.get(key_id)
+        if hit is not None:
+            return hit
+        generation = self._grants.generation
+        self.loads += 1
+        async with connection(self._pool) as con:
+            records = await grant_store.for_key(con, key_id)
+        views = tuple(r.view() for r in records)
+        self._grants.put(key_id, views, generation=generation)
+        return views
+
+    async def fresh_grants(self, key_id: str, grant_ids: Sequence[str]) -> tuple[GrantView, ...]:
+        async with connection(self._pool) as con:
+            records = await grant_store.by_ids(con, key_id, grant_ids)
+        return tuple(r.view() for r in records)
+
+
+def _principal_arn(value: str, member: str) -> str:
+    if not _PRINCIPAL_ARN.fullmatch(value):
+        raise InvalidArnException(f"{member} {value} is not a valid principal ARN")
+    return value
+
+
+def _context_map(raw: object, member: str) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValidationException(f"Constraints.{member} must map strings to strings")
+    return dict(raw)
+
+
+def _constraints(raw: Mapping[str, object] | None) -> GrantConstraints | None:
+    if not raw:
+        return None
+    if raw.get("SourceArn") is not None:
+        raise UnsupportedOperationException("The SourceArn grant constraint is not supported by regionkms")
+    equals = _context_map(raw.get("EncryptionContextEquals"), "EncryptionContextEquals")
+    subset = _context_map(raw.get("EncryptionContextSubset"), "EncryptionContextSubset")
+    if equals is None and subset is None:
+        return None
+    return GrantConstraints(encryption_context_equals=equals, encryption_context_subset=subset)
+
+
+def _request_digest(
+    name: str, grantee: str, retiring: str | None, operations: Sequence[str], constraints: GrantConstraints | None
+) -> str:
+    """What makes a named CreateGrant a retry of an earlier one (AWS: all parameters equal)."""
+    canonical = json.dumps(
+        [name, grantee, retiring, sorted(operations), grant_store.constraints_to_json(constraints)],
+        sort_keys=True, separators=(",", ":"),
+    )  # fmt: skip
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _require_grant_id(grant_id: str) -> str:
+    if not _GRANT_ID.fullmatch(grant_id):
+        raise InvalidGrantIdException(f"Invalid grant ID {grant_id[:128]}")
+    return grant_id
+
+
+def _marker(marker: str | None) -> int:
+    if marker is None:
+        return 0
+    if not marker.isdigit() or len(marker) > 19:
+        raise InvalidMarkerException("Invalid marker")
+    return int(marker)
+
+
+def _page(records: list[GrantRecord], size: int) -> Page[GrantRecord]:
+    return Page(records[:size], str(records[size - 1].seq) if len(records) > size else None)
+
+
+class GrantService:
+    def __init__(self, pool: Pool, keys: KeyService, cache: GrantCache) -> None:
+        self._pool = pool
+        self._keys = keys
+        self._authz = keys.authz
+        self.cache = cache
+
+    # --- CreateGrant --------------------------------------------------------------------------
+
+    async def create_grant(self, who: Requester, request: CreateGrantRequest, now: dt.datetime) -> NewGrantResult:
+        if request.grantee_service_principal is not None or request.retiring_service_principal is not None:
+            raise UnsupportedOperationException("Service principals in grants are not supported by regionkms")
+        if request.grantee_principal is None:
+            raise ValidationException("GranteePrincipal is required")
+        grantee = _principal_arn(request.grantee_principal, "GranteePrincipal")
+        retiring = (
+            _principal_arn(request.retiring_principal, "RetiringPrincipal")
+            if request.retiring_principal is not None
+            else None
+        )
+        operations = tuple(dict.fromkeys(request.operations))  # AWS keeps one of each, in order
+        if not operations:
+            raise ValidationException("Operations must contain at least one grant operation")
+        if operations == ("CreateGrant",):
+            raise ValidationException("Grants must not contain only the CreateGrant operation.")
+        constraints = _constraints(request.constraints)
+
+        entry = await self._keys.resolve(who, request.key_id, allow_alias=False)
+        key = entry.key
+        invalid = [op for op in operations if op not in grantable_operations(key)]
+        if invalid:
+            raise ValidationException(
+                f"Grant operation {invalid[0]} is not valid for a key with KeySpec {key.key_spec}"
+            )
+        if constraints is not None and key.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
+            raise ValidationException("Encryption context grant constraints need a symmetric encryption KMS key")
+        values = {
+            **who.values,
+            "kms:GrantOperations": operations,
+            "kms:GrantIsForAWSResource": ("false",),
+            "kms:GranteePrincipal": (grantee,),
+        }
+        if retiring is not None:
+            values["kms:RetiringPrincipal"] = (retiring,)
+        if constraints is not None:
+            values["kms:GrantConstraintType"] = tuple(
+                name for name in grant_store.constraints_to_json(constraints) or {}
+            )
+        await self._authz.authorize(
+            who.principal, "kms:CreateGrant", key, request_values=values, grant_tokens=who.grant_tokens,
+            new_grant=NewGrant(frozenset(operations), constraints),
+        )  # fmt: skip
+        if request.dry_run:
+            raise DryRunOperationException(DRY_RUN_MESSAGE)
+
+        digest = _request_digest(request.name, grantee, retiring, operations, constraints) if request.name else None
+        async with transaction(self._pool) as con:
+            record = await key_store.get_key(con, key.key_id, for_update=True)
+            if record is None:
+                raise NotFoundException(f"Key '{key.arn}' does not exist")
+            require_state("CreateGrant", record.key)
+            for arn, member in ((grantee, "GranteePrincipal"), (retiring, "RetiringPrincipal")):
+                if arn is not None:
+                    try:
+                        await iam_store.get_principal(con, arn)
+                    except NoSuchEntity:
+                        raise InvalidArnException(f"{member} {arn} does not exist") from None
+            existing = await grant_store.find_named(con, key.key_id, digest) if digest else None
+            if existing is not None:
+                return NewGrantResult(existing, make_grant_token(existing.grant_id), key)
+            if await grant_store.count(con, key.key_id) >= MAX_GRANTS_PER_KEY:
+                raise LimitExceededException(f"The key {key.arn} has the maximum number of grants")
+            if await grant_store.count(con, key.key_id, grantee) >= MAX_GRANTS_PER_GRANTEE:
+                raise LimitExceededException(
+                    f"The key {key.arn} has the maximum number of grants for the principal {grantee}"
+                )
+            grant = await grant_store.insert(
+                con,
+                GrantRecord(
+                    grant_id=secrets.token_hex(32), key_id=key.key_id, account=key.account, name=request.name,
+                    grantee_principal=grantee, retiring_principal=retiring, issuing_principal=who.principal.arn,
+                    operations=operations, constraints=constraints, creation_date=now,
+                ),
+                request_digest=digest,
+            )  # fmt: skip
+        self.cache.invalidate(key.key_id)
+        log.info("grant.created", key_id=key.key_id, grant_id=grant.grant_id, operations=list(operations))
+        return NewGrantResult(grant, make_grant_token(grant.grant_id), key)
+
+    # --- ListGrants / ListRetirableGrants -----------------------------------------------------
+
+    async def list_grants(
+        self, who: Requester, key_param: str, *, grant_id: str | None, grantee_principal: str | None,
+        limit: int | None, marker: str | None,
+    ) -> tuple[Key, Page[GrantRecord]]:  # fmt: skip
+        entry = await self._keys.resolve(who, key_param, allow_alias=False)
+        await self._authz.authorize(
+            who.principal, "kms:ListGrants", entry.key, request_values=who.values, grant_tokens=who.grant_tokens
+        )
+        if grant_id is not None:
+            _require_grant_id(grant_id)
+        after = _marker(marker)
+        size = limit or DEFAULT_LIST_LIMIT
+        async with connection(self._pool) as con:
+            rows = await grant_store.list_for_key(
+                con, entry.key.key_id, grant_id=grant_id, grantee_principal=grantee_principal,
+                after_seq=after, limit=size + 1,
+            )  # fmt: skip
+        return entry.key, _page(rows, size)
+
+    async def list_retirable_grants(
+        self, who: Requester, retiring_principal: str | None, *, limit: int | None, marker: str | None,
+        retiring_service_principal: str | None = None,
+    ) -> Page[GrantRecord]:  # fmt: skip
+        """Grants, on keys of any account, that a principal *of the caller's account* may retire."""
+        if retiring_service_principal is not None:
+            raise UnsupportedOperationException("Service principals in grants are not supported by regionkms")
+        if retiring_principal is None:
+            raise ValidationException("RetiringPrincipal is required")
+        await self._authz.authorize(who.principal, "kms:ListRetirableGrants", None, request_values=who.values)
+        match = _PRINCIPAL_ARN.fullmatch(retiring_principal)
+        if match is None:
+            raise InvalidArnException(f"RetiringPrincipal {retiring_principal} is not a valid principal ARN")
+        if match.group(1) != who.account:
+            raise access_denied(who.principal, "kms:ListRetirableGrants", retiring_principal)
+        after = _marker(marker)
+        size = limit or DEFAULT_LIST_LIMIT
+        async with connection(self._pool) as con:
+            rows = await grant_store.list_retirable(con, retiring_principal, after_seq=after, limit=size + 1)
+        return _page(rows, size)
+
+    # --- RetireGrant / RevokeGrant ------------------------------------------------------------
+
+    async def retire_grant(
+        self, who: Requester, *, grant_token: str | None, key_param: str | None, grant_id: str | None,
+        dry_run: bool = False,
+    ) -> tuple[Key, GrantRecord]:  # fmt: skip
+        """Retire by token, or by key + grant id; permission comes from the grant (AWS)."""
+        key: Key | None = None
+        if grant_token is not None:
+            token_grant = parse_grant_token(grant_token)
+            if grant_id is not None and _require_grant_id(grant_id) != token_grant:
+                raise ValidationException("GrantId does not match the grant named by GrantToken")
+            grant_id = token_grant
+        elif key_param is None or grant_id is None:
+            raise ValidationException("Specify GrantToken, or both KeyId and GrantId")
+        else:
+            _require_grant_id(grant_id)
+        if key_param is not None:
+            key = (await self._keys.resolve(who, key_param, allow_alias=False)).key
+        async with connection(self._pool) as con:
+            grant = await grant_store.get(con, grant_id)
+        if grant is None or (key is not None and grant.key_id != key.key_id):
+            raise NotFoundException(f"Grant {grant_id} does not exist")
+        if key is None:
+            entry = await self._keys.cache.get(grant.key_id)
+            if entry is None:
+                raise NotFoundException(f"Grant {grant_id} does not exist")
+            key = entry.key
+        await self._authz.authorize_retire(
+            who.principal, key, grantee_principal=grant.grantee_principal,
+            retiring_principal=grant.retiring_principal, operations=frozenset(grant.operations),
+            request_values=who.values,
+        )  # fmt: skip
+        if dry_run:
+            raise DryRunOperationException(DRY_RUN_MESSAGE)
+        await self._delete(key, grant)
+        log.info("grant.retired", key_id=key.key_id, grant_id=grant.grant_id)
+        return key, grant
+
+    async def revoke_grant(self, who: Requester, key_param: str, grant_id: str, *, dry_run: bool = False) -> Key:
+        entry = await self._keys.resolve(who, key_param, allow_alias=False)
+        await self._authz.authorize(who.principal, "kms:RevokeGrant", entry.key, request_values=who.values)
+        _require_grant_id(grant_id)
+        async with connection(self._pool) as con:
+            grant = await grant_store.get(con, grant_id)
+        if grant is None or grant.key_id != entry.key.key_id:
+            raise NotFoundException(f"Grant {grant_id} does not exist")
+        if dry_run:
+            raise DryRunOperationException(DRY_RUN_MESSAGE)
+        await self._delete(entry.key, grant)
+        log.info("grant.revoked", key_id=entry.key.key_id, grant_id=grant_id)
+        return entry.key
+
+    async def _delete(self, key: Key, grant: GrantRecord) -> None:
+        async with transaction(self._pool) as con:
+            record = await key_store.get_key(con, key.key_id, for_update=True)
+            if record is None:
+                raise NotFoundException(f"Key '{key.arn}' does not exist")
+            if not await grant_store.delete(con, grant.grant_id, key.key_id):
+                raise NotFoundException(f"Grant {grant.grant_id} does not exist")
+        self.cache.invalidate(key.key_id)
