@@ -5,6 +5,7 @@ regiond migrate  --database-url URL                    apply schema migrations
 regiond serve    --region R --database-url URL --listen HOST:PORT --workers N --state-dir DIR
 regiond iam      (--cluster FILE | --database-url URL --state-dir DIR) <command> ...
 regiond audit    verify|query|export (--cluster FILE --region R | --database-url URL)
+regiond policy   simulate --principal ARN --action A --key K [--context k=v] (--cluster FILE --region R | ...)
 regiond dev      --regions a,b,c --state-dir DIR       local multi-region cluster
 """
 
@@ -157,6 +158,10 @@ def parser() -> argparse.ArgumentParser:
     from regiond.cli_audit import add_audit_parser
 
     add_audit_parser(sub)
+
+    from regiond.cli_policy import add_policy_parser
+
+    add_policy_parser(sub)
 
     from regiond.cli_replication import add_replication_parser
 
