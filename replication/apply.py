@@ -251,7 +251,8 @@ async def _key_created(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) 
     await repl_store.set_epoch(con, key_id, frame.epoch or 1)
     ready = apply(key, KeyEvent.REPLICA_CREATED)
     await key_store.update_state(con, ready, ctx.now)
-    log.info("replication.replica_created", key_id=key_id, source=frame.source, state=ready.key_state.value)
+    log.info("replication.replica_created", key_id=key_id, region=ctx.region, source=frame.source,
+             seq=frame.seq, state=ready.key_state.value)  # fmt: skip
     return APPLIED
 
 

@@ -1,0 +1,166 @@
+"""The receiver refuses, and logs, what it must never apply: forged, replayed, unknown or stale frames.
+
+The attacker here holds us-east-1's TLS certificate and identity key (a compromised or stale
+us-east-1 node) and talks to eu-west-1's real mTLS receiver. Each crafted frame that should be
+applied takes the next sequence number of us-east-1's own stream (its counter is advanced in
+its database, as an outbox append would), so the real sender stays consistent afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+import structlog
+
+from regiond.crypto import pki
+from regiond.crypto.keyring import load_file_keyring
+from regiond.crypto.sign import RegionIdentityKey
+from regiond.init import load_identity
+from regiond.protocol.routes import SERVICES
+from replication import frames
+from replication.channel import Ack, HttpsTransport, Refusal
+from replication.frames import Frame, FrameKind
+from replication.peers import Peer, ensure_cluster_ca, load_region_tls, load_topology, server_name
+from tests.support.cluster import ACCOUNT_ID, NodeFactory
+from tests.support.regions import REGIONS, Cluster, replicated_cluster, wait_until
+
+pytestmark = pytest.mark.cluster
+
+US, EU, _AP = REGIONS
+
+
+class Attacker:
+    """Sends hand-made frames to eu-west-1 as us-east-1 (or as another certificate holder)."""
+
+    def __init__(self, cluster: Cluster, *, cert: tuple[bytes, bytes] | None = None) -> None:
+        self.cluster = cluster
+        sdir = cluster.state_dirs[US]
+        keyring = load_file_keyring(sdir / "root.key")
+        self.identity = load_identity(sdir, keyring)
+        cert_pem, key_pem = cert or load_region_tls(sdir, keyring)
+        topology = load_topology(cluster.peers_files[US], US)
+        self.peer: Peer = topology.peer(EU)
+        self.transport = HttpsTransport(pki.ssl_client_context(cert_pem, key_pem, topology.ca_cert_pem))
+
+    async def next_seq(self) -> int:
+        """Take us-east-1's next sequence number for eu-west-1, as an outbox append does."""
+        return int(await self.cluster.fetchval(
+            US, "UPDATE replication_dest_seq SET last_seq = last_seq + 1 WHERE dest = $1 RETURNING last_seq", EU
+        ))  # fmt: skip
+
+    def envelope(self, kind: FrameKind, seq: int, body: dict[str, Any], *, epoch: int = 0,
+                 source: str = US, key: RegionIdentityKey | None = None) -> bytes:  # fmt: skip
+        frame = Frame(1, kind, source, EU, seq, epoch, body, int(time.time() * 1000))
+        return frames.sign_frame(frames.encode(frame), key or self.identity)
+
+    async def send(self, *envelopes: bytes) -> Ack:
+        return await self.transport.send(self.peer, list(envelopes))
+
+    async def applied(self) -> int:
+        return int(await self.cluster.fetchval(
+            EU, "SELECT applied_seq FROM replication_inbound WHERE source = $1", US
+        ))  # fmt: skip
+
+
+async def test_forged_replayed_unknown_and_stale_frames_are_refused_and_logged(nodes: NodeFactory) -> None:
+    async with replicated_cluster(nodes, regions=(US, EU)) as cluster:
+        admin = await cluster.admin()
+        kms = {r: cluster.nodes[r].client(admin) for r in cluster.regions}
+        key_id = (await asyncio.to_thread(kms[US].create_key, MultiRegion=True))["KeyMetadata"]["KeyId"]
+        await asyncio.to_thread(kms[US].replicate_key, KeyId=key_id, ReplicaRegion=EU)
+        await wait_until(cluster.drained, what="the replica")
+        await asyncio.to_thread(kms[US].update_primary_region, KeyId=key_id, PrimaryRegion=EU)  # epoch 1 -> 2
+        await wait_until(cluster.drained, what="the primary move")
+        attacker = Attacker(cluster)
+        policy_name = "planted"
+        document = json.dumps({"Version": "2012-10-17",
+                               "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]})  # fmt: skip
+
+        async def planted() -> bool:
+            return bool(await cluster.fetchval(
+                EU, "SELECT count(*) FROM identity_policies WHERE principal_arn = $1 AND policy_name = $2",
+                admin.arn, policy_name,
+            ))  # fmt: skip
+
+        with structlog.testing.capture_logs() as logs:
+            # in-sequence, authentic frames apply: put a policy, then delete it
+            put = attacker.envelope(FrameKind.IAM_CHANGE, await attacker.next_seq(), {
+                "op": "policy", "principal_arn": admin.arn, "policy_name": policy_name, "document": document})
+            assert (await attacker.send(put)).ok and await planted()
+            delete = attacker.envelope(FrameKind.IAM_CHANGE, await attacker.next_seq(), {
+                "op": "policy_deleted", "principal_arn": admin.arn, "policy_name": policy_name})
+            ack = await attacker.send(delete)
+            assert ack.ok and not await planted()
+            applied = ack.applied
+
+            # 1. a replayed frame: skipped, never applied twice (the policy stays deleted)
+            ack = await attacker.send(put)
+            assert ack.ok and ack.applied == applied and not await planted()
+
+            # 2. a stale epoch: us-east-1 is no longer the primary (epoch 2 belongs to eu-west-1)
+            before = await cluster.fetchval(EU, "SELECT mr_primary_region FROM keys WHERE key_id = $1", key_id)
+            stale = attacker.envelope(FrameKind.KEY_UPDATED, await attacker.next_seq(), {
+                "key_id": key_id, "primary_region": US, "replica_regions": [EU]}, epoch=1)
+            ack = await attacker.send(stale)
+            assert ack.ok and ack.applied == applied + 1  # consumed, so the stream moves on ...
+            assert await cluster.fetchval(EU, "SELECT mr_primary_region FROM keys WHERE key_id = $1", key_id) == before
+            assert before == EU  # ... but not applied
+
+            # 3. a bad signature: refused before anything is parsed, nothing consumed
+            seq = await attacker.next_seq()
+            forged = bytearray(attacker.envelope(FrameKind.IAM_CHANGE, seq, {
+                "op": "policy", "principal_arn": admin.arn, "policy_name": policy_name, "document": document}))
+            forged[2 + len(US) + 5] ^= 0x01  # a bit of the signature
+            ack = await attacker.send(bytes(forged))
+            assert ack.error == Refusal.BAD_SIGNATURE and ack.applied == applied + 1
+            assert not await planted()
+
+            # 4. a frame from a region the cluster does not know, on us-east-1's connection
+            stranger = RegionIdentityKey.generate()
+            ack = await attacker.send(attacker.envelope(FrameKind.IAM_CHANGE, seq, {"op": "account"},
+                                                        source="eu-central-1", key=stranger))  # fmt: skip
+            assert ack.error == Refusal.UNKNOWN_REGION
+
+            # 5. a genuine eu-central-1 certificate from the cluster CA is still not a member
+            ca_cert, ca_key = ensure_cluster_ca(nodes.tmp / "cluster-ca")
+            outsider = Attacker(cluster, cert=pki.issue_region_cert(
+                ca_cert, ca_key, "eu-central-1", ("127.0.0.1", server_name("eu-central-1"))))  # fmt: skip
+            ack = await outsider.send(outsider.envelope(FrameKind.HEARTBEAT, 0, {}, source="eu-central-1",
+                                                        key=stranger))  # fmt: skip
+            assert ack.error == Refusal.UNKNOWN_REGION
+            await outsider.transport.close()
+
+            # 6. eu-west-1's own frame reflected back at it (its own key is not a peer's key)
+            eu_identity = load_identity(cluster.state_dirs[EU], load_file_keyring(cluster.state_dirs[EU] / "root.key"))
+            ack = await attacker.send(attacker.envelope(FrameKind.HEARTBEAT, 0, {}, source=EU, key=eu_identity))
+            assert ack.error == Refusal.UNKNOWN_REGION
+
+        events = [(e["event"], e.get("reason")) for e in logs]
+        assert ("replication.frame_replayed", None) in events
+        assert ("replication.frame_refused", "stale_epoch") in events
+        assert ("replication.frame_refused", Refusal.BAD_SIGNATURE) in events
+        assert ("replication.frame_refused", Refusal.UNKNOWN_REGION) in events
+        refusals = await cluster.fetchval(EU, "SELECT refused_count FROM replication_inbound WHERE source = $1", US)
+        assert refusals >= 3
+
+        # the real stream carries on: the seq reserved for the forged frame was never applied, so
+        # give it a harmless frame (as us-east-1's outbox entry would have been), then change IAM at home
+        filler = attacker.envelope(FrameKind.IAM_CHANGE, seq, {"op": "account", "account_id": ACCOUNT_ID,
+                                                               "root_principal_id": ACCOUNT_ID})  # fmt: skip
+        assert (await attacker.send(filler)).ok
+        await attacker.transport.close()
+        iam = cluster.nodes[US].app[SERVICES].iam
+        await iam.put_identity_policy(admin.arn, "after", document)
+
+        async def arrived() -> bool:
+            return bool(await cluster.fetchval(
+                EU, "SELECT count(*) FROM identity_policies WHERE principal_arn = $1 AND policy_name = 'after'",
+                admin.arn,
+            ))  # fmt: skip
+
+        await wait_until(arrived, what="a real change after the attack")
+        await wait_until(cluster.drained, what="every outbox to drain")
