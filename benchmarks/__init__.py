@@ -1,0 +1,1 @@
+"""regionkms benchmarks: ``python -m benchmarks`` (``make bench``); see benchmarks/README.md."""

@@ -1,0 +1,259 @@
+"""The servers under test, each started as its users start it, in a throwaway directory.
+
+- ``RegionKmsServer``: its own PostgreSQL (``regiond.devdb.LocalPostgres``, durable as in
+  production), a state directory from ``regiond init``, an account with an admin user and
+  access key written straight into the database (as ``regiond dev`` bootstraps), then
+  ``python -m regiond serve ... --workers N`` as a subprocess, audit on unless told otherwise.
+- ``MinimalServer``: ``benchmarks.baselines.minimal_server`` in ``work`` (b) or ``floor`` (c) mode.
+- ``MotoServer``: ``moto_server`` (a).
+
+Every server exposes an ``Endpoint`` (address, region, credentials) for the load generator
+and its resident memory (the server process and all its children; PostgreSQL separately).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+from benchmarks.baselines import moto_runner
+from benchmarks.loadgen import PROJECT_ROOT, Endpoint
+from kmsclient.sigv4 import Credentials
+from regiond.devdb import LocalPostgres, free_port
+
+REGION = "us-east-1"
+ACCOUNT_ID = "111122223333"
+ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kms:*"], "Resource": "*"}]}
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 20.0
+HOST = "127.0.0.1"
+
+
+def _tree_rss_bytes(pid: int) -> int:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+class Server:
+    """A server subprocess on a loopback port; subclasses say how to start it."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port(HOST)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.credentials = Credentials("AKIABENCHMARKBASELIN", secrets.token_urlsafe(30))
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(HOST, self.port, REGION, self.credentials)
+
+    def _spawn(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log = (self.workdir / f"{self.name}.log").open("ab")
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=self._log, env={**os.environ, **(env or {})}, cwd=PROJECT_ROOT
+        )
+
+    def _wait_ready(self, path: str | None) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}; see {self.workdir}/{self.name}.log"
+                )
+            try:
+                if path is None:
+                    with socket.create_connection((HOST, self.port), timeout=1):
+                        return
+                else:
+                    with urllib.request.urlopen(f"http://{HOST}:{self.port}{path}", timeout=2) as r:
+                        if r.status == 200:
+                            return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT_S:.0f}s")
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def rss_bytes(self) -> int:
+        return _tree_rss_bytes(self.proc.pid) if self.proc is not None else 0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class MinimalServer(Server):
+    def __init__(self, workdir: Path, *, mode: str, workers: int) -> None:
+        super().__init__(workdir)
+        self.mode = mode
+        self.workers = workers
+        self.name = "minimal" if mode == "work" else "floor"
+
+    def start(self) -> None:
+        self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.baselines.minimal_server",
+                "--mode",
+                self.mode,
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--region",
+                REGION,
+            ],
+            env={
+                "BENCH_ACCESS_KEY_ID": self.credentials.access_key_id,
+                "BENCH_SECRET_ACCESS_KEY": self.credentials.secret_access_key,
+            },
+        )
+        self._wait_ready("/healthz")
+
+
+class MotoServer(Server):
+    name = "moto"
+
+    def start(self) -> None:
+        self._spawn(moto_runner.command(HOST, self.port))
+        self._wait_ready(None)
+
+
+def audit_module_present() -> bool:
+    return importlib.util.find_spec("regiond.audit") is not None
+
+
+async def _bootstrap(admin_url: str, state_dir: Path) -> tuple[str, Credentials]:
+    """Create the database, migrate, and make the admin user and its access key."""
+    import asyncpg
+
+    from regiond.crypto.keyring import load_file_keyring
+    from regiond.domain.principal import PrincipalKind, principal_arn
+    from regiond.service.iam import IamService
+    from regiond.store import migrate as migrations
+    from regiond.store.pool import create_pool
+
+    con = await asyncpg.connect(admin_url)
+    try:
+        await con.execute('CREATE DATABASE "regionkms"')
+    finally:
+        await con.close()
+    url = admin_url.rsplit("/", 1)[0] + "/regionkms"
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        await migrations.migrate(pool)
+        iam = IamService(pool, load_file_keyring(state_dir / "root.key"))
+        await iam.ensure_account(ACCOUNT_ID)
+        await iam.create_principal(ACCOUNT_ID, PrincipalKind.USER, "bench")
+        arn = principal_arn(ACCOUNT_ID, PrincipalKind.USER, "bench")
+        await iam.put_identity_policy(arn, "bench", json.dumps(ADMIN_POLICY))
+        new = await iam.create_access_key(arn)
+    finally:
+        await pool.close()
+    return url, Credentials(new.access_key_id, new.secret_access_key)
+
+
+class RegionKmsServer(Server):
+    name = "regionkms"
+
+    def __init__(self, workdir: Path, *, workers: int, audit: bool = True) -> None:
+        super().__init__(workdir)
+        self.workers = workers
+        self.audit = audit
+        self.postgres: LocalPostgres | None = None
+        self.database_url = ""
+
+    def start(self) -> None:
+        from regiond.init import init_state_dir
+
+        state_dir = self.workdir / "state"
+        init_state_dir(state_dir, region=REGION)
+        self.postgres = LocalPostgres(self.workdir / "postgres", durable=True)
+        admin_url = self.postgres.start()
+        self.database_url, self.credentials = asyncio.run(_bootstrap(admin_url, state_dir))
+        cmd = [
+            sys.executable,
+            "-m",
+            "regiond",
+            "serve",
+            "--region",
+            REGION,
+            "--database-url",
+            self.database_url,
+            "--listen",
+            f"{HOST}:{self.port}",
+            "--workers",
+            str(self.workers),
+            "--state-dir",
+            str(state_dir),
+        ]
+        if not self.audit:
+            cmd.append("--no-audit")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGIOND_")}
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log = (self.workdir / f"{self.name}.log").open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env)
+        self._wait_ready("/readyz")
+
+    def worker_pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=False)
+        except psutil.NoSuchProcess:
+            return []
+        return [c.pid for c in children] or [self.proc.pid]
+
+    def postgres_rss_bytes(self) -> int:
+        if self.postgres is None:
+            return 0
+        pid_file = self.postgres.data_dir / "postmaster.pid"
+        try:
+            return _tree_rss_bytes(int(pid_file.read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def stop(self) -> None:
+        super().stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None

@@ -1,0 +1,363 @@
+"""``python -m benchmarks`` (``make bench``): start everything, measure, write results and plots.
+
+One run starts regionkms (its own PostgreSQL, audit on, N workers), the minimal server in
+``work`` (b) and ``floor`` (c) modes with the same N workers, and moto_server (a); prepares
+keys and ciphertexts on each through its API; then measures, in blocks:
+
+    headline  Encrypt 1 KiB at c=32 on every server, interleaved in rounds (A B C D, A B C D)
+    ops       each other workload on regionkms and (b), interleaved (A B per workload)
+    sweep     Encrypt 1 KiB at each concurrency on regionkms, (b) and (c)
+    keys      Encrypt 1 KiB over 1, 1,000, 100,000 keys chosen at random per request, with RSS
+
+Each measurement signs its request set just before it starts, runs a discarded warm-up
+and then the measured period. Nothing is committed: the JSON and PNGs land in
+``benchmarks/results/`` (or ``--output-dir``) for a person to review and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks import plots, profile, report
+from benchmarks.harness import MinimalServer, MotoServer, RegionKmsServer, Server, audit_module_present
+from benchmarks.loadgen import LoadResult, presign_all, run_load, wrk_available
+from benchmarks.report import HEADLINE_CONCURRENCY, HEADLINE_WORKLOAD, Run
+from benchmarks.scenarios import WORKLOADS, Call, Fixture, SetupError, create_keys, encrypt, prepare
+
+RESULTS_DIR = Path(__file__).with_name("results")
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    duration_s: float
+    warmup_s: float
+    rounds: int
+    ops: tuple[str, ...]
+    sweep: tuple[int, ...]
+    key_counts: tuple[int, ...]
+
+
+FULL = Plan(
+    duration_s=10,
+    warmup_s=2,
+    rounds=2,
+    ops=("encrypt_4k", "decrypt", "generate_data_key", "re_encrypt", "mix", "edge"),
+    sweep=(1, 8, 32, 128),
+    key_counts=(1, 1_000, 100_000),
+)
+QUICK = Plan(
+    duration_s=4, warmup_s=1, rounds=1, ops=("decrypt", "generate_data_key"), sweep=(32,), key_counts=(1, 1_000)
+)
+
+
+def _say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor()
+    wrk = ""
+    if wrk_available():
+        out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+        wrk = (out.stdout or out.stderr).splitlines()[0].split(" [")[0] if (out.stdout or out.stderr) else "wrk"
+    try:
+        import psutil
+
+        mem_gib = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        mem_gib = 0.0
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": mem_gib,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "wrk": wrk,
+    }
+
+
+def _git_revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=False
+    )
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+class Bench:
+    def __init__(self, plan: Plan, servers: dict[str, Server], engine: str) -> None:
+        self.plan = plan
+        self.servers = servers
+        self.engine = engine
+        self.fixtures: dict[str, Fixture] = {}
+        self.runs: list[Run] = []
+        self.notes: list[str] = []
+
+    def measure(
+        self, block: str, name: str, workload: str, calls: list[Call], concurrency: int, keys: int = 1, round_: int = 0
+    ) -> Run | None:
+        server = self.servers[name]
+        requests = presign_all(server.endpoint, calls)
+        try:
+            if self.plan.warmup_s > 0:
+                run_load(
+                    server.endpoint.host,
+                    server.endpoint.port,
+                    requests,
+                    concurrency=concurrency,
+                    duration_s=self.plan.warmup_s,
+                    engine=self.engine,
+                )
+            result: LoadResult = run_load(
+                server.endpoint.host,
+                server.endpoint.port,
+                requests,
+                concurrency=concurrency,
+                duration_s=self.plan.duration_s,
+                engine=self.engine,
+            )
+        except RuntimeError as exc:
+            self.notes.append(f"{block}/{name}/{workload}/c{concurrency}: {exc}")
+            _say(f"  {name:<10} {workload:<18} c={concurrency:<4} FAILED: {exc}")
+            return None
+        run = Run(
+            block=block,
+            server=name,
+            workload=workload,
+            concurrency=concurrency,
+            keys=keys,
+            round=round_,
+            result=result.to_json(),
+            rss_mb=round(server.rss_bytes() / MIB, 1),
+        )
+        if isinstance(server, RegionKmsServer):
+            run.postgres_rss_mb = round(server.postgres_rss_bytes() / MIB, 1)
+        self.runs.append(run)
+        _say(
+            f"  {name:<10} {workload:<18} c={concurrency:<4} keys={keys:<7} {result.rps:>9.1f} req/s  "
+            f"p50 {result.p50_ms:.2f}  p99 {result.p99_ms:.2f} ms  errors {result.errors}  rss {run.rss_mb} MiB"
+        )
+        return run
+
+    def prepare(self) -> None:
+        for name, server in self.servers.items():
+            if name == "floor":
+                continue
+            try:
+                self.fixtures[name] = prepare(server.endpoint)
+            except SetupError as exc:
+                self.notes.append(f"prepare {name}: {exc}")
+                _say(f"cannot prepare {name}: {exc}")
+        if "floor" in self.servers and "minimal" in self.fixtures:
+            self.fixtures["floor"] = self.fixtures["minimal"]  # (c) answers without reading the calls
+
+    def _ready(self, *names: str) -> list[str]:
+        return [n for n in names if n in self.servers and n in self.fixtures]
+
+    def headline(self) -> None:
+        _say("headline: Encrypt 1 KiB, c=32, interleaved rounds")
+        order = self._ready("regionkms", "minimal", "floor", "moto")
+        for r in range(self.plan.rounds):
+            for name in order:
+                calls = WORKLOADS[HEADLINE_WORKLOAD](self.fixtures[name])
+                self.measure("headline", name, HEADLINE_WORKLOAD, calls, HEADLINE_CONCURRENCY, round_=r)
+
+    def ops(self) -> None:
+        _say("ops: each workload at c=32, regionkms and minimal interleaved")
+        for workload in self.plan.ops:
+            for name in self._ready("regionkms", "minimal"):
+                calls = WORKLOADS[workload](self.fixtures[name])
+                self.measure("ops", name, workload, calls, HEADLINE_CONCURRENCY)
+
+    def sweep(self) -> None:
+        _say("sweep: Encrypt 1 KiB at each concurrency")
+        for concurrency in self.plan.sweep:
+            if concurrency == HEADLINE_CONCURRENCY and self.plan.rounds > 0:
+                continue  # measured in the headline block
+            for name in self._ready("regionkms", "minimal", "floor"):
+                calls = WORKLOADS[HEADLINE_WORKLOAD](self.fixtures[name])
+                self.measure("sweep", name, HEADLINE_WORKLOAD, calls, concurrency)
+
+    def keys(self) -> None:
+        if "regionkms" not in self._ready("regionkms"):
+            return
+        server, fx = self.servers["regionkms"], self.fixtures["regionkms"]
+        key_ids = list(fx.key_ids[:1])
+        for count in self.plan.key_counts:
+            if count > len(key_ids):
+                _say(f"keys: creating {count - len(key_ids):,} keys through CreateKey")
+                started = time.monotonic()
+                key_ids += create_keys(server.endpoint, count - len(key_ids))
+                self.notes.append(f"created {count:,} keys in {time.monotonic() - started:.0f}s")
+            calls = encrypt(fx, 1024, key_ids[:count])
+            self.measure("keys", "regionkms", HEADLINE_WORKLOAD, calls, HEADLINE_CONCURRENCY, keys=count)
+
+    def profile(self, output: Path) -> Path | None:
+        server = self.servers.get("regionkms")
+        if not isinstance(server, RegionKmsServer) or "regionkms" not in self.fixtures:
+            return None
+        pids = server.worker_pids()
+        started = profile.record(pids[0], self.plan.duration_s) if pids else None
+        if started is None:
+            self.notes.append("profile skipped: py-spy is not installed (pip install py-spy)")
+            return None
+        proc, raw_path = started
+        requests = presign_all(server.endpoint, WORKLOADS[HEADLINE_WORKLOAD](self.fixtures["regionkms"]))
+        result = run_load(
+            server.endpoint.host,
+            server.endpoint.port,
+            requests,
+            concurrency=HEADLINE_CONCURRENCY,
+            duration_s=self.plan.duration_s,
+            engine=self.engine,
+        )
+        _, err = proc.communicate(timeout=self.plan.duration_s + 60)
+        if not raw_path.exists():
+            self.notes.append(f"profile failed: {err.decode(errors='replace')[-300:]}")
+            return None
+        context = (
+            f"regiond worker (1 of {len(pids)}), Encrypt 1 KiB, c={HEADLINE_CONCURRENCY}, "
+            f"{result.rps:.0f} req/s while sampled; revision {_git_revision()}."
+        )
+        output.write_text(
+            profile.markdown("Profile: regiond worker under Encrypt 1 KiB", raw_path.read_text(), context)
+        )
+        shutil.rmtree(raw_path.parent, ignore_errors=True)
+        return output
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run, about 2 minutes")
+    p.add_argument("--duration", type=float, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, help="discarded warm-up seconds before each run")
+    p.add_argument("--rounds", type=int, help="interleaved rounds of the headline block")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes of regiond and (b)/(c)")
+    p.add_argument("--servers", default="regionkms,minimal,floor,moto", help="comma-separated subset")
+    p.add_argument("--blocks", default="headline,ops,sweep,keys", help="comma-separated subset")
+    p.add_argument("--key-counts", help="e.g. 1,1000,100000")
+    p.add_argument("--sweep", help="concurrency levels, e.g. 1,8,32,128")
+    p.add_argument("--engine", choices=["auto", "wrk", "asyncio"], default="auto")
+    p.add_argument("--no-audit", action="store_true", help="regiond without audit (for comparison only)")
+    p.add_argument("--profile", action="store_true", help="add a py-spy profile of one regiond worker")
+    p.add_argument("--name", help="scenario name in the output file names (default: full or quick)")
+    p.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--keep-workdir", action="store_true", help="keep server logs and databases")
+    return p.parse_args(argv)
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    plan = QUICK if args.quick else FULL
+    if args.duration is not None:
+        plan = replace(plan, duration_s=args.duration)
+    if args.warmup is not None:
+        plan = replace(plan, warmup_s=args.warmup)
+    if args.rounds is not None:
+        plan = replace(plan, rounds=args.rounds)
+    if args.key_counts:
+        plan = replace(plan, key_counts=tuple(int(x) for x in args.key_counts.split(",")))
+    if args.sweep:
+        plan = replace(plan, sweep=tuple(int(x) for x in args.sweep.split(",")))
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = _plan(args)
+    engine = args.engine if args.engine != "auto" else ("wrk" if wrk_available() else "asyncio")
+    wanted = [s for s in args.servers.split(",") if s]
+    blocks = [b for b in args.blocks.split(",") if b]
+    workdir = Path(tempfile.mkdtemp(prefix="regionkms-bench-"))
+    started_at = dt.datetime.now(dt.UTC)
+    factories = {
+        "regionkms": lambda: RegionKmsServer(workdir / "regionkms", workers=args.workers, audit=not args.no_audit),
+        "minimal": lambda: MinimalServer(workdir / "minimal", mode="work", workers=args.workers),
+        "floor": lambda: MinimalServer(workdir / "floor", mode="floor", workers=args.workers),
+        "moto": lambda: MotoServer(workdir / "moto"),
+    }
+    servers: dict[str, Server] = {}
+    _say(f"load generator: {engine}; workers: {args.workers}; work dir: {workdir}")
+    try:
+        for name in wanted:
+            _say(f"starting {name}")
+            servers[name] = factories[name]()
+            servers[name].start()
+        bench = Bench(plan, servers, engine)
+        bench.prepare()
+        for block in blocks:
+            getattr(bench, block)()
+        stamp = started_at.strftime("%Y-%m-%d")
+        scenario = args.name or ("quick" if args.quick else "full")
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        stem = args.output_dir / f"{stamp}-{scenario}"
+        profile_path = bench.profile(stem.with_name(stem.name + "-profile.md")) if args.profile else None
+        results: dict[str, Any] = {
+            "schema": 1,
+            "date": started_at.isoformat(timespec="seconds"),
+            "scenario": scenario,
+            "revision": _git_revision(),
+            "machine": machine(),
+            "config": {
+                **asdict(plan),
+                "workers": args.workers,
+                "engine": engine,
+                "servers": wanted,
+                "audit": not args.no_audit,
+                "audit_module_present": audit_module_present(),
+                "wall_time_s": round((dt.datetime.now(dt.UTC) - started_at).total_seconds()),
+            },
+            "runs": [asdict(r) for r in bench.runs],
+            "notes": bench.notes,
+        }
+        results["summary"] = report.summarize(bench.runs)
+        json_path = stem.with_suffix(".json")
+        json_path.write_text(json.dumps(results, indent=1) + "\n")
+        written = [json_path, *plots.write_plots(results, stem)]
+        if profile_path:
+            written.append(profile_path)
+        print()
+        print(report.markdown(results))
+        print()
+        for note in bench.notes:
+            _say(f"note: {note}")
+        _say("wrote " + ", ".join(str(p) for p in written))
+        return 0
+    finally:
+        for server in servers.values():
+            server.stop()
+        if args.keep_workdir:
+            _say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report_main(argv: list[str]) -> int:
+    """``python -m benchmarks report FILE.json``: print the README tables of a results file."""
+    for path in argv:
+        print(report.markdown(json.loads(Path(path).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
