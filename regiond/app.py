@@ -15,6 +15,8 @@ import structlog
 from aiohttp import web
 
 from regiond import metrics
+from regiond.background.import_expiry import ImportExpirySweeper
+from regiond.background.rotation_scheduler import RotationScheduler
 from regiond.background.sweeper import DeletionSweeper
 from regiond.calls import AuditSink
 from regiond.clock import Clock, SystemClock
@@ -30,11 +32,13 @@ from regiond.service.grants import CHANNEL as GRANTS_CHANNEL
 from regiond.service.grants import GrantCache, GrantService
 from regiond.service.iam import IamService
 from regiond.service.iam_authz import IamAuthorizer
+from regiond.service.importing import ImportService
 from regiond.service.keycache import CHANNEL as KEYS_CHANNEL
 from regiond.service.keycache import KeyCache
 from regiond.service.keys import KeyService
 from regiond.service.multiregion import MultiRegionService
 from regiond.service.policies import KeyPolicyService
+from regiond.service.rotation import RotationService
 from regiond.store import migrate as migrations
 from regiond.store.notify import Listener
 from regiond.store.pool import Pool, connection, create_pool
@@ -46,6 +50,8 @@ log = structlog.get_logger(__name__)
 POOL: web.AppKey[Pool] = web.AppKey("pool")
 LISTENER = web.AppKey("listener", Listener)
 SWEEPER = web.AppKey("sweeper", DeletionSweeper)
+ROTATION_SCHEDULER = web.AppKey("rotation_scheduler", RotationScheduler)
+IMPORT_EXPIRY = web.AppKey("import_expiry", ImportExpirySweeper)
 REPLICATION = web.AppKey("replication", ReplicationNode)
 
 AuditFactory = Callable[[Pool, Settings], Awaitable[AuditSink]]
@@ -126,6 +132,14 @@ def create_app(
             grants=GrantService(pool, keys, grant_cache), policies=KeyPolicyService(pool, keys),
             multiregion=MultiRegionService(pool, keys, outbox),
         )  # fmt: skip
+        services.rotation = rotation = RotationService(pool, keyring, keys, material_listener=outbox)
+        services.importing = importing = ImportService(pool, keyring, keys)
+        rotation_scheduler = RotationScheduler(
+            pool, rotation, the_clock, interval_s=_interval_s(settings, "rotation_interval_s", 300.0)
+        )
+        import_expiry = ImportExpirySweeper(
+            pool, importing, the_clock, interval_s=_interval_s(settings, "import_expiry_interval_s", 60.0)
+        )
         sweeper = DeletionSweeper(
             pool, the_clock, interval_s=_interval_s(settings, "sweeper_interval_s", 60.0),
             on_destroyed=key_cache.invalidate, outbox=outbox,
@@ -142,6 +156,8 @@ def create_app(
         app[SERVICES] = services
         app[AUDIT] = audit
         app[SWEEPER] = sweeper
+        app[ROTATION_SCHEDULER] = rotation_scheduler
+        app[IMPORT_EXPIRY] = import_expiry
         replication = None
         if topology is not None:
             replication = ReplicationNode(
@@ -156,6 +172,8 @@ def create_app(
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"),
+            asyncio.create_task(rotation_scheduler.run(stop), name="rotation-scheduler"),
+            asyncio.create_task(import_expiry.run(stop), name="import-expiry-sweeper"),
             asyncio.create_task(
                 _flush_usage(keys, pool, stop, _interval_s(settings, "usage_flush_interval_s", 5.0)),
                 name="key-usage-flusher",

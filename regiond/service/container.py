@@ -13,9 +13,11 @@ from regiond.service.cryptops import CryptoService
 from regiond.service.grants import GrantService
 from regiond.service.iam import IamService
 from regiond.service.iam_authz import IamAuthorizer
+from regiond.service.importing import ImportService
 from regiond.service.keys import KeyService
 from regiond.service.multiregion import MultiRegionService
 from regiond.service.policies import KeyPolicyService
+from regiond.service.rotation import RotationService
 
 
 @dataclass
@@ -32,3 +34,5 @@ class Services:
     grants: GrantService
     policies: KeyPolicyService
     multiregion: MultiRegionService | None = None
+    rotation: RotationService | None = None
+    importing: ImportService | None = None

@@ -56,6 +56,7 @@ from regiond.service.authz import Authorizer, Requester, access_denied
 from regiond.service.keycache import CachedKey, KeyCache
 from regiond.store import aliases as alias_store
 from regiond.store import keys as key_store
+from regiond.store import rotation as rotation_store
 from regiond.store import tags as tag_store
 from regiond.store.pool import Conn, Pool, connection, transaction
 
@@ -238,6 +239,7 @@ class KeyService:
             policy = aws_managed_key_policy(account, service, self.region)
             await key_store.insert_key(con, key, policy=policy, current_version=1, aws_service=service)
             await self._insert_material(con, key.key_id, now)
+            await rotation_store.schedule_aws_managed(con, key.key_id, now)  # yearly, not configurable
             await alias_store.insert(
                 con, account, alias_name, key.key_id, now, arn=ids.alias_arn(self.region, account, alias_name)
             )

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from regiond.protocol.context import OpHandler
-from regiond.protocol.ops import aliases, cryptops, grants, iam, keys, multiregion, policies
+from regiond.protocol.ops import aliases, cryptops, grants, iam, importing, keys, multiregion, policies, rotation
 
 _KMS_AREAS: tuple[Mapping[str, OpHandler], ...] = (
     keys.HANDLERS, cryptops.HANDLERS, aliases.HANDLERS, multiregion.HANDLERS, grants.HANDLERS, policies.HANDLERS,
+    rotation.HANDLERS, importing.HANDLERS,
 )  # fmt: skip
 
 KMS_OPERATIONS: dict[str, OpHandler] = {name: h for area in _KMS_AREAS for name, h in area.items()}
