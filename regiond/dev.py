@@ -6,6 +6,11 @@ own loopback port. Account 111122223333 is bootstrapped with an ``admin`` user w
 identity policy allows ``kms:*`` and the IAM admin operations, and its access key.
 Everything is written to ``DIR/cluster.json``; running again reuses the directory, so
 keys, users and access keys survive restarts.
+
+The regions form one replicated cluster (``replication/``): a cluster CA in ``DIR/cluster-ca``,
+each region's mTLS certificate in its state directory, a replication receiver per region on
+its own loopback port, and ``DIR/peers.json`` naming them all, with the first region as the
+IAM home. cluster.json gains ``peers_file`` and, per region, ``replication_endpoint``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from regiond.init import init_state_dir
 from regiond.service.iam import IamService
 from regiond.store import migrate as migrations
 from regiond.store.pool import create_pool
+from replication.peers import ensure_cluster_ca, ensure_region_cert, topology_document
 
 ACCOUNT_ID = "111122223333"
 ADMIN_USER = "admin"
@@ -101,9 +107,11 @@ def run_dev(
     region_info: dict[str, dict[str, Any]] = {}
     try:
         dbs: dict[str, str] = {}
+        ca_cert, ca_key = ensure_cluster_ca(state_dir / "cluster-ca")
         for i, region in enumerate(regions):
             rdir = state_dir / region
             init_state_dir(rdir, region=region)
+            ensure_region_cert(rdir, load_file_keyring(rdir / "root.key"), ca_cert, ca_key, region)
             url = database_urls.get(region)
             if not url:
                 pg = LocalPostgres(rdir / "postgres")
@@ -112,11 +120,15 @@ def run_dev(
             dbs[region] = url
             old_port = saved.get("regions", {}).get(region, {}).get("endpoint", "").rsplit(":", 1)[-1]
             port = base_port + i if base_port else int(old_port) if old_port.isdigit() else free_port()
+            old_repl = saved.get("regions", {}).get(region, {}).get("replication_endpoint", "").rsplit(":", 1)[-1]
+            repl_port = base_port + 100 + i if base_port else int(old_repl) if old_repl.isdigit() else free_port()
             region_info[region] = {
                 "endpoint": f"http://127.0.0.1:{port}",
                 "database_url": url,
                 "state_dir": str(rdir.resolve()),
+                "replication_endpoint": f"https://127.0.0.1:{repl_port}",
             }
+        peers_file = _write_peers_file(state_dir, regions, region_info, ca_cert)
         creds = asyncio.run(_bootstrap(dbs, state_dir, saved))
         for region, info in region_info.items():
             port = info["endpoint"].rsplit(":", 1)[1]
@@ -135,12 +147,17 @@ def run_dev(
                 str(workers),
                 "--state-dir",
                 info["state_dir"],
+                "--peers-file",
+                str(peers_file),
+                "--replication-listen",
+                "127.0.0.1:" + info["replication_endpoint"].rsplit(":", 1)[1],
             ]
             log = open(state_dir / region / "regiond.log", "ab")  # noqa: SIM115
             nodes.append(subprocess.Popen(cmd, stdout=log, stderr=log))
         for proc, info in zip(nodes, region_info.values(), strict=True):
             _wait_ready(info["endpoint"], proc)
-        cluster = {"account_id": ACCOUNT_ID, "regions": region_info, "credentials": creds}
+        cluster = {"account_id": ACCOUNT_ID, "regions": region_info, "credentials": creds,
+                   "peers_file": str(peers_file.resolve())}  # fmt: skip
         fd = os.open(cluster_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(cluster, f, indent=2)
@@ -167,6 +184,24 @@ def run_dev(
         for pg in servers:
             pg.stop()
         print("regionkms dev cluster stopped", flush=True)
+
+
+def _write_peers_file(
+    state_dir: Path, regions: list[str], region_info: dict[str, dict[str, Any]], ca_cert: bytes
+) -> Path:
+    """DIR/peers.json: every region's replication endpoint and public keys; IAM home = first region."""
+    public = {
+        region: (
+            info["replication_endpoint"],
+            (Path(info["state_dir"]) / "identity.ed25519.pub").read_bytes(),
+            (Path(info["state_dir"]) / "encryption.hpke.pub").read_bytes(),
+        )
+        for region, info in region_info.items()
+    }
+    document = topology_document(iam_home_region=regions[0], ca_cert_pem=ca_cert, regions=public)
+    path = state_dir / "peers.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
 
 
 def _print_welcome(cluster: dict[str, Any], cluster_file: Path) -> None:
