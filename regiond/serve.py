@@ -8,8 +8,10 @@ background tasks elect one runner per region through PostgreSQL advisory locks.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import multiprocessing
 import signal
+import sys
 from collections.abc import Callable
 
 import structlog
@@ -56,10 +58,28 @@ def run_worker(settings: Settings, factory: AppFactory, reuse_port: bool) -> Non
         runner.run(_serve(settings, factory, reuse_port))
 
 
+def _importable(factory: AppFactory) -> AppFactory:
+    """The factory as a spawned worker can unpickle it: by its module's real name.
+
+    Under ``python -m regiond`` the factory's module is ``__main__``, which a spawned child
+    cannot import (multiprocessing does not re-run a package's ``__main__``), so every worker
+    died with "Can't get attribute 'build_app'". Importing the module under its spec name
+    gives the same function under a name the child can import.
+    """
+    if getattr(factory, "__module__", None) != "__main__":
+        return factory
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is None or not spec.name or spec.name == "__main__":
+        return factory
+    resolved: AppFactory = getattr(importlib.import_module(spec.name), factory.__qualname__)
+    return resolved
+
+
 def serve(settings: Settings, factory: AppFactory) -> int:
     if settings.workers <= 1:
         run_worker(settings, factory, reuse_port=False)
         return 0
+    factory = _importable(factory)
     ctx = multiprocessing.get_context("spawn")
     workers = [
         ctx.Process(target=run_worker, args=(settings, factory, True), name=f"regiond-worker-{i}", daemon=False)
