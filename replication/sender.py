@@ -239,11 +239,15 @@ class Sender:
         return max(0, acked - previous)
 
     async def _record_error(self, reason: str, message: str) -> None:
+        """Count, persist (for the status command) and publish the backlog of a failed exchange."""
         SEND_ERRORS.labels(self.dest, reason).inc()
+        now = self._clock.now()
         with contextlib.suppress(Exception):
             async with transaction(self._pool) as con:
-                await repl_store.cursor(con, self.dest)
-                await repl_store.record_send_error(con, self.dest, message, self._clock.now())
+                cursor = await repl_store.cursor(con, self.dest)
+                await repl_store.record_send_error(con, self.dest, message, now)
+                backlog = await outbox.backlog(con, self.dest, cursor.acked_seq)
+            observe_backlog(self.dest, backlog, cursor.acked_seq, now)
 
     # --- the loop -----------------------------------------------------------------------------
 
