@@ -14,8 +14,9 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from regiond.app import ROTATION_SCHEDULER, SERVICES
+from regiond.app import ROTATION_SCHEDULER
 from regiond.domain import ciphertext
+from regiond.protocol.routes import SERVICES
 from regiond.service.rotation import ON_DEMAND_ROTATION_LIMIT, RotationService
 from tests.support.cluster import Identity, Node, NodeFactory
 from tests.support.raw import signed_post
@@ -50,9 +51,11 @@ def _rotation(node: Node) -> RotationService:
 
 
 async def _encrypt(kms: Any, key: str, text: bytes) -> bytes:
-    return bytes((await _call(kms.encrypt, KeyId=key, Plaintext=text, EncryptionContext={"era": text.decode()}))[
-        "CiphertextBlob"
-    ])
+    return bytes(
+        (await _call(kms.encrypt, KeyId=key, Plaintext=text, EncryptionContext={"era": text.decode()}))[
+            "CiphertextBlob"
+        ]
+    )
 
 
 async def _decrypts(kms: Any, blob: bytes, text: bytes) -> None:
@@ -203,7 +206,7 @@ async def test_list_key_rotations_shows_each_rotation_and_pages(nodes: NodeFacto
     kms = node.client(await nodes.identity(node))
     key_id = (await _call(kms.create_key))["KeyMetadata"]["KeyId"]
     assert (await _call(kms.list_key_rotations, KeyId=key_id))["Rotations"] == []
-    everything = (await _call(kms.list_key_rotations, KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL"))
+    everything = await _call(kms.list_key_rotations, KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")
     [first] = everything["Rotations"]
     assert (first["KeyId"], first["KeyMaterialState"]) == (key_id, "CURRENT")
     assert "RotationDate" not in first and "RotationType" not in first and "ImportState" not in first
@@ -222,7 +225,7 @@ async def test_list_key_rotations_shows_each_rotation_and_pages(nodes: NodeFacto
     assert rotations[1]["RotationDate"] == automatic_at
     ids = [first["KeyMaterialId"], *(r["KeyMaterialId"] for r in rotations)]
     assert len(set(ids)) == 3 and all(len(i) == 64 for i in ids)
-    everything = (await _call(kms.list_key_rotations, KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL"))
+    everything = await _call(kms.list_key_rotations, KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")
     assert [r["KeyMaterialId"] for r in everything["Rotations"]] == ids
     assert [r["KeyMaterialState"] for r in everything["Rotations"]] == ["NON_CURRENT", "NON_CURRENT", "CURRENT"]
 
@@ -283,7 +286,7 @@ async def test_rotation_interrupted_between_its_steps_leaves_the_key_usable(node
         status = await _call(kms.get_key_rotation_status, KeyId=key_id)
         assert "OnDemandRotationStartDate" in status
         assert _code(await _error(kms.rotate_key_on_demand, KeyId=key_id)) == "ConflictException"
-        materials = (await _call(kms.list_key_rotations, KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL"))
+        materials = await _call(kms.list_key_rotations, KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")
         assert len(materials["Rotations"]) == expected_version  # no half-added version
         blob = await _encrypt(kms, key_id, f"era{expected_version}".encode())
         assert _version(blob) == expected_version
