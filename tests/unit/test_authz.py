@@ -1,0 +1,257 @@
+"""The authorizer without I/O: cached decisions keyed by policy versions and request values,
+grant semantics around the pure decision (constraints, CreateGrant, tokens), cross-account."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from regiond.domain.decision import DecisionReason, GrantConstraints, GrantView, default_key_policy
+from regiond.domain.key import Key, KeyState
+from regiond.domain.policy import Policy, PolicyKind, RequestContext, parse_policy
+from regiond.domain.principal import Principal, PrincipalKind
+from regiond.errors import AccessDeniedException, InvalidGrantTokenException
+from regiond.service.authz import (
+    Authorizer,
+    NewGrant,
+    applicable_grants,
+    evaluate,
+    grant_admits,
+    make_grant_token,
+    parse_grant_token,
+)
+
+ACCOUNT = "111122223333"
+OTHER = "444455556666"
+KEY = Key(
+    key_id="1234abcd-12ab-34cd-56ef-1234567890ab",
+    account=ACCOUNT,
+    region="us-east-1",
+    creation_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    key_state=KeyState.ENABLED,
+)
+BOB = Principal(f"arn:aws:iam::{ACCOUNT}:user/bob", ACCOUNT, PrincipalKind.USER, "bob", "AIDABOB")
+CAROL = Principal(f"arn:aws:iam::{OTHER}:user/carol", OTHER, PrincipalKind.USER, "carol", "AIDACAROL")
+GRANT_ID = "ab" * 32
+
+
+def key_policy(*statements: dict[str, Any]) -> Policy:
+    return parse_policy(json.dumps({"Version": "2012-10-17", "Statement": list(statements)}), PolicyKind.KEY)
+
+
+def allow(principal: str, *actions: str, **extra: Any) -> dict[str, Any]:
+    return {"Effect": "Allow", "Principal": {"AWS": principal}, "Action": list(actions), "Resource": "*", **extra}
+
+
+class FakeIam:
+    def __init__(self, policies: dict[str, tuple[Policy, ...]] | None = None) -> None:
+        self.policies = policies or {}
+
+    async def identity_policies(self, principal: Principal) -> tuple[Policy, ...]:
+        return self.policies.setdefault(principal.arn, ())
+
+
+class FakeKeys:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    async def key_policy(self, key: Key) -> Policy:
+        return self.policy
+
+
+class FakeGrants:
+    def __init__(self, cached: tuple[GrantView, ...] = (), stored: tuple[GrantView, ...] = ()) -> None:
+        self.cached, self.stored = cached, stored
+        self.fresh_reads: list[list[str]] = []
+        self.invalidated: list[str | None] = []
+
+    async def grants(self, key_id: str) -> tuple[GrantView, ...]:
+        return self.cached
+
+    async def fresh_grants(self, key_id: str, grant_ids: Sequence[str]) -> tuple[GrantView, ...]:
+        self.fresh_reads.append(list(grant_ids))
+        return tuple(g for g in self.stored if g.grant_id in grant_ids)
+
+    def invalidate(self, payload: str | None = None) -> None:
+        self.invalidated.append(payload)
+
+
+def authorizer(policy: Policy, grants: FakeGrants | None = None, iam: FakeIam | None = None) -> Authorizer:
+    return Authorizer(iam or FakeIam(), FakeKeys(policy), grants or FakeGrants())  # type: ignore[arg-type]
+
+
+# --- decision cache ------------------------------------------------------------------------------
+
+
+async def test_repeated_request_is_decided_once() -> None:
+    authz = authorizer(key_policy(allow(BOB.arn, "kms:Encrypt")))
+    for _ in range(3):
+        decision = await authz.authorize(BOB, "kms:Encrypt", KEY)
+        assert decision.reason is DecisionReason.ALLOWED_BY_KEY_POLICY
+    assert authz.evaluations == 1
+
+
+async def test_cached_decisions_follow_the_policy_object_they_were_made_from() -> None:
+    keys = FakeKeys(key_policy(allow(BOB.arn, "kms:Encrypt")))
+    authz = Authorizer(FakeIam(), keys, FakeGrants())  # type: ignore[arg-type]
+    await authz.authorize(BOB, "kms:Encrypt", KEY)
+    keys.policy = key_policy(allow(BOB.arn, "kms:Decrypt"))  # what a reload after NOTIFY hands out
+    with pytest.raises(AccessDeniedException):
+        await authz.authorize(BOB, "kms:Encrypt", KEY)
+    assert authz.evaluations == 2
+
+
+async def test_cached_decisions_follow_identity_policy_and_grant_changes() -> None:
+    iam = FakeIam()
+    grants = FakeGrants()
+    authz = authorizer(parse_policy(default_key_policy(ACCOUNT)), grants, iam)
+    with pytest.raises(AccessDeniedException):
+        await authz.authorize(BOB, "kms:Encrypt", KEY)
+    iam.policies[BOB.arn] = (
+        parse_policy(
+            json.dumps({"Statement": {"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*"}}),
+            PolicyKind.IDENTITY,
+        ),
+    )
+    assert (await authz.authorize(BOB, "kms:Encrypt", KEY)).reason is DecisionReason.ALLOWED_BY_KEY_POLICY_AND_IAM
+    grants.cached = (GrantView(GRANT_ID, BOB.arn, frozenset({"Decrypt"})),)
+    assert (await authz.authorize(BOB, "kms:Decrypt", KEY)).grant_id == GRANT_ID
+
+
+async def test_cached_decisions_are_keyed_by_the_request_values_conditions_read() -> None:
+    policy = key_policy(
+        allow(BOB.arn, "kms:Encrypt", Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}),
+        allow(BOB.arn, "kms:Decrypt", Condition={"StringEquals": {"kms:EncryptionContext:tenant": "blue"}}),
+    )
+    authz = authorizer(policy)
+    for _ in range(2):
+        await authz.authorize(BOB, "kms:Encrypt", KEY, request_values={"aws:SourceIp": ("10.1.2.3",)})
+        with pytest.raises(AccessDeniedException):
+            await authz.authorize(BOB, "kms:Encrypt", KEY, request_values={"aws:SourceIp": ("11.1.2.3",)})
+        await authz.authorize(BOB, "kms:Decrypt", KEY, encryption_context={"tenant": "blue"})
+        with pytest.raises(AccessDeniedException):
+            await authz.authorize(BOB, "kms:Decrypt", KEY, encryption_context={"tenant": "red"})
+    assert authz.evaluations == 4
+
+
+async def test_values_no_condition_reads_do_not_split_the_cache() -> None:
+    authz = authorizer(key_policy(allow(BOB.arn, "kms:Encrypt")))
+    for second in range(5):
+        now = f"2024-01-01T00:00:0{second}Z"
+        await authz.authorize(BOB, "kms:Encrypt", KEY, request_values={"aws:CurrentTime": (now,)},
+                              encryption_context={"n": str(second)})  # fmt: skip
+    assert authz.evaluations == 1
+
+
+async def test_a_constrained_grant_is_decided_per_encryption_context() -> None:
+    constrained = GrantView(
+        GRANT_ID, BOB.arn, frozenset({"Encrypt"}), GrantConstraints(encryption_context_subset={"t": "1"})
+    )
+    authz = authorizer(key_policy(allow(f"arn:aws:iam::{ACCOUNT}:root", "kms:*")), FakeGrants((constrained,)))
+    await authz.authorize(BOB, "kms:Encrypt", KEY, encryption_context={"t": "1"})
+    with pytest.raises(AccessDeniedException):
+        await authz.authorize(BOB, "kms:Encrypt", KEY, encryption_context={"t": "2"})
+    await authz.authorize(BOB, "kms:Encrypt", KEY, encryption_context={"t": "1", "u": "2"})
+
+
+# --- grant tokens --------------------------------------------------------------------------------
+
+
+def test_grant_token_names_its_grant_and_differs_every_time() -> None:
+    first, second = make_grant_token(GRANT_ID), make_grant_token(GRANT_ID)
+    assert first != second
+    assert parse_grant_token(first) == parse_grant_token(second) == GRANT_ID
+
+
+@pytest.mark.parametrize("token", ["", "x", "!!!!", make_grant_token(GRANT_ID)[:-2] + "AA", "A" * 76])
+def test_malformed_or_altered_grant_token_is_refused(token: str) -> None:
+    with pytest.raises(InvalidGrantTokenException):
+        parse_grant_token(token)
+
+
+async def test_token_of_an_uncached_grant_allows_what_the_grant_names() -> None:
+    stored = GrantView(GRANT_ID, BOB.arn, frozenset({"Encrypt"}))
+    grants = FakeGrants(cached=(), stored=(stored,))
+    authz = authorizer(parse_policy(default_key_policy(ACCOUNT)), grants)
+    token = make_grant_token(GRANT_ID)
+    decision = await authz.authorize(BOB, "kms:Encrypt", KEY, grant_tokens=[token])
+    assert decision.grant_id == GRANT_ID
+    assert grants.fresh_reads == [[GRANT_ID]] and grants.invalidated == [KEY.key_id]
+    with pytest.raises(AccessDeniedException):
+        await authz.authorize(BOB, "kms:Decrypt", KEY, grant_tokens=[token])
+    with pytest.raises(InvalidGrantTokenException):
+        await authz.authorize(BOB, "kms:Encrypt", KEY, grant_tokens=["garbage"])
+
+
+async def test_tokens_are_not_read_when_the_cache_allows_or_a_deny_decides() -> None:
+    grant = GrantView(GRANT_ID, BOB.arn, frozenset({"Encrypt", "Decrypt"}))
+    grants = FakeGrants(cached=(grant,), stored=(grant,))
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"}
+    authz = authorizer(key_policy(allow(f"arn:aws:iam::{ACCOUNT}:root", "kms:*"), deny), grants)
+    token = make_grant_token(GRANT_ID)
+    await authz.authorize(BOB, "kms:Encrypt", KEY, grant_tokens=[token])
+    with pytest.raises(AccessDeniedException):
+        await authz.authorize(BOB, "kms:Decrypt", KEY, grant_tokens=[token])
+    assert grants.fresh_reads == []
+
+
+# --- grant semantics around decide() -------------------------------------------------------------
+
+EQ = GrantConstraints(encryption_context_equals={"a": "1"})
+SUB = GrantConstraints(encryption_context_subset={"a": "1"})
+
+ADMITS_CASES = [
+    ("unconstrained_parent_admits_anything", None, None, True),
+    ("unconstrained_parent_admits_constraints", None, SUB, True),
+    ("constrained_parent_refuses_unconstrained_child", SUB, None, False),
+    ("subset_admits_same_subset", SUB, SUB, True),
+    ("subset_admits_wider_subset", SUB, GrantConstraints(encryption_context_subset={"a": "1", "b": "2"}), True),
+    ("subset_refuses_other_subset", SUB, GrantConstraints(encryption_context_subset={"b": "2"}), False),
+    ("subset_admits_equals_holding_it", SUB, GrantConstraints(encryption_context_equals={"a": "1", "b": "2"}), True),
+    ("equals_admits_same_equals", EQ, EQ, True),
+    ("equals_refuses_subset", EQ, SUB, False),
+    ("equals_refuses_other_equals", EQ, GrantConstraints(encryption_context_equals={"a": "2"}), False),
+]
+
+
+@pytest.mark.parametrize(
+    ("parent", "child", "admitted"), [c[1:] for c in ADMITS_CASES], ids=[c[0] for c in ADMITS_CASES]
+)
+def test_grant_admits_only_equally_strict_or_stricter_children(
+    parent: GrantConstraints | None, child: GrantConstraints | None, admitted: bool
+) -> None:
+    assert grant_admits(parent, child) is admitted
+
+
+def test_constraints_do_not_apply_to_describe_key_and_retire_grant() -> None:
+    grant = GrantView(GRANT_ID, BOB.arn, frozenset({"DescribeKey", "Encrypt"}), SUB)
+    (describe,) = applicable_grants([grant], BOB.arn, "kms:describekey")
+    assert describe.constraints is None
+    (encrypt,) = applicable_grants([grant], BOB.arn, "kms:encrypt")
+    assert encrypt.constraints is SUB
+    assert applicable_grants([grant], CAROL.arn, "kms:encrypt") == ()
+
+
+def test_create_grant_through_a_grant_needs_a_subset_of_its_operations() -> None:
+    grant = GrantView(GRANT_ID, BOB.arn, frozenset({"Encrypt", "CreateGrant"}))
+    assert applicable_grants([grant], BOB.arn, "kms:creategrant", NewGrant(frozenset({"Encrypt"}), None))
+    assert not applicable_grants([grant], BOB.arn, "kms:creategrant", NewGrant(frozenset({"Decrypt"}), None))
+    assert not applicable_grants([grant], BOB.arn, "kms:creategrant")
+
+
+@pytest.mark.parametrize(
+    ("action", "allowed"), [("kms:Encrypt", True), ("kms:DescribeKey", True), ("kms:DisableKey", False),
+                            ("kms:PutKeyPolicy", False), ("kms:ScheduleKeyDeletion", False)],
+)  # fmt: skip
+def test_only_cross_account_operations_reach_another_accounts_key(action: str, allowed: bool) -> None:
+    policy = key_policy(allow(CAROL.arn, "kms:*"))
+    identity = parse_policy(
+        json.dumps({"Statement": {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}}), PolicyKind.IDENTITY
+    )
+    ctx = RequestContext(CAROL.arn, OTHER, action, KEY.arn)
+    decision = evaluate(principal=CAROL, key=KEY, key_policy=policy, identity=[identity], grants=[], ctx=ctx)
+    assert decision.allowed is allowed
