@@ -7,6 +7,7 @@ regiond iam      (--cluster FILE | --database-url URL --state-dir DIR) <command>
 regiond audit    verify|query|export (--cluster FILE --region R | --database-url URL)
 regiond policy   simulate --principal ARN --action A --key K [--context k=v] (--cluster FILE --region R | ...)
 regiond dev      --regions a,b,c --state-dir DIR       local multi-region cluster
+regiond import-material --key KEY --material FILE (--cluster FILE --region R | --endpoint URL)
 """
 
 from __future__ import annotations
@@ -166,6 +167,10 @@ def parser() -> argparse.ArgumentParser:
     from regiond.cli_replication import add_replication_parser
 
     add_replication_parser(sub)
+
+    from regiond.cli_import import add_import_parser
+
+    add_import_parser(sub)
     return top
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
@@ -14,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
+from regiond.__main__ import parser
 from regiond.app import IMPORT_EXPIRY
 from regiond.domain import ciphertext
 from regiond.protocol.routes import SERVICES
@@ -311,3 +314,64 @@ async def test_external_key_rotates_on_demand_to_new_imported_material(nodes: No
     assert _code(await _error(kms.delete_imported_key_material, KeyId=key_id, KeyMaterialId="b" * 64)) == (
         "NotFoundException"
     )
+
+
+def _printed(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """The command's JSON line (the in-process node logs to the same captured stdout)."""
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith('{"KeyId"')]
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+async def test_import_material_command_runs_the_whole_flow(
+    nodes: NodeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = await nodes.start()
+    ident = await nodes.identity(node)
+    kms = node.client(ident)
+    key_arn = (await _call(kms.create_key, Origin="EXTERNAL"))["KeyMetadata"]["Arn"]
+    material_file = tmp_path / "material.bin"
+    material_file.write_bytes(os.urandom(32))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ident.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ident.secret_access_key)
+
+    def run(*argv: str) -> int:  # the parsed command, without main()'s process-wide logging setup
+        args = parser().parse_args(["import-material", *argv])
+        return int(args.func(args))
+
+    # --endpoint: the region comes from the key ARN, credentials from the environment.
+    code = await asyncio.to_thread(run, "--key", key_arn, "--material", str(material_file), "--endpoint", node.endpoint)
+    assert code == 0
+    out = _printed(capsys)
+    assert (out["KeyId"], out["KeyState"], len(out["KeyMaterialId"])) == (key_arn, "Enabled", 64)
+    blob = (await _call(kms.encrypt, KeyId=key_arn, Plaintext=b"via the command"))["CiphertextBlob"]
+
+    # --cluster: endpoint and credentials from cluster.json; re-import after a delete, with expiry.
+    cluster = tmp_path / "cluster.json"
+    cluster.write_text(json.dumps({
+        "regions": {node.region: {"endpoint": node.endpoint}},
+        "credentials": {"access_key_id": ident.access_key_id, "secret_access_key": ident.secret_access_key},
+    }))  # fmt: skip
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    await _call(kms.delete_imported_key_material, KeyId=key_arn)
+    valid_to = (node.clock.now() + dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    code = await asyncio.to_thread(
+        run, "--key", key_arn.rsplit("/", 1)[1], "--material", str(material_file), "--cluster", str(cluster),
+        "--region", node.region, "--wrapping-algorithm", "RSAES_OAEP_SHA_1", "--wrapping-key-spec", "RSA_2048",
+        "--valid-to", valid_to, "--key-material-id", out["KeyMaterialId"],
+    )  # fmt: skip
+    assert code == 0
+    again = _printed(capsys)
+    assert (again["KeyMaterialId"], again["KeyState"]) == (out["KeyMaterialId"], "Enabled")
+    assert (await _call(kms.decrypt, CiphertextBlob=blob))["Plaintext"] == b"via the command"
+    md = (await _call(kms.describe_key, KeyId=key_arn))["KeyMetadata"]
+    assert md["ExpirationModel"] == "KEY_MATERIAL_EXPIRES" and "ValidTo" in md
+
+    # Different material is refused with AWS's error code and a non-zero exit.
+    material_file.write_bytes(os.urandom(32))
+    code = await asyncio.to_thread(run, "--key", key_arn, "--material", str(material_file), "--cluster", str(cluster))
+    assert code == 1
+    assert "IncorrectKeyMaterialException" in capsys.readouterr().err
+    material_file.write_bytes(os.urandom(16))
+    with pytest.raises(SystemExit, match="32 bytes"):
+        run("--key", key_arn, "--material", str(material_file), "--cluster", str(cluster))
