@@ -56,6 +56,22 @@ def _tree_rss_bytes(pid: int) -> int:
     return total
 
 
+def _tree_cpu_s(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
 class Server:
     """A server subprocess on a loopback port; subclasses say how to start it."""
 
@@ -104,6 +120,10 @@ class Server:
 
     def rss_bytes(self) -> int:
         return _tree_rss_bytes(self.proc.pid) if self.proc is not None else 0
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by everything serving requests (for regionkms, PostgreSQL too)."""
+        return _tree_cpu_s(self.proc.pid) if self.proc is not None else 0.0
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -241,16 +261,33 @@ class RegionKmsServer(Server):
             children = psutil.Process(self.proc.pid).children(recursive=False)
         except psutil.NoSuchProcess:
             return []
-        return [c.pid for c in children] or [self.proc.pid]
+        workers = []
+        for child in children:
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):  # not multiprocessing's resource tracker
+                    workers.append(child.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return workers or [self.proc.pid]
+
+    def _postgres_pid(self) -> int | None:
+        if self.postgres is None:
+            return None
+        try:
+            return int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def postgres_rss_bytes(self) -> int:
-        if self.postgres is None:
-            return 0
-        pid_file = self.postgres.data_dir / "postmaster.pid"
-        try:
-            return _tree_rss_bytes(int(pid_file.read_text().split()[0]))
-        except (OSError, ValueError, IndexError):
-            return 0
+        pid = self._postgres_pid()
+        return _tree_rss_bytes(pid) if pid else 0
+
+    def postgres_cpu_seconds(self) -> float:
+        pid = self._postgres_pid()
+        return _tree_cpu_s(pid) if pid else 0.0
+
+    def cpu_seconds(self) -> float:
+        return super().cpu_seconds() + self.postgres_cpu_seconds()
 
     def stop(self) -> None:
         super().stop()

@@ -33,6 +33,7 @@ class Run:
     result: dict[str, Any]
     rss_mb: float = 0.0
     postgres_rss_mb: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,6 +60,8 @@ def figure(runs: list[Run], server: str, workload: str, concurrency: int, keys: 
         "errors": sum(int(r.result["errors"]) for r in match),
         "runs": len(match),
         "rss_mb": round(max(r.rss_mb for r in match), 1),
+        "server_us_per_request": round(_mean(r.cpu.get("server_us_per_request", 0.0) for r in match), 1),
+        "other_cores": round(_mean(r.cpu.get("other_cores", 0.0) for r in match), 2),
     }
 
 
@@ -135,14 +138,16 @@ def markdown(results: dict[str, Any]) -> str:
     """The tables benchmarks/README.md shows, from one results JSON."""
     s = results["summary"]
     lines = [
-        "| server (c=32, Encrypt 1 KiB) | req/s | p50 ms | p90 ms | p99 ms | max ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| server (c=32, Encrypt 1 KiB) | req/s | p50 ms | p90 ms | p99 ms | max ms | errors "
+        "| server CPU us/req | others' cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, f in s["headline"].items():
         if f:
             lines.append(
                 f"| {name} | {_fmt(f['rps'])} | {_fmt(f['p50_ms'], 2)} | {_fmt(f['p90_ms'], 2)} "
-                f"| {_fmt(f['p99_ms'], 2)} | {_fmt(f['max_ms'], 1)} | {f['errors']} |"
+                f"| {_fmt(f['p99_ms'], 2)} | {_fmt(f['max_ms'], 1)} | {f['errors']} "
+                f"| {_fmt(f.get('server_us_per_request'), 0)} | {_fmt(f.get('other_cores'), 2)} |"
             )
     lines += [
         "",

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from benchmarks import plots, profile, report
 from benchmarks.harness import MinimalServer, MotoServer, RegionKmsServer, Server, audit_module_present
@@ -105,6 +108,40 @@ def _git_revision() -> str:
     return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+class CpuMeter:
+    """CPU use during one measured run: the server's, the load generator's and everyone else's.
+
+    The machine is shared (2 cores, and other work may run beside a benchmark), so each run
+    records where the CPU went: ``server_us_per_request`` (server processes, PostgreSQL
+    included for regionkms) is the figure least disturbed by neighbours, and
+    ``other_cores`` says how much of the machine something else used meanwhile.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._wall = time.monotonic()
+        self._server_s = server.cpu_seconds()
+        self._children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._machine = psutil.cpu_times()
+
+    @staticmethod
+    def _busy(t: Any) -> float:
+        return float(t.user + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + t.nice)
+
+    def stop(self, requests: int) -> dict[str, float]:
+        wall = max(1e-9, time.monotonic() - self._wall)
+        server = self._server.cpu_seconds() - self._server_s
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        loadgen = (children.ru_utime - self._children.ru_utime) + (children.ru_stime - self._children.ru_stime)
+        machine = self._busy(psutil.cpu_times()) - self._busy(self._machine)
+        return {
+            "server_cores": round(server / wall, 2),
+            "loadgen_cores": round(loadgen / wall, 2),
+            "other_cores": round(max(0.0, machine - server - loadgen) / wall, 2),
+            "server_us_per_request": round(1e6 * server / requests, 1) if requests else 0.0,
+        }
+
+
 class Bench:
     def __init__(self, plan: Plan, servers: dict[str, Server], engine: str) -> None:
         self.plan = plan
@@ -129,6 +166,7 @@ class Bench:
                     duration_s=self.plan.warmup_s,
                     engine=self.engine,
                 )
+            cpu = CpuMeter(server)
             result: LoadResult = run_load(
                 server.endpoint.host,
                 server.endpoint.port,
@@ -137,11 +175,13 @@ class Bench:
                 duration_s=self.plan.duration_s,
                 engine=self.engine,
             )
+            usage = cpu.stop(result.requests)
         except RuntimeError as exc:
             self.notes.append(f"{block}/{name}/{workload}/c{concurrency}: {exc}")
             _say(f"  {name:<10} {workload:<18} c={concurrency:<4} FAILED: {exc}")
             return None
         run = Run(
+            cpu=usage,
             block=block,
             server=name,
             workload=workload,

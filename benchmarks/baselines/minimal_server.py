@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -48,7 +49,9 @@ class _Work:
         self.access_key_id = access_key_id
         self.secret = secret
         self.signing_keys: dict[str, bytes] = {}
-        self.aead = AESGCM(AESGCM.generate_key(bit_length=256))
+        # Every worker must hold the same key (a blob made by one is decrypted by another); the
+        # run's secret is random, so a key derived from it is too.
+        self.aead = AESGCM(hashlib.sha256(b"minimal-server-aes-key\x00" + secret.encode()).digest())
         self.key_id = str(uuid.uuid4())
         self.arn = f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{self.key_id}"
 
