@@ -282,14 +282,20 @@ async def find_events(con: Conn, f: EventFilter) -> list[EventRow]:
 async def iter_events_by_time(
     con: Conn, region: str, since: dt.datetime | None, until: dt.datetime | None
 ) -> AsyncIterator[EventRow]:
-    """Events of ``region`` in ``[since, until)`` in seq order (export), fetched in chunks."""
-    after = 0
+    """Events of ``region`` in ``[since, until)`` in seq order (export), fetched in chunks.
+
+    The time range is turned into a seq range first (BRIN on event_time), then walked by seq.
+    """
+    bounds = await seq_range_for_time(con, region, since, until)
+    if bounds is None:
+        return
+    after, last = bounds[0] - 1, bounds[1]
     while True:
         rows = await con.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE region = $1 AND seq > $2"
-            " AND ($3::timestamptz IS NULL OR event_time >= $3) AND ($4::timestamptz IS NULL OR event_time < $4)"
-            " ORDER BY seq LIMIT $5",
-            region, after, since, until, FETCH_CHUNK_ROWS,
+            f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE region = $1 AND seq > $2 AND seq <= $3"
+            " AND ($4::timestamptz IS NULL OR event_time >= $4) AND ($5::timestamptz IS NULL OR event_time < $5)"
+            " ORDER BY seq LIMIT $6",
+            region, after, last, since, until, FETCH_CHUNK_ROWS,
         )  # fmt: skip
         for row in rows:
             yield _event(row)
