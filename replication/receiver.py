@@ -9,11 +9,13 @@
    ``wrong_destination``, ``malformed``), logged as a warning and counted;
 2. the frame's source must be the region the TLS client certificate names (``peer_mismatch``):
    a region cannot relay or inject another region's frames, even validly signed ones;
-3. in one transaction: lock the source's ``applied_seq`` row; a seq at or below it is a replay
-   or a resend after a lost ack -- logged and skipped, never applied twice; a seq beyond
-   ``applied + 1`` is a gap -- the batch stops and the ack tells the sender where to resume;
-   otherwise ``apply.apply_frame`` and move ``applied_seq`` to the frame's seq, committed
-   together (exactly once).
+3. in one transaction for the whole batch (one commit, however many frames): lock the
+   source's ``applied_seq`` row; a seq at or below it is a replay or a resend after a lost ack
+   -- logged and skipped, never applied twice; a seq beyond ``applied + 1`` is a gap -- the
+   batch stops and the ack tells the sender where to resume; otherwise, inside a savepoint,
+   ``apply.apply_frame`` and move ``applied_seq`` to the frame's seq, so each change and its
+   sequence number commit together (exactly once). A frame that cannot be applied rolls back
+   its savepoint only: the frames before it commit, and the ack says where it stopped.
 
 The ack is the applied sequence of the peer after the batch, with the refusal code if the
 receiver stopped early. Heartbeat frames are verified and answered but apply nothing.
@@ -103,73 +105,92 @@ class Receiver:
         if peer_region is not None and peer_region not in keys:
             return await self._refuse(None, Refusal.UNKNOWN_REGION, f"connection from unknown region {peer_region!r}")
         source = peer_region
+        verified: list[frames.Frame] = []
+        refusal: tuple[str, str] | None = None
         for envelope in envelopes:
             try:
                 frame = frames.verify_envelope(envelope, keys, local_region=self.region)
             except frames.UnknownRegionError as exc:
-                return await self._refuse(source, Refusal.UNKNOWN_REGION, str(exc))
+                refusal = (Refusal.UNKNOWN_REGION, str(exc))
             except frames.BadSignatureError as exc:
-                return await self._refuse(source, Refusal.BAD_SIGNATURE, str(exc))
+                refusal = (Refusal.BAD_SIGNATURE, str(exc))
             except frames.WrongDestinationError as exc:
-                return await self._refuse(source, Refusal.WRONG_DESTINATION, str(exc))
+                refusal = (Refusal.WRONG_DESTINATION, str(exc))
             except frames.FrameError as exc:
-                return await self._refuse(source, Refusal.MALFORMED, str(exc))
-            if peer_region is not None and frame.source != peer_region:
-                return await self._refuse(
-                    peer_region, Refusal.PEER_MISMATCH, f"frame from {frame.source} on {peer_region}'s connection"
-                )
-            source = frame.source
-            if frame.kind is FrameKind.HEARTBEAT:
-                continue
-            try:
-                stop = await self._apply_one(frame)
-            except ApplyError as exc:
-                log.error("replication.apply_failed", source=frame.source, seq=frame.seq, kind=frame.kind.name,
-                          error=str(exc)[:300])  # fmt: skip
-                FRAMES_APPLIED.labels(frame.source, "failed").inc()
-                return Ack(self.region, await self._applied(source), Refusal.APPLY_FAILED, str(exc)[:300])
-            if stop is not None:
-                return stop
+                refusal = (Refusal.MALFORMED, str(exc))
+            else:
+                if source is not None and frame.source != source:
+                    refusal = (Refusal.PEER_MISMATCH, f"frame from {frame.source} on {source}'s connection")
+                else:
+                    source = frame.source
+                    verified.append(frame)
+                    continue
+            break  # the frames verified so far are applied; the rest of the batch is not looked at
+        work = [f for f in verified if f.kind is not FrameKind.HEARTBEAT]
+        if work and source is not None:
+            stopped = await self._apply_batch(source, work)
+            if stopped is not None:
+                return stopped
+        if refusal is not None:
+            return await self._refuse(source, *refusal)
         applied = await self._applied(source)
         if source is not None:
             APPLIED_SEQ.labels(source).set(applied)
         return Ack(self.region, applied)
 
-    async def _apply_one(self, frame: frames.Frame) -> Ack | None:
-        """Apply one verified frame exactly once; an ``Ack`` if the batch must stop (a gap)."""
+    async def _apply_batch(self, source: str, batch: list[frames.Frame]) -> Ack | None:
+        """Apply ``batch`` exactly once, in one transaction with a savepoint per frame.
+
+        Returns an ``Ack`` if the batch stopped early (a gap, or a frame that cannot be applied
+        now); the frames before that point are committed either way.
+        """
         now = self._clock.now()
+        ctx = ApplyContext(
+            region=self.region, iam_home_region=self.topology.iam_home_region, keyring=self._keyring,
+            encryption_key=self._encryption_key, outbox=self._outbox, now=now,
+        )  # fmt: skip
+        done: list[tuple[Outcome, str]] = []
+        replayed: list[frames.Frame] = []
+        stopped: Ack | None = None
         async with transaction(self._pool) as con:
-            applied = await repl_store.lock_inbound(con, frame.source)
-            if frame.seq <= applied:
-                replayed = True
-            elif frame.seq != applied + 1:
-                log.warning("replication.gap", source=frame.source, seq=frame.seq, expected=applied + 1)
-                FRAMES_REFUSED.labels(frame.source, Refusal.GAP).inc()
-                return Ack(self.region, applied, Refusal.GAP, f"expected seq {applied + 1}, got {frame.seq}")
-            else:
-                replayed = False
-                ctx = ApplyContext(
-                    region=self.region, iam_home_region=self.topology.iam_home_region, keyring=self._keyring,
-                    encryption_key=self._encryption_key, outbox=self._outbox, now=now,
-                )  # fmt: skip
+            applied = await repl_store.lock_inbound(con, source)
+            for frame in batch:
+                if frame.seq <= applied:
+                    replayed.append(frame)
+                    continue
+                if frame.seq != applied + 1:
+                    log.warning("replication.gap", source=source, seq=frame.seq, expected=applied + 1)
+                    FRAMES_REFUSED.labels(source, Refusal.GAP).inc()
+                    stopped = Ack(self.region, applied, Refusal.GAP, f"expected seq {applied + 1}, got {frame.seq}")
+                    break
                 try:
-                    result = await apply_frame(con, frame, ctx)
-                except ApplyError:
-                    raise
-                except Exception as exc:  # a database error: roll back, the sender retries
-                    log.exception("replication.apply_crashed", source=frame.source, seq=frame.seq)
-                    raise ApplyError(f"{type(exc).__name__} while applying seq {frame.seq}") from exc
-                await repl_store.advance_inbound(con, frame.source, frame.seq, now)
-                if result.outcome is Outcome.REFUSED:
-                    await repl_store.record_refusal(con, frame.source, result.reason, now)
-        if replayed:
-            log.warning("replication.frame_replayed", source=frame.source, seq=frame.seq, applied=applied)
-            FRAMES_REFUSED.labels(frame.source, "replayed").inc()
-            return None
-        FRAMES_APPLIED.labels(frame.source, result.outcome.value).inc()
-        if result.outcome is Outcome.REFUSED:
-            FRAMES_REFUSED.labels(frame.source, result.reason).inc()
-        return None
+                    async with con.transaction():  # a savepoint: a failure undoes this frame only
+                        result = await apply_frame(con, frame, ctx)
+                        await repl_store.advance_inbound(con, source, frame.seq, now)
+                        if result.outcome is Outcome.REFUSED:
+                            await repl_store.record_refusal(con, source, result.reason, now)
+                except Exception as exc:
+                    if isinstance(exc, ApplyError):
+                        detail = str(exc)[:300]
+                    else:  # a database error: log it whole
+                        log.exception("replication.apply_crashed", source=source, seq=frame.seq)
+                        detail = f"{type(exc).__name__} at seq {frame.seq}"
+                    log.error("replication.apply_failed", source=source, seq=frame.seq, kind=frame.kind.name,
+                              error=detail)  # fmt: skip
+                    FRAMES_APPLIED.labels(source, "failed").inc()
+                    stopped = Ack(self.region, applied, Refusal.APPLY_FAILED, detail)
+                    break
+                applied = frame.seq
+                done.append((result.outcome, result.reason))
+        for frame in replayed:
+            log.warning("replication.frame_replayed", source=source, seq=frame.seq, applied=applied)
+            FRAMES_REFUSED.labels(source, "replayed").inc()
+        for outcome, reason in done:
+            FRAMES_APPLIED.labels(source, outcome.value).inc()
+            if outcome is Outcome.REFUSED:
+                FRAMES_REFUSED.labels(source, reason).inc()
+        APPLIED_SEQ.labels(source).set(applied)
+        return stopped
 
 
 def _peer_region(request: web.Request) -> str | None:

@@ -245,7 +245,7 @@ class Sender:
         with contextlib.suppress(Exception):
             async with transaction(self._pool) as con:
                 cursor = await repl_store.cursor(con, self.dest)
-                await repl_store.record_send_error(con, self.dest, message, now)
+                await repl_store.record_send_error(con, self.dest, f"{reason}: {message}", now)
                 backlog = await outbox.backlog(con, self.dest, cursor.acked_seq)
             observe_backlog(self.dest, backlog, cursor.acked_seq, now)
 
