@@ -74,8 +74,8 @@ __all__ = [
     "MAX_VALID_TO",
     "PARAMETERS_VALID_FOR",
     "ImportMaterialRequest",
-    "ImportParameters",
     "ImportService",
+    "ParametersForImport",
     "parse_import_token",
 ]
 
@@ -90,7 +90,7 @@ EXISTING_KEY_MATERIAL = "EXISTING_KEY_MATERIAL"
 
 
 @dataclass(frozen=True, slots=True)
-class ImportParameters:
+class ParametersForImport:
     key: Key
     import_token: bytes
     public_key: bytes
@@ -176,7 +176,7 @@ class ImportService:
 
     async def get_parameters_for_import(
         self, who: Requester, value: str, algorithm: str, spec: str, now: dt.datetime
-    ) -> ImportParameters:
+    ) -> ParametersForImport:
         key = await self._external_key(who, value, "GetParametersForImport")
         require_state("GetParametersForImport", key)
         try:
@@ -206,7 +206,7 @@ class ImportService:
                 ),
             )
         log.info("key.import_parameters_issued", key_id=key.key_id, algorithm=wrapping_algorithm.value)
-        return ImportParameters(key, _import_token(token_id), pair.public_key_der, valid_to)
+        return ParametersForImport(key, _import_token(token_id), pair.public_key_der, valid_to)
 
     # --- ImportKeyMaterial --------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from regiond.errors import NotFoundException
 from regiond.store.pool import Conn
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "due_for_rotation",
     "get_schedule",
     "insert_material",
-    "lock_key",
     "mark_on_demand",
     "mark_rotated",
     "material",
@@ -98,12 +98,6 @@ def _material(row: Any) -> MaterialRecord:
         description=row["description"],
         created_at=row["created_at"],
     )
-
-
-async def lock_key(con: Conn, key_id: str) -> int | None:
-    """Lock the key row for this transaction; its ``current_version`` (``None``: no key or no material)."""
-    row = await con.fetchrow("SELECT current_version FROM keys WHERE key_id = $1 FOR UPDATE", key_id)
-    return None if row is None else row["current_version"]
 
 
 async def materials(
@@ -180,14 +174,19 @@ async def add_backing_version(
     inserts the material row and the wrapped bytes, then flips ``current_version``.
     ``seal`` is called with the chosen number because the root-key AAD binds it (crypto.wrap).
     ``checkpoint`` is the fault-injection seam tests use to fail between the steps.
+    With an explicit ``version`` already present (a replicated change applied twice) the stored
+    version is kept: versions are immutable. NotFoundException if the key does not exist.
     Returns the new version.
     """
-    await lock_key(con, key_id)
+    if not await con.fetchval("SELECT true FROM keys WHERE key_id = $1 FOR UPDATE", key_id):
+        raise NotFoundException(f"Key '{key_id}' does not exist")
     number = version if version is not None else await next_version(con, key_id)
     step = checkpoint or (lambda _name: None)
-    await insert_material(con, key_id, number, key_material_id, now, rotation_type=rotation_type)
+    if version is None or await material(con, key_id, number) is None:
+        await insert_material(con, key_id, number, key_material_id, now, rotation_type=rotation_type)
     await con.execute(
-        "INSERT INTO key_versions (key_id, version, material_wrapped, created_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO key_versions (key_id, version, material_wrapped, created_at) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (key_id, version) DO NOTHING",
         key_id, number, seal(number), now,
     )  # fmt: skip
     step("version_inserted")

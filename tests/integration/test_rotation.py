@@ -14,10 +14,13 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from regiond.app import ROTATION_SCHEDULER
+from regiond.app import POOL, ROTATION_SCHEDULER
+from regiond.crypto import import_wrap, wrap
 from regiond.domain import ciphertext
 from regiond.protocol.routes import SERVICES
 from regiond.service.rotation import ON_DEMAND_ROTATION_LIMIT, RotationService
+from regiond.store import rotation as rotation_store
+from regiond.store.pool import transaction
 from tests.support.cluster import Identity, Node, NodeFactory
 from tests.support.raw import signed_post
 
@@ -316,3 +319,27 @@ async def test_rotation_interrupted_between_its_steps_leaves_the_key_usable(node
     assert _version(await _encrypt(kms, key_id, b"x")) == expected_version
     rotation.checkpoint = lambda _name: None
     assert [r.version for r in await scheduler.run_once(due)] == [expected_version + 1]
+
+
+async def test_adding_a_replicated_version_twice_keeps_one_and_makes_it_current(nodes: NodeFactory) -> None:
+    """``store.rotation.add_backing_version`` with the primary's version number, as replication
+    applies a multi-Region key's new material: a repeated apply is a no-op."""
+    node = await nodes.start()
+    kms = node.client(await nodes.identity(node))
+    key_id = (await _call(kms.create_key))["KeyMetadata"]["KeyId"]
+    old = await _encrypt(kms, key_id, b"before")
+    material = wrap.new_backing_key()
+    for _ in range(2):
+        async with transaction(node.app[POOL]) as con:
+            version = await rotation_store.add_backing_version(
+                con, key_id, seal=lambda n: wrap.wrap(node.keyring, key_id, n, material),
+                key_material_id=import_wrap.key_material_id(key_id, material), now=node.clock.now(),
+                rotation_type=rotation_store.RotationType.AUTOMATIC, version=5,
+            )  # fmt: skip
+        assert version == 5
+    blob = await _encrypt(kms, key_id, b"after")
+    assert _version(blob) == 5
+    for b, text in ((old, b"before"), (blob, b"after")):
+        await _decrypts(kms, b, text)
+    rotations = (await _call(kms.list_key_rotations, KeyId=key_id))["Rotations"]
+    assert [r["KeyMaterialId"] for r in rotations] == [import_wrap.key_material_id(key_id, material)]
