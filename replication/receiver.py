@@ -12,10 +12,10 @@
 3. in one transaction for the whole batch (one commit, however many frames): lock the
    source's ``applied_seq`` row; a seq at or below it is a replay or a resend after a lost ack
    -- logged and skipped, never applied twice; a seq beyond ``applied + 1`` is a gap -- the
-   batch stops and the ack tells the sender where to resume; otherwise, inside a savepoint,
-   ``apply.apply_frame`` and move ``applied_seq`` to the frame's seq, so each change and its
-   sequence number commit together (exactly once). A frame that cannot be applied rolls back
-   its savepoint only: the frames before it commit, and the ack says where it stopped.
+   batch stops and the ack tells the sender where to resume; otherwise ``apply.apply_frame``.
+   ``applied_seq`` moves in the same transaction, so the changes and the sequence numbers
+   commit together (exactly once). A frame that cannot be applied makes the batch go again
+   with a savepoint per frame: the frames before it commit, and the ack says where it stopped.
 
 The ack is the applied sequence of the peer after the batch, with the refusal code if the
 receiver stopped early. Heartbeat frames are verified and answered but apply nothing.
@@ -23,6 +23,7 @@ receiver stopped early. Heartbeat frames are verified and answered but apply not
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import structlog
@@ -34,9 +35,9 @@ from regiond.crypto.keyring import RootKeyring
 from regiond.crypto.pki import PeerIdentityError, peer_region_from_cert
 from regiond.store import replication as repl_store
 from regiond.store.outbox import Outbox
-from regiond.store.pool import Pool, connection, transaction
+from regiond.store.pool import Conn, Pool, connection, transaction
 from replication import frames
-from replication.apply import ApplyContext, ApplyError, Outcome, apply_frame
+from replication.apply import ApplyContext, ApplyError, Outcome, Result, apply_frame
 from replication.channel import (
     FRAMES_PATH,
     MAX_BATCH_BYTES,
@@ -64,6 +65,10 @@ REFUSAL_STATUS = {
     Refusal.APPLY_FAILED: 503,
     Refusal.NOT_CONFIGURED: 503,
 }
+
+
+class _FrameFailed(Exception):
+    """A frame failed on the fast path: the batch is retried frame by frame."""
 
 
 class Receiver:
@@ -139,11 +144,20 @@ class Receiver:
         return Ack(self.region, applied)
 
     async def _apply_batch(self, source: str, batch: list[frames.Frame]) -> Ack | None:
-        """Apply ``batch`` exactly once, in one transaction with a savepoint per frame.
+        """Apply ``batch`` exactly once, in one transaction.
 
-        Returns an ``Ack`` if the batch stopped early (a gap, or a frame that cannot be applied
-        now); the frames before that point are committed either way.
+        The fast path applies every frame without savepoints and moves ``applied_seq`` once at
+        the end. If any frame fails, that transaction rolls back whole and the batch is applied
+        again carefully, with a savepoint per frame, so the frames before the failing one still
+        commit. Returns an ``Ack`` if the batch stopped early (a gap, or a frame that cannot be
+        applied now).
         """
+        try:
+            return await self._apply(source, batch, careful=False)
+        except _FrameFailed:
+            return await self._apply(source, batch, careful=True)
+
+    async def _apply(self, source: str, batch: list[frames.Frame], *, careful: bool) -> Ack | None:
         now = self._clock.now()
         ctx = ApplyContext(
             region=self.region, iam_home_region=self.topology.iam_home_region, keyring=self._keyring,
@@ -153,7 +167,7 @@ class Receiver:
         replayed: list[frames.Frame] = []
         stopped: Ack | None = None
         async with transaction(self._pool) as con:
-            applied = await repl_store.lock_inbound(con, source)
+            first = applied = await repl_store.lock_inbound(con, source)
             for frame in batch:
                 if frame.seq <= applied:
                     replayed.append(frame)
@@ -164,12 +178,14 @@ class Receiver:
                     stopped = Ack(self.region, applied, Refusal.GAP, f"expected seq {applied + 1}, got {frame.seq}")
                     break
                 try:
-                    async with con.transaction():  # a savepoint: a failure undoes this frame only
-                        result = await apply_frame(con, frame, ctx)
-                        await repl_store.advance_inbound(con, source, frame.seq, now)
-                        if result.outcome is Outcome.REFUSED:
-                            await repl_store.record_refusal(con, source, result.reason, now)
+                    if careful:
+                        async with con.transaction():  # a savepoint: a failure undoes this frame only
+                            result = await self._apply_one(con, source, frame, ctx, now)
+                    else:
+                        result = await self._apply_one(con, source, frame, ctx, now)
                 except Exception as exc:
+                    if not careful:
+                        raise _FrameFailed from exc  # roll the whole batch back, then go carefully
                     if isinstance(exc, ApplyError):
                         detail = str(exc)[:300]
                     else:  # a database error: log it whole
@@ -182,6 +198,8 @@ class Receiver:
                     break
                 applied = frame.seq
                 done.append((result.outcome, result.reason))
+            if applied > first:
+                await repl_store.advance_inbound(con, source, first, applied, now)
         for frame in replayed:
             log.warning("replication.frame_replayed", source=source, seq=frame.seq, applied=applied)
             FRAMES_REFUSED.labels(source, "replayed").inc()
@@ -191,6 +209,15 @@ class Receiver:
                 FRAMES_REFUSED.labels(source, reason).inc()
         APPLIED_SEQ.labels(source).set(applied)
         return stopped
+
+    @staticmethod
+    async def _apply_one(
+        con: Conn, source: str, frame: frames.Frame, ctx: ApplyContext, now: dt.datetime
+    ) -> Result:
+        result = await apply_frame(con, frame, ctx)
+        if result.outcome is Outcome.REFUSED:
+            await repl_store.record_refusal(con, source, result.reason, now)
+        return result
 
 
 def _peer_region(request: web.Request) -> str | None:

@@ -125,11 +125,14 @@ async def lock_inbound(con: Conn, source: str) -> int:
     return int(await con.fetchval("SELECT applied_seq FROM replication_inbound WHERE source = $1 FOR UPDATE", source))
 
 
-async def advance_inbound(con: Conn, source: str, seq: int, now: dt.datetime) -> None:
-    await con.execute(
-        "UPDATE replication_inbound SET applied_seq = $2, applied_at = $3 WHERE source = $1 AND applied_seq = $2 - 1",
-        source, seq, now,
+async def advance_inbound(con: Conn, source: str, from_seq: int, to_seq: int, now: dt.datetime) -> None:
+    """Move ``source``'s applied seq from ``from_seq`` to ``to_seq`` (the row is locked by ``lock_inbound``)."""
+    done: str = await con.execute(
+        "UPDATE replication_inbound SET applied_seq = $3, applied_at = $4 WHERE source = $1 AND applied_seq = $2",
+        source, from_seq, to_seq, now,
     )  # fmt: skip
+    if not done.endswith(" 1"):
+        raise RuntimeError(f"applied seq of {source} moved under a held lock")
 
 
 async def inbound(con: Conn, source: str) -> int:

@@ -164,3 +164,35 @@ async def test_forged_replayed_unknown_and_stale_frames_are_refused_and_logged(n
 
         await wait_until(arrived, what="a real change after the attack")
         await wait_until(cluster.drained, what="every outbox to drain")
+
+
+async def test_a_frame_that_cannot_be_applied_stops_the_batch_after_the_frames_before_it(nodes: NodeFactory) -> None:
+    async with replicated_cluster(nodes, regions=(US, EU)) as cluster:
+        admin = await cluster.admin()
+        attacker = Attacker(cluster)
+        document = json.dumps({"Version": "2012-10-17",
+                               "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]})  # fmt: skip
+
+        def policy(seq: int, name: str) -> bytes:
+            return attacker.envelope(FrameKind.IAM_CHANGE, seq, {
+                "op": "policy", "principal_arn": admin.arn, "policy_name": name, "document": document})
+
+        async def names() -> set[str]:
+            rows = await cluster.fetch(EU, "SELECT policy_name FROM identity_policies WHERE principal_arn = $1",
+                                       admin.arn)  # fmt: skip
+            return {r["policy_name"] for r in rows}
+
+        first, second, third = [await attacker.next_seq() for _ in range(3)]
+        unreadable = attacker.envelope(FrameKind.IAM_CHANGE, second, {
+            "op": "access_key", "access_key_id": "AKIAUNREADABLE000000", "principal_arn": admin.arn,
+            "status": "Active", "sealed_secret": b"\x01" + b"\x00" * 1200})  # sealed to nobody
+        with structlog.testing.capture_logs() as logs:
+            ack = await attacker.send(policy(first, "one"), unreadable, policy(third, "three"))
+        assert ack.error == Refusal.APPLY_FAILED and ack.applied == first
+        assert "did not open" in ack.detail
+        assert {"one"} <= await names() and "three" not in await names()
+        assert any(e["event"] == "replication.apply_failed" for e in logs)
+        # the sender retries from where the peer stands: a readable frame then goes through
+        ack = await attacker.send(policy(second, "two"), policy(third, "three"))
+        assert ack.ok and ack.applied == third and {"one", "two", "three"} <= await names()
+        await attacker.transport.close()
