@@ -320,14 +320,17 @@ class Authorizer:
         request_values: RequestValues | None = None,
         grant_tokens: Sequence[str] = (),
         new_grant: NewGrant | None = None,
-    ) -> Decision:
-        """Return the decision if ``principal`` may perform ``action`` on ``key``; else raise
-        ``AccessDeniedException``. A malformed grant token is ``InvalidGrantTokenException``."""
+    ) -> Decision | None:
+        """Return if ``principal`` may perform ``action`` on ``key``; else raise ``AccessDeniedException``.
+
+        The returned decision says why (``None`` for an operation without a key, which IAM alone
+        decides). A malformed grant token is ``InvalidGrantTokenException``.
+        """
         token_grant_ids = [parse_grant_token(t) for t in grant_tokens]
         identity = await self._iam.identity_policies(principal)
         if key is None:
             self._authorize_without_key(principal, action, identity, encryption_context, request_values)
-            return Decision(True, DecisionReason.ALLOWED_BY_KEY_POLICY_AND_IAM)
+            return None
         key_policy = await self._policies.key_policy(key)
         grants = await self.grants.grants(key.key_id)
         context = encryption_context or {}
