@@ -36,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from regiond.crypto import hpke, wrap
+from regiond.crypto import hpke, import_wrap, wrap
 from regiond.crypto.keyring import RootKeyring
 from regiond.domain.ids import KeyIdKind, is_valid_key_id, key_arn, key_id_kind
 from regiond.domain.key import (
@@ -53,8 +53,9 @@ from regiond.domain.key import (
 )
 from regiond.store import keys as key_store
 from regiond.store import replication as repl_store
+from regiond.store import rotation as rotation_store
 from regiond.store import tags as tag_store
-from regiond.store.outbox import Outbox, OutboxKind
+from regiond.store.outbox import Outbox, OutboxKind, from_us, shared_snapshot
 from regiond.store.pool import Conn
 from replication.frames import Frame, FrameKind
 
@@ -151,15 +152,15 @@ async def apply_frame(con: Conn, frame: Frame, ctx: ApplyContext) -> Result:
 # --- key material -----------------------------------------------------------------------------
 
 
-def _open_versions(frame: Frame, key_id: str, ctx: ApplyContext) -> list[tuple[int, bytes, dt.datetime]]:
-    """(version, material wrapped under *our* root key, created_at) for every sealed version."""
+def _open_versions(frame: Frame, key_id: str, ctx: ApplyContext) -> list[tuple[int, bytes, dt.datetime, str]]:
+    """(version, material wrapped under *our* root key, created_at, KeyMaterialId) per sealed version."""
     out = []
     for item in frame.body.get("material") or []:
         if not isinstance(item, dict):
             raise ApplyError("malformed material entry")
         version = _field(item, "version", int)
         sealed = _field(item, "sealed", bytes)
-        created_ms = _field(item, "created_at_ms", int)
+        created_us = _field(item, "created_at_us", int)
         try:
             raw = hpke.open_from_region(
                 ctx.encryption_key, sealed, key_id=key_id, version=version,
@@ -172,15 +173,48 @@ def _open_versions(frame: Frame, key_id: str, ctx: ApplyContext) -> list[tuple[i
         except ValueError:
             raise ApplyError(f"material of {key_id} v{version} has the wrong length") from None
         wrapped = wrap.wrap(ctx.keyring, key_id, version, material)
-        out.append((version, wrapped, dt.datetime.fromtimestamp(created_ms / 1000, dt.UTC)))
+        material_id = import_wrap.key_material_id(key_id, material)  # the same id in every region
+        out.append((version, wrapped, from_us(created_us), material_id))
     return out
 
 
 async def _install_versions(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> int:
+    """Add the frame's backing versions this region lacks, each with its material row first (as
+    rotation does), so ListKeyRotations shows the same history in every region."""
+    meta = {m.get("version"): m for m in frame.body.get("materials") or [] if isinstance(m, dict)}
+    held = {v.version for v in await key_store.versions(con, key_id)}
     added = 0
-    for version, wrapped, created in _open_versions(frame, key_id, ctx):
+    for version, wrapped, created, material_id in _open_versions(frame, key_id, ctx):
+        if version in held:
+            continue  # versions are immutable: the one held is the same material
+        info = meta.get(version) or {}
+        rotation_type, rotation_us = info.get("rotation_type"), info.get("rotation_date_us")
+        if rotation_type not in (None, "AUTOMATIC", "ON_DEMAND") or (rotation_type is None) != (rotation_us is None):
+            raise ApplyError(f"{key_id} v{version}: malformed rotation record")
+        rotated = from_us(rotation_us) if isinstance(rotation_us, int) else None
+        await repl_store.insert_replicated_material(con, key_id, version, material_id, rotation_type, rotated, created)
         added += await repl_store.insert_version_if_absent(con, key_id, version, wrapped, created)
     return added
+
+
+async def _apply_rotation(con: Conn, key_id: str, body: Mapping[str, Any], now: dt.datetime) -> None:
+    """Take the primary's automatic-rotation schedule (absent from a frame: leave ours alone)."""
+    if "rotation" not in body:
+        return
+    raw = body["rotation"]
+    if raw is None:
+        schedule = rotation_store.RotationSchedule()
+    else:
+        if not isinstance(raw, dict):
+            raise ApplyError("rotation must be a map")
+        anchor, due = raw.get("anchor_date_us"), raw.get("next_rotation_date_us")
+        schedule = rotation_store.RotationSchedule(
+            enabled=bool(_field(raw, "enabled", bool)),
+            period_days=_field(raw, "period_days", int),
+            anchor_date=from_us(anchor) if isinstance(anchor, int) else None,
+            next_rotation_date=from_us(due) if isinstance(due, int) else None,
+        )
+    await rotation_store.put_schedule(con, key_id, schedule, now)
 
 
 def _members(body: Mapping[str, Any]) -> tuple[str, list[str]]:
@@ -215,7 +249,7 @@ async def _key_created(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) 
     replica = _field(body, "replica", dict)
     try:
         origin = Origin(_field(body, "origin", str))
-        creation = dt.datetime.fromtimestamp(_field(body, "creation_date_ms", int) / 1000, dt.UTC)
+        creation = from_us(_field(body, "creation_date_us", int))
         config = MultiRegionConfiguration(
             key_type=MultiRegionKeyType.REPLICA,
             primary_key=MultiRegionKey(key_arn(primary, account, key_id), primary),
@@ -248,6 +282,7 @@ async def _key_created(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) 
         if current is not None and not any(v.version == current for v in await key_store.versions(con, key_id)):
             raise ApplyError(f"{key_id}: the current version's material is missing from the frame")
     await tag_store.upsert(con, key_id, [(k, v) for k, v in tags])
+    await _apply_rotation(con, key_id, body, ctx.now)
     await repl_store.set_epoch(con, key_id, frame.epoch or 1)
     ready = apply(key, KeyEvent.REPLICA_CREATED)
     await key_store.update_state(con, ready, ctx.now)
@@ -275,7 +310,8 @@ async def _admitted(con: Conn, frame: Frame, key_id: str) -> tuple[key_store.Key
 async def _apply_shared(
     con: Conn, frame: Frame, key_id: str, record: key_store.KeyRecord, ctx: ApplyContext
 ) -> None:
-    """Install the frame's backing versions and current version (admitted frames only)."""
+    """Install the frame's backing versions, current version and rotation schedule (admitted frames)."""
+    await _apply_rotation(con, key_id, frame.body, ctx.now)
     if record.key.origin is not Origin.AWS_KMS:
         return  # imported material never crosses regions
     await _install_versions(con, frame, key_id, ctx)
@@ -334,11 +370,11 @@ async def _primary_moved(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext
             key = apply(apply(key, KeyEvent.PRIMARY_UPDATE_START), KeyEvent.PRIMARY_UPDATE_END)
         # Take over: send every member the complete shared state at the new epoch. This also
         # ends the old primary's Updating state, and replaces anything it queued before the move.
-        versions = [v.version for v in await key_store.versions(con, key_id)] if key.origin is Origin.AWS_KMS else []
+        shared = await shared_snapshot(con, key_id, versions=None if key.origin is Origin.AWS_KMS else [])
         await ctx.outbox.append_key(
             con, OutboxKind.KEY_UPDATED, key_id=key_id, epoch=frame.epoch, dests=replicas,
             body={"primary_region": primary, "replica_regions": replicas,
-                  "current_version": record.current_version, "versions": versions},
+                  "current_version": record.current_version, **shared},
         )  # fmt: skip
         log.info("replication.became_primary", key_id=key_id, epoch=frame.epoch, previous=frame.source)
     return APPLIED

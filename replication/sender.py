@@ -42,7 +42,7 @@ from regiond.crypto.sign import RegionIdentityKey
 from regiond.store import keys as key_store
 from regiond.store import outbox
 from regiond.store import replication as repl_store
-from regiond.store.outbox import OutboxEntry, OutboxKind
+from regiond.store.outbox import OutboxEntry, OutboxKind, to_us
 from regiond.store.pool import Conn, Pool, connection, transaction
 from replication import frames
 from replication.apply import ACCESS_KEY_SECRET_VERSION, access_key_aad
@@ -149,7 +149,7 @@ class FrameBuilder:
                 peer.encryption_public_key, material.material(), key_id=key_id, version=stored.version,
                 source_region=self._region, dest_region=peer.region,
             )  # fmt: skip
-            out.append({"version": stored.version, "sealed": sealed, "created_at_ms": _ms(stored.created_at)})
+            out.append({"version": stored.version, "sealed": sealed, "created_at_us": to_us(stored.created_at)})
         return out
 
     async def _sealed_secret(self, con: Conn, access_key_id: str, peer: Peer) -> bytes | None:

@@ -52,7 +52,7 @@ from regiond.service.authz import Requester
 from regiond.service.keys import LOCKOUT_MESSAGE, KeyService, validate_tags
 from regiond.store import keys as key_store
 from regiond.store import replication as repl_store
-from regiond.store.outbox import Outbox, OutboxKind
+from regiond.store.outbox import Outbox, OutboxKind, shared_snapshot, to_us
 from regiond.store.pool import Pool, transaction
 
 log = structlog.get_logger(__name__)
@@ -146,16 +146,15 @@ class MultiRegionService:
             replicas = sorted([*existing, replica_region])
             await repl_store.set_mr_config(con, key.key_id, self.region, replicas, now)
             epoch = await repl_store.epoch(con, key.key_id)
-            versions = (
-                [v.version for v in await key_store.versions(con, key.key_id)] if key.origin is Origin.AWS_KMS else []
-            )
+            # every backing version (imported material never crosses regions) and the rotation schedule
+            shared = await shared_snapshot(con, key.key_id, versions=None if key.origin is Origin.AWS_KMS else [])
             await self._outbox.append_key(
                 con, OutboxKind.KEY_CREATED, key_id=key.key_id, epoch=epoch, dests=[replica_region],
                 body={
                     "account": key.account, "primary_region": self.region, "replica_regions": replicas,
                     "key_spec": key.key_spec.value, "key_usage": key.key_usage.value, "origin": key.origin.value,
-                    "creation_date_ms": int(key.creation_date.timestamp() * 1000),
-                    "current_version": record.current_version, "versions": versions,
+                    "creation_date_us": to_us(key.creation_date),
+                    "current_version": record.current_version, **shared,
                     "replica": {"description": description, "policy": policy,
                                 "tags": [[k, v] for k, v in valid_tags]},
                 },

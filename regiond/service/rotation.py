@@ -97,9 +97,12 @@ class KeyMaterialState(enum.StrEnum):
 
 
 class MaterialListener(Protocol):
-    """Told, inside the rotation's transaction, that a multi-Region key has a new current version."""
+    """Told, inside the rotation's transaction, that a multi-Region key has a new current version
+    or new automatic-rotation settings (replication's outbox: both are shared properties)."""
 
     async def key_material_added(self, con: Conn, key_id: str, version: int) -> object: ...
+
+    async def key_rotation_changed(self, con: Conn, key_id: str) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,14 +167,15 @@ class RotationService:
         return entry
 
     @staticmethod
-    def _require_rotatable(key: Key) -> None:
-        """Symmetric encryption keys only; multi-Region replicas rotate from their primary."""
+    def _require_rotatable(key: Key, *, read_only: bool = False) -> None:
+        """Symmetric encryption keys only; multi-Region replicas rotate from their primary (their
+        status and history, shared properties replicated from it, can still be read)."""
         if key.key_spec is not KeySpec.SYMMETRIC_DEFAULT or key.key_usage is not KeyUsage.ENCRYPT_DECRYPT:
             raise UnsupportedOperationException(
                 f"{key.arn} key spec {key.key_spec} does not support rotation: only symmetric encryption keys rotate."
             )
         config = key.multi_region_configuration
-        if config is not None and config.key_type is MultiRegionKeyType.REPLICA:
+        if not read_only and config is not None and config.key_type is MultiRegionKeyType.REPLICA:
             raise UnsupportedOperationException(
                 f"{key.arn} is a multi-Region replica key: rotate its primary key in {config.primary_key.region}."
             )
@@ -216,6 +220,8 @@ class RotationService:
                 next_rotation_date=anchor + dt.timedelta(days=period),
             )  # fmt: skip
             await rotation_store.put_schedule(con, key.key_id, schedule, now)
+            if key.multi_region and self._listener is not None:
+                await self._listener.key_rotation_changed(con, key.key_id)
         log.info("key.rotation_enabled", key_id=key.key_id, period_days=period)
         return record.key
 
@@ -234,6 +240,8 @@ class RotationService:
             current = await rotation_store.get_schedule(con, key.key_id, for_update=True)
             schedule = dataclasses.replace(current, enabled=False, anchor_date=None, next_rotation_date=None)
             await rotation_store.put_schedule(con, key.key_id, schedule, now)
+            if key.multi_region and self._listener is not None:
+                await self._listener.key_rotation_changed(con, key.key_id)
         log.info("key.rotation_disabled", key_id=key.key_id)
         return record.key
 
@@ -242,7 +250,7 @@ class RotationService:
         back when the deletion is cancelled; Disabled keys keep their status."""
         entry = await self._resolve(who, value, "kms:GetKeyRotationStatus", cross_account=True)
         key = entry.key
-        self._require_rotatable(key)
+        self._require_rotatable(key, read_only=True)
         async with connection(self._pool) as con:
             schedule = await rotation_store.get_schedule(con, key.key_id)
         enabled = schedule.enabled and key.key_state not in (
@@ -340,8 +348,6 @@ class RotationService:
                 con, key.key_id, seal=seal, key_material_id=import_wrap.key_material_id(key.key_id, material),
                 now=now, rotation_type=rotation_type, checkpoint=self.checkpoint,
             )  # fmt: skip
-        if key.multi_region and self._listener is not None:
-            await self._listener.key_material_added(con, key.key_id, version)
         schedule = await rotation_store.get_schedule(con, key.key_id, for_update=True)
         if rotation_type is RotationType.AUTOMATIC and schedule.enabled:
             schedule = dataclasses.replace(
@@ -350,6 +356,8 @@ class RotationService:
         if rotation_type is RotationType.ON_DEMAND:
             schedule = dataclasses.replace(schedule, on_demand_started_at=None)
         await rotation_store.put_schedule(con, key.key_id, schedule, now)
+        if key.multi_region and self._listener is not None:  # after the schedule moved: both travel
+            await self._listener.key_material_added(con, key.key_id, version)
         log.info("key.rotated", key_id=key.key_id, version=version, rotation_type=rotation_type.value)
         return version
 
@@ -379,7 +387,7 @@ class RotationService:
         and imported material pending rotation. Oldest first; the marker is a version number."""
         entry = await self._resolve(who, value, "kms:ListKeyRotations")
         key = entry.key
-        self._require_rotatable(key)
+        self._require_rotatable(key, read_only=True)
         if key.origin not in (Origin.AWS_KMS, Origin.EXTERNAL):
             raise UnsupportedOperationException(f"{key.arn} origin is {key.origin}: rotation is not supported.")
         after = 0

@@ -38,9 +38,12 @@ __all__ = [
     "append",
     "backlog",
     "delete_acked",
+    "from_us",
     "key_members",
     "last_seq",
     "read_batch",
+    "shared_snapshot",
+    "to_us",
 ]
 
 MAX_BODY_DEPTH = 12
@@ -243,7 +246,20 @@ class Outbox:
             raise RuntimeError(f"{key_id}: only the primary region ({members.primary}) adds key material")
         return await self.append_key(
             con, OutboxKind.KEY_MATERIAL, key_id=key_id, epoch=members.epoch, dests=members.replicas,
-            body={"version": version, "current_version": members.current_version, "versions": [version]},
+            body={"version": version, "current_version": members.current_version,
+                  **await shared_snapshot(con, key_id, versions=[version])},
+        )  # fmt: skip
+
+    async def key_rotation_changed(self, con: Conn, key_id: str) -> dict[str, int]:
+        """The primary's automatic-rotation settings changed (Enable/DisableKeyRotation): the
+        replicas take the same schedule (a shared property). Call it in that transaction."""
+        members = await key_members(con, key_id)
+        if members is None or members.primary != self.region:
+            return {}
+        return await self.append_key(
+            con, OutboxKind.KEY_UPDATED, key_id=key_id, epoch=members.epoch, dests=members.replicas,
+            body={"primary_region": members.primary, "replica_regions": list(members.replicas),
+                  **await shared_snapshot(con, key_id, versions=[])},
         )  # fmt: skip
 
     async def key_destroyed(self, con: Conn, key_id: str) -> dict[str, int]:
@@ -260,6 +276,54 @@ class Outbox:
             con, OutboxKind.KEY_DELETED, key_id=key_id, epoch=members.epoch, dests=others,
             body={"region": self.region},
         )  # fmt: skip
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def to_us(value: dt.datetime) -> int:
+    """Microseconds since the Unix epoch: instants travel as exact integers (frames refuse floats)."""
+    return (value - EPOCH) // MICROSECOND
+
+
+def from_us(value: int) -> dt.datetime:
+    return EPOCH + value * MICROSECOND
+
+
+def _us(value: dt.datetime | None) -> int | None:
+    return to_us(value) if value is not None else None
+
+
+async def shared_snapshot(con: Conn, key_id: str, *, versions: Sequence[int] | None = None) -> dict[str, Any]:
+    """The shared properties of a multi-region key that travel in key entries, as JSON.
+
+    ``versions``: the backing versions whose material the sender must seal into the frame
+    (``None``: all of them), with what ListKeyRotations shows of each (rotation type and date);
+    ``rotation``: the automatic-rotation schedule, which follows the primary.
+    """
+    rows = await con.fetch(
+        "SELECT v.version, m.rotation_type, m.rotation_date FROM key_versions v"
+        " LEFT JOIN key_materials m ON m.key_id = v.key_id AND m.version = v.version"
+        " WHERE v.key_id = $1 AND ($2::int[] IS NULL OR v.version = ANY($2::int[])) ORDER BY v.version",
+        key_id, None if versions is None else list(versions),
+    )  # fmt: skip
+    schedule = await con.fetchrow(
+        "SELECT enabled, period_days, anchor_date, next_rotation_date FROM key_rotation WHERE key_id = $1", key_id
+    )
+    return {
+        "versions": [r["version"] for r in rows],
+        "materials": [
+            {"version": r["version"], "rotation_type": r["rotation_type"], "rotation_date_us": _us(r["rotation_date"])}
+            for r in rows
+        ],
+        "rotation": None if schedule is None else {
+            "enabled": schedule["enabled"],
+            "period_days": schedule["period_days"],
+            "anchor_date_us": _us(schedule["anchor_date"]),
+            "next_rotation_date_us": _us(schedule["next_rotation_date"]),
+        },
+    }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ __all__ = [
     "epoch",
     "inbound",
     "inbounds",
+    "insert_replicated_material",
     "insert_version_if_absent",
     "lock_inbound",
     "record_ack",
@@ -189,6 +190,19 @@ async def insert_version_if_absent(
         key_id, version, wrapped, created_at,
     )  # fmt: skip
     return done.endswith(" 1")
+
+
+async def insert_replicated_material(
+    con: Conn, key_id: str, version: int, key_material_id: str, rotation_type: str | None,
+    rotation_date: dt.datetime | None, created_at: dt.datetime,
+) -> None:  # fmt: skip
+    """The ``key_materials`` row of a replicated version, as the primary recorded it (before the
+    wrapped bytes, so migration 0006's trigger does not invent a KeyMaterialId)."""
+    await con.execute(
+        "INSERT INTO key_materials (key_id, version, key_material_id, rotation_type, rotation_date, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        key_id, version, key_material_id, rotation_type, rotation_date, created_at,
+    )  # fmt: skip
 
 
 async def set_current_version(con: Conn, key_id: str, version: int | None, now: dt.datetime) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from regiond.app import SWEEPER
+from regiond.app import ROTATION_SCHEDULER, SWEEPER
 from tests.support.cluster import ACCOUNT_ID, NodeFactory
 from tests.support.regions import REGIONS, Cluster, replicated_cluster, wait_until
 
@@ -226,3 +226,54 @@ async def test_primary_waits_for_its_replicas_to_be_deleted(nodes: NodeFactory) 
         assert gone["MultiRegionConfiguration"]["ReplicaKeys"] == []
         assert "DeletionDate" in gone, gone
         assert "PendingDeletionWindowInDays" not in gone, gone
+
+
+async def test_rotation_on_the_primary_reaches_the_replicas_and_every_era_decrypts_everywhere(
+    nodes: NodeFactory,
+) -> None:
+    async with replicated_cluster(nodes) as cluster:
+        admin = await cluster.admin()
+        kms = {r: cluster.nodes[r].client(admin) for r in cluster.regions}
+        key_id = (await call(kms[US].create_key, MultiRegion=True))["KeyMetadata"]["KeyId"]
+        await replicate_everywhere(cluster, kms, key_id, US)
+        blobs = [(await call(kms[US].encrypt, KeyId=key_id, Plaintext=b"era 1"))["CiphertextBlob"]]
+
+        async def current_everywhere(version: int) -> bool:
+            query = "SELECT current_version FROM keys WHERE key_id = $1"
+            return all([await cluster.fetchval(r, query, key_id) == version for r in cluster.regions])
+
+        # on-demand rotation, then an automatic one when the primary's clock passes the schedule
+        await call(kms[US].enable_key_rotation, KeyId=key_id, RotationPeriodInDays=90)
+        await call(kms[US].rotate_key_on_demand, KeyId=key_id)
+        await wait_until(lambda: current_everywhere(2), what="version 2 current everywhere")
+        blobs.append((await call(kms[EU].encrypt, KeyId=key_id, Plaintext=b"era 2"))["CiphertextBlob"])
+        primary = cluster.nodes[US]
+        await primary.app[ROTATION_SCHEDULER].run_once(primary.clock.now() + dt.timedelta(days=91))
+        await wait_until(lambda: current_everywhere(3), what="version 3 current everywhere")
+        blobs.append((await call(kms[AP].encrypt, KeyId=key_id, Plaintext=b"era 3"))["CiphertextBlob"])
+        await wait_until(cluster.drained, what="every outbox to drain")
+
+        for region in cluster.regions:
+            for n, blob in enumerate(blobs, start=1):
+                assert (await call(kms[region].decrypt, CiphertextBlob=blob))["Plaintext"] == f"era {n}".encode()
+        # the schedule and the rotation history are shared properties: the same in every region
+        status = {r: await call(kms[r].get_key_rotation_status, KeyId=key_id) for r in cluster.regions}
+        rotations = {r: (await call(kms[r].list_key_rotations, KeyId=key_id))["Rotations"] for r in cluster.regions}
+        for region in (EU, AP):
+            assert status[region]["KeyRotationEnabled"] is True and status[region]["RotationPeriodInDays"] == 90
+            assert status[region]["NextRotationDate"] == status[US]["NextRotationDate"]
+            assert rotations[region] == rotations[US]
+        assert [r["RotationType"] for r in rotations[US]] == ["ON_DEMAND", "AUTOMATIC"]
+        # replicas rotate only through their primary
+        for region in (EU, AP):
+            assert await error_code(kms[region].rotate_key_on_demand, KeyId=key_id) == "UnsupportedOperationException"
+            assert await error_code(kms[region].enable_key_rotation, KeyId=key_id) == "UnsupportedOperationException"
+        await call(kms[US].disable_key_rotation, KeyId=key_id)
+
+        async def disabled_everywhere() -> bool:
+            for region in cluster.regions:
+                if (await call(kms[region].get_key_rotation_status, KeyId=key_id))["KeyRotationEnabled"]:
+                    return False
+            return True
+
+        await wait_until(disabled_everywhere, what="rotation disabled everywhere")
