@@ -161,7 +161,8 @@ class MultiRegionService:
             )  # fmt: skip
             await self._outbox.append_key(
                 con, OutboxKind.KEY_UPDATED, key_id=key.key_id, epoch=epoch, dests=existing,
-                body={"primary_region": self.region, "replica_regions": replicas},
+                body={"primary_region": self.region, "replica_regions": replicas,
+                      "current_version": record.current_version, **shared},
             )  # fmt: skip
         self._keys.cache.invalidate(key.key_id)
         log.info("key.replicated", key_id=key.key_id, replica_region=replica_region)

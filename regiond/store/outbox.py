@@ -235,7 +235,9 @@ class Outbox:
         """A new backing version of a multi-region key became current here (rotation, import).
 
         Call it in the transaction that inserts the version, in the primary region only (replicas
-        refuse rotation, as AWS does). The material itself is read and sealed by the sender.
+        refuse rotation, as AWS does). The material itself is read and sealed by the sender. Like
+        every key entry from the primary, it carries *all* backing versions, so any one of them
+        brings a replica that missed something back to the primary's complete state.
         Single-region keys are refused (``ValueError``), so callers may pass any key's id only
         after checking ``key.multi_region``.
         """
@@ -247,7 +249,7 @@ class Outbox:
         return await self.append_key(
             con, OutboxKind.KEY_MATERIAL, key_id=key_id, epoch=members.epoch, dests=members.replicas,
             body={"version": version, "current_version": members.current_version,
-                  **await shared_snapshot(con, key_id, versions=[version])},
+                  **await shared_snapshot(con, key_id)},
         )  # fmt: skip
 
     async def key_rotation_changed(self, con: Conn, key_id: str) -> dict[str, int]:
@@ -259,7 +261,7 @@ class Outbox:
         return await self.append_key(
             con, OutboxKind.KEY_UPDATED, key_id=key_id, epoch=members.epoch, dests=members.replicas,
             body={"primary_region": members.primary, "replica_regions": list(members.replicas),
-                  **await shared_snapshot(con, key_id, versions=[])},
+                  "current_version": members.current_version, **await shared_snapshot(con, key_id)},
         )  # fmt: skip
 
     async def key_destroyed(self, con: Conn, key_id: str) -> dict[str, int]:
