@@ -3,6 +3,8 @@
 regiond init     --state-dir DIR                       root key and region identity material
 regiond migrate  --database-url URL                    apply schema migrations
 regiond serve    --region R --database-url URL --listen HOST:PORT --workers N --state-dir DIR
+                 [--peers-file F --replication-listen HOST:PORT --home-region R]   replication
+regiond replication status|make-ca|issue-cert|peers-file                  (cli_replication)
 regiond iam      (--cluster FILE | --database-url URL --state-dir DIR) <command> ...
 regiond audit    verify|query|export (--cluster FILE --region R | --database-url URL)
 regiond policy   simulate --principal ARN --action A --key K [--context k=v] (--cluster FILE --region R | ...)
