@@ -82,12 +82,14 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with connection(request.app[POOL]) as con:
             await con.fetchval("SELECT 1")
-        current = await migrations.applied_version(request.app[POOL])
+        missing = await migrations.pending(request.app[POOL])
     except Exception as exc:
         return web.json_response({"status": "unavailable", "reason": type(exc).__name__}, status=503)
-    if current < migrations.latest_version():
-        return web.json_response({"status": "unavailable", "reason": "migrations pending"}, status=503)
-    return web.json_response({"status": "ready", "schema_version": current})
+    if missing:
+        return web.json_response(
+            {"status": "unavailable", "reason": "migrations pending", "pending": missing}, status=503
+        )
+    return web.json_response({"status": "ready", "schema_version": migrations.latest_version()})
 
 
 async def metrics_handler(_request: web.Request) -> web.Response:

@@ -33,6 +33,15 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+async def pending(pool: Pool) -> list[int]:
+    """Versions available in this build but not applied to the database."""
+    async with transaction(pool) as con:
+        if not await con.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"):
+            return [m.version for m in available()]
+        applied = {int(r["version"]) for r in await con.fetch("SELECT version FROM schema_version")}
+    return [m.version for m in available() if m.version not in applied]
+
+
 async def applied_version(pool: Pool) -> int:
     async with transaction(pool) as con:
         exists = await con.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
@@ -54,9 +63,11 @@ async def migrate(pool: Pool) -> list[int]:
             "CREATE TABLE IF NOT EXISTS schema_version ("
             " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        current = int(await con.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+        # A set, not a high-water mark: a lower-numbered file merged after a higher one applied
+        # (two branches adding migrations) is still applied.
+        applied = {int(r["version"]) for r in await con.fetch("SELECT version FROM schema_version")}
         for m in available():
-            if m.version <= current:
+            if m.version in applied:
                 continue
             async with con.transaction():
                 await con.execute(m.sql)

@@ -26,14 +26,18 @@ def _start(state_dir: Path) -> subprocess.Popen[str]:
     )
     deadline = time.monotonic() + START_TIMEOUT_S
     assert proc.stdout is not None
+    seen = []
     for line in proc.stdout:
+        seen.append(line)
         if "aws kms list-keys --endpoint-url" in line:
             return proc
         if time.monotonic() > deadline:
             break
     proc.kill()
     proc.communicate()
-    pytest.fail("regiond dev did not come up")
+    log = state_dir / "us-east-1" / "regiond.log"
+    node_log = log.read_text()[-3000:] if log.exists() else ""
+    pytest.fail("regiond dev did not come up:\n" + "".join(seen)[-3000:] + "\nnode log:\n" + node_log)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
