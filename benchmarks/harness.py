@@ -215,10 +215,11 @@ async def _bootstrap(admin_url: str, state_dir: Path) -> tuple[str, Credentials]
 class RegionKmsServer(Server):
     name = "regionkms"
 
-    def __init__(self, workdir: Path, *, workers: int, audit: bool = True) -> None:
+    def __init__(self, workdir: Path, *, workers: int, audit: bool = True, durable: bool = True) -> None:
         super().__init__(workdir)
         self.workers = workers
         self.audit = audit
+        self.durable = durable
         self.postgres: LocalPostgres | None = None
         self.database_url = ""
 
@@ -227,7 +228,7 @@ class RegionKmsServer(Server):
 
         state_dir = self.workdir / "state"
         init_state_dir(state_dir, region=REGION)
-        self.postgres = LocalPostgres(self.workdir / "postgres", durable=True)
+        self.postgres = LocalPostgres(self.workdir / "postgres", durable=self.durable)
         admin_url = self.postgres.start()
         self.database_url, self.credentials = asyncio.run(_bootstrap(admin_url, state_dir))
         cmd = [

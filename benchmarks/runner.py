@@ -299,7 +299,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--key-counts", help="e.g. 1,1000,100000")
     p.add_argument("--sweep", help="concurrency levels, e.g. 1,8,32,128")
     p.add_argument("--engine", choices=["auto", "wrk", "asyncio"], default="auto")
-    p.add_argument("--no-audit", action="store_true", help="regiond without audit (for comparison only)")
+    p.add_argument("--no-audit", action="store_true", help="regiond without audit (diagnosis only)")
+    p.add_argument(
+        "--no-fsync", action="store_true", help="regiond's PostgreSQL without fsync (diagnosis only: not durable)"
+    )
     p.add_argument("--profile", action="store_true", help="add a py-spy profile of one regiond worker")
     p.add_argument("--name", help="scenario name in the output file names (default: full or quick)")
     p.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
@@ -331,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="regionkms-bench-"))
     started_at = dt.datetime.now(dt.UTC)
     factories = {
-        "regionkms": lambda: RegionKmsServer(workdir / "regionkms", workers=args.workers, audit=not args.no_audit),
+        "regionkms": lambda: RegionKmsServer(
+            workdir / "regionkms", workers=args.workers, audit=not args.no_audit, durable=not args.no_fsync
+        ),
         "minimal": lambda: MinimalServer(workdir / "minimal", mode="work", workers=args.workers),
         "floor": lambda: MinimalServer(workdir / "floor", mode="floor", workers=args.workers),
         "moto": lambda: MotoServer(workdir / "moto"),
@@ -364,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                 "engine": engine,
                 "servers": wanted,
                 "audit": not args.no_audit,
+                "postgres_fsync": not args.no_fsync,
                 "audit_module_present": audit_module_present(),
                 "wall_time_s": round((dt.datetime.now(dt.UTC) - started_at).total_seconds()),
             },

@@ -29,7 +29,7 @@ from benchmarks.loadgen import Endpoint, presign_all, send_all
 
 TARGET = "TrentService."
 VARIANTS = 64  # distinct plaintexts / ciphertexts per workload
-SETUP_CONCURRENCY = 16
+SETUP_CONCURRENCY = 32
 SIGN_BATCH = 5_000  # requests signed at once while creating many keys (signatures live 15 min)
 
 Call = tuple[str, bytes]
