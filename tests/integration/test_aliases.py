@@ -3,91 +3,81 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import botocore.exceptions
-import pytest
 
+from tests.support.aws import aws_call, error_code, expect_error
 from tests.support.cluster import ACCOUNT_ID, NodeFactory
-
-
-def _code(exc: BaseException) -> str:
-    assert isinstance(exc, botocore.exceptions.ClientError)
-    return str(exc.response["Error"]["Code"])
-
-
-async def _call(fn: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, **kwargs)
-
-
-async def _error(fn: Any, **kwargs: Any) -> botocore.exceptions.ClientError:
-    with pytest.raises(botocore.exceptions.ClientError) as info:
-        await asyncio.to_thread(fn, **kwargs)
-    return info.value
 
 
 async def test_alias_lifecycle_create_update_list_delete(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    a = (await _call(kms.create_key))["KeyMetadata"]
-    b = (await _call(kms.create_key))["KeyMetadata"]
-    await _call(kms.create_alias, AliasName="alias/app", TargetKeyId=a["Arn"])
-    listed = (await _call(kms.list_aliases))["Aliases"]
+    a = (await aws_call(kms.create_key))["KeyMetadata"]
+    b = (await aws_call(kms.create_key))["KeyMetadata"]
+    await aws_call(kms.create_alias, AliasName="alias/app", TargetKeyId=a["Arn"])
+    listed = (await aws_call(kms.list_aliases))["Aliases"]
     assert len(listed) == 1
     entry = listed[0]
     assert entry["AliasName"] == "alias/app"
     assert entry["AliasArn"] == f"arn:aws:kms:us-east-1:{ACCOUNT_ID}:alias/app"
     assert entry["TargetKeyId"] == a["KeyId"]
     assert entry["CreationDate"] and entry["LastUpdatedDate"]
-    blob = (await _call(kms.encrypt, KeyId="alias/app", Plaintext=b"p"))["CiphertextBlob"]
-    await _call(kms.update_alias, AliasName="alias/app", TargetKeyId=b["KeyId"])
-    assert (await _call(kms.encrypt, KeyId="alias/app", Plaintext=b"p"))["KeyId"] == b["Arn"]
-    assert (await _call(kms.decrypt, CiphertextBlob=blob))["KeyId"] == a["Arn"]  # old blobs keep their key
-    assert (await _call(kms.list_aliases, KeyId=a["KeyId"]))["Aliases"] == []
-    assert [x["AliasName"] for x in (await _call(kms.list_aliases, KeyId=b["Arn"]))["Aliases"]] == ["alias/app"]
-    await _call(kms.delete_alias, AliasName="alias/app")
-    assert _code(await _error(kms.describe_key, KeyId="alias/app")) == "NotFoundException"
-    err = await _error(kms.delete_alias, AliasName="alias/app")
-    assert _code(err) == "NotFoundException"
-    assert _code(await _error(kms.update_alias, AliasName="alias/app", TargetKeyId=a["KeyId"])) == "NotFoundException"
+    blob = (await aws_call(kms.encrypt, KeyId="alias/app", Plaintext=b"p"))["CiphertextBlob"]
+    await aws_call(kms.update_alias, AliasName="alias/app", TargetKeyId=b["KeyId"])
+    assert (await aws_call(kms.encrypt, KeyId="alias/app", Plaintext=b"p"))["KeyId"] == b["Arn"]
+    assert (await aws_call(kms.decrypt, CiphertextBlob=blob))["KeyId"] == a["Arn"]  # old blobs keep their key
+    assert (await aws_call(kms.list_aliases, KeyId=a["KeyId"]))["Aliases"] == []
+    assert [x["AliasName"] for x in (await aws_call(kms.list_aliases, KeyId=b["Arn"]))["Aliases"]] == ["alias/app"]
+    await aws_call(kms.delete_alias, AliasName="alias/app")
+    assert error_code(await expect_error(kms.describe_key, KeyId="alias/app")) == "NotFoundException"
+    err = await expect_error(kms.delete_alias, AliasName="alias/app")
+    assert error_code(err) == "NotFoundException"
+    assert (
+        error_code(await expect_error(kms.update_alias, AliasName="alias/app", TargetKeyId=a["KeyId"]))
+        == "NotFoundException"
+    )
 
 
 async def test_alias_name_rules(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    key_id = (await _call(kms.create_key))["KeyMetadata"]["KeyId"]
-    err = await _error(kms.create_alias, AliasName="alias/aws/mine", TargetKeyId=key_id)
-    assert _code(err) == "InvalidAliasNameException"
-    err = await _error(kms.create_alias, AliasName="noprefix", TargetKeyId=key_id)
-    assert _code(err) == "ValidationException"
+    key_id = (await aws_call(kms.create_key))["KeyMetadata"]["KeyId"]
+    err = await expect_error(kms.create_alias, AliasName="alias/aws/mine", TargetKeyId=key_id)
+    assert error_code(err) == "InvalidAliasNameException"
+    err = await expect_error(kms.create_alias, AliasName="noprefix", TargetKeyId=key_id)
+    assert error_code(err) == "ValidationException"
     assert 'must start with the prefix "alias/"' in err.response["Error"]["Message"]
-    err = await _error(kms.create_alias, AliasName="alias/has:colon", TargetKeyId=key_id)
-    assert _code(err) == "ValidationException"
-    err = await _error(kms.create_alias, AliasName="alias/" + "x" * 251, TargetKeyId=key_id)
-    assert _code(err) == "ValidationException"
-    err = await _error(kms.create_alias, AliasName="alias/ok", TargetKeyId="alias/other")
-    assert _code(err) == "InvalidArnException"
+    err = await expect_error(kms.create_alias, AliasName="alias/has:colon", TargetKeyId=key_id)
+    assert error_code(err) == "ValidationException"
+    err = await expect_error(kms.create_alias, AliasName="alias/" + "x" * 251, TargetKeyId=key_id)
+    assert error_code(err) == "ValidationException"
+    err = await expect_error(kms.create_alias, AliasName="alias/ok", TargetKeyId="alias/other")
+    assert error_code(err) == "InvalidArnException"
     missing = "11111111-2222-4333-8444-555555555555"
-    assert _code(await _error(kms.create_alias, AliasName="alias/ok", TargetKeyId=missing)) == "NotFoundException"
-    await _call(kms.create_alias, AliasName="alias/Mixed_Case-1/sub", TargetKeyId=key_id)
+    assert (
+        error_code(await expect_error(kms.create_alias, AliasName="alias/ok", TargetKeyId=missing))
+        == "NotFoundException"
+    )
+    await aws_call(kms.create_alias, AliasName="alias/Mixed_Case-1/sub", TargetKeyId=key_id)
 
 
 async def test_duplicate_alias_is_already_exists_even_when_racing(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    keys = [(await _call(kms.create_key))["KeyMetadata"]["KeyId"] for _ in range(2)]
-    await _call(kms.create_alias, AliasName="alias/once", TargetKeyId=keys[0])
-    err = await _error(kms.create_alias, AliasName="alias/once", TargetKeyId=keys[1])
-    assert _code(err) == "AlreadyExistsException"
+    keys = [(await aws_call(kms.create_key))["KeyMetadata"]["KeyId"] for _ in range(2)]
+    await aws_call(kms.create_alias, AliasName="alias/once", TargetKeyId=keys[0])
+    err = await expect_error(kms.create_alias, AliasName="alias/once", TargetKeyId=keys[1])
+    assert error_code(err) == "AlreadyExistsException"
     assert err.response["Error"]["Message"] == (
         f"An alias with the name arn:aws:kms:us-east-1:{ACCOUNT_ID}:alias/once already exists"
     )
 
     async def attempt(key_id: str) -> str:
         try:
-            await _call(kms.create_alias, AliasName="alias/race", TargetKeyId=key_id)
+            await aws_call(kms.create_alias, AliasName="alias/race", TargetKeyId=key_id)
         except botocore.exceptions.ClientError as exc:
-            return _code(exc)
+            return error_code(exc)
         return "ok"
 
     outcomes = await asyncio.gather(*(attempt(keys[i % 2]) for i in range(6)))
@@ -97,31 +87,31 @@ async def test_duplicate_alias_is_already_exists_even_when_racing(nodes: NodeFac
 async def test_list_aliases_pages(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    key_id = (await _call(kms.create_key))["KeyMetadata"]["KeyId"]
+    key_id = (await aws_call(kms.create_key))["KeyMetadata"]["KeyId"]
     names = [f"alias/n{i}" for i in range(5)]
     for name in names:
-        await _call(kms.create_alias, AliasName=name, TargetKeyId=key_id)
+        await aws_call(kms.create_alias, AliasName=name, TargetKeyId=key_id)
     seen: list[str] = []
-    page = await _call(kms.list_aliases, Limit=2)
+    page = await aws_call(kms.list_aliases, Limit=2)
     while True:
         seen += [a["AliasName"] for a in page["Aliases"]]
         if not page["Truncated"]:
             break
-        page = await _call(kms.list_aliases, Limit=2, Marker=page["NextMarker"])
+        page = await aws_call(kms.list_aliases, Limit=2, Marker=page["NextMarker"])
     assert seen == names
-    assert _code(await _error(kms.list_aliases, Marker="bogus")) == "InvalidMarkerException"
+    assert error_code(await expect_error(kms.list_aliases, Marker="bogus")) == "InvalidMarkerException"
 
 
 async def test_alias_of_a_key_pending_deletion(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    key_id = (await _call(kms.create_key))["KeyMetadata"]["KeyId"]
-    live = (await _call(kms.create_key))["KeyMetadata"]["KeyId"]
-    await _call(kms.create_alias, AliasName="alias/going", TargetKeyId=key_id)
-    await _call(kms.schedule_key_deletion, KeyId=key_id, PendingWindowInDays=7)
-    err = await _error(kms.create_alias, AliasName="alias/late", TargetKeyId=key_id)
-    assert _code(err) == "KMSInvalidStateException"
+    key_id = (await aws_call(kms.create_key))["KeyMetadata"]["KeyId"]
+    live = (await aws_call(kms.create_key))["KeyMetadata"]["KeyId"]
+    await aws_call(kms.create_alias, AliasName="alias/going", TargetKeyId=key_id)
+    await aws_call(kms.schedule_key_deletion, KeyId=key_id, PendingWindowInDays=7)
+    err = await expect_error(kms.create_alias, AliasName="alias/late", TargetKeyId=key_id)
+    assert error_code(err) == "KMSInvalidStateException"
     # an alias may move away from a key pending deletion, but not onto one
-    err = await _error(kms.update_alias, AliasName="alias/going", TargetKeyId=key_id)
-    assert _code(err) == "KMSInvalidStateException"
-    await _call(kms.update_alias, AliasName="alias/going", TargetKeyId=live)
+    err = await expect_error(kms.update_alias, AliasName="alias/going", TargetKeyId=key_id)
+    assert error_code(err) == "KMSInvalidStateException"
+    await aws_call(kms.update_alias, AliasName="alias/going", TargetKeyId=live)

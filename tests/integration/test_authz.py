@@ -25,13 +25,10 @@ from regiond.domain.decision import (
     policy_document,
 )
 from regiond.protocol.routes import SERVICES
+from tests.support.aws import aws_call
 from tests.support.cluster import ACCOUNT_ID, OTHER_ACCOUNT_ID, Identity, Node, NodeFactory
 
 QUIET = {"sweeper_interval_s": "3600", "usage_flush_interval_s": "3600"}
-
-
-async def _call(fn: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, **kwargs)
 
 
 async def _denied(fn: Any, **kwargs: Any) -> str:
@@ -60,14 +57,14 @@ def statement(effect: str, principal: str | list[str], *actions: str, **extra: A
 async def _new_key(kms: Any, *statements: dict[str, Any]) -> dict[str, Any]:
     """A key whose policy is the default delegation to IAM plus ``statements``."""
     document = policy_document([enable_iam_statement(ACCOUNT_ID), *statements])
-    return dict((await _call(kms.create_key, Policy=document))["KeyMetadata"])
+    return dict((await aws_call(kms.create_key, Policy=document))["KeyMetadata"])
 
 
 async def _eventually_allowed(fn: Any, seconds: float = 1.0, **kwargs: Any) -> Any:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            return await _call(fn, **kwargs)
+            return await aws_call(fn, **kwargs)
         except botocore.exceptions.ClientError:
             assert time.monotonic() < deadline, "the change did not take effect in time"
             await asyncio.sleep(0.02)
@@ -80,7 +77,7 @@ async def test_default_policy_denies_a_user_until_its_iam_allows_and_the_change_
     b = await nodes.start(database_url=a.database_url, state_dir=a.state_dir, extra=QUIET)
     kms = a.client(await nodes.identity(a))
     bob = await nodes.identity(a, user="bob")
-    key = dict((await _call(kms.create_key))["KeyMetadata"])
+    key = dict((await aws_call(kms.create_key))["KeyMetadata"])
 
     message = await _denied(b.client(bob).encrypt, KeyId=key["Arn"], Plaintext=b"p")
     assert bob.arn in message and "kms:Encrypt" in message and key["Arn"] in message
@@ -89,7 +86,7 @@ async def test_default_policy_denies_a_user_until_its_iam_allows_and_the_change_
     # The default key policy delegates to IAM: an identity policy for Encrypt on this key is enough.
     await nodes.identity(a, user="bob", policy=iam_allow("kms:Encrypt", resource=key["Arn"]))
     await _eventually_allowed(b.client(bob).encrypt, KeyId=key["Arn"], Plaintext=b"p")
-    blob = (await _call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p"))["CiphertextBlob"]
+    blob = (await aws_call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p"))["CiphertextBlob"]
     await _denied(b.client(bob).decrypt, CiphertextBlob=blob)  # IAM allows Encrypt only
 
 
@@ -99,10 +96,10 @@ async def test_key_policy_allowing_encrypt_only_leaves_decrypt_denied(nodes: Nod
     bob = await nodes.identity(node, user="bob")  # no identity policy: the key policy alone decides
     key = await _new_key(kms, statement("Allow", bob.arn, "kms:Encrypt"))
     bob_kms = node.client(bob)
-    blob = (await _call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p"))["CiphertextBlob"]
+    blob = (await aws_call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p"))["CiphertextBlob"]
     await _denied(bob_kms.decrypt, CiphertextBlob=blob)
     await _denied(bob_kms.describe_key, KeyId=key["Arn"])
-    assert (await _call(kms.decrypt, CiphertextBlob=blob))["Plaintext"] == b"p"
+    assert (await aws_call(kms.decrypt, CiphertextBlob=blob))["Plaintext"] == b"p"
 
 
 async def test_explicit_deny_beats_an_iam_allow_and_a_key_policy_allow(nodes: NodeFactory) -> None:
@@ -111,7 +108,7 @@ async def test_explicit_deny_beats_an_iam_allow_and_a_key_policy_allow(nodes: No
     bob = await nodes.identity(node, user="bob", policy=iam_allow("kms:*"))
     key = await _new_key(kms, statement("Deny", bob.arn, "kms:Decrypt"))
     bob_kms = node.client(bob)
-    blob = (await _call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p"))["CiphertextBlob"]
+    blob = (await aws_call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p"))["CiphertextBlob"]
     await _denied(bob_kms.decrypt, CiphertextBlob=blob)
 
     # A Deny in an identity policy wins over a key policy that names the user directly.
@@ -124,11 +121,11 @@ async def test_explicit_deny_beats_an_iam_allow_and_a_key_policy_allow(nodes: No
     }
     await nodes.identity(node, user="bob", policy=deny_encrypt)
     other = await _new_key(kms, statement("Allow", bob.arn, "kms:*"))
-    await _call(bob_kms.encrypt, KeyId=other["Arn"], Plaintext=b"p")
+    await aws_call(bob_kms.encrypt, KeyId=other["Arn"], Plaintext=b"p")
     deadline = time.monotonic() + 1.0
     while True:  # the IAM change reaches this node's cached identity policies by NOTIFY
         try:
-            await _call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p")
+            await aws_call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p")
         except botocore.exceptions.ClientError:
             break
         assert time.monotonic() < deadline
@@ -143,7 +140,7 @@ async def test_cross_account_use_needs_both_policies_and_the_key_arn(nodes: Node
     carol = await nodes.identity(node, account_id=OTHER_ACCOUNT_ID, user="carol", policy=iam_allow(*use))
     dave = await nodes.identity(node, account_id=OTHER_ACCOUNT_ID, user="dave")  # no IAM policy
     carol_kms, dave_kms = node.client(carol), node.client(dave)
-    key = dict((await _call(kms.create_key))["KeyMetadata"])
+    key = dict((await aws_call(kms.create_key))["KeyMetadata"])
 
     await _denied(carol_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p")  # IAM alone: no
 
@@ -151,10 +148,10 @@ async def test_cross_account_use_needs_both_policies_and_the_key_arn(nodes: Node
     document = policy_document(
         [enable_iam_statement(ACCOUNT_ID), statement("Allow", other_root, *use, "kms:DisableKey")]
     )
-    await _call(kms.put_key_policy, KeyId=key["KeyId"], Policy=document)
-    blob = (await _call(carol_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p"))["CiphertextBlob"]
-    assert (await _call(carol_kms.decrypt, CiphertextBlob=blob))["Plaintext"] == b"p"
-    assert (await _call(carol_kms.describe_key, KeyId=key["Arn"]))["KeyMetadata"]["KeyId"] == key["KeyId"]
+    await aws_call(kms.put_key_policy, KeyId=key["KeyId"], Policy=document)
+    blob = (await aws_call(carol_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p"))["CiphertextBlob"]
+    assert (await aws_call(carol_kms.decrypt, CiphertextBlob=blob))["Plaintext"] == b"p"
+    assert (await aws_call(carol_kms.describe_key, KeyId=key["Arn"]))["KeyMetadata"]["KeyId"] == key["KeyId"]
     # Only by key ARN: a bare key id names a key of the caller's own account.
     assert await _code(carol_kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p") == "NotFoundException"
     # Key policy alone: no (dave's account is named, but dave's IAM allows nothing).
@@ -162,7 +159,7 @@ async def test_cross_account_use_needs_both_policies_and_the_key_arn(nodes: Node
     # Management is never cross-account, whatever the policies say.
     await nodes.identity(node, account_id=OTHER_ACCOUNT_ID, user="carol", policy=iam_allow("kms:*"))
     await _denied(carol_kms.disable_key, KeyId=key["Arn"])
-    assert (await _call(kms.describe_key, KeyId=key["KeyId"]))["KeyMetadata"]["Enabled"] is True
+    assert (await aws_call(kms.describe_key, KeyId=key["KeyId"]))["KeyMetadata"]["Enabled"] is True
 
 
 async def test_encryption_context_condition_allows_one_context_and_denies_another(nodes: NodeFactory) -> None:
@@ -176,10 +173,10 @@ async def test_encryption_context_condition_allows_one_context_and_denies_anothe
     blue, red = {"tenant": "blue"}, {"tenant": "red"}
     evaluations = []
     for _round in range(2):  # the second round is served from the decision cache, with the same answers
-        blob = (await _call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext=blue))[
+        blob = (await aws_call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext=blue))[
             "CiphertextBlob"
         ]
-        await _call(bob_kms.decrypt, CiphertextBlob=blob, EncryptionContext=blue)
+        await aws_call(bob_kms.decrypt, CiphertextBlob=blob, EncryptionContext=blue)
         await _denied(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext=red)
         await _denied(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p")
         evaluations.append(authz.evaluations)
@@ -194,18 +191,18 @@ async def test_key_administrators_cannot_use_the_key_and_key_users_cannot_manage
     key = await _new_key(kms, key_administrators_statement([ops.arn]), key_users_statement([bob.arn]))
     ops_kms, bob_kms = node.client(ops), node.client(bob)
 
-    await _call(ops_kms.describe_key, KeyId=key["KeyId"])
-    await _call(ops_kms.disable_key, KeyId=key["KeyId"])
-    await _call(ops_kms.enable_key, KeyId=key["KeyId"])
-    await _call(ops_kms.tag_resource, KeyId=key["KeyId"], Tags=[{"TagKey": "team", "TagValue": "a"}])
-    policy = (await _call(ops_kms.get_key_policy, KeyId=key["KeyId"]))["Policy"]
+    await aws_call(ops_kms.describe_key, KeyId=key["KeyId"])
+    await aws_call(ops_kms.disable_key, KeyId=key["KeyId"])
+    await aws_call(ops_kms.enable_key, KeyId=key["KeyId"])
+    await aws_call(ops_kms.tag_resource, KeyId=key["KeyId"], Tags=[{"TagKey": "team", "TagValue": "a"}])
+    policy = (await aws_call(ops_kms.get_key_policy, KeyId=key["KeyId"]))["Policy"]
     await _denied(ops_kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p")
     await _denied(ops_kms.generate_data_key, KeyId=key["KeyId"], KeySpec="AES_256")
 
-    blob = (await _call(bob_kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p"))["CiphertextBlob"]
-    await _call(bob_kms.re_encrypt, CiphertextBlob=blob, DestinationKeyId=key["KeyId"])
-    await _call(bob_kms.generate_data_key_without_plaintext, KeyId=key["KeyId"], KeySpec="AES_256")
-    await _call(bob_kms.describe_key, KeyId=key["KeyId"])
+    blob = (await aws_call(bob_kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p"))["CiphertextBlob"]
+    await aws_call(bob_kms.re_encrypt, CiphertextBlob=blob, DestinationKeyId=key["KeyId"])
+    await aws_call(bob_kms.generate_data_key_without_plaintext, KeyId=key["KeyId"], KeySpec="AES_256")
+    await aws_call(bob_kms.describe_key, KeyId=key["KeyId"])
     await _denied(bob_kms.put_key_policy, KeyId=key["KeyId"], Policy=policy)
     await _denied(bob_kms.disable_key, KeyId=key["KeyId"])
     await _denied(bob_kms.schedule_key_deletion, KeyId=key["KeyId"])
@@ -218,9 +215,9 @@ async def test_a_denied_call_changes_nothing_and_runs_no_cryptography(
     kms = node.client(await nodes.identity(node))
     bob = await nodes.identity(node, user="bob")
     bob_kms = node.client(bob)
-    key = dict((await _call(kms.create_key))["KeyMetadata"])
-    blob = (await _call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p"))["CiphertextBlob"]  # key now cached
-    policy = (await _call(kms.get_key_policy, KeyId=key["KeyId"]))["Policy"]
+    key = dict((await aws_call(kms.create_key))["KeyMetadata"])
+    blob = (await aws_call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p"))["CiphertextBlob"]  # key now cached
+    policy = (await aws_call(kms.get_key_policy, KeyId=key["KeyId"]))["Policy"]
 
     used: list[str] = []
     for name in ("seal", "unseal"):
@@ -237,12 +234,12 @@ async def test_a_denied_call_changes_nothing_and_runs_no_cryptography(
     await _denied(bob_kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=["Encrypt"])
     await _denied(bob_kms.schedule_key_deletion, KeyId=key["KeyId"])
     await _denied(bob_kms.tag_resource, KeyId=key["KeyId"], Tags=[{"TagKey": "k", "TagValue": "v"}])
-    assert (await _call(kms.list_aliases, KeyId=key["KeyId"]))["Aliases"] == []
-    assert (await _call(kms.get_key_policy, KeyId=key["KeyId"]))["Policy"] == policy
-    assert (await _call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
-    assert (await _call(kms.describe_key, KeyId=key["KeyId"]))["KeyMetadata"]["KeyState"] == "Enabled"
-    assert (await _call(kms.list_resource_tags, KeyId=key["KeyId"]))["Tags"] == []
-    await _call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p")
+    assert (await aws_call(kms.list_aliases, KeyId=key["KeyId"]))["Aliases"] == []
+    assert (await aws_call(kms.get_key_policy, KeyId=key["KeyId"]))["Policy"] == policy
+    assert (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
+    assert (await aws_call(kms.describe_key, KeyId=key["KeyId"]))["KeyMetadata"]["KeyState"] == "Enabled"
+    assert (await aws_call(kms.list_resource_tags, KeyId=key["KeyId"]))["Tags"] == []
+    await aws_call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p")
     assert used == ["seal"]  # the patch does count a permitted call
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import botocore.exceptions
 import pytest
 from botocore.config import Config
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +26,7 @@ from regiond.protocol.routes import SERVICES
 from regiond.service.authz import Requester
 from regiond.store import keys as key_store
 from regiond.store.pool import transaction
+from tests.support.aws import aws_call, error_code, expect_error
 from tests.support.cluster import ACCOUNT_ID, OTHER_ACCOUNT_ID, Identity, Node, NodeFactory
 
 
@@ -39,37 +39,22 @@ def unchecked(node: Node, ident: Identity) -> Any:
     )  # fmt: skip
 
 
-def _code(exc: BaseException) -> str:
-    assert isinstance(exc, botocore.exceptions.ClientError)
-    return str(exc.response["Error"]["Code"])
-
-
-async def _call(fn: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, **kwargs)
-
-
-async def _error(fn: Any, **kwargs: Any) -> botocore.exceptions.ClientError:
-    with pytest.raises(botocore.exceptions.ClientError) as info:
-        await asyncio.to_thread(fn, **kwargs)
-    return info.value
-
-
 async def test_encrypt_then_decrypt_without_key_id_round_trips(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    key = (await _call(kms.create_key, Description="orders"))["KeyMetadata"]
-    enc = await _call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"hello", EncryptionContext={"a": "1", "b": "2"})
+    key = (await aws_call(kms.create_key, Description="orders"))["KeyMetadata"]
+    enc = await aws_call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"hello", EncryptionContext={"a": "1", "b": "2"})
     assert enc["KeyId"] == key["Arn"]
     assert enc["EncryptionAlgorithm"] == "SYMMETRIC_DEFAULT"
     assert len(enc["CiphertextBlob"]) == 50 + len(b"hello")
-    dec = await _call(kms.decrypt, CiphertextBlob=enc["CiphertextBlob"], EncryptionContext={"b": "2", "a": "1"})
+    dec = await aws_call(kms.decrypt, CiphertextBlob=enc["CiphertextBlob"], EncryptionContext={"b": "2", "a": "1"})
     assert dec["Plaintext"] == b"hello"
     assert dec["KeyId"] == key["Arn"]
     assert dec["EncryptionAlgorithm"] == "SYMMETRIC_DEFAULT"
     # KeyId given as the key id, the ARN or an alias: all name the blob's key
-    await _call(kms.create_alias, AliasName="alias/orders", TargetKeyId=key["KeyId"])
+    await aws_call(kms.create_alias, AliasName="alias/orders", TargetKeyId=key["KeyId"])
     for key_id in (key["KeyId"], key["Arn"], "alias/orders", key["Arn"].replace(f"key/{key['KeyId']}", "alias/orders")):
-        dec = await _call(kms.decrypt, CiphertextBlob=enc["CiphertextBlob"], KeyId=key_id,
+        dec = await aws_call(kms.decrypt, CiphertextBlob=enc["CiphertextBlob"], KeyId=key_id,
                           EncryptionContext={"a": "1", "b": "2"})  # fmt: skip
         assert dec["Plaintext"] == b"hello"
 
@@ -77,136 +62,139 @@ async def test_encrypt_then_decrypt_without_key_id_round_trips(nodes: NodeFactor
 async def test_decrypt_refuses_wrong_key_changed_context_and_flipped_byte(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    key = (await _call(kms.create_key))["KeyMetadata"]
-    other = (await _call(kms.create_key))["KeyMetadata"]
-    blob = (await _call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"secret", EncryptionContext={"k": "v"}))[
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
+    other = (await aws_call(kms.create_key))["KeyMetadata"]
+    blob = (await aws_call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"secret", EncryptionContext={"k": "v"}))[
         "CiphertextBlob"
     ]
-    err = await _error(kms.decrypt, CiphertextBlob=blob, KeyId=other["KeyId"], EncryptionContext={"k": "v"})
-    assert _code(err) == "IncorrectKeyException"
+    err = await expect_error(kms.decrypt, CiphertextBlob=blob, KeyId=other["KeyId"], EncryptionContext={"k": "v"})
+    assert error_code(err) == "IncorrectKeyException"
     for context in ({"k": "w"}, {}, {"k": "v", "x": "y"}):
-        err = await _error(kms.decrypt, CiphertextBlob=blob, EncryptionContext=context)
-        assert _code(err) == "InvalidCiphertextException"
+        err = await expect_error(kms.decrypt, CiphertextBlob=blob, EncryptionContext=context)
+        assert error_code(err) == "InvalidCiphertextException"
     for position in (0, 5, 21, 22, 40, len(blob) - 1):
         tampered = bytearray(blob)
         tampered[position] ^= 0x01
-        err = await _error(kms.decrypt, CiphertextBlob=bytes(tampered), EncryptionContext={"k": "v"})
-        assert _code(err) == "InvalidCiphertextException"
-    err = await _error(kms.decrypt, CiphertextBlob=b"short", EncryptionContext={"k": "v"})
-    assert _code(err) == "InvalidCiphertextException"
+        err = await expect_error(kms.decrypt, CiphertextBlob=bytes(tampered), EncryptionContext={"k": "v"})
+        assert error_code(err) == "InvalidCiphertextException"
+    err = await expect_error(kms.decrypt, CiphertextBlob=b"short", EncryptionContext={"k": "v"})
+    assert error_code(err) == "InvalidCiphertextException"
 
 
 async def test_plaintext_of_zero_or_4097_bytes_is_a_validation_error(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = unchecked(node, await nodes.identity(node))
-    key = (await _call(kms.create_key))["KeyMetadata"]
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
     for size in (0, 4097):
-        err = await _error(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"x" * size)
-        assert _code(err) == "ValidationException"
-    assert (await _call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"x" * 4096))["CiphertextBlob"]
+        err = await expect_error(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"x" * size)
+        assert error_code(err) == "ValidationException"
+    assert (await aws_call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"x" * 4096))["CiphertextBlob"]
 
 
 async def test_disabled_key_refuses_encrypt_but_describes(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    key = (await _call(kms.create_key))["KeyMetadata"]
-    blob = (await _call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p"))["CiphertextBlob"]
-    await _call(kms.disable_key, KeyId=key["KeyId"])
-    err = await _error(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p")
-    assert _code(err) == "DisabledException"
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
+    blob = (await aws_call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p"))["CiphertextBlob"]
+    await aws_call(kms.disable_key, KeyId=key["KeyId"])
+    err = await expect_error(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p")
+    assert error_code(err) == "DisabledException"
     assert err.response["Error"]["Message"] == f"{key['Arn']} is disabled."
-    assert _code(await _error(kms.decrypt, CiphertextBlob=blob)) == "DisabledException"
-    assert _code(await _error(kms.generate_data_key, KeyId=key["KeyId"], KeySpec="AES_256")) == "DisabledException"
-    described = (await _call(kms.describe_key, KeyId=key["KeyId"]))["KeyMetadata"]
+    assert error_code(await expect_error(kms.decrypt, CiphertextBlob=blob)) == "DisabledException"
+    assert (
+        error_code(await expect_error(kms.generate_data_key, KeyId=key["KeyId"], KeySpec="AES_256"))
+        == "DisabledException"
+    )
+    described = (await aws_call(kms.describe_key, KeyId=key["KeyId"]))["KeyMetadata"]
     assert (described["KeyState"], described["Enabled"]) == ("Disabled", False)
-    await _call(kms.enable_key, KeyId=key["KeyId"])
-    assert (await _call(kms.decrypt, CiphertextBlob=blob))["Plaintext"] == b"p"
+    await aws_call(kms.enable_key, KeyId=key["KeyId"])
+    assert (await aws_call(kms.decrypt, CiphertextBlob=blob))["Plaintext"] == b"p"
 
 
 async def test_generate_data_key_shapes_and_limits(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = unchecked(node, await nodes.identity(node))
-    key = (await _call(kms.create_key))["KeyMetadata"]
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
     ctx = {"purpose": "test"}
     for spec, size in (("AES_256", 32), ("AES_128", 16)):
-        out = await _call(kms.generate_data_key, KeyId=key["KeyId"], KeySpec=spec, EncryptionContext=ctx)
+        out = await aws_call(kms.generate_data_key, KeyId=key["KeyId"], KeySpec=spec, EncryptionContext=ctx)
         assert len(out["Plaintext"]) == size
         assert out["KeyId"] == key["Arn"]
-        back = await _call(kms.decrypt, CiphertextBlob=out["CiphertextBlob"], EncryptionContext=ctx)
+        back = await aws_call(kms.decrypt, CiphertextBlob=out["CiphertextBlob"], EncryptionContext=ctx)
         assert back["Plaintext"] == out["Plaintext"]
-    out = await _call(kms.generate_data_key, KeyId=key["KeyId"], NumberOfBytes=1024)
+    out = await aws_call(kms.generate_data_key, KeyId=key["KeyId"], NumberOfBytes=1024)
     assert len(out["Plaintext"]) == 1024
-    quiet = await _call(kms.generate_data_key_without_plaintext, KeyId=key["KeyId"], NumberOfBytes=7)
+    quiet = await aws_call(kms.generate_data_key_without_plaintext, KeyId=key["KeyId"], NumberOfBytes=7)
     assert "Plaintext" not in quiet
-    assert len((await _call(kms.decrypt, CiphertextBlob=quiet["CiphertextBlob"]))["Plaintext"]) == 7
+    assert len((await aws_call(kms.decrypt, CiphertextBlob=quiet["CiphertextBlob"]))["Plaintext"]) == 7
     for bad in ({}, {"KeySpec": "AES_256", "NumberOfBytes": 32}, {"NumberOfBytes": 0}, {"NumberOfBytes": 1025}):
-        err = await _error(kms.generate_data_key, KeyId=key["KeyId"], **bad)
-        assert _code(err) == "ValidationException", bad
-    err = await _error(kms.generate_data_key, KeyId=key["KeyId"], KeySpec="AES_512")
-    assert _code(err) == "ValidationException"
+        err = await expect_error(kms.generate_data_key, KeyId=key["KeyId"], **bad)
+        assert error_code(err) == "ValidationException", bad
+    err = await expect_error(kms.generate_data_key, KeyId=key["KeyId"], KeySpec="AES_512")
+    assert error_code(err) == "ValidationException"
 
 
 async def test_generate_random_sizes(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = unchecked(node, await nodes.identity(node))
-    first = (await _call(kms.generate_random, NumberOfBytes=1024))["Plaintext"]
-    second = (await _call(kms.generate_random, NumberOfBytes=1024))["Plaintext"]
+    first = (await aws_call(kms.generate_random, NumberOfBytes=1024))["Plaintext"]
+    second = (await aws_call(kms.generate_random, NumberOfBytes=1024))["Plaintext"]
     assert len(first) == 1024 and first != second
-    assert len((await _call(kms.generate_random, NumberOfBytes=1))["Plaintext"]) == 1
+    assert len((await aws_call(kms.generate_random, NumberOfBytes=1))["Plaintext"]) == 1
     for size in (0, 1025):
-        assert _code(await _error(kms.generate_random, NumberOfBytes=size)) == "ValidationException"
-    assert _code(await _error(kms.generate_random)) == "ValidationException"
+        assert error_code(await expect_error(kms.generate_random, NumberOfBytes=size)) == "ValidationException"
+    assert error_code(await expect_error(kms.generate_random)) == "ValidationException"
 
 
 async def test_re_encrypt_moves_a_blob_to_another_key_and_context(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    source = (await _call(kms.create_key))["KeyMetadata"]
-    dest = (await _call(kms.create_key))["KeyMetadata"]
-    blob = (await _call(kms.encrypt, KeyId=source["KeyId"], Plaintext=b"move me", EncryptionContext={"a": "1"}))[
+    source = (await aws_call(kms.create_key))["KeyMetadata"]
+    dest = (await aws_call(kms.create_key))["KeyMetadata"]
+    blob = (await aws_call(kms.encrypt, KeyId=source["KeyId"], Plaintext=b"move me", EncryptionContext={"a": "1"}))[
         "CiphertextBlob"
     ]
-    out = await _call(
+    out = await aws_call(
         kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext={"a": "1"},
         DestinationKeyId=dest["KeyId"], DestinationEncryptionContext={"b": "2"},
     )  # fmt: skip
     assert (out["SourceKeyId"], out["KeyId"]) == (source["Arn"], dest["Arn"])
     assert out["SourceEncryptionAlgorithm"] == out["DestinationEncryptionAlgorithm"] == "SYMMETRIC_DEFAULT"
-    dec = await _call(kms.decrypt, CiphertextBlob=out["CiphertextBlob"], EncryptionContext={"b": "2"})
+    dec = await aws_call(kms.decrypt, CiphertextBlob=out["CiphertextBlob"], EncryptionContext={"b": "2"})
     assert (dec["Plaintext"], dec["KeyId"]) == (b"move me", dest["Arn"])
-    err = await _error(kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext={"a": "2"},
+    err = await expect_error(kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext={"a": "2"},
                        DestinationKeyId=dest["KeyId"])  # fmt: skip
-    assert _code(err) == "InvalidCiphertextException"
-    err = await _error(kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext={"a": "1"},
+    assert error_code(err) == "InvalidCiphertextException"
+    err = await expect_error(kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext={"a": "1"},
                        SourceKeyId=dest["KeyId"], DestinationKeyId=dest["KeyId"])  # fmt: skip
-    assert _code(err) == "IncorrectKeyException"
-    await _call(kms.disable_key, KeyId=dest["KeyId"])
-    err = await _error(kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext={"a": "1"},
+    assert error_code(err) == "IncorrectKeyException"
+    await aws_call(kms.disable_key, KeyId=dest["KeyId"])
+    err = await expect_error(kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext={"a": "1"},
                        DestinationKeyId=dest["KeyId"])  # fmt: skip
-    assert _code(err) == "DisabledException"
+    assert error_code(err) == "DisabledException"
 
 
 async def test_dry_run_answers_dry_run_exception(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    key = (await _call(kms.create_key))["KeyMetadata"]
-    err = await _error(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p", DryRun=True)
-    assert _code(err) == "DryRunOperationException"
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
+    err = await expect_error(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p", DryRun=True)
+    assert error_code(err) == "DryRunOperationException"
 
 
 async def test_user_without_permission_is_denied_in_aws_wording(nodes: NodeFactory) -> None:
     node = await nodes.start()
     admin = node.client(await nodes.identity(node))
-    key = (await _call(admin.create_key))["KeyMetadata"]
+    key = (await aws_call(admin.create_key))["KeyMetadata"]
     nobody = await nodes.identity(node, user="nobody")
-    err = await _error(node.client(nobody).encrypt, KeyId=key["KeyId"], Plaintext=b"p")
-    assert _code(err) == "AccessDeniedException"
+    err = await expect_error(node.client(nobody).encrypt, KeyId=key["KeyId"], Plaintext=b"p")
+    assert error_code(err) == "AccessDeniedException"
     assert err.response["Error"]["Message"] == (
         f"User: {nobody.arn} is not authorized to perform: kms:Encrypt on resource: {key['Arn']} "
         "because no identity-based policy allows the kms:Encrypt action"
     )
-    err = await _error(node.client(nobody).generate_random, NumberOfBytes=8)
-    assert _code(err) == "AccessDeniedException"
+    err = await expect_error(node.client(nobody).generate_random, NumberOfBytes=8)
+    assert error_code(err) == "AccessDeniedException"
     # a condition on the encryption context: allowed only with tenant=a
     scoped = await nodes.identity(node, user="scoped", policy={
         "Version": "2012-10-17",
@@ -214,9 +202,9 @@ async def test_user_without_permission_is_denied_in_aws_wording(nodes: NodeFacto
                        "Condition": {"StringEquals": {"kms:EncryptionContext:tenant": "a"}}}],
     })  # fmt: skip
     kms = node.client(scoped)
-    await _call(kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext={"tenant": "a"})
-    err = await _error(kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext={"tenant": "b"})
-    assert _code(err) == "AccessDeniedException"
+    await aws_call(kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext={"tenant": "a"})
+    err = await expect_error(kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext={"tenant": "b"})
+    assert error_code(err) == "AccessDeniedException"
 
 
 async def test_other_account_needs_the_key_policy_to_allow_it(nodes: NodeFactory) -> None:
@@ -224,12 +212,17 @@ async def test_other_account_needs_the_key_policy_to_allow_it(nodes: NodeFactory
     owner = node.client(await nodes.identity(node))
     stranger_id = await nodes.identity(node, account_id=OTHER_ACCOUNT_ID)
     stranger = node.client(stranger_id)
-    private = (await _call(owner.create_key))["KeyMetadata"]
-    blob = (await _call(owner.encrypt, KeyId=private["KeyId"], Plaintext=b"p"))["CiphertextBlob"]
-    assert _code(await _error(stranger.encrypt, KeyId=private["Arn"], Plaintext=b"p")) == "AccessDeniedException"
-    assert _code(await _error(stranger.decrypt, CiphertextBlob=blob)) == "AccessDeniedException"
+    private = (await aws_call(owner.create_key))["KeyMetadata"]
+    blob = (await aws_call(owner.encrypt, KeyId=private["KeyId"], Plaintext=b"p"))["CiphertextBlob"]
+    assert (
+        error_code(await expect_error(stranger.encrypt, KeyId=private["Arn"], Plaintext=b"p"))
+        == "AccessDeniedException"
+    )
+    assert error_code(await expect_error(stranger.decrypt, CiphertextBlob=blob)) == "AccessDeniedException"
     # a bare key id names a key of the caller's own account only
-    assert _code(await _error(stranger.encrypt, KeyId=private["KeyId"], Plaintext=b"p")) == "NotFoundException"
+    assert (
+        error_code(await expect_error(stranger.encrypt, KeyId=private["KeyId"], Plaintext=b"p")) == "NotFoundException"
+    )
     policy = {
         "Version": "2012-10-17",
         "Statement": [
@@ -239,19 +232,19 @@ async def test_other_account_needs_the_key_policy_to_allow_it(nodes: NodeFactory
              "Action": ["kms:Encrypt", "kms:Decrypt"], "Resource": "*"},
         ],
     }  # fmt: skip
-    shared = (await _call(owner.create_key, Policy=json.dumps(policy)))["KeyMetadata"]
-    enc = await _call(stranger.encrypt, KeyId=shared["Arn"], Plaintext=b"shared")
+    shared = (await aws_call(owner.create_key, Policy=json.dumps(policy)))["KeyMetadata"]
+    enc = await aws_call(stranger.encrypt, KeyId=shared["Arn"], Plaintext=b"shared")
     assert enc["KeyId"] == shared["Arn"]
-    assert (await _call(stranger.decrypt, CiphertextBlob=enc["CiphertextBlob"]))["Plaintext"] == b"shared"
-    assert (await _call(owner.decrypt, CiphertextBlob=enc["CiphertextBlob"]))["Plaintext"] == b"shared"
+    assert (await aws_call(stranger.decrypt, CiphertextBlob=enc["CiphertextBlob"]))["Plaintext"] == b"shared"
+    assert (await aws_call(owner.decrypt, CiphertextBlob=enc["CiphertextBlob"]))["Plaintext"] == b"shared"
 
 
 async def test_aws_cli_encrypts_and_decrypts_by_alias(nodes: NodeFactory, tmp_path: Path) -> None:
     node = await nodes.start()
     ident = await nodes.identity(node)
     kms = node.client(ident)
-    key = (await _call(kms.create_key))["KeyMetadata"]
-    await _call(kms.create_alias, AliasName="alias/cli", TargetKeyId=key["KeyId"])
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
+    await aws_call(kms.create_alias, AliasName="alias/cli", TargetKeyId=key["KeyId"])
     (tmp_path / "plain.txt").write_bytes(b"from the aws cli")
     env = {
         "AWS_ACCESS_KEY_ID": ident.access_key_id, "AWS_SECRET_ACCESS_KEY": ident.secret_access_key,
@@ -282,7 +275,7 @@ async def test_round_trip_and_every_single_byte_change_is_rejected(nodes: NodeFa
     """
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    key_id = (await _call(kms.create_key))["KeyMetadata"]["KeyId"]
+    key_id = (await aws_call(kms.create_key))["KeyMetadata"]["KeyId"]
     cryptops = node.app[SERVICES].cryptops
     admin = Requester(Principal(f"arn:aws:iam::{ACCOUNT_ID}:user/admin", ACCOUNT_ID, PrincipalKind.USER, "admin", "x"))
     loop = asyncio.get_running_loop()
@@ -323,7 +316,7 @@ async def test_service_decrypts_the_documented_known_answer_vector(nodes: NodeFa
         version = vector["backing_version"]
         await key_store.insert_version(con, key.key_id, version, wrap.wrap(node.keyring, key.key_id, version, material),
                                        node.clock.now())  # fmt: skip
-    out = await _call(kms.decrypt, CiphertextBlob=bytes.fromhex(vector["blob_hex"]),
+    out = await aws_call(kms.decrypt, CiphertextBlob=bytes.fromhex(vector["blob_hex"]),
                       EncryptionContext=vector["encryption_context"])  # fmt: skip
     assert out["Plaintext"] == bytes.fromhex(vector["plaintext_hex"])
     assert out["KeyId"] == key.arn

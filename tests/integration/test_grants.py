@@ -11,13 +11,10 @@ import botocore.exceptions
 import pytest
 
 from regiond.app import LISTENER
+from tests.support.aws import aws_call
 from tests.support.cluster import ACCOUNT_ID, OTHER_ACCOUNT_ID, NodeFactory
 
 QUIET = {"sweeper_interval_s": "3600", "usage_flush_interval_s": "3600"}
-
-
-async def _call(fn: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, **kwargs)
 
 
 async def _code(fn: Any, **kwargs: Any) -> str:
@@ -47,19 +44,19 @@ async def test_a_grant_lets_its_grantee_use_the_key_until_it_is_revoked(nodes: N
     kms = node.client(await nodes.identity(node))
     bob = await nodes.identity(node, user="bob")  # no identity policy; the default key policy
     bob_kms = node.client(bob)
-    key = (await _call(kms.create_key))["KeyMetadata"]
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
     assert not await _allowed(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p")
 
-    created = await _call(
+    created = await aws_call(
         kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=["Encrypt", "Decrypt"], Name="app"
     )
     assert len(created["GrantId"]) == 64 and created["GrantToken"]
-    blob = (await _call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p"))["CiphertextBlob"]
-    assert (await _call(bob_kms.decrypt, CiphertextBlob=blob))["Plaintext"] == b"p"
+    blob = (await aws_call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p"))["CiphertextBlob"]
+    assert (await aws_call(bob_kms.decrypt, CiphertextBlob=blob))["Plaintext"] == b"p"
     assert not await _allowed(bob_kms.generate_data_key, KeyId=key["Arn"], KeySpec="AES_256")  # not granted
     assert not await _allowed(bob_kms.describe_key, KeyId=key["Arn"])
 
-    (entry,) = (await _call(kms.list_grants, KeyId=key["KeyId"]))["Grants"]
+    (entry,) = (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"]
     assert entry["KeyId"] == key["Arn"]
     assert entry["GrantId"] == created["GrantId"]
     assert (entry["Name"], entry["GranteePrincipal"]) == ("app", bob.arn)
@@ -67,9 +64,9 @@ async def test_a_grant_lets_its_grantee_use_the_key_until_it_is_revoked(nodes: N
     assert entry["IssuingAccount"] == f"arn:aws:iam::{ACCOUNT_ID}:root"
     assert "CreationDate" in entry and "Constraints" not in entry and "RetiringPrincipal" not in entry
 
-    await _call(kms.revoke_grant, KeyId=key["Arn"], GrantId=created["GrantId"])
+    await aws_call(kms.revoke_grant, KeyId=key["Arn"], GrantId=created["GrantId"])
     assert not await _allowed(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p")
-    assert (await _call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
+    assert (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
     code = await _code(kms.revoke_grant, KeyId=key["KeyId"], GrantId=created["GrantId"])
     assert code == "NotFoundException"
 
@@ -80,29 +77,31 @@ async def test_encryption_context_constraints_of_a_grant(nodes: NodeFactory) -> 
     bob = await nodes.identity(node, user="bob")
     carol = await nodes.identity(node, user="carol")
     bob_kms, carol_kms = node.client(bob), node.client(carol)
-    key = (await _call(kms.create_key))["KeyMetadata"]
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
     ops = ["Encrypt", "Decrypt", "DescribeKey"]
-    await _call(
+    await aws_call(
         kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=ops,
         Constraints={"EncryptionContextSubset": {"tenant": "blue"}},
     )  # fmt: skip
-    await _call(
+    await aws_call(
         kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=carol.arn, Operations=ops,
         Constraints={"EncryptionContextEquals": {"tenant": "blue"}},
     )  # fmt: skip
 
     wider = {"tenant": "blue", "app": "billing"}
-    blob = (await _call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext=wider))["CiphertextBlob"]
-    await _call(bob_kms.decrypt, CiphertextBlob=blob, EncryptionContext=wider)
-    await _call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext={"tenant": "blue"})
+    blob = (await aws_call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext=wider))[
+        "CiphertextBlob"
+    ]
+    await aws_call(bob_kms.decrypt, CiphertextBlob=blob, EncryptionContext=wider)
+    await aws_call(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext={"tenant": "blue"})
     assert not await _allowed(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext={"tenant": "red"})
     assert not await _allowed(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p")
-    await _call(bob_kms.describe_key, KeyId=key["Arn"])  # constraints do not apply to DescribeKey
+    await aws_call(bob_kms.describe_key, KeyId=key["Arn"])  # constraints do not apply to DescribeKey
 
-    await _call(carol_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext={"tenant": "blue"})
+    await aws_call(carol_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext={"tenant": "blue"})
     assert not await _allowed(carol_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", EncryptionContext=wider)
 
-    (grant,) = (await _call(kms.list_grants, KeyId=key["KeyId"], GranteePrincipal=bob.arn))["Grants"]
+    (grant,) = (await aws_call(kms.list_grants, KeyId=key["KeyId"], GranteePrincipal=bob.arn))["Grants"]
     assert grant["Constraints"] == {"EncryptionContextSubset": {"tenant": "blue"}}
 
 
@@ -112,12 +111,12 @@ async def test_grant_creation_and_revocation_reach_a_second_node_within_a_second
     kms_a = a.client(await nodes.identity(a))
     bob = await nodes.identity(a, user="bob")
     bob_b = b.client(bob)
-    key = (await _call(kms_a.create_key))["KeyMetadata"]
+    key = (await aws_call(kms_a.create_key))["KeyMetadata"]
     assert not await _allowed(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p")  # node B caches: no grants
 
-    grant = await _call(kms_a.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=["Encrypt"])
+    grant = await aws_call(kms_a.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=["Encrypt"])
     await _becomes(True, bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p")
-    await _call(kms_a.revoke_grant, KeyId=key["KeyId"], GrantId=grant["GrantId"])
+    await aws_call(kms_a.revoke_grant, KeyId=key["KeyId"], GrantId=grant["GrantId"])
     await _becomes(False, bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p")
 
 
@@ -127,23 +126,23 @@ async def test_a_grant_token_works_before_the_grant_reaches_the_cache(nodes: Nod
     kms_a = a.client(await nodes.identity(a))
     bob = await nodes.identity(a, user="bob")
     bob_b = b.client(bob)
-    key = (await _call(kms_a.create_key))["KeyMetadata"]
+    key = (await aws_call(kms_a.create_key))["KeyMetadata"]
     assert not await _allowed(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p")
     await b.app[LISTENER].stop()  # node B now never hears of the new grant by itself
 
-    grant = await _call(
+    grant = await aws_call(
         kms_a.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=["Encrypt", "DescribeKey"]
     )
     assert not await _allowed(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p")  # B's cache is behind
-    await _call(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p", GrantTokens=[grant["GrantToken"]])
-    await _call(bob_b.describe_key, KeyId=key["Arn"], GrantTokens=[grant["GrantToken"]])
-    await _call(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p")  # the token made B reload the grants
+    await aws_call(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p", GrantTokens=[grant["GrantToken"]])
+    await aws_call(bob_b.describe_key, KeyId=key["Arn"], GrantTokens=[grant["GrantToken"]])
+    await aws_call(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p")  # the token made B reload the grants
 
     assert await _code(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p", GrantTokens=["nope"]) == (
         "InvalidGrantTokenException"
     )
     # A token never widens a grant: Decrypt is not in it.
-    blob = (await _call(kms_a.encrypt, KeyId=key["Arn"], Plaintext=b"p"))["CiphertextBlob"]
+    blob = (await aws_call(kms_a.encrypt, KeyId=key["Arn"], Plaintext=b"p"))["CiphertextBlob"]
     assert not await _allowed(bob_b.decrypt, CiphertextBlob=blob, GrantTokens=[grant["GrantToken"]])
 
 
@@ -157,28 +156,28 @@ async def test_retiring_grants_by_token_or_id_and_who_may_retire(nodes: NodeFact
         "Statement": [{"Effect": "Allow", "Action": "kms:ListRetirableGrants", "Resource": "*"}],
     })  # fmt: skip
     bob_kms, ops_kms = node.client(bob), node.client(ops)
-    key = (await _call(kms.create_key))["KeyMetadata"]
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
 
     def grant(**kwargs: Any) -> Any:
-        return _call(kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, **kwargs)
+        return aws_call(kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, **kwargs)
 
     retirable = await grant(Operations=["Encrypt"], RetiringPrincipal=ops.arn)
     self_retiring = await grant(Operations=["Encrypt", "RetireGrant"])
     plain = await grant(Operations=["Decrypt"])
 
-    listed = (await _call(ops_kms.list_retirable_grants, RetiringPrincipal=ops.arn))["Grants"]
+    listed = (await aws_call(ops_kms.list_retirable_grants, RetiringPrincipal=ops.arn))["Grants"]
     assert [g["GrantId"] for g in listed] == [retirable["GrantId"]]
     assert listed[0]["RetiringPrincipal"] == ops.arn and listed[0]["KeyId"] == key["Arn"]
     assert not await _allowed(ops_kms.list_retirable_grants, RetiringPrincipal=f"arn:aws:iam::{OTHER_ACCOUNT_ID}:root")
     assert not await _allowed(bob_kms.list_retirable_grants, RetiringPrincipal=ops.arn)  # no IAM permission
 
     assert not await _allowed(bob_kms.retire_grant, GrantToken=retirable["GrantToken"])  # lacks RetireGrant
-    await _call(ops_kms.retire_grant, GrantToken=retirable["GrantToken"])
-    await _call(bob_kms.retire_grant, KeyId=key["Arn"], GrantId=self_retiring["GrantId"])
+    await aws_call(ops_kms.retire_grant, GrantToken=retirable["GrantToken"])
+    await aws_call(bob_kms.retire_grant, KeyId=key["Arn"], GrantId=self_retiring["GrantId"])
     assert not await _allowed(bob_kms.retire_grant, KeyId=key["Arn"], GrantId=plain["GrantId"])
     assert not await _allowed(kms.retire_grant, KeyId=key["Arn"], GrantId=plain["GrantId"])  # a user, not root
-    await _call(root.retire_grant, KeyId=key["KeyId"], GrantId=plain["GrantId"])  # the issuing account
-    assert (await _call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
+    await aws_call(root.retire_grant, KeyId=key["KeyId"], GrantId=plain["GrantId"])  # the issuing account
+    assert (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
 
     assert await _code(kms.retire_grant, GrantToken=retirable["GrantToken"]) == "NotFoundException"
     assert await _code(kms.retire_grant, GrantToken="not-a-token") == "InvalidGrantTokenException"
@@ -191,8 +190,8 @@ async def test_create_grant_refuses_bad_requests_and_dry_run_creates_nothing(nod
     node = await nodes.start(extra=QUIET)
     kms = node.client(await nodes.identity(node))
     bob = await nodes.identity(node, user="bob")
-    key = (await _call(kms.create_key))["KeyMetadata"]
-    await _call(kms.create_alias, AliasName="alias/g", TargetKeyId=key["KeyId"])
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
+    await aws_call(kms.create_alias, AliasName="alias/g", TargetKeyId=key["KeyId"])
 
     async def code(**kwargs: Any) -> str:
         args = {"KeyId": key["KeyId"], "GranteePrincipal": bob.arn, "Operations": ["Encrypt"], **kwargs}
@@ -208,8 +207,8 @@ async def test_create_grant_refuses_bad_requests_and_dry_run_creates_nothing(nod
         "UnsupportedOperationException"
     )
     assert await code(DryRun=True) == "DryRunOperationException"
-    assert (await _call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
-    await _call(kms.disable_key, KeyId=key["KeyId"])
+    assert (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
+    await aws_call(kms.disable_key, KeyId=key["KeyId"])
     assert await code() == "DisabledException"
 
 
@@ -217,22 +216,22 @@ async def test_named_grant_retry_returns_the_same_grant_with_a_new_token(nodes: 
     node = await nodes.start(extra=QUIET)
     kms = node.client(await nodes.identity(node))
     bob = await nodes.identity(node, user="bob")
-    key = (await _call(kms.create_key))["KeyMetadata"]
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
     args = {"KeyId": key["KeyId"], "GranteePrincipal": bob.arn, "Operations": ["Encrypt"], "Name": "svc"}
-    first, again = [await _call(kms.create_grant, **args) for _ in range(2)]
+    first, again = [await aws_call(kms.create_grant, **args) for _ in range(2)]
     assert first["GrantId"] == again["GrantId"] and first["GrantToken"] != again["GrantToken"]
-    changed = await _call(kms.create_grant, **{**args, "Operations": ["Encrypt", "Decrypt"]})
+    changed = await aws_call(kms.create_grant, **{**args, "Operations": ["Encrypt", "Decrypt"]})
     assert changed["GrantId"] != first["GrantId"]
-    await _call(kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=["Decrypt"])
+    await aws_call(kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=["Decrypt"])
 
-    page = await _call(kms.list_grants, KeyId=key["KeyId"], Limit=2)
+    page = await aws_call(kms.list_grants, KeyId=key["KeyId"], Limit=2)
     assert page["Truncated"] is True and len(page["Grants"]) == 2
-    rest = await _call(kms.list_grants, KeyId=key["KeyId"], Limit=2, Marker=page["NextMarker"])
+    rest = await aws_call(kms.list_grants, KeyId=key["KeyId"], Limit=2, Marker=page["NextMarker"])
     assert rest["Truncated"] is False and len(rest["Grants"]) == 1
     ids = [g["GrantId"] for g in page["Grants"] + rest["Grants"]]
     assert ids[:2] == [first["GrantId"], changed["GrantId"]] and len(set(ids)) == 3
     assert await _code(kms.list_grants, KeyId=key["KeyId"], Marker="x") == "InvalidMarkerException"
-    only = await _call(kms.list_grants, KeyId=key["KeyId"], GrantId=first["GrantId"])
+    only = await aws_call(kms.list_grants, KeyId=key["KeyId"], GrantId=first["GrantId"])
     assert [g["GrantId"] for g in only["Grants"]] == [first["GrantId"]]
 
 
@@ -241,9 +240,9 @@ async def test_a_grant_to_another_account_works_by_key_arn_without_iam(nodes: No
     kms = node.client(await nodes.identity(node))
     carol = await nodes.identity(node, account_id=OTHER_ACCOUNT_ID, user="carol")  # no identity policy
     carol_kms = node.client(carol)
-    key = (await _call(kms.create_key))["KeyMetadata"]
-    await _call(kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=carol.arn, Operations=["GenerateDataKey"])
-    data_key = await _call(carol_kms.generate_data_key, KeyId=key["Arn"], KeySpec="AES_256")
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
+    await aws_call(kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=carol.arn, Operations=["GenerateDataKey"])
+    data_key = await aws_call(carol_kms.generate_data_key, KeyId=key["Arn"], KeySpec="AES_256")
     assert data_key["KeyId"] == key["Arn"]
     assert await _code(carol_kms.generate_data_key, KeyId=key["KeyId"], KeySpec="AES_256") == "NotFoundException"
     assert not await _allowed(carol_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p")
@@ -255,9 +254,9 @@ async def test_a_grant_that_allows_create_grant_cannot_widen_itself(nodes: NodeF
     bob = await nodes.identity(node, user="bob")
     dan = await nodes.identity(node, user="dan")
     bob_kms = node.client(bob)
-    key = (await _call(kms.create_key))["KeyMetadata"]
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
     subset = {"EncryptionContextSubset": {"tenant": "blue"}}
-    await _call(
+    await aws_call(
         kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=["Encrypt", "CreateGrant"],
         Constraints=subset,
     )  # fmt: skip
@@ -273,4 +272,4 @@ async def test_a_grant_that_allows_create_grant_cannot_widen_itself(nodes: NodeF
     assert not await bob_grants(["Encrypt"], None)
     assert not await bob_grants(["Encrypt"], {"EncryptionContextSubset": {"app": "x"}})
     assert not await bob_grants(["Decrypt"], subset)
-    assert len((await _call(kms.list_grants, KeyId=key["KeyId"], GranteePrincipal=dan.arn))["Grants"]) == 2
+    assert len((await aws_call(kms.list_grants, KeyId=key["KeyId"], GranteePrincipal=dan.arn))["Grants"]) == 2

@@ -15,14 +15,11 @@ import pytest
 
 from regiond.app import POOL
 from regiond.protocol.routes import SERVICES
+from tests.support.aws import aws_call
 from tests.support.cluster import Node, NodeFactory
 
 QUIET = {"sweeper_interval_s": "3600", "usage_flush_interval_s": "3600"}
 """Background tasks that use the pool run once at start, then not again during the test."""
-
-
-async def _call(fn: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, **kwargs)
 
 
 @contextmanager
@@ -47,20 +44,22 @@ async def test_steady_state_cryptographic_operations_make_no_database_round_trip
 ) -> None:
     node = await nodes.start(audit=False, extra=QUIET)  # audit's group commit is measured elsewhere
     kms = node.client(await nodes.identity(node))
-    key = (await _call(kms.create_key))["KeyMetadata"]
-    other = (await _call(kms.create_key))["KeyMetadata"]
-    await _call(kms.create_alias, AliasName="alias/hot", TargetKeyId=key["KeyId"])
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
+    other = (await aws_call(kms.create_key))["KeyMetadata"]
+    await aws_call(kms.create_alias, AliasName="alias/hot", TargetKeyId=key["KeyId"])
     ctx = {"tenant": "a"}
 
     async def round_of_operations() -> None:
-        blob = (await _call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p", EncryptionContext=ctx))["CiphertextBlob"]
-        await _call(kms.encrypt, KeyId="alias/hot", Plaintext=b"p")
-        await _call(kms.decrypt, CiphertextBlob=blob, EncryptionContext=ctx)
-        await _call(kms.decrypt, CiphertextBlob=blob, EncryptionContext=ctx, KeyId="alias/hot")
-        await _call(kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext=ctx, DestinationKeyId=other["Arn"])
-        await _call(kms.generate_data_key, KeyId=key["Arn"], KeySpec="AES_256", EncryptionContext=ctx)
-        await _call(kms.generate_data_key_without_plaintext, KeyId="alias/hot", NumberOfBytes=16)
-        await _call(kms.generate_random, NumberOfBytes=16)
+        blob = (await aws_call(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"p", EncryptionContext=ctx))[
+            "CiphertextBlob"
+        ]
+        await aws_call(kms.encrypt, KeyId="alias/hot", Plaintext=b"p")
+        await aws_call(kms.decrypt, CiphertextBlob=blob, EncryptionContext=ctx)
+        await aws_call(kms.decrypt, CiphertextBlob=blob, EncryptionContext=ctx, KeyId="alias/hot")
+        await aws_call(kms.re_encrypt, CiphertextBlob=blob, SourceEncryptionContext=ctx, DestinationKeyId=other["Arn"])
+        await aws_call(kms.generate_data_key, KeyId=key["Arn"], KeySpec="AES_256", EncryptionContext=ctx)
+        await aws_call(kms.generate_data_key_without_plaintext, KeyId="alias/hot", NumberOfBytes=16)
+        await aws_call(kms.generate_random, NumberOfBytes=16)
 
     await round_of_operations()  # warm-up: loads keys, alias, policies, signing keys
     loads = node.app[SERVICES].keys.cache.loads
@@ -71,7 +70,7 @@ async def test_steady_state_cryptographic_operations_make_no_database_round_trip
     assert node.app[SERVICES].keys.cache.loads == loads
     # the counter does see queries: a management call takes a connection
     with counting_acquires(node, monkeypatch) as acquired:
-        await _call(kms.list_keys)
+        await aws_call(kms.list_keys)
     assert acquired[0] >= 1
 
 
@@ -80,26 +79,26 @@ async def test_disable_key_on_one_node_reaches_another_node_within_a_second(node
     b = await nodes.start(database_url=a.database_url, state_dir=a.state_dir, extra=QUIET)
     ident = await nodes.identity(a)
     kms_a, kms_b = a.client(ident), b.client(ident)
-    key_id = (await _call(kms_a.create_key))["KeyMetadata"]["KeyId"]
-    await _call(kms_b.encrypt, KeyId=key_id, Plaintext=b"p")  # node B has the key cached
+    key_id = (await aws_call(kms_a.create_key))["KeyMetadata"]["KeyId"]
+    await aws_call(kms_b.encrypt, KeyId=key_id, Plaintext=b"p")  # node B has the key cached
 
     async def b_refuses_within(seconds: float) -> str | None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
-                await _call(kms_b.encrypt, KeyId=key_id, Plaintext=b"p")
+                await aws_call(kms_b.encrypt, KeyId=key_id, Plaintext=b"p")
             except botocore.exceptions.ClientError as exc:
                 return str(exc.response["Error"]["Code"])
             await asyncio.sleep(0.02)
         return None
 
-    await _call(kms_a.disable_key, KeyId=key_id)
+    await aws_call(kms_a.disable_key, KeyId=key_id)
     assert await b_refuses_within(1.0) == "DisabledException"
-    await _call(kms_a.enable_key, KeyId=key_id)
+    await aws_call(kms_a.enable_key, KeyId=key_id)
     deadline = time.monotonic() + 1.0
     while True:
         try:
-            await _call(kms_b.encrypt, KeyId=key_id, Plaintext=b"p")
+            await aws_call(kms_b.encrypt, KeyId=key_id, Plaintext=b"p")
             break
         except botocore.exceptions.ClientError:
             assert time.monotonic() < deadline, "node B kept refusing a re-enabled key"

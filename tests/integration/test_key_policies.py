@@ -13,13 +13,10 @@ import pytest
 
 from regiond.domain.decision import default_key_policy, enable_iam_statement, policy_document
 from regiond.service.keys import LOCKOUT_MESSAGE
+from tests.support.aws import aws_call
 from tests.support.cluster import ACCOUNT_ID, NodeFactory
 
 QUIET = {"sweeper_interval_s": "3600", "usage_flush_interval_s": "3600"}
-
-
-async def _call(fn: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, **kwargs)
 
 
 async def _error(fn: Any, **kwargs: Any) -> tuple[str, str]:
@@ -41,14 +38,14 @@ def allow(principal: str, *actions: str, sid: str | None = None) -> dict[str, An
 async def test_a_new_key_has_the_default_policy_under_the_only_name_default(nodes: NodeFactory) -> None:
     node = await nodes.start(extra=QUIET)
     kms = node.client(await nodes.identity(node))
-    key = (await _call(kms.create_key))["KeyMetadata"]
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
 
-    got = await _call(kms.get_key_policy, KeyId=key["KeyId"], PolicyName="default")
+    got = await aws_call(kms.get_key_policy, KeyId=key["KeyId"], PolicyName="default")
     assert got["PolicyName"] == "default"
     assert json.loads(got["Policy"]) == json.loads(default_key_policy(ACCOUNT_ID))
-    assert (await _call(kms.get_key_policy, KeyId=key["Arn"]))["Policy"] == got["Policy"]  # name defaults
+    assert (await aws_call(kms.get_key_policy, KeyId=key["Arn"]))["Policy"] == got["Policy"]  # name defaults
 
-    listed = await _call(kms.list_key_policies, KeyId=key["KeyId"])
+    listed = await aws_call(kms.list_key_policies, KeyId=key["KeyId"])
     assert (listed["PolicyNames"], listed["Truncated"]) == (["default"], False)
 
     assert (await _error(kms.get_key_policy, KeyId=key["KeyId"], PolicyName="other"))[0] == "NotFoundException"
@@ -56,7 +53,7 @@ async def test_a_new_key_has_the_default_policy_under_the_only_name_default(node
     assert (await _error(kms.put_key_policy, KeyId=key["KeyId"], PolicyName="other", Policy=document))[
         0
     ] == "NotFoundException"
-    await _call(kms.create_alias, AliasName="alias/p", TargetKeyId=key["KeyId"])
+    await aws_call(kms.create_alias, AliasName="alias/p", TargetKeyId=key["KeyId"])
     assert (await _error(kms.get_key_policy, KeyId="alias/p"))[0] == "InvalidArnException"
     assert (await _error(kms.list_key_policies, KeyId=key["KeyId"], Marker="x"))[0] == "InvalidMarkerException"
 
@@ -67,19 +64,19 @@ async def test_put_key_policy_stores_the_text_and_reaches_another_node_within_a_
     admin = await nodes.identity(a)
     bob = await nodes.identity(a, user="bob")  # no identity policy at all
     kms_a, bob_b = a.client(admin), b.client(bob)
-    key = (await _call(kms_a.create_key))["KeyMetadata"]
+    key = (await aws_call(kms_a.create_key))["KeyMetadata"]
     assert (await _error(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p"))[0] == "AccessDeniedException"
 
     document = policy_document(
         [enable_iam_statement(ACCOUNT_ID), allow(bob.arn, "kms:Encrypt", sid="Bob encrypts")], policy_id="mine"
     )
-    await _call(kms_a.put_key_policy, KeyId=key["KeyId"], Policy=document)
-    assert (await _call(kms_a.get_key_policy, KeyId=key["KeyId"]))["Policy"] == document  # byte for byte
+    await aws_call(kms_a.put_key_policy, KeyId=key["KeyId"], Policy=document)
+    assert (await aws_call(kms_a.get_key_policy, KeyId=key["KeyId"]))["Policy"] == document  # byte for byte
 
     deadline = time.monotonic() + 1.0
     while True:  # node B cached bob's denial; the key's NOTIFY must make it decide again
         try:
-            await _call(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p")
+            await aws_call(bob_b.encrypt, KeyId=key["Arn"], Plaintext=b"p")
             break
         except botocore.exceptions.ClientError:
             assert time.monotonic() < deadline, "node B kept the old key policy"
@@ -89,8 +86,8 @@ async def test_put_key_policy_stores_the_text_and_reaches_another_node_within_a_
 async def test_malformed_policies_are_refused_with_the_reason_and_change_nothing(nodes: NodeFactory) -> None:
     node = await nodes.start(extra=QUIET)
     kms = node.client(await nodes.identity(node))
-    key_id = (await _call(kms.create_key))["KeyMetadata"]["KeyId"]
-    before = (await _call(kms.get_key_policy, KeyId=key_id))["Policy"]
+    key_id = (await aws_call(kms.create_key))["KeyMetadata"]["KeyId"]
+    before = (await aws_call(kms.get_key_policy, KeyId=key_id))["Policy"]
     good = allow(f"arn:aws:iam::{ACCOUNT_ID}:root", "kms:*")
     cases = [
         ("{not json", "not valid JSON"),
@@ -104,7 +101,7 @@ async def test_malformed_policies_are_refused_with_the_reason_and_change_nothing
         assert reason in message
         code, message = await _error(kms.create_key, Policy=document)
         assert (code, reason in message) == ("MalformedPolicyDocumentException", True)
-    assert (await _call(kms.get_key_policy, KeyId=key_id))["Policy"] == before
+    assert (await aws_call(kms.get_key_policy, KeyId=key_id))["Policy"] == before
 
 
 async def test_lockout_safety_check_refuses_a_policy_that_locks_the_caller_out(nodes: NodeFactory) -> None:
@@ -112,7 +109,7 @@ async def test_lockout_safety_check_refuses_a_policy_that_locks_the_caller_out(n
     admin = await nodes.identity(node)
     bob = await nodes.identity(node, user="bob")
     kms = node.client(admin)
-    key_id = (await _call(kms.create_key))["KeyMetadata"]["KeyId"]
+    key_id = (await aws_call(kms.create_key))["KeyMetadata"]["KeyId"]
     only_bob = policy_document([allow(bob.arn, "kms:*")])
 
     assert await _error(kms.put_key_policy, KeyId=key_id, Policy=only_bob) == (
@@ -120,20 +117,20 @@ async def test_lockout_safety_check_refuses_a_policy_that_locks_the_caller_out(n
     )  # fmt: skip
     assert await _error(kms.create_key, Policy=only_bob) == ("MalformedPolicyDocumentException", LOCKOUT_MESSAGE)
     # A policy that still lets the caller (here via its account's IAM) manage the key is fine.
-    await _call(kms.put_key_policy, KeyId=key_id, Policy=policy_document([enable_iam_statement(ACCOUNT_ID)]))
+    await aws_call(kms.put_key_policy, KeyId=key_id, Policy=policy_document([enable_iam_statement(ACCOUNT_ID)]))
 
-    await _call(kms.put_key_policy, KeyId=key_id, Policy=only_bob, BypassPolicyLockoutSafetyCheck=True)
+    await aws_call(kms.put_key_policy, KeyId=key_id, Policy=only_bob, BypassPolicyLockoutSafetyCheck=True)
     assert (await _error(kms.get_key_policy, KeyId=key_id))[0] == "AccessDeniedException"  # locked out
-    assert (await _call(node.client(bob).get_key_policy, KeyId=key_id))["Policy"] == only_bob
-    created = await _call(kms.create_key, Policy=only_bob, BypassPolicyLockoutSafetyCheck=True)
+    assert (await aws_call(node.client(bob).get_key_policy, KeyId=key_id))["Policy"] == only_bob
+    created = await aws_call(kms.create_key, Policy=only_bob, BypassPolicyLockoutSafetyCheck=True)
     assert created["KeyMetadata"]["KeyState"] == "Enabled"
 
 
 async def test_aws_managed_key_policy_is_readable_but_cannot_be_changed(nodes: NodeFactory) -> None:
     node = await nodes.start(extra=QUIET)
     kms = node.client(await nodes.identity(node))
-    managed = (await _call(kms.describe_key, KeyId="alias/aws/s3"))["KeyMetadata"]
-    policy = json.loads((await _call(kms.get_key_policy, KeyId=managed["KeyId"]))["Policy"])
+    managed = (await aws_call(kms.describe_key, KeyId="alias/aws/s3"))["KeyMetadata"]
+    policy = json.loads((await aws_call(kms.get_key_policy, KeyId=managed["KeyId"]))["Policy"])
     assert policy["Id"] == "auto-s3-1"
     code, _ = await _error(
         kms.put_key_policy, KeyId=managed["KeyId"], Policy=policy_document([enable_iam_statement(ACCOUNT_ID)])

@@ -6,36 +6,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from typing import Any
-
-import botocore.exceptions
-import pytest
 
 from regiond.app import POOL
 from regiond.protocol.routes import SERVICES
+from tests.support.aws import aws_call, error_code, expect_error
 from tests.support.cluster import ACCOUNT_ID, NodeFactory
-
-
-def _code(exc: BaseException) -> str:
-    assert isinstance(exc, botocore.exceptions.ClientError)
-    return str(exc.response["Error"]["Code"])
-
-
-async def _call(fn: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, **kwargs)
-
-
-async def _error(fn: Any, **kwargs: Any) -> botocore.exceptions.ClientError:
-    with pytest.raises(botocore.exceptions.ClientError) as info:
-        await asyncio.to_thread(fn, **kwargs)
-    return info.value
 
 
 async def test_create_key_returns_the_full_key_metadata(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
-    md = (await _call(kms.create_key, Description="payments"))["KeyMetadata"]
+    md = (await aws_call(kms.create_key, Description="payments"))["KeyMetadata"]
     assert md["AWSAccountId"] == ACCOUNT_ID
     assert md["Arn"] == f"arn:aws:kms:us-east-1:{ACCOUNT_ID}:key/{md['KeyId']}"
     assert md["CreationDate"] >= before
@@ -50,84 +32,84 @@ async def test_create_key_returns_the_full_key_metadata(nodes: NodeFactory) -> N
     for absent in ("DeletionDate", "ValidTo", "ExpirationModel", "SigningAlgorithms", "PendingDeletionWindowInDays"):
         assert absent not in md
     # DescribeKey by key id, key ARN, alias name and alias ARN gives the same metadata
-    await _call(kms.create_alias, AliasName="alias/payments", TargetKeyId=md["KeyId"])
+    await aws_call(kms.create_alias, AliasName="alias/payments", TargetKeyId=md["KeyId"])
     alias_arn = f"arn:aws:kms:us-east-1:{ACCOUNT_ID}:alias/payments"
     for ref in (md["KeyId"], md["Arn"], "alias/payments", alias_arn):
-        assert (await _call(kms.describe_key, KeyId=ref))["KeyMetadata"] == md
+        assert (await aws_call(kms.describe_key, KeyId=ref))["KeyMetadata"] == md
 
 
 async def test_describe_key_errors(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
     missing = "11111111-2222-4333-8444-555555555555"
-    err = await _error(kms.describe_key, KeyId=missing)
-    assert _code(err) == "NotFoundException"
+    err = await expect_error(kms.describe_key, KeyId=missing)
+    assert error_code(err) == "NotFoundException"
     assert err.response["Error"]["Message"] == f"Key 'arn:aws:kms:us-east-1:{ACCOUNT_ID}:key/{missing}' does not exist"
-    err = await _error(kms.describe_key, KeyId="alias/nope")
-    assert _code(err) == "NotFoundException"
+    err = await expect_error(kms.describe_key, KeyId="alias/nope")
+    assert error_code(err) == "NotFoundException"
     assert err.response["Error"]["Message"] == f"Alias arn:aws:kms:us-east-1:{ACCOUNT_ID}:alias/nope is not found."
-    assert _code(await _error(kms.describe_key, KeyId="not-a-key")) == "NotFoundException"
-    err = await _error(kms.describe_key, KeyId=f"arn:aws:kms:eu-west-1:{ACCOUNT_ID}:key/{missing}")
-    assert (_code(err), err.response["Error"]["Message"]) == ("NotFoundException", "Invalid arn eu-west-1")
-    assert _code(await _error(kms.describe_key, KeyId="arn:aws:s3:::bucket")) == "InvalidArnException"
-    assert _code(await _error(kms.enable_key, KeyId="alias/anything")) == "InvalidArnException"
+    assert error_code(await expect_error(kms.describe_key, KeyId="not-a-key")) == "NotFoundException"
+    err = await expect_error(kms.describe_key, KeyId=f"arn:aws:kms:eu-west-1:{ACCOUNT_ID}:key/{missing}")
+    assert (error_code(err), err.response["Error"]["Message"]) == ("NotFoundException", "Invalid arn eu-west-1")
+    assert error_code(await expect_error(kms.describe_key, KeyId="arn:aws:s3:::bucket")) == "InvalidArnException"
+    assert error_code(await expect_error(kms.enable_key, KeyId="alias/anything")) == "InvalidArnException"
 
 
 async def test_create_key_options_and_refusals(nodes: NodeFactory) -> None:
     node = await nodes.start()
     ident = await nodes.identity(node)
     kms = node.client(ident)
-    external = (await _call(kms.create_key, Origin="EXTERNAL"))["KeyMetadata"]
+    external = (await aws_call(kms.create_key, Origin="EXTERNAL"))["KeyMetadata"]
     assert (external["Origin"], external["KeyState"], external["Enabled"]) == ("EXTERNAL", "PendingImport", False)
-    err = await _error(kms.encrypt, KeyId=external["KeyId"], Plaintext=b"p")
-    assert _code(err) == "KMSInvalidStateException"
+    err = await expect_error(kms.encrypt, KeyId=external["KeyId"], Plaintext=b"p")
+    assert error_code(err) == "KMSInvalidStateException"
     assert err.response["Error"]["Message"] == f"{external['Arn']} is pending import."
-    mrk = (await _call(kms.create_key, MultiRegion=True))["KeyMetadata"]  # replication: tests/cluster/
+    mrk = (await aws_call(kms.create_key, MultiRegion=True))["KeyMetadata"]  # replication: tests/cluster/
     assert mrk["KeyId"].startswith("mrk-") and mrk["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY"
-    assert _code(await _error(kms.create_key, KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")) == (
+    assert error_code(await expect_error(kms.create_key, KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")) == (
         "UnsupportedOperationException"
     )
-    assert _code(await _error(kms.create_key, Policy="{not json")) == "MalformedPolicyDocumentException"
+    assert error_code(await expect_error(kms.create_key, Policy="{not json")) == "MalformedPolicyDocumentException"
     # a policy that would lock the caller out is refused unless the check is bypassed
     lockout = json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::444455556666:root"}, "Action": "kms:*", "Resource": "*"}
     ]})  # fmt: skip
-    err = await _error(kms.create_key, Policy=lockout)
-    assert _code(err) == "MalformedPolicyDocumentException"
+    err = await expect_error(kms.create_key, Policy=lockout)
+    assert error_code(err) == "MalformedPolicyDocumentException"
     assert "will not allow you to update the key policy" in err.response["Error"]["Message"]
-    bypassed = (await _call(kms.create_key, Policy=lockout, BypassPolicyLockoutSafetyCheck=True))["KeyMetadata"]
+    bypassed = (await aws_call(kms.create_key, Policy=lockout, BypassPolicyLockoutSafetyCheck=True))["KeyMetadata"]
     # the stored policy is the one given: even the creator's account cannot describe the key now
-    assert _code(await _error(kms.describe_key, KeyId=bypassed["KeyId"])) == "AccessDeniedException"
+    assert error_code(await expect_error(kms.describe_key, KeyId=bypassed["KeyId"])) == "AccessDeniedException"
     nobody = await nodes.identity(node, user="nobody")
-    assert _code(await _error(node.client(nobody).create_key)) == "AccessDeniedException"
+    assert error_code(await expect_error(node.client(nobody).create_key)) == "AccessDeniedException"
 
 
 async def test_enable_disable_and_update_description(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    key_id = (await _call(kms.create_key, Description="old"))["KeyMetadata"]["KeyId"]
-    await _call(kms.disable_key, KeyId=key_id)
-    await _call(kms.disable_key, KeyId=key_id)  # idempotent, as in AWS
-    assert (await _call(kms.describe_key, KeyId=key_id))["KeyMetadata"]["KeyState"] == "Disabled"
-    await _call(kms.enable_key, KeyId=key_id)
-    await _call(kms.update_key_description, KeyId=key_id, Description="new")
-    md = (await _call(kms.describe_key, KeyId=key_id))["KeyMetadata"]
+    key_id = (await aws_call(kms.create_key, Description="old"))["KeyMetadata"]["KeyId"]
+    await aws_call(kms.disable_key, KeyId=key_id)
+    await aws_call(kms.disable_key, KeyId=key_id)  # idempotent, as in AWS
+    assert (await aws_call(kms.describe_key, KeyId=key_id))["KeyMetadata"]["KeyState"] == "Disabled"
+    await aws_call(kms.enable_key, KeyId=key_id)
+    await aws_call(kms.update_key_description, KeyId=key_id, Description="new")
+    md = (await aws_call(kms.describe_key, KeyId=key_id))["KeyMetadata"]
     assert (md["KeyState"], md["Description"]) == ("Enabled", "new")
-    await _call(kms.schedule_key_deletion, KeyId=key_id, PendingWindowInDays=7)
+    await aws_call(kms.schedule_key_deletion, KeyId=key_id, PendingWindowInDays=7)
     for call in (kms.enable_key, kms.disable_key):
-        err = await _error(call, KeyId=key_id)
-        assert _code(err) == "KMSInvalidStateException"
+        err = await expect_error(call, KeyId=key_id)
+        assert error_code(err) == "KMSInvalidStateException"
         assert "is pending deletion." in err.response["Error"]["Message"]
-    err = await _error(kms.update_key_description, KeyId=key_id, Description="x")
-    assert _code(err) == "KMSInvalidStateException"
+    err = await expect_error(kms.update_key_description, KeyId=key_id, Description="x")
+    assert error_code(err) == "KMSInvalidStateException"
 
 
 async def test_list_keys_pages_with_limit_and_marker(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
-    created = {(await _call(kms.create_key))["KeyMetadata"]["KeyId"] for _ in range(5)}
+    created = {(await aws_call(kms.create_key))["KeyMetadata"]["KeyId"] for _ in range(5)}
     seen: list[str] = []
-    page = await _call(kms.list_keys, Limit=2)
+    page = await aws_call(kms.list_keys, Limit=2)
     while True:
         assert len(page["Keys"]) <= 2
         for entry in page["Keys"]:
@@ -136,24 +118,24 @@ async def test_list_keys_pages_with_limit_and_marker(nodes: NodeFactory) -> None
         if not page["Truncated"]:
             assert "NextMarker" not in page
             break
-        page = await _call(kms.list_keys, Limit=2, Marker=page["NextMarker"])
+        page = await aws_call(kms.list_keys, Limit=2, Marker=page["NextMarker"])
     assert set(seen) == created and len(seen) == 5
-    assert _code(await _error(kms.list_keys, Marker="garbage")) == "InvalidMarkerException"
+    assert error_code(await expect_error(kms.list_keys, Marker="garbage")) == "InvalidMarkerException"
     # keys of another account are not listed
     other = node.client(await nodes.identity(node, account_id="444455556666"))
-    assert (await _call(other.list_keys))["Keys"] == []
+    assert (await aws_call(other.list_keys))["Keys"] == []
 
 
 async def test_aws_managed_key_is_created_on_first_use_and_cannot_be_changed(nodes: NodeFactory) -> None:
     node = await nodes.start()
     kms = node.client(await nodes.identity(node))
     first, second = await asyncio.gather(
-        _call(kms.describe_key, KeyId="alias/aws/s3"), _call(kms.describe_key, KeyId="alias/aws/s3")
+        aws_call(kms.describe_key, KeyId="alias/aws/s3"), aws_call(kms.describe_key, KeyId="alias/aws/s3")
     )
     md = first["KeyMetadata"]
     assert second["KeyMetadata"]["KeyId"] == md["KeyId"]  # two racing first uses made one key
     assert (md["KeyManager"], md["KeyState"], md["Origin"]) == ("AWS", "Enabled", "AWS_KMS")
-    aliases = (await _call(kms.list_aliases, KeyId=md["KeyId"]))["Aliases"]
+    aliases = (await aws_call(kms.list_aliases, KeyId=md["KeyId"]))["Aliases"]
     assert [a["AliasName"] for a in aliases] == ["alias/aws/s3"]
     for call, extra in (
         (kms.disable_key, {}),
@@ -161,26 +143,26 @@ async def test_aws_managed_key_is_created_on_first_use_and_cannot_be_changed(nod
         (kms.update_key_description, {"Description": "mine"}),
         (kms.tag_resource, {"Tags": [{"TagKey": "a", "TagValue": "b"}]}),
     ):
-        assert _code(await _error(call, KeyId=md["KeyId"], **extra)) == "AccessDeniedException"
+        assert error_code(await expect_error(call, KeyId=md["KeyId"], **extra)) == "AccessDeniedException"
     # the AWS managed policy allows use only through the service (kms:ViaService)
-    assert _code(await _error(kms.encrypt, KeyId="alias/aws/s3", Plaintext=b"p")) == "AccessDeniedException"
-    assert _code(await _error(kms.delete_alias, AliasName="alias/aws/s3")) == "AccessDeniedException"
-    assert _code(await _error(kms.describe_key, KeyId="alias/aws/Not_A_Service")) == "NotFoundException"
+    assert error_code(await expect_error(kms.encrypt, KeyId="alias/aws/s3", Plaintext=b"p")) == "AccessDeniedException"
+    assert error_code(await expect_error(kms.delete_alias, AliasName="alias/aws/s3")) == "AccessDeniedException"
+    assert error_code(await expect_error(kms.describe_key, KeyId="alias/aws/Not_A_Service")) == "NotFoundException"
 
 
 async def test_get_key_last_usage_reports_the_last_cryptographic_use(nodes: NodeFactory) -> None:
     node = await nodes.start(extra={"usage_flush_interval_s": "3600"})  # the test flushes by hand
     kms = node.client(await nodes.identity(node))
-    md = (await _call(kms.create_key))["KeyMetadata"]
-    unused = await _call(kms.get_key_last_usage, KeyId=md["KeyId"])
+    md = (await aws_call(kms.create_key))["KeyMetadata"]
+    unused = await aws_call(kms.get_key_last_usage, KeyId=md["KeyId"])
     assert unused["KeyLastUsage"] == {}
     assert unused["KeyCreationDate"] == md["CreationDate"]
-    enc = await _call(kms.encrypt, KeyId=md["KeyId"], Plaintext=b"p")
-    used = await _call(kms.get_key_last_usage, KeyId=md["Arn"])
+    enc = await aws_call(kms.encrypt, KeyId=md["KeyId"], Plaintext=b"p")
+    used = await aws_call(kms.get_key_last_usage, KeyId=md["Arn"])
     assert used["KeyLastUsage"]["Operation"] == "Encrypt"
     assert used["KeyLastUsage"]["KmsRequestId"] == enc["ResponseMetadata"]["RequestId"]
     # flushed to the database in a batch, and still the answer afterwards
     assert await node.app[SERVICES].keys.usage.flush(node.app[POOL]) == 1
-    await _call(kms.decrypt, CiphertextBlob=enc["CiphertextBlob"])
+    await aws_call(kms.decrypt, CiphertextBlob=enc["CiphertextBlob"])
     await node.app[SERVICES].keys.usage.flush(node.app[POOL])
-    assert (await _call(kms.get_key_last_usage, KeyId=md["KeyId"]))["KeyLastUsage"]["Operation"] == "Decrypt"
+    assert (await aws_call(kms.get_key_last_usage, KeyId=md["KeyId"]))["KeyLastUsage"]["Operation"] == "Decrypt"
