@@ -16,11 +16,11 @@ advisory lock, rows ``FOR UPDATE SKIP LOCKED``, time from the injectable clock, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 
 import structlog
 
+from regiond.background.periodic import run_periodically
 from regiond.clock import Clock
 from regiond.service.importing import ImportService
 from regiond.store import imports as import_store
@@ -75,10 +75,6 @@ class ImportExpirySweeper:
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round every ``interval_s`` until ``stop`` is set; a failed round is logged and retried."""
-        while not stop.is_set():
-            try:
-                await self.run_once(self._clock.now())
-            except Exception:
-                log.exception("import_expiry.round_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval_s)
+        await run_periodically(
+            "import_expiry", self.run_once, clock=self._clock, interval_s=self._interval_s, stop=stop
+        )

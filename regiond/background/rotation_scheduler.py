@@ -19,12 +19,12 @@ Time comes from the injectable clock; tests call ``run_once(now)`` with a future
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 from dataclasses import dataclass
 
 import structlog
 
+from regiond.background.periodic import run_periodically
 from regiond.clock import Clock
 from regiond.errors import KmsError
 from regiond.service.rotation import RotationService
@@ -99,10 +99,4 @@ class RotationScheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round every ``interval_s`` until ``stop`` is set; a failed round is logged and retried."""
-        while not stop.is_set():
-            try:
-                await self.run_once(self._clock.now())
-            except Exception:
-                log.exception("rotation.round_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval_s)
+        await run_periodically("rotation", self.run_once, clock=self._clock, interval_s=self._interval_s, stop=stop)

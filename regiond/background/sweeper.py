@@ -15,12 +15,12 @@ Time comes from the injectable clock: tests move a ``ManualClock`` and call ``ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import Callable
 
 import structlog
 
+from regiond.background.periodic import run_periodically
 from regiond.clock import Clock
 from regiond.domain.key import KeyEvent, apply
 from regiond.store import keys as key_store
@@ -76,10 +76,4 @@ class DeletionSweeper:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep every ``interval_s`` until ``stop`` is set; a failed round is logged and retried."""
-        while not stop.is_set():
-            try:
-                await self.run_once(self._clock.now())
-            except Exception:
-                log.exception("sweeper.round_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval_s)
+        await run_periodically("sweeper", self.run_once, clock=self._clock, interval_s=self._interval_s, stop=stop)
