@@ -38,7 +38,7 @@ from regiond.config import Settings
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.metrics import REGISTRY
 from regiond.store import audit as audit_store
-from regiond.store.pool import Conn, Pool, connection, transaction
+from regiond.store.pool import ACQUIRE_TIMEOUT_S, Conn, Pool, transaction
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +102,8 @@ class GroupCommitter:
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        # The writer keeps one connection: a pool release costs a reset query (a round trip) per batch.
+        self._con: Conn | None = None
 
     async def start(self) -> None:
         async with transaction(self._pool) as con:
@@ -132,6 +134,7 @@ class GroupCommitter:
                 await self._ticker
         if self._writer is not None:
             await self._writer
+        await self._release_connection()
         try:
             await self.checkpoint(force=True)
         except Exception as exc:
@@ -156,11 +159,26 @@ class GroupCommitter:
             elif self._closing:
                 return
 
+    async def _writer_connection(self) -> Conn:
+        if self._con is None or self._con.is_closed():
+            self._con = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+        return self._con
+
+    async def _release_connection(self) -> None:
+        con, self._con = self._con, None
+        if con is not None:
+            try:
+                await self._pool.release(con, timeout=ACQUIRE_TIMEOUT_S)
+            except Exception:  # a broken connection: the pool replaces it
+                con.terminate()
+
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            async with asyncio.timeout(self._opt.write_timeout_s), connection(self._pool) as con:
+            async with asyncio.timeout(self._opt.write_timeout_s):
+                con = await self._writer_connection()
                 appended = await audit_store.append_batch(con, self._region, [p for p, _ in batch])
         except Exception as exc:
+            await self._release_connection()  # its state is unknown after a failure or a timeout
             AUDIT_WRITE_FAILURES.inc()
             # The type and SQLSTATE only: a driver message may quote row data.
             log.error("audit.write_failed", events=len(batch), error=type(exc).__name__,
