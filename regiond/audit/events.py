@@ -225,15 +225,17 @@ def _lower_camel(name: str) -> str:
 
 
 def _clean(value: Any, *, keep_keys: bool = False) -> Any:
-    """A JSON-safe copy of an allowed value: structure members renamed and filtered, no bytes."""
+    """A JSON-safe copy of an allowed value: structure members renamed and filtered, no bytes.
+
+    Exact type checks come first: this runs for every member of every event, and an
+    ``isinstance`` against an ABC such as ``Mapping`` costs several times a ``type() is``.
+    """
     kind = type(value)
     if kind is str:
         return value if len(value) <= MAX_TEXT_CHARS else value[:MAX_TEXT_CHARS] + "...(truncated)"
     if kind is bool or kind is int or kind is float or value is None:
         return value
-    if isinstance(value, dt.datetime):
-        return _aws_time(value)
-    if isinstance(value, Mapping):
+    if kind is dict or (kind is not bytes and kind is not list and isinstance(value, Mapping)):
         if keep_keys:  # a map (encryption context): keys are data, values strings
             return {str(k): _clean(v) for k, v in value.items() if type(v) is str}
         out: dict[str, Any] = {}
@@ -244,8 +246,10 @@ def _clean(value: Any, *, keep_keys: bool = False) -> Any:
             if cleaned is not _DROP:
                 out[_lower_camel(k)] = cleaned
         return out
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple:
         return [c for c in (_clean(v) for v in value) if c is not _DROP]
+    if isinstance(value, dt.datetime):
+        return _aws_time(value)
     return _DROP  # bytes, and anything else we do not know to be safe
 
 
@@ -350,10 +354,10 @@ def build_event(record: CallRecord, event_id: uuid.UUID) -> dict[str, Any]:
     event["eventID"] = str(event_id)
     event["readOnly"] = is_read_only(operation)
     if resources:
-        event["resources"] = [_resource(arn) for arn in resources]
+        event["resources"] = described = [_resource(arn) for arn in resources]
     event["eventType"] = "AwsApiCall"
     event["managementEvent"] = True
-    recipient = _resource(resources[0])["accountId"] if resources else (principal.account_id if principal else "")
+    recipient = described[0]["accountId"] if resources else (principal.account_id if principal else "")
     event["recipientAccountId"] = recipient
     event["eventCategory"] = "Management"
     return event
