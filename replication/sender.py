@@ -46,7 +46,7 @@ from regiond.store.outbox import OutboxEntry, OutboxKind, to_us
 from regiond.store.pool import Conn, Pool, connection, transaction
 from replication import frames
 from replication.apply import ACCESS_KEY_SECRET_VERSION, access_key_aad
-from replication.channel import Ack, ChannelError, Transport, TransportError
+from replication.channel import MAX_BATCH_BYTES, Ack, ChannelError, Transport, TransportError
 from replication.frames import Frame, FrameKind
 from replication.peers import Peer
 from replication.status import ACKED_SEQ, FRAMES_SENT, SEND_ERRORS, SENT_SEQ, observe_backlog
@@ -57,6 +57,7 @@ __all__ = ["SENDER_LOCK_CLASS", "Backoff", "FrameBuilder", "Sender", "SenderSett
 
 SENDER_LOCK_CLASS = 0x726B6D73  # "rkms": advisory lock namespace (int4 pair form) of the senders
 MIN_DELAY_S = 0.01
+BATCH_BYTES_TARGET = MAX_BATCH_BYTES // 2  # a batch stops growing here (one frame may be up to 4 MiB)
 
 KIND_TO_FRAME = {
     OutboxKind.KEY_CREATED: FrameKind.KEY_CREATED,
@@ -196,7 +197,15 @@ class Sender:
         async with connection(self._pool) as con:
             cursor = await repl_store.cursor(con, self.dest)
             entries = await outbox.read_batch(con, self.dest, after=cursor.acked_seq, limit=self._settings.batch_size)
-            envelopes = [await self._builder.build(con, e, self.peer) for e in entries]
+            envelopes: list[bytes] = []
+            size = 0
+            for entry in entries:
+                envelope = await self._builder.build(con, entry, self.peer)
+                if envelopes and size + len(envelope) > BATCH_BYTES_TARGET:
+                    break  # the rest goes in the next batch
+                envelopes.append(envelope)
+                size += len(envelope)
+        entries = entries[: len(envelopes)]
         if not entries:
             return 0
         ack = await self._transport.send(self.peer, envelopes)
