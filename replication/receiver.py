@@ -93,7 +93,7 @@ class Receiver:
         async with connection(self._pool) as con:
             return await repl_store.inbound(con, source)
 
-    async def _refuse(self, source: str | None, reason: str, detail: str) -> Ack:
+    async def refuse(self, source: str | None, reason: str, detail: str) -> Ack:
         """Log and count a refused envelope; the ack still says where ``source`` stands."""
         claimed = source or "unknown"
         log.warning("replication.frame_refused", reason=reason, peer=claimed, detail=detail[:300])
@@ -108,7 +108,7 @@ class Receiver:
         (``None`` only for in-process callers that have no TLS layer to ask)."""
         keys = self.topology.identity_keys()
         if peer_region is not None and peer_region not in keys:
-            return await self._refuse(None, Refusal.UNKNOWN_REGION, f"connection from unknown region {peer_region!r}")
+            return await self.refuse(None, Refusal.UNKNOWN_REGION, f"connection from unknown region {peer_region!r}")
         source = peer_region
         verified: list[frames.Frame] = []
         refusal: tuple[str, str] | None = None
@@ -137,7 +137,7 @@ class Receiver:
             if stopped is not None:
                 return stopped
         if refusal is not None:
-            return await self._refuse(source, *refusal)
+            return await self.refuse(source, *refusal)
         applied = await self._applied(source)
         if source is not None:
             APPLIED_SEQ.labels(source).set(applied)
@@ -243,7 +243,7 @@ def make_receiver_app(receiver: Receiver) -> web.Application:
         try:
             envelopes = decode_batch(await request.read())
         except (ChannelError, web.HTTPRequestEntityTooLarge) as exc:
-            ack = await receiver._refuse(peer, Refusal.MALFORMED, str(exc))
+            ack = await receiver.refuse(peer, Refusal.MALFORMED, str(exc))
         else:
             ack = await receiver.receive(peer, envelopes)
         status = 200 if ack.error is None else REFUSAL_STATUS.get(ack.error, 400)

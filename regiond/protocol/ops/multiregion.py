@@ -28,6 +28,9 @@ async def replicate_key(ctx: OpContext, params: Params) -> Result:
         tags=[(t["TagKey"], t["TagValue"]) for t in params.get("Tags", ())],
         now=ctx.now,
     )
+    config = done.replica.multi_region_configuration
+    if config is not None:
+        ctx.record.resources.append(config.primary_key.arn)
     ctx.record.resources.append(done.replica.arn)
     return {
         "ReplicaKeyMetadata": key_metadata(done.replica),
