@@ -183,10 +183,9 @@ class GroupCommitter:
             # The type and SQLSTATE only: a driver message may quote row data.
             log.error("audit.write_failed", events=len(batch), error=type(exc).__name__,
                       sqlstate=getattr(exc, "sqlstate", None))  # fmt: skip
-            failure = AuditUnavailableError("the audit event could not be made durable")
-            for _, future in batch:
+            for _, future in batch:  # one exception each: every request logs its own traceback
                 if not future.done():
-                    future.set_exception(failure)
+                    future.set_exception(AuditUnavailableError("the audit event could not be made durable"))
             return
         AUDIT_BATCH_EVENTS.observe(len(batch))
         for _, future in batch:
