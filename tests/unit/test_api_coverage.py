@@ -29,3 +29,10 @@ def test_api_md_status_matches_registered_handlers() -> None:
         f"documented but not served {sorted(served - set(KMS_OPERATIONS))}, "
         f"served but not documented {sorted(set(KMS_OPERATIONS) - served)}"
     )
+
+
+def test_api_md_is_what_the_generator_renders_from_its_own_statuses() -> None:
+    from regiond.protocol.coverage import read_markdown, render_markdown
+
+    text = API_MD.read_text()
+    assert render_markdown(*read_markdown(text)) == text
