@@ -30,8 +30,9 @@ def throughput_vs_concurrency(results: dict[str, Any], path: Path) -> Path:
             continue
         ax.plot(levels, [by_level[str(c)]["rps"] for c in levels], marker="o", label=server, color=COLORS.get(server))
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.set_xlabel("concurrency (connections, closed loop)")
-    ax.set_ylabel("requests/s")
+    ax.set_ylabel("requests/s (log scale)")
     ax.set_title(
         f"Encrypt 1 KiB throughput ({results['machine']['cores']} cores, {results['config']['workers']} workers)"
     )

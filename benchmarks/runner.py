@@ -399,9 +399,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report_main(argv: list[str]) -> int:
-    """``python -m benchmarks report FILE.json``: print the README tables of a results file."""
-    for path in argv:
-        print(report.markdown(json.loads(Path(path).read_text())))
+    """``python -m benchmarks report [--plots] FILE.json...``: print the README tables of results files
+    (and with ``--plots``, redraw their PNGs beside them)."""
+    redraw = "--plots" in argv
+    for path in (Path(a) for a in argv if a != "--plots"):
+        results = json.loads(path.read_text())
+        print(report.markdown(results))
+        if redraw:
+            for png in plots.write_plots(results, path.with_suffix("")):
+                print(f"redrew {png}")
     return 0
 
 
