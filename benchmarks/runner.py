@@ -142,6 +142,25 @@ class CpuMeter:
         }
 
 
+QUIET_BUSY_CORES = 0.3  # machine CPU in use, outside any run, below which it counts as quiet
+QUIET_WAIT_S = 120.0
+
+
+def wait_for_quiet(max_wait_s: float = QUIET_WAIT_S) -> float:
+    """Wait (up to ``max_wait_s``) until the machine is idle between runs; return the seconds waited.
+
+    Between runs our own servers are idle, so CPU in use then is someone else's (the machine
+    may be shared). Starting a run while a neighbour is busy would measure the neighbour.
+    """
+    started = time.monotonic()
+    cores = os.cpu_count() or 1
+    while time.monotonic() - started < max_wait_s:
+        busy = psutil.cpu_percent(interval=1.0) / 100 * cores
+        if busy < QUIET_BUSY_CORES:
+            break
+    return time.monotonic() - started
+
+
 class Bench:
     def __init__(self, plan: Plan, servers: dict[str, Server], engine: str) -> None:
         self.plan = plan
@@ -150,11 +169,15 @@ class Bench:
         self.fixtures: dict[str, Fixture] = {}
         self.runs: list[Run] = []
         self.notes: list[str] = []
+        self.quiet_wait_s = QUIET_WAIT_S
 
     def measure(
         self, block: str, name: str, workload: str, calls: list[Call], concurrency: int, keys: int = 1, round_: int = 0
     ) -> Run | None:
         server = self.servers[name]
+        waited = wait_for_quiet(self.quiet_wait_s) if self.quiet_wait_s > 0 else 0.0
+        if waited > 2:
+            _say(f"  (waited {waited:.0f}s for other work on the machine to finish)")
         requests = presign_all(server.endpoint, calls)
         try:
             if self.plan.warmup_s > 0:
@@ -307,6 +330,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", help="scenario name in the output file names (default: full or quick)")
     p.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep-workdir", action="store_true", help="keep server logs and databases")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="before each run, wait up to this many seconds for the machine to be idle "
+        f"(0: never; default {QUIET_WAIT_S:.0f}, or 10 with --quick)",
+    )
     return p.parse_args(argv)
 
 
@@ -349,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             servers[name] = factories[name]()
             servers[name].start()
         bench = Bench(plan, servers, engine)
+        bench.quiet_wait_s = args.quiet_wait if args.quiet_wait is not None else (10.0 if args.quick else QUIET_WAIT_S)
         bench.prepare()
         for block in blocks:
             getattr(bench, block)()
