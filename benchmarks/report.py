@@ -61,6 +61,7 @@ def figure(runs: list[Run], server: str, workload: str, concurrency: int, keys: 
         "runs": len(match),
         "rss_mb": round(max(r.rss_mb for r in match), 1),
         "server_us_per_request": round(_mean(r.cpu.get("server_us_per_request", 0.0) for r in match), 1),
+        "postgres_us_per_request": round(_mean(r.cpu.get("postgres_us_per_request", 0.0) for r in match), 1),
         "other_cores": round(_mean(r.cpu.get("other_cores", 0.0) for r in match), 2),
     }
 

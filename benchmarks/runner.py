@@ -121,6 +121,7 @@ class CpuMeter:
         self._server = server
         self._wall = time.monotonic()
         self._server_s = server.cpu_seconds()
+        self._postgres_s = server.postgres_cpu_seconds() if isinstance(server, RegionKmsServer) else 0.0
         self._children = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._machine = psutil.cpu_times()
 
@@ -134,7 +135,11 @@ class CpuMeter:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         loadgen = (children.ru_utime - self._children.ru_utime) + (children.ru_stime - self._children.ru_stime)
         machine = self._busy(psutil.cpu_times()) - self._busy(self._machine)
+        postgres = 0.0
+        if isinstance(self._server, RegionKmsServer):
+            postgres = self._server.postgres_cpu_seconds() - self._postgres_s
         return {
+            "postgres_us_per_request": round(1e6 * postgres / requests, 1) if requests else 0.0,
             "server_cores": round(server / wall, 2),
             "loadgen_cores": round(loadgen / wall, 2),
             "other_cores": round(max(0.0, machine - server - loadgen) / wall, 2),
