@@ -56,6 +56,7 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         root_key_b64=env("ROOT_KEY"),
         log_level=args.log_level,
         trusted_proxies=tuple(p for p in (args.trusted_proxies or "").split(",") if p),
+        cache_ttl_s=args.cache_ttl,
         audit_enabled=not args.no_audit,
         audit_retention_days=args.audit_retention_days,
         peers_file=Path(args.peers_file) if args.peers_file else None,
@@ -119,6 +120,12 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=int(env("WORKERS", "1") or 1))
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     p.add_argument("--trusted-proxies", default=env("TRUSTED_PROXIES", ""))
+    p.add_argument(
+        "--cache-ttl",
+        type=float,
+        default=float(env("CACHE_TTL", "300") or 300),
+        help="seconds a cached key, policy or credential may live without a change notification (safety net)",
+    )
     p.add_argument("--no-audit", action="store_true", help="benchmarks only: skip the audit trail")
     p.add_argument("--audit-retention-days", type=int, default=int(env("AUDIT_RETENTION_DAYS", "0") or 0),
                    help="delete signed audit events older than this many days (0: keep forever)")  # fmt: skip

@@ -46,7 +46,8 @@ class Settings:
     max_clock_skew_s: int = 900
     trusted_proxies: tuple[str, ...] = ()
     home_region: str | None = None
-    cache_ttl_s: float = 30.0
+    # LISTEN/NOTIFY is what invalidates caches; the TTL is only the safety net behind it.
+    cache_ttl_s: float = 300.0
     audit_enabled: bool = True
     # Audit group commit (regiond.audit.committer): how long a batch waits for company (0: it
     # takes whatever queued while the previous write was in flight), its cap, the write timeout

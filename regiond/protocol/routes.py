@@ -199,7 +199,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
             await audit.submit(record)
         except Exception:
             log.exception("audit.write_failed", operation=operation)
-            failure = KMSInternalException("The request could not be audited and was not performed")
+            # Nothing is returned as a success, but a state-changing operation may already have
+            # committed: say so rather than claim it was not performed.
+            failure = KMSInternalException(
+                "The audit trail could not record this request, so no result is returned; "
+                "a state-changing operation may have taken effect"
+            )
     REQUESTS.labels(operation, failure.code).inc()
     if failure.status >= 500:
         log.error("request.error", operation=operation, error=failure.code)
