@@ -1,12 +1,23 @@
 """Group commit: every request's event is durable before its response, without an INSERT each.
 
 ``submit`` turns the call record into its event bytes (one ``orjson.dumps``), queues it with a
-future and waits. One writer task per process takes everything queued, writes it with **one
-statement** in its own transaction (``audit_append``: lock the chain head, chain and insert the
-whole batch, move the head; see ``regiond.store.audit``) and resolves the futures after COMMIT.
+future and waits. One writer task per process takes everything queued and appends it in two
+steps (docs/AUDIT.md, "Durability: two steps"; ``regiond.store.audit``):
+
+1. **Durability**: one statement stores the whole batch in ``audit_pending`` and commits with
+   ``synchronous_commit = on`` (set on the writer's session, whatever the server default is). It
+   takes no shared lock, so the writers of all processes and nodes wait for their WAL flushes in
+   parallel. The futures are resolved after this COMMIT: a response leaves only once its event
+   is durable.
+2. **Chaining**: right after, the same writer links every pending event of the region (its own
+   and other writers') into the hash chain, in one short transaction under the chain head's row
+   lock committed *without* waiting for the WAL flush, so the lock is never held across an
+   fsync. If that commit is lost in a crash the events are still pending, and the next pass (the
+   next batch, the maintenance timer every ``LINK_EVERY_S``, or any node's start) links them.
+
 While a batch is in flight the next one accumulates, so the batch size follows the load: one
 event per write when idle, dozens when busy, and the cost per request stays a few microseconds
-of Python plus a share of one round trip.
+of Python plus a share of two round trips.
 
 Failure is closed: if the batch cannot be committed (database down, table not writable, a
 trigger that raises or silently drops rows, a write that takes longer than the timeout), every
@@ -14,11 +25,14 @@ waiting ``submit`` raises and the protocol edge answers ``KMSInternalException``
 result. A timed-out COMMIT is ambiguous: the event may exist for a call the client saw fail,
 never the reverse. Writes are not retried for the same reason.
 
+A failed link does not fail any call (its events are durable already); it is logged, and
+``regiond audit verify`` reports events left unchained for longer than a minute.
+
 The writer also keeps the chain's checkpoints (a digest signed with the region identity key
-every ``checkpoint_events`` events, right after the batch that crosses the mark, or every
+every ``checkpoint_events`` events, right after the link that crosses the mark, or every
 ``checkpoint_interval_s`` from a timer; either way under the chain head's row lock) and
 applies retention (deletes signed, expired events in small chunks, keeping the chain anchor).
-``close`` drains the queue and writes a last digest.
+``close`` drains the queue, links what is pending and writes a last digest.
 """
 
 from __future__ import annotations
@@ -54,6 +68,8 @@ AUDIT_WRITE_FAILURES = Counter(
 
 RETENTION_CHUNK_EVENTS = 5000
 RETENTION_EVERY_S = 3600.0
+LINK_MAX_EVENTS = 5000  # per linking transaction: bounds how long one pass holds the chain head lock
+LINK_EVERY_S = 5.0  # the timer's pass: links what a crashed or failing writer left pending
 
 
 class AuditUnavailableError(RuntimeError):
@@ -108,6 +124,10 @@ class GroupCommitter:
     async def start(self) -> None:
         async with transaction(self._pool) as con:
             await audit_store.ensure_head(con, self._region, self._genesis)
+        try:  # events a crashed writer (of any node) left durable but unchained
+            await self.link()
+        except Exception as exc:
+            log.warning("audit.link_failed", error=type(exc).__name__, sqlstate=getattr(exc, "sqlstate", None))
         if self._signer is None:
             log.warning("audit.unsigned", region=self._region, reason="no region identity key: digests are not written")
         self._writer = asyncio.create_task(self._write_loop(), name="audit-writer")
@@ -136,6 +156,7 @@ class GroupCommitter:
             await self._writer
         await self._release_connection()
         try:
+            await self.link()
             await self.checkpoint(force=True)
         except Exception as exc:
             log.warning("audit.final_checkpoint_failed", error=type(exc).__name__)
@@ -161,7 +182,16 @@ class GroupCommitter:
 
     async def _writer_connection(self) -> Conn:
         if self._con is None or self._con.is_closed():
-            self._con = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+            con = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+            try:
+                # Step 1's guarantee must not depend on the server default: an operator who turns
+                # synchronous_commit off globally would otherwise release responses before their
+                # events are on disk. (audit_link turns it off for its own transactions only.)
+                await con.execute("SET synchronous_commit = on")
+            except BaseException:
+                await self._pool.release(con, timeout=ACQUIRE_TIMEOUT_S)
+                raise
+            self._con = con
         return self._con
 
     async def _release_connection(self) -> None:
@@ -176,7 +206,7 @@ class GroupCommitter:
         try:
             async with asyncio.timeout(self._opt.write_timeout_s):
                 con = await self._writer_connection()
-                appended = await audit_store.append_batch(con, self._region, [p for p, _ in batch])
+                await audit_store.stage_batch(con, self._region, [p for p, _ in batch])
         except Exception as exc:
             await self._release_connection()  # its state is unknown after a failure or a timeout
             AUDIT_WRITE_FAILURES.inc()
@@ -191,12 +221,44 @@ class GroupCommitter:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
-        if appended.last_seq - appended.digest_seq >= self._opt.checkpoint_events:
-            try:  # after the responses went out: a checkpoint never delays a request
+        # After the responses went out: neither linking nor a checkpoint delays a request.
+        try:
+            async with asyncio.timeout(self._opt.write_timeout_s):
+                head = await self._link_on(con)
+        except Exception as exc:
+            await self._release_connection()
+            log.warning("audit.link_failed", error=type(exc).__name__, sqlstate=getattr(exc, "sqlstate", None))
+            return
+        if head is not None and head.last_seq - head.digest_seq >= self._opt.checkpoint_events:
+            try:
                 await self.checkpoint(force=True)
             except Exception as exc:
                 log.warning("audit.checkpoint_failed", error=type(exc).__name__,
                             sqlstate=getattr(exc, "sqlstate", None))  # fmt: skip
+
+    # --- chaining ----------------------------------------------------------------------
+
+    async def _link_on(self, con: Conn) -> audit_store.Linked | None:
+        """Link every pending event of the region, a bounded pass at a time; the last pass's head."""
+        last: audit_store.Linked | None = None
+        while True:
+            last = await audit_store.link_pending(con, self._region, LINK_MAX_EVENTS)
+            if last.linked < LINK_MAX_EVENTS:
+                return last
+
+    async def link(self) -> int:
+        """Chain whatever is pending in the region now (any writer's); return how many events were linked.
+
+        The writer does this after each batch; ``start``, the maintenance timer and ``checkpoint``
+        call it so events of a writer that crashed between its two steps are chained too.
+        """
+        linked = 0
+        async with asyncio.timeout(self._opt.write_timeout_s), self._pool.acquire() as con:
+            while True:
+                passed = await audit_store.link_pending(con, self._region, LINK_MAX_EVENTS)
+                linked += passed.linked
+                if passed.linked < LINK_MAX_EVENTS:
+                    return linked
 
     async def _locked_head(self, con: Conn) -> audit_store.ChainHead:
         head = await audit_store.lock_head(con, self._region)
@@ -224,6 +286,7 @@ class GroupCommitter:
         """Sign a digest now if events are undigested and one is due (or ``force``); True if written."""
         if self._signer is None:
             return False
+        await self.link()  # a digest covers the chain: chain what is durable first
         async with asyncio.timeout(self._opt.write_timeout_s), transaction(self._pool) as con:
             head = await self._locked_head(con)
             if head.seq <= head.digest_seq:
@@ -254,12 +317,13 @@ class GroupCommitter:
                 log.info("audit.retention", region=self._region, through_seq=seq, deleted=deleted)
 
     async def _tick_loop(self) -> None:
-        period_s = min(max(self._opt.checkpoint_interval_s / 4, 0.05), 60.0)
+        period_s = min(max(self._opt.checkpoint_interval_s / 4, 0.05), 60.0, LINK_EVERY_S)
         since_retention_s = RETENTION_EVERY_S  # run retention once soon after start
         while True:
             await asyncio.sleep(period_s)
             since_retention_s += period_s
             try:
+                await self.link()
                 await self.checkpoint()
                 if since_retention_s >= RETENTION_EVERY_S:
                     since_retention_s = 0.0

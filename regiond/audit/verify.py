@@ -19,6 +19,11 @@ How each tampering shows (chain.py explains why the seq is not hashed):
 * **digest-mismatch** - a validly signed digest whose ``lastEventHash`` is not the hash of the
   stored event at its ``lastSeq``: the events before it were rewritten after it was signed.
 * **digest-missing** - the digests' own chain has a hole or a stray member.
+* **unchained** - events stored durably (step 1 of the append, ``audit_pending``) but not linked
+  into the chain for longer than ``UNCHAINED_AFTER_S``: every writer links right after its
+  batch and every node every few seconds, so this means no chainer is running or someone
+  keeps it from linking (a lock held, a trigger that rejects the link). Younger pending events
+  are normal and only noted.
 
 Reordering is detected within ``WINDOW_EVENTS`` positions (a wider move reads as broken
 links), which keeps memory bounded however long the trail is.
@@ -39,6 +44,7 @@ from regiond.store.pool import Pool, transaction
 __all__ = ["Finding", "Report", "verify_region", "walk_events"]
 
 WINDOW_EVENTS = 1024
+UNCHAINED_AFTER_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,11 +238,26 @@ def _check_digests(
         report.add("digest-missing", head.digest_seq, "the chain head records a digest but none is stored")
 
 
+def _check_pending(report: Report, pending: audit_store.PendingStats, after_s: float) -> None:
+    if pending.stale:
+        oldest = f"{pending.oldest:%Y-%m-%dT%H:%M:%SZ}" if pending.oldest is not None else "?"
+        report.add("unchained", None, f"{pending.stale} events stored more than {after_s:g} s ago (oldest "
+                   f"{oldest}) are not linked into the chain: no chainer is running, or it cannot link")  # fmt: skip
+    if pending.count > pending.stale:
+        report.notes.append(f"{pending.count - pending.stale} events are stored but not yet chained "
+                            "(written in the last seconds)")  # fmt: skip
+
+
 async def verify_region(
     pool: Pool, region: str, *, trusted_keys: Sequence[bytes] = (),
     since: dt.datetime | None = None, until: dt.datetime | None = None,
+    unchained_after_s: float = UNCHAINED_AFTER_S,
 ) -> Report:  # fmt: skip
-    """Verify ``region``'s trail (all of it, or the events with ``since <= eventTime < until``)."""
+    """Verify ``region``'s trail (all of it, or the events with ``since <= eventTime < until``).
+
+    Events not yet chained are checked whatever the range: they are the newest, and a chainer
+    that stopped is a finding however old the range asked for is.
+    """
     trusted = [bytes(k) for k in trusted_keys if len(k) == sign.PUBLIC_KEY_BYTES]
     report = Report(region)
     full = since is None and until is None
@@ -245,6 +266,7 @@ async def verify_region(
         if head is None:
             report.notes.append("no audit trail for this region")
             return report
+        _check_pending(report, await audit_store.pending_stats(con, region, unchained_after_s), unchained_after_s)
         if full:
             bounds = await audit_store.seq_bounds(con, region)
             first = head.pruned_seq + 1

@@ -1,12 +1,18 @@
-"""The audit trail's tables: chain head, events, signed digests (migration 0003).
+"""The audit trail's tables: chain head, events, pending events, signed digests (migrations 0003, 0007).
 
-Appending is one statement per group-commit batch, ``audit_append`` (a function in migration
-0003): it locks the region's chain head row ``FOR UPDATE``, links each event to the previous
-one (the v1 hash of ``regiond.audit.chain``), inserts them all with one multi-row ``INSERT ...
-SELECT FROM unnest(...)`` and moves the head. One round trip whatever the batch size, and its
-own transaction; writers of several processes and nodes serialise on that row, so each batch
-extends the chain atomically and the sequence has no gaps. Verification recomputes every hash
-in Python, so the two implementations check each other.
+Appending is two statements per group-commit batch (docs/AUDIT.md explains why):
+
+* ``stage_batch`` (``audit_stage``, migration 0007) inserts the batch into ``audit_pending`` with
+  one multi-row ``INSERT ... SELECT FROM unnest(...)``: durable at its COMMIT, and it takes no
+  shared lock, so the writers of several processes and nodes commit in parallel.
+* ``link_pending`` (``audit_link``) then takes the region's chain head row lock, links pending
+  rows in id order to the chain (the v1 hash of ``regiond.audit.chain``), moves them into
+  ``audit_events`` and moves the head, in a transaction committed without waiting for the WAL
+  flush: the lock is held for microseconds of work, never for an fsync. A link lost in a crash
+  leaves the rows pending, and the next pass links them.
+
+Each writer serialises on the head row only for the link, so the chain has no gaps. Verification
+recomputes every hash in Python, so the two implementations check each other.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ class EventRow:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event of a batch: its place in the chain is assigned by ``append_batch``."""
+    """An event of a batch: its place in the chain is assigned when ``link_pending`` links it."""
 
     event_id: uuid.UUID
     event_time: dt.datetime
@@ -64,15 +70,6 @@ class NewEvent:
     error_code: str | None
     read_only: bool
     record: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Appended:
-    """The chain head after a batch, and the last event a digest covers."""
-
-    last_seq: int
-    last_hash: bytes
-    digest_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +122,14 @@ async def regions(con: Conn) -> list[str]:
 _KEY_SEPARATOR = "\x1f"  # unit separator: never in an ARN; arrays of arrays cannot be ragged
 
 
-async def append_batch(con: Conn, region: str, events: Sequence[NewEvent]) -> Appended:
-    """Chain and insert ``events`` after the region's head, atomically (``audit_append`` in migration 0003).
+async def stage_batch(con: Conn, region: str, events: Sequence[NewEvent]) -> int:
+    """Store ``events`` durably, unchained (``audit_stage`` in migration 0007); raises unless all were stored.
 
-    One statement, so one round trip and its own transaction when ``con`` is not in one.
+    One statement, so one round trip and its own transaction when ``con`` is not in one. Durable
+    at return only if the session's ``synchronous_commit`` is on (the committer sets it).
     """
-    row = await con.fetchrow(
-        "SELECT last_seq, last_hash, digest_seq FROM audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    stored = await con.fetchval(
+        "SELECT audit_stage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         region,
         [e.event_id for e in events],
         [e.event_time for e in events],
@@ -143,8 +141,49 @@ async def append_batch(con: Conn, region: str, events: Sequence[NewEvent]) -> Ap
         [e.read_only for e in events],
         [e.record for e in events],
     )
+    return int(stored)
+
+
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """One linking pass: how many pending events it chained, and the chain head after them."""
+
+    linked: int
+    last_seq: int
+    last_hash: bytes
+    digest_seq: int
+
+
+async def link_pending(con: Conn, region: str, max_events: int) -> Linked:
+    """Chain up to ``max_events`` pending events of ``region`` under the head lock (``audit_link``).
+
+    Its own transaction, committed with ``synchronous_commit = off`` (set inside the function for
+    that transaction only): call it outside any transaction of the caller's.
+    """
+    row = await con.fetchrow("SELECT linked, last_seq, last_hash, digest_seq FROM audit_link($1, $2)", region,
+                             max_events)  # fmt: skip
     assert row is not None  # the function returns exactly one row or raises
-    return Appended(int(row[0]), bytes(row[1]), int(row[2]))
+    return Linked(int(row[0]), int(row[1]), bytes(row[2]), int(row[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class PendingStats:
+    """Events of a region stored but not yet chained, and how many of them are older than a threshold."""
+
+    count: int
+    stale: int
+    oldest: dt.datetime | None
+
+
+async def pending_stats(con: Conn, region: str, older_than_s: float) -> PendingStats:
+    """``stale`` counts rows stored before ``now() - older_than_s`` (the database's clock, as ``stored_at``)."""
+    row = await con.fetchrow(
+        "SELECT count(*), count(*) FILTER (WHERE stored_at < now() - make_interval(secs => $2)), min(stored_at)"
+        " FROM audit_pending WHERE region = $1",
+        region, older_than_s,
+    )  # fmt: skip
+    assert row is not None
+    return PendingStats(int(row[0]), int(row[1]), row[2])
 
 
 async def add_digest(con: Conn, d: DigestRow, digest_hash: bytes) -> None:

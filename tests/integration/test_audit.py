@@ -27,8 +27,9 @@ import pytest
 from botocore.config import Config
 
 from regiond.__main__ import parser
-from regiond.audit import CommitOptions, GroupCommitter, chain
+from regiond.audit import CommitOptions, GroupCommitter, chain, events
 from regiond.audit.export import check_export
+from regiond.audit.verify import verify_region
 from regiond.calls import CallRecord
 from regiond.clock import ManualClock
 from regiond.crypto.keyring import load_file_keyring
@@ -37,6 +38,7 @@ from regiond.devdb import free_port
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.init import init_state_dir, load_identity
 from regiond.service.iam import IamService
+from regiond.store import audit as audit_store
 from regiond.store.pool import create_pool
 from tests.support.cluster import ACCOUNT_ID, Identity, Node, NodeFactory
 from tests.support.raw import signed_post
@@ -57,22 +59,38 @@ async def _error(fn: Callable[..., Any], **kwargs: Any) -> botocore.exceptions.C
     return info.value
 
 
+# Every durable event: the chained ones in chain order, then those stored but not yet linked (a
+# response is released after step 1, so the writer may still be linking when a test looks).
+DURABLE_RECORDS = (
+    "SELECT record FROM (SELECT 0 AS step, seq AS pos, record FROM audit_events"
+    " UNION ALL SELECT 1, id, record FROM audit_pending) t ORDER BY step, pos"
+)
+
+
 async def _events(database_url: str) -> list[dict[str, Any]]:
+    return [orjson.loads(r) for r in await _records(database_url)]
+
+
+async def _records(database_url: str) -> list[bytes]:
     con = await asyncpg.connect(database_url)
     try:
-        rows = await con.fetch("SELECT record FROM audit_events ORDER BY seq")
+        rows = await con.fetch(DURABLE_RECORDS)
     finally:
         await con.close()
-    return [orjson.loads(r["record"]) for r in rows]
+    return [bytes(r["record"]) for r in rows]
 
 
 async def _raw_trail(database_url: str) -> bytes:
-    con = await asyncpg.connect(database_url)
-    try:
-        rows = await con.fetch("SELECT record FROM audit_events ORDER BY seq")
-    finally:
-        await con.close()
-    return b"\n".join(bytes(r["record"]) for r in rows)
+    return b"\n".join(await _records(database_url))
+
+
+async def _chained(con: asyncpg.Connection) -> None:
+    """Wait until the writers have linked everything they stored (they do so right after each batch)."""
+    for _ in range(400):
+        if await con.fetchval("SELECT count(*) FROM audit_pending") == 0:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("stored events were not linked into the chain")
 
 
 async def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -205,6 +223,7 @@ async def test_two_nodes_on_one_database_extend_one_gap_free_chain(
         ids = await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(pool, burst, i) for i in range(96)))
     con = await asyncpg.connect(first.database_url)
     try:
+        await _chained(con)
         seqs = [r["seq"] for r in await con.fetch("SELECT seq FROM audit_events ORDER BY seq")]
         digests = await con.fetchval("SELECT count(*) FROM audit_digests")
     finally:
@@ -221,11 +240,11 @@ async def test_two_nodes_on_one_database_extend_one_gap_free_chain(
 REJECT_TRIGGER = """
 CREATE FUNCTION audit_reject() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit is read-only'; END; $$
     LANGUAGE plpgsql;
-CREATE TRIGGER audit_reject BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_reject();
+CREATE TRIGGER audit_reject BEFORE INSERT ON audit_pending FOR EACH ROW EXECUTE FUNCTION audit_reject();
 """
 DROP_TRIGGER = """
 CREATE FUNCTION audit_drop() RETURNS trigger AS $$ BEGIN RETURN NULL; END; $$ LANGUAGE plpgsql;
-CREATE TRIGGER audit_drop BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_drop();
+CREATE TRIGGER audit_drop BEFORE INSERT ON audit_pending FOR EACH ROW EXECUTE FUNCTION audit_drop();
 """
 
 
@@ -241,9 +260,11 @@ async def test_encrypt_fails_closed_when_the_audit_table_is_unwritable(nodes: No
             assert err.response["Error"]["Code"] == "KMSInternalException"
             assert "CiphertextBlob" not in err.response
             assert err.response["ResponseMetadata"]["HTTPStatusCode"] == 500
-            await con.execute(f"DROP TRIGGER {name} ON audit_events; DROP FUNCTION {name}()")
+            await con.execute(f"DROP TRIGGER {name} ON audit_pending; DROP FUNCTION {name}()")
+        await _chained(con)
         before = await con.fetchval("SELECT count(*) FROM audit_events")
         ok = await _call(kms.encrypt, KeyId=key_id, Plaintext=b"audited again")
+        await _chained(con)
         assert await con.fetchval("SELECT count(*) FROM audit_events WHERE position($1::bytea in record) > 0",
                                   _request_id(ok).encode()) == 1  # fmt: skip
         assert await con.fetchval("SELECT count(*) FROM audit_events") == before + 1
@@ -334,6 +355,17 @@ async def test_sigkill_after_responses_loses_no_event_and_no_secret_is_logged(
     missing = {rid for ids in answered for rid in ids} - recorded
     assert not missing, f"{len(missing)} answered requests have no audit event"
 
+    # The next node to start links whatever the killed writer stored but had not chained yet.
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        restarted = GroupCommitter(pool, "us-east-1", None)
+        await restarted.start()
+        await restarted.close()
+        async with pool.acquire() as con:
+            assert await con.fetchval("SELECT count(*) FROM audit_pending") == 0
+    finally:
+        await pool.close()
+    assert {e["requestID"] for e in await _events(url)} == recorded
     verify = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "regiond", "audit", "verify", "--database-url", url],
         capture_output=True, env=env, check=False,
@@ -527,7 +559,8 @@ async def test_checkpoints_follow_the_clock_and_retention_keeps_a_verifiable_cha
         await sink.start()
         old = clock.now() - dt.timedelta(days=45)
         await asyncio.gather(*(sink.submit(_record(old, n)) for n in range(10)))
-        async with pool.acquire() as con:  # ten concurrent submits, one write
+        await sink.link()
+        async with pool.acquire() as con:  # ten concurrent submits, one write, linked in one pass
             assert await con.fetchval("SELECT count(DISTINCT xmin::text) FROM audit_events") == 1
         assert await sink.checkpoint() is True  # the first digest is due at once
         await sink.submit(_record(old, 10))
@@ -547,3 +580,36 @@ async def test_checkpoints_follow_the_clock_and_retention_keeps_a_verifiable_cha
     assert "removed by retention" in out
     with pytest.raises(Exception, match="not running"):
         await sink.submit(_record(clock.now(), 12))
+
+
+async def test_events_a_writer_stored_but_never_linked_are_reported_then_linked_by_the_next_start(
+    nodes: NodeFactory,
+) -> None:
+    url = await nodes.database()
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        first = GroupCommitter(pool, "us-east-1", None)
+        await first.start()
+        await asyncio.gather(*(first.submit(_record(dt.datetime.now(dt.UTC), n)) for n in range(3)))
+        await first.close()
+        # A writer killed between its two steps: its batch is durable in audit_pending, unchained.
+        stranded = [events.prepare(_record(dt.datetime.now(dt.UTC), n)) for n in range(3, 6)]
+        async with pool.acquire() as con:
+            assert await audit_store.stage_batch(con, "us-east-1", stranded) == 3
+        young = await verify_region(pool, "us-east-1")
+        assert young.ok and any("not yet chained" in note for note in young.notes)
+        async with pool.acquire() as con:  # a minute later, still unchained: a chainer is stuck
+            await con.execute("UPDATE audit_pending SET stored_at = stored_at - interval '2 minutes'")
+        stale = await verify_region(pool, "us-east-1")
+        assert [(f.kind, f.seq) for f in stale.findings] == [("unchained", None)]
+        assert stale.findings[0].detail.startswith("3 events")
+
+        second = GroupCommitter(pool, "us-east-1", None)
+        await second.start()
+        await second.close()
+        linked = await verify_region(pool, "us-east-1")
+        assert linked.ok and linked.events_checked == 6
+        assert not any("not yet chained" in note for note in linked.notes)
+    finally:
+        await pool.close()
+    assert [e["requestID"] for e in await _events(url)] == [f"r{n}" for n in range(6)]
