@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kmsclient.admin import AdminApiError
 from regiond.config import env
 from regiond.crypto.keyring import AesRootKeyring, env_keyring, load_file_keyring
 from regiond.domain.principal import PrincipalKind, principal_arn
@@ -158,6 +159,12 @@ def cmd_iam(args: argparse.Namespace) -> int:
         out = _run_endpoint(args) if args.endpoint else asyncio.run(_run_db(args))
     except KmsError as exc:
         print(f"regiond iam: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except AdminApiError as exc:
+        print(f"regiond iam: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"regiond iam: cannot reach the cluster: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(out))
     return 0
