@@ -9,14 +9,11 @@ steps (docs/AUDIT.md, "Durability: two steps"; ``regiond.store.audit``):
    takes no shared lock, so the writers of all processes and nodes wait for their WAL flushes in
    parallel. The futures are resolved after this COMMIT: a response leaves only once its event
    is durable.
-2. **Chaining**: right after, the writer's companion task (the linker: woken by every batch,
-   one pass at a time, so passes coalesce under load) links every pending event of the region
-   (its own and other writers') into the hash chain, in one short transaction under the chain
-   head's row lock committed *without* waiting for the WAL flush, so the lock is never held
-   across an fsync. It runs beside the writer rather than after it on the same connection, so
-   the next batch's durable write never waits for a link or for the chain lock. If that commit
-   is lost in a crash the events are still pending, and the next pass (the next batch, the
-   maintenance timer every ``LINK_EVERY_S``, or any node's start) links them.
+2. **Chaining**: right after, the same writer links every pending event of the region (its own
+   and other writers') into the hash chain, in one short transaction under the chain head's row
+   lock committed *without* waiting for the WAL flush, so the lock is never held across an
+   fsync. If that commit is lost in a crash the events are still pending, and the next pass (the
+   next batch, the maintenance timer every ``LINK_EVERY_S``, or any node's start) links them.
 
 While a batch is in flight the next one accumulates, so the batch size follows the load: one
 event per write when idle, dozens when busy, and the cost per request stays a few microseconds
@@ -120,8 +117,6 @@ class GroupCommitter:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
-        self._linker: asyncio.Task[None] | None = None
-        self._link_wakeup = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
         # The writer keeps one connection: a pool release costs a reset query (a round trip) per batch.
         self._con: Conn | None = None
@@ -136,7 +131,6 @@ class GroupCommitter:
         if self._signer is None:
             log.warning("audit.unsigned", region=self._region, reason="no region identity key: digests are not written")
         self._writer = asyncio.create_task(self._write_loop(), name="audit-writer")
-        self._linker = asyncio.create_task(self._link_loop(), name="audit-linker")
         self._ticker = asyncio.create_task(self._tick_loop(), name="audit-checkpoints")
 
     async def submit(self, record: CallRecord) -> None:
@@ -160,9 +154,6 @@ class GroupCommitter:
                 await self._ticker
         if self._writer is not None:
             await self._writer
-        if self._linker is not None:
-            self._link_wakeup.set()  # one last pass, then it returns (never cancelled mid-transaction)
-            await self._linker
         await self._release_connection()
         try:
             await self.link()
@@ -230,41 +221,30 @@ class GroupCommitter:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
-        self._link_wakeup.set()  # the linker chains it; neither that nor a checkpoint delays a request
+        # After the responses went out: neither linking nor a checkpoint delays a request.
+        try:
+            async with asyncio.timeout(self._opt.write_timeout_s):
+                head = await self._link_on(con)
+        except Exception as exc:
+            await self._release_connection()
+            log.warning("audit.link_failed", error=type(exc).__name__, sqlstate=getattr(exc, "sqlstate", None))
+            return
+        if head is not None and head.last_seq - head.digest_seq >= self._opt.checkpoint_events:
+            try:
+                await self.checkpoint(force=True)
+            except Exception as exc:
+                log.warning("audit.checkpoint_failed", error=type(exc).__name__,
+                            sqlstate=getattr(exc, "sqlstate", None))  # fmt: skip
 
     # --- chaining ----------------------------------------------------------------------
 
-    async def _link_loop(self) -> None:
+    async def _link_on(self, con: Conn) -> audit_store.Linked | None:
+        """Link every pending event of the region, a bounded pass at a time; the last pass's head."""
+        last: audit_store.Linked | None = None
         while True:
-            await self._link_wakeup.wait()
-            self._link_wakeup.clear()  # batches stored while this pass runs wake the next one
-            writer_done = self._closing and (self._writer is None or self._writer.done())
-            try:
-                head = await self._link_all()
-            except Exception as exc:  # the events stay durable and pending: the next pass retries
-                log.warning("audit.link_failed", error=type(exc).__name__, sqlstate=getattr(exc, "sqlstate", None))
-                if writer_done:
-                    return
-                continue
-            if writer_done:
-                return  # close() signs the last digest
-            if head.last_seq - head.digest_seq >= self._opt.checkpoint_events:
-                try:
-                    await self.checkpoint(force=True)
-                except Exception as exc:
-                    log.warning("audit.checkpoint_failed", error=type(exc).__name__,
-                                sqlstate=getattr(exc, "sqlstate", None))  # fmt: skip
-
-    async def _link_all(self) -> audit_store.Linked:
-        """Link every pending event of the region, a bounded pass at a time; the head after the last.
-
-        A pool connection per call, released before any checkpoint: the linker never holds one idle.
-        """
-        async with asyncio.timeout(self._opt.write_timeout_s), self._pool.acquire() as con:
-            while True:
-                last = await audit_store.link_pending(con, self._region, LINK_MAX_EVENTS)
-                if last.linked < LINK_MAX_EVENTS:
-                    return last
+            last = await audit_store.link_pending(con, self._region, LINK_MAX_EVENTS)
+            if last.linked < LINK_MAX_EVENTS:
+                return last
 
     async def link(self) -> int:
         """Chain whatever is pending in the region now (any writer's); return how many events were linked.
