@@ -57,10 +57,16 @@ async def test_status_and_metrics_show_backlog_and_errors_per_peer(
         code, out = await _status(capsys, *db)
         assert code == 0 and "eu-west-1" in out and "TransportError" in out
 
-        async with aiohttp.ClientSession() as session, session.get(home.endpoint + "/metrics") as resp:
-            metrics = await resp.text()
-        assert 'regionkms_replication_lag_entries{peer="eu-west-1"} 4.0' in metrics
-        assert "regionkms_replication_send_errors_total" in metrics
+        async def metrics_show_backlog() -> bool:
+            # The gauges move when the sender next tries (after its backoff), not when entries are appended.
+            async with aiohttp.ClientSession() as session, session.get(home.endpoint + "/metrics") as resp:
+                metrics = await resp.text()
+            return (
+                'regionkms_replication_lag_entries{peer="eu-west-1"} 4.0' in metrics
+                and "regionkms_replication_send_errors_total" in metrics
+            )
+
+        await wait_until(metrics_show_backlog, what="the metrics to show the backlog and the errors")
 
         cluster.heal(US, EU)
         await wait_until(cluster.drained, what="the backlog to drain")
