@@ -26,14 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from regiond import cluster_file
+from regiond.cluster_file import UsageError
 from regiond.config import env
 
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A bad argument: printed as ``regiond audit: <message>`` with exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +44,8 @@ class Target:
 def _target(args: argparse.Namespace) -> Target:
     state_dir = Path(args.state_dir) if args.state_dir else None
     if args.cluster:
-        if not args.region:
-            raise UsageError("--cluster needs --region")
-        cluster = json.loads(Path(args.cluster).read_text())
-        info = cluster.get("regions", {}).get(args.region)
-        if info is None:
-            raise UsageError(f"region {args.region} is not in {Path(args.cluster).name}")
-        sdir = state_dir or Path(info.get("state_dir") or Path(args.cluster).parent / args.region)
-        return Target(info["database_url"], [args.region], sdir)
+        entry = cluster_file.region_entry(args.cluster, args.region)
+        return Target(entry.database_url, [entry.region], state_dir or entry.state_dir)
     if args.database_url:
         return Target(args.database_url, [args.region] if args.region else [], state_dir)
     raise UsageError("give --cluster DIR/cluster.json --region R, or --database-url URL")

@@ -25,9 +25,10 @@ import json
 import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from regiond import cluster_file
+from regiond.cluster_file import UsageError
 from regiond.domain import ids
 from regiond.domain.decision import Decision, PolicySource
 from regiond.domain.policy import Policy, PolicyKind, RequestContext, parse_policy
@@ -37,10 +38,6 @@ from regiond.service.authz import CROSS_ACCOUNT_ACTIONS, evaluate
 
 EXIT_ALLOWED, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 _PRINCIPAL = re.compile(r"arn:aws:iam::(\d{12}):(root|user/[\w+=,.@-]{1,64}|role/[\w+=,.@-]{1,64})")
-
-
-class UsageError(Exception):
-    """Printed as ``regiond policy: <message>`` with exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -202,13 +199,8 @@ async def simulate(
 
 def _database(args: argparse.Namespace) -> tuple[str, str | None]:
     if args.cluster:
-        if not args.region:
-            raise UsageError("--cluster needs --region")
-        cluster = json.loads(Path(args.cluster).read_text())
-        info = cluster.get("regions", {}).get(args.region)
-        if info is None:
-            raise UsageError(f"region {args.region} is not in {Path(args.cluster).name}")
-        return str(info["database_url"]), str(args.region)
+        entry = cluster_file.region_entry(args.cluster, args.region)
+        return entry.database_url, entry.region
     if args.database_url:
         return str(args.database_url), args.region
     raise UsageError("give --cluster DIR/cluster.json --region R, or --database-url URL")

@@ -25,13 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from regiond import cluster_file
+from regiond.cluster_file import UsageError
 from regiond.config import env
 from regiond.crypto.keyring import load_file_keyring
 from regiond.store.pool import create_pool
-
-
-class UsageError(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -46,13 +44,11 @@ def _target(args: argparse.Namespace) -> Target:
         raise UsageError("give --region")
     peers = Path(args.peers_file) if args.peers_file else None
     if args.cluster:
-        cluster = json.loads(Path(args.cluster).read_text())
-        info = cluster.get("regions", {}).get(args.region)
-        if info is None:
-            raise UsageError(f"region {args.region} is not in {Path(args.cluster).name}")
+        entry = cluster_file.region_entry(args.cluster, args.region)
+        cluster = cluster_file.load(args.cluster)
         if peers is None and cluster.get("peers_file"):
             peers = Path(cluster["peers_file"])
-        return Target(info["database_url"], args.region, peers)
+        return Target(entry.database_url, args.region, peers)
     if args.database_url:
         return Target(args.database_url, args.region, peers)
     raise UsageError("give --cluster DIR/cluster.json --region R, or --database-url URL --region R")
