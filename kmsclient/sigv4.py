@@ -41,7 +41,18 @@ def amz_date(now: dt.datetime) -> str:
 
 
 def parse_amz_date(value: str) -> dt.datetime:
-    return dt.datetime.strptime(value, AMZ_DATE_FORMAT).replace(tzinfo=dt.UTC)
+    """Parse ``YYYYMMDDTHHMMSSZ``; slicing is several times cheaper than ``strptime`` on the hot path."""
+    if len(value) != 16 or value[8] != "T" or value[15] != "Z" or not (value[:8] + value[9:15]).isdigit():
+        raise ValueError(f"not an ISO 8601 basic date-time: {value[:32]!r}")
+    return dt.datetime(
+        int(value[0:4]),
+        int(value[4:6]),
+        int(value[6:8]),
+        int(value[9:11]),
+        int(value[11:13]),
+        int(value[13:15]),
+        tzinfo=dt.UTC,
+    )
 
 
 def sha256_hex(data: bytes) -> str:

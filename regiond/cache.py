@@ -38,6 +38,7 @@ class TtlCache(Generic[K, V]):
         if expires < self._clock():
             self._data.pop(key, None)
             return None
+        self._data.move_to_end(key)  # least recently used goes first when the cache is full
         return value
 
     def put(self, key: K, value: V, *, generation: int | None = None) -> None:

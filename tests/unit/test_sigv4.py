@@ -105,3 +105,10 @@ def test_malformed_authorization_headers(authorization: str | None, error: type[
         headers["Authorization"] = authorization
     with pytest.raises(error):
         sigv4.parse(headers)
+
+
+def test_amz_date_parsing_is_strict() -> None:
+    assert core.parse_amz_date("20261128T120000Z") == NOW
+    for bad in ("2026-11-28T12:00:00Z", "20261128T120000", "20261328T120000Z", "20261128T12000aZ"):
+        with pytest.raises(ValueError):
+            core.parse_amz_date(bad)
