@@ -78,6 +78,11 @@ class UnrecognizedClientException(KmsError):
 class AccessDeniedException(KmsError):
     code, status = "AccessDeniedException", 400
 
+    def __init__(self, message: str = "", *, resource: str | None = None) -> None:
+        super().__init__(message)
+        # The ARN the caller was refused on, so the audit event names it as AWS's does.
+        self.resource = resource
+
 
 # KMS
 class NotFoundException(KmsError):

@@ -195,6 +195,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         _latency(operation).observe(time.perf_counter() - started)
     if record is not None:
         record.error, record.result = failure, None
+        refused_on = getattr(failure, "resource", None)
+        if refused_on and refused_on not in record.resources:
+            record.resources.append(refused_on)
         try:
             await audit.submit(record)
         except Exception:

@@ -178,7 +178,8 @@ def access_denied(principal: Principal, action: str, resource: str) -> AccessDen
     """AWS's refusal. The wording is the same for every cause, so it tells a prober nothing."""
     return AccessDeniedException(
         f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource} "
-        f"because no identity-based policy allows the {action} action"
+        f"because no identity-based policy allows the {action} action",
+        resource=resource if resource != "*" else None,
     )
 
 

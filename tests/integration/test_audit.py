@@ -165,6 +165,7 @@ async def test_every_call_has_one_event_with_cloudtrail_fields(nodes: NodeFactor
     assert policy["responseElements"] is None
     assert deny["errorCode"] == "AccessDeniedException" and deny["userIdentity"]["arn"] == nobody.arn
     assert deny["errorMessage"] == denied.response["Error"]["Message"]
+    assert [r["ARN"] for r in deny["resources"]] == [key["Arn"]]  # the refused key is named, as AWS does
     assert bad["errorCode"] == "ValidationException" and "numberOfBytes" in bad["errorMessage"]
     _assert_secrets_absent(await _raw_trail(node.database_url), [
         plaintext, enc["CiphertextBlob"], dec["Plaintext"], gdk["Plaintext"], gdk["CiphertextBlob"],
