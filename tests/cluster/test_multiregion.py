@@ -69,7 +69,12 @@ async def test_mrk_replicates_to_every_region_and_ciphertexts_cross_regions(node
         await replicate_everywhere(cluster, kms, key_id, US)
 
         for region in cluster.regions:
-            md = (await call(kms[region].describe_key, KeyId=key_id))["KeyMetadata"]
+            # A replica learns of its sibling replicas from a later frame than its own creation.
+            md = await describe_when(
+                kms[region], key_id,
+                lambda md: len(md["MultiRegionConfiguration"]["ReplicaKeys"]) == 2,
+                f"{region} to know both replicas",
+            )  # fmt: skip
             config = md["MultiRegionConfiguration"]
             assert md["KeyId"] == key_id and md["MultiRegion"] is True
             assert config["MultiRegionKeyType"] == ("PRIMARY" if region == US else "REPLICA")
