@@ -363,10 +363,7 @@ class _RequestCompiler:
                     errors.append(
                         _violation(path, shown, f"Member must satisfy constraint: {elem_limits.describe()}")
                     )
-            n = len(value)
-            if not limits.ok(n, None):
-                shown = _java_str(value) if shows_values else None
-                errors.extend(_violation(path, shown, c) for c in limits.failures(n, None))
+            _check_count(limits, value, shows_values, path, errors)
             return out
 
         return convert
@@ -407,13 +404,18 @@ class _RequestCompiler:
                 errors.append(
                     _violation(path, shown, f"Map keys must satisfy constraint: {key_limits.describe()}")
                 )
-            n = len(value)
-            if not limits.ok(n, None):
-                shown = _java_str(value) if shows_values else None
-                errors.extend(_violation(path, shown, c) for c in limits.failures(n, None))
+            _check_count(limits, value, shows_values, path, errors)
             return out
 
         return convert
+
+
+def _check_count(limits: _Limits, value: Any, shows_values: bool, path: str, errors: list[str]) -> None:
+    """The member-count constraints that lists and maps share."""
+    n = len(value)
+    if not limits.ok(n, None):
+        shown = _java_str(value) if shows_values else None
+        errors.extend(_violation(path, shown, c) for c in limits.failures(n, None))
 
 
 def _string(limits: _Limits, sensitive: bool) -> _Converter:
