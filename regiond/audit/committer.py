@@ -1,35 +1,31 @@
 """Group commit: every request's event is durable before its response, without an INSERT each.
 
 ``submit`` turns the call record into its event bytes (one ``orjson.dumps``), queues it with a
-future and waits. One writer task per process takes everything queued and appends it in two
-steps (docs/AUDIT.md, "Durability: two steps"; ``regiond.store.audit``):
-
-1. **Durability**: one statement stores the whole batch in ``audit_pending`` and commits with
-   ``synchronous_commit = on`` (set on the writer's session, whatever the server default is). It
-   takes no shared lock, so the writers of all processes and nodes wait for their WAL flushes in
-   parallel. The futures are resolved after this COMMIT: a response leaves only once its event
-   is durable.
-2. **Chaining**: right after, the same writer links every pending event of the region (its own
-   and other writers') into the hash chain, in one short transaction under the chain head's row
-   lock committed *without* waiting for the WAL flush, so the lock is never held across an
-   fsync. If that commit is lost in a crash the events are still pending, and the next pass (the
-   next batch, the maintenance timer every ``LINK_EVERY_S``, or any node's start) links them.
+future and waits. One writer task per process takes everything queued and appends it with one
+round trip (docs/AUDIT.md, "Durability: one call, two commits"; ``regiond.store.audit``): a
+procedure that links the batch into the region's hash chain under the chain head's row lock and
+commits *without* waiting for the WAL flush (so the lock is never held across an fsync and the
+writers of every process and node queue behind each other only for microseconds), then commits a
+one-record transaction synchronously, whose flush covers the batch. The futures are resolved
+after that: a response leaves only once its event is durable.
 
 While a batch is in flight the next one accumulates, so the batch size follows the load: one
 event per write when idle, dozens when busy, and the cost per request stays a few microseconds
-of Python plus a share of two round trips.
+of Python plus a share of one round trip.
 
 Failure is closed: if the batch cannot be committed (database down, table not writable, a
 trigger that raises or silently drops rows, a write that takes longer than the timeout), every
 waiting ``submit`` raises and the protocol edge answers ``KMSInternalException`` instead of the
-result. A timed-out COMMIT is ambiguous: the event may exist for a call the client saw fail,
+result. A timed-out call is ambiguous: the event may exist for a call the client saw fail,
 never the reverse. Writes are not retried for the same reason.
 
-A failed link does not fail any call (its events are durable already); it is logged, and
-``regiond audit verify`` reports events left unchained for longer than a minute.
+Nodes of the previous release staged events in ``audit_pending`` first and linked them in a
+second statement; ``start`` and the maintenance timer (every ``LINK_EVERY_S``) still link
+whatever such a node left there, and ``regiond audit verify`` reports events left unchained for
+longer than a minute.
 
 The writer also keeps the chain's checkpoints (a digest signed with the region identity key
-every ``checkpoint_events`` events, right after the link that crosses the mark, or every
+every ``checkpoint_events`` events, right after the batch that crosses the mark, or every
 ``checkpoint_interval_s`` from a timer; either way under the chain head's row lock) and
 applies retention (deletes signed, expired events in small chunks, keeping the chain anchor).
 ``close`` drains the queue, links what is pending and writes a last digest.
@@ -69,7 +65,7 @@ AUDIT_WRITE_FAILURES = Counter(
 RETENTION_CHUNK_EVENTS = 5000
 RETENTION_EVERY_S = 3600.0
 LINK_MAX_EVENTS = 5000  # per linking transaction: bounds how long one pass holds the chain head lock
-LINK_EVERY_S = 5.0  # the timer's pass: links what a crashed or failing writer left pending
+LINK_EVERY_S = 5.0  # the timer's pass: links what a node of the previous release left pending
 
 
 class AuditUnavailableError(RuntimeError):
@@ -184,9 +180,9 @@ class GroupCommitter:
         if self._con is None or self._con.is_closed():
             con = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
             try:
-                # Step 1's guarantee must not depend on the server default: an operator who turns
-                # synchronous_commit off globally would otherwise release responses before their
-                # events are on disk. (audit_link turns it off for its own transactions only.)
+                # Durability must not depend on the server default (the procedure also refuses to
+                # flush with it off): an operator who turns synchronous_commit off globally would
+                # otherwise release responses before their events are on disk.
                 await con.execute("SET synchronous_commit = on")
             except BaseException:
                 await self._pool.release(con, timeout=ACQUIRE_TIMEOUT_S)
@@ -206,7 +202,7 @@ class GroupCommitter:
         try:
             async with asyncio.timeout(self._opt.write_timeout_s):
                 con = await self._writer_connection()
-                await audit_store.stage_batch(con, self._region, [p for p, _ in batch])
+                head = await audit_store.append_batch(con, self._region, [p for p, _ in batch])
         except Exception as exc:
             await self._release_connection()  # its state is unknown after a failure or a timeout
             AUDIT_WRITE_FAILURES.inc()
@@ -221,15 +217,8 @@ class GroupCommitter:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
-        # After the responses went out: neither linking nor a checkpoint delays a request.
-        try:
-            async with asyncio.timeout(self._opt.write_timeout_s):
-                head = await self._link_on(con)
-        except Exception as exc:
-            await self._release_connection()
-            log.warning("audit.link_failed", error=type(exc).__name__, sqlstate=getattr(exc, "sqlstate", None))
-            return
-        if head is not None and head.last_seq - head.digest_seq >= self._opt.checkpoint_events:
+        # After the responses went out: a checkpoint never delays a request.
+        if head.last_seq - head.digest_seq >= self._opt.checkpoint_events:
             try:
                 await self.checkpoint(force=True)
             except Exception as exc:
@@ -238,19 +227,11 @@ class GroupCommitter:
 
     # --- chaining ----------------------------------------------------------------------
 
-    async def _link_on(self, con: Conn) -> audit_store.Linked | None:
-        """Link every pending event of the region, a bounded pass at a time; the last pass's head."""
-        last: audit_store.Linked | None = None
-        while True:
-            last = await audit_store.link_pending(con, self._region, LINK_MAX_EVENTS)
-            if last.linked < LINK_MAX_EVENTS:
-                return last
-
     async def link(self) -> int:
         """Chain whatever is pending in the region now (any writer's); return how many events were linked.
 
-        The writer does this after each batch; ``start``, the maintenance timer and ``checkpoint``
-        call it so events of a writer that crashed between its two steps are chained too.
+        Only events staged by a node of the previous release wait there (this release appends and
+        chains in one call); ``start``, the maintenance timer and ``checkpoint`` link them.
         """
         linked = 0
         async with asyncio.timeout(self._opt.write_timeout_s), self._pool.acquire() as con:

@@ -1,18 +1,17 @@
-"""The audit trail's tables: chain head, events, pending events, signed digests (migrations 0003, 0007).
+"""The audit trail's tables: chain head, events, pending events, signed digests (migrations 0003, 0007, 0008).
 
-Appending is two statements per group-commit batch (docs/AUDIT.md explains why):
+Appending is one round trip per group-commit batch (docs/AUDIT.md explains why): ``append_batch``
+calls the procedure ``audit_append_durable``, which takes the region's chain head row lock, links
+the batch (the v1 hash of ``regiond.audit.chain``), inserts it into ``audit_events`` and moves the
+head in a transaction committed without waiting for the WAL flush, then commits a one-record
+transaction synchronously. The lock is held for microseconds of work, never for an fsync, and the
+call returns only once the batch is on disk.
 
-* ``stage_batch`` (``audit_stage``, migration 0007) inserts the batch into ``audit_pending`` with
-  one multi-row ``INSERT ... SELECT FROM unnest(...)``: durable at its COMMIT, and it takes no
-  shared lock, so the writers of several processes and nodes commit in parallel.
-* ``link_pending`` (``audit_link``) then takes the region's chain head row lock, links pending
-  rows in id order to the chain (the v1 hash of ``regiond.audit.chain``), moves them into
-  ``audit_events`` and moves the head, in a transaction committed without waiting for the WAL
-  flush: the lock is held for microseconds of work, never for an fsync. A link lost in a crash
-  leaves the rows pending, and the next pass links them.
+``stage_batch`` and ``link_pending`` are the previous release's two steps (``audit_pending``):
+kept so that events staged by its nodes during a rolling upgrade are still chained.
 
-Each writer serialises on the head row only for the link, so the chain has no gaps. Verification
-recomputes every hash in Python, so the two implementations check each other.
+Each writer serialises on the head row, so the chain has no gaps. Verification recomputes every
+hash in Python, so the two implementations check each other.
 """
 
 from __future__ import annotations
@@ -122,15 +121,19 @@ async def regions(con: Conn) -> list[str]:
 _KEY_SEPARATOR = "\x1f"  # unit separator: never in an ARN; arrays of arrays cannot be ragged
 
 
-async def stage_batch(con: Conn, region: str, events: Sequence[NewEvent]) -> int:
-    """Store ``events`` durably, unchained (``audit_stage`` in migration 0007); raises unless all were stored.
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """One append or linking pass: how many events it chained, and the chain head after them."""
 
-    One statement, so one round trip and its own transaction when ``con`` is not in one. Durable
-    at return only if the session's ``synchronous_commit`` is on (the committer sets it).
-    """
-    stored = await con.fetchval(
-        "SELECT audit_stage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        region,
+    linked: int
+    last_seq: int
+    last_hash: bytes
+    digest_seq: int
+
+
+def _batch_arrays(events: Sequence[NewEvent]) -> tuple[list[object], ...]:
+    """The batch as the column arrays ``audit_append`` and ``audit_stage`` take (one parameter each)."""
+    return (
         [e.event_id for e in events],
         [e.event_time for e in events],
         [e.event_source for e in events],
@@ -141,17 +144,31 @@ async def stage_batch(con: Conn, region: str, events: Sequence[NewEvent]) -> int
         [e.read_only for e in events],
         [e.record for e in events],
     )
-    return int(stored)
 
 
-@dataclass(frozen=True, slots=True)
-class Linked:
-    """One linking pass: how many pending events it chained, and the chain head after them."""
+async def append_batch(con: Conn, region: str, events: Sequence[NewEvent]) -> Linked:
+    """Chain and store ``events`` durably in one round trip (``audit_append_durable``, migration 0008).
 
-    linked: int
-    last_seq: int
-    last_hash: bytes
-    digest_seq: int
+    The procedure commits twice: the chained insert without waiting for the WAL flush (so the chain
+    head lock is never held across an fsync), then a one-record transaction whose synchronous
+    commit flushes everything before it. Raises unless every event was stored. ``con`` must not be
+    in a transaction (a procedure that commits cannot run inside one).
+    """
+    row = await con.fetchrow(
+        "CALL audit_append_durable($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", region, *_batch_arrays(events)
+    )
+    assert row is not None  # CALL returns its INOUT parameters as one row, or raises
+    return Linked(len(events), int(row[0]), bytes(row[1]), int(row[2]))
+
+
+async def stage_batch(con: Conn, region: str, events: Sequence[NewEvent]) -> int:
+    """Store ``events`` durably, unchained (``audit_stage`` in migration 0007); raises unless all were stored.
+
+    The previous release's first step, kept for its nodes during a rolling upgrade (and for tests
+    that play one): every writer still links what is staged (``link_pending``).
+    """
+    return int(await con.fetchval("SELECT audit_stage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", region,
+                                  *_batch_arrays(events)))  # fmt: skip
 
 
 async def link_pending(con: Conn, region: str, max_events: int) -> Linked:

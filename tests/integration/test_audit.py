@@ -59,8 +59,8 @@ async def _error(fn: Callable[..., Any], **kwargs: Any) -> botocore.exceptions.C
     return info.value
 
 
-# Every durable event: the chained ones in chain order, then those stored but not yet linked (a
-# response is released after step 1, so the writer may still be linking when a test looks).
+# Every durable event: the chained ones in chain order, then those a node of the previous release
+# staged but nobody has linked yet (the tests that play such a node stage some).
 DURABLE_RECORDS = (
     "SELECT record FROM (SELECT 0 AS step, seq AS pos, record FROM audit_events"
     " UNION ALL SELECT 1, id, record FROM audit_pending) t ORDER BY step, pos"
@@ -241,11 +241,11 @@ async def test_two_nodes_on_one_database_extend_one_gap_free_chain(
 REJECT_TRIGGER = """
 CREATE FUNCTION audit_reject() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit is read-only'; END; $$
     LANGUAGE plpgsql;
-CREATE TRIGGER audit_reject BEFORE INSERT ON audit_pending FOR EACH ROW EXECUTE FUNCTION audit_reject();
+CREATE TRIGGER audit_reject BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_reject();
 """
 DROP_TRIGGER = """
 CREATE FUNCTION audit_drop() RETURNS trigger AS $$ BEGIN RETURN NULL; END; $$ LANGUAGE plpgsql;
-CREATE TRIGGER audit_drop BEFORE INSERT ON audit_pending FOR EACH ROW EXECUTE FUNCTION audit_drop();
+CREATE TRIGGER audit_drop BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_drop();
 """
 
 
@@ -261,7 +261,7 @@ async def test_encrypt_fails_closed_when_the_audit_table_is_unwritable(nodes: No
             assert err.response["Error"]["Code"] == "KMSInternalException"
             assert "CiphertextBlob" not in err.response
             assert err.response["ResponseMetadata"]["HTTPStatusCode"] == 500
-            await con.execute(f"DROP TRIGGER {name} ON audit_pending; DROP FUNCTION {name}()")
+            await con.execute(f"DROP TRIGGER {name} ON audit_events; DROP FUNCTION {name}()")
         await _chained(con)
         before = await con.fetchval("SELECT count(*) FROM audit_events")
         ok = await _call(kms.encrypt, KeyId=key_id, Plaintext=b"audited again")
