@@ -25,9 +25,10 @@ whatever such a node left there, and ``regiond audit verify`` reports events lef
 longer than a minute.
 
 The writer also keeps the chain's checkpoints (a digest signed with the region identity key
-every ``checkpoint_events`` events, right after the batch that crosses the mark, or every
-``checkpoint_interval_s`` from a timer; either way under the chain head's row lock) and
-applies retention (deletes signed, expired events in small chunks, keeping the chain anchor).
+every ``checkpoint_events`` events, started right after the batch that crosses the mark, or every
+``checkpoint_interval_s`` from a timer; either way in a task beside the writer, under the chain
+head's row lock, committed without waiting for a flush) and applies retention (deletes signed,
+expired events in small chunks, keeping the chain anchor).
 ``close`` drains the queue, links what is pending and writes a last digest.
 """
 
@@ -114,6 +115,7 @@ class GroupCommitter:
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._checkpointing: asyncio.Task[None] | None = None
         # The writer keeps one connection: a pool release costs a reset query (a round trip) per batch.
         self._con: Conn | None = None
 
@@ -150,6 +152,8 @@ class GroupCommitter:
                 await self._ticker
         if self._writer is not None:
             await self._writer
+        if self._checkpointing is not None:
+            await self._checkpointing
         await self._release_connection()
         try:
             await self.link()
@@ -217,13 +221,20 @@ class GroupCommitter:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
-        # After the responses went out: a checkpoint never delays a request.
         if head.last_seq - head.digest_seq >= self._opt.checkpoint_events:
-            try:
-                await self.checkpoint(force=True)
-            except Exception as exc:
-                log.warning("audit.checkpoint_failed", error=type(exc).__name__,
-                            sqlstate=getattr(exc, "sqlstate", None))  # fmt: skip
+            self._checkpoint_soon()
+
+    def _checkpoint_soon(self) -> None:
+        """Sign a digest beside the writer: the next batch must not wait for it (one at a time)."""
+        if self._checkpointing is None or self._checkpointing.done():
+            self._checkpointing = asyncio.create_task(self._checkpoint_logged(), name="audit-checkpoint")
+
+    async def _checkpoint_logged(self) -> None:
+        try:
+            await self.checkpoint(force=True)
+        except Exception as exc:
+            log.warning("audit.checkpoint_failed", error=type(exc).__name__,
+                        sqlstate=getattr(exc, "sqlstate", None))  # fmt: skip
 
     # --- chaining ----------------------------------------------------------------------
 
@@ -235,6 +246,8 @@ class GroupCommitter:
         """
         linked = 0
         async with asyncio.timeout(self._opt.write_timeout_s), self._pool.acquire() as con:
+            if not await audit_store.has_pending(con, self._region):  # the usual case: no lock taken
+                return 0
             while True:
                 passed = await audit_store.link_pending(con, self._region, LINK_MAX_EVENTS)
                 linked += passed.linked
@@ -269,6 +282,9 @@ class GroupCommitter:
             return False
         await self.link()  # a digest covers the chain: chain what is durable first
         async with asyncio.timeout(self._opt.write_timeout_s), transaction(self._pool) as con:
+            # The head lock must not be held across a WAL flush (every writer queues behind it). A
+            # digest lost in a crash is lost with every event after it and is simply made again.
+            await con.execute("SET LOCAL synchronous_commit = off")
             head = await self._locked_head(con)
             if head.seq <= head.digest_seq:
                 return False

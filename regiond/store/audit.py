@@ -183,6 +183,11 @@ async def link_pending(con: Conn, region: str, max_events: int) -> Linked:
     return Linked(int(row[0]), int(row[1]), bytes(row[2]), int(row[3]))
 
 
+async def has_pending(con: Conn, region: str) -> bool:
+    """Whether any staged event of ``region`` waits to be linked (no lock: a cheap check before ``link_pending``)."""
+    return bool(await con.fetchval("SELECT EXISTS (SELECT 1 FROM audit_pending WHERE region = $1)", region))
+
+
 @dataclass(frozen=True, slots=True)
 class PendingStats:
     """Events of a region stored but not yet chained, and how many of them are older than a threshold."""
