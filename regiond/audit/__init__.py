@@ -1,8 +1,8 @@
 """The audit trail: a CloudTrail-style event for every call, group-committed, hash-chained, signed.
 
     events.py     CallRecord -> CloudTrail record; per-operation allow-lists (never secrets)
-    committer.py  GroupCommitter, the AuditSink: one durable batched write shared by concurrent
-                  requests, then a short chaining pass (two steps, docs/AUDIT.md)
+    committer.py  GroupCommitter, the AuditSink: one chained, durable batched write (one CALL)
+                  shared by concurrent requests (docs/AUDIT.md)
     chain.py      the per-region hash chain and Ed25519-signed digests (formats documented there)
     verify.py     find changed, deleted, inserted and reordered events and forged digests
     query.py      filter events for ``regiond audit query``

@@ -19,11 +19,11 @@ How each tampering shows (chain.py explains why the seq is not hashed):
 * **digest-mismatch** - a validly signed digest whose ``lastEventHash`` is not the hash of the
   stored event at its ``lastSeq``: the events before it were rewritten after it was signed.
 * **digest-missing** - the digests' own chain has a hole or a stray member.
-* **unchained** - events stored durably (step 1 of the append, ``audit_pending``) but not linked
-  into the chain for longer than ``UNCHAINED_AFTER_S``: every writer links right after its
-  batch and every node every few seconds, so this means no chainer is running or someone
-  keeps it from linking (a lock held, a trigger that rejects the link). Younger pending events
-  are normal and only noted.
+* **unchained** - events stored durably but not linked into the chain (``audit_pending``, where
+  nodes of the 0007 release stage them) for longer than ``UNCHAINED_AFTER_S``: every node links
+  them on start and every few seconds, so this means no chainer is running or someone keeps it
+  from linking (a lock held, a trigger that rejects the link). Younger pending events are
+  normal during a rolling upgrade and only noted.
 
 Reordering is detected within ``WINDOW_EVENTS`` positions (a wider move reads as broken
 links), which keeps memory bounded however long the trail is.
