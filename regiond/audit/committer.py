@@ -172,20 +172,19 @@ class GroupCommitter:
 
     async def _write_loop(self) -> None:
         while True:
-            await self._wakeup.wait()
+            if not self._pending:
+                if self._closing:  # drained: close() stops new submits before it sets this
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
             if self._opt.linger_s > 0 and not self._closing:
                 await asyncio.sleep(self._opt.linger_s)
             else:
                 await asyncio.sleep(0)  # let handlers that are ready right now join this batch
-            self._wakeup.clear()
             batch = self._pending[: self._opt.max_batch_events]
             del self._pending[: len(batch)]
-            if self._pending:
-                self._wakeup.set()
             if batch:
                 await self._commit(batch)
-            elif self._closing:
-                return
 
     async def _writer_connection(self) -> Conn:
         if self._con is None or self._con.is_closed():
