@@ -597,7 +597,8 @@ async def test_events_a_writer_stored_but_never_linked_are_reported_then_linked_
         await first.start()
         await asyncio.gather(*(first.submit(_record(dt.datetime.now(dt.UTC), n)) for n in range(3)))
         await first.close()
-        # A writer killed between its two steps: its batch is durable in audit_pending, unchained.
+        # A node of the previous release killed between its two steps: its batch is durable in
+        # audit_pending, unchained.
         stranded = [events.prepare(_record(dt.datetime.now(dt.UTC), n)) for n in range(3, 6)]
         async with pool.acquire() as con:
             assert await audit_store.stage_batch(con, "us-east-1", stranded) == 3
@@ -618,3 +619,20 @@ async def test_events_a_writer_stored_but_never_linked_are_reported_then_linked_
     finally:
         await pool.close()
     assert [e["requestID"] for e in await _events(url)] == [f"r{n}" for n in range(6)]
+
+
+async def test_close_while_a_batch_is_in_flight_writes_everything_queued_behind_it(nodes: NodeFactory) -> None:
+    url = await nodes.database()
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        writer = GroupCommitter(pool, "us-east-1", None)
+        await writer.start()
+        first = asyncio.create_task(writer.submit(_record(dt.datetime.now(dt.UTC), 0)))
+        await asyncio.sleep(0.001)  # the writer has taken event 0 and is committing it
+        queued = [asyncio.create_task(writer.submit(_record(dt.datetime.now(dt.UTC), n))) for n in range(1, 6)]
+        await asyncio.sleep(0)  # every submit is queued before close starts
+        await asyncio.wait_for(writer.close(), timeout=30)
+        await asyncio.gather(first, *queued)
+    finally:
+        await pool.close()
+    assert sorted(e["requestID"] for e in await _events(url)) == [f"r{n}" for n in range(6)]
