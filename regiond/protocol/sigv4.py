@@ -9,8 +9,9 @@ names and messages follow what AWS returns, so SDK retry and error handling beha
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kmsclient import sigv4 as core
@@ -25,18 +26,52 @@ class ParsedAuthorization:
     date: str
     region: str
     service: str
-    signed_headers: list[str]
+    signed_headers: Sequence[str]
     signature: str
     amz_date: str
+    signed_names: str = ""  # the SignedHeaders field as sent ("content-type;host;..."), when known
 
     @property
     def scope(self) -> str:
         return core.scope(self.date, self.region, self.service)
 
 
+_SIGNATURE_FIELD = ", Signature="
+_PARSED_MAX = 1024
+_parsed: dict[str, ParsedAuthorization] = {}
+"""Parsed Authorization headers by everything before their signature (see ``parse``)."""
+
+
 def parse(headers: Mapping[str, str]) -> ParsedAuthorization:
-    """Parse and sanity-check the Authorization header (no secret needed yet)."""
+    """Parse and sanity-check the Authorization header (no secret needed yet).
+
+    What precedes ``, Signature=`` (algorithm, credential, signed headers) is the same on every
+    request a client sends in one day, so a parse that succeeded is remembered under that text
+    and later requests only take their signature and ``X-Amz-Date``. That is exact: when the
+    signature is the last field and holds no comma, the other fields come from the remembered
+    text alone, and the full parse below would find the same values and pass the same checks.
+    Bounded: a flood of distinct headers only empties the memo.
+    """
     header = headers.get("Authorization")
+    amz_date = headers.get("X-Amz-Date")
+    if header and amz_date:
+        head, sep, signature = header.rpartition(_SIGNATURE_FIELD)
+        if sep and "," not in signature:
+            known = _parsed.get(head)
+            if known is not None:
+                return ParsedAuthorization(
+                    known.access_key_id, known.date, known.region, known.service, known.signed_headers,
+                    signature.rstrip(), amz_date, known.signed_names,
+                )  # fmt: skip
+            auth = _parse(header, amz_date)
+            if len(_parsed) >= _PARSED_MAX:
+                _parsed.clear()
+            _parsed[head] = auth
+            return auth
+    return _parse(header, amz_date)
+
+
+def _parse(header: str | None, amz_date: str | None) -> ParsedAuthorization:
     if not header:
         raise MissingAuthenticationToken("Missing Authentication Token")
     algorithm, _, rest = header.partition(" ")
@@ -57,12 +92,11 @@ def parse(headers: Mapping[str, str]) -> ParsedAuthorization:
         raise IncompleteSignature(
             "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term"
         )
-    amz_date = headers.get("X-Amz-Date")
     if not amz_date:
         raise IncompleteSignature(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
         )
-    signed = fields["SignedHeaders"].split(";")
+    signed = tuple(fields["SignedHeaders"].split(";"))
     if "host" not in signed:
         raise InvalidSignatureException("'Host' must be a 'SignedHeader' in the AWS Authorization.")
     return ParsedAuthorization(
@@ -73,7 +107,14 @@ def parse(headers: Mapping[str, str]) -> ParsedAuthorization:
         signed_headers=signed,
         signature=fields["Signature"],
         amz_date=amz_date,
+        signed_names=fields["SignedHeaders"],
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_amz_date(value: str) -> dt.datetime:
+    """``core.parse_amz_date``, memoised: concurrent requests mostly carry the same few seconds."""
+    return core.parse_amz_date(value)
 
 
 def check_scope(auth: ParsedAuthorization, *, region: str, now: dt.datetime, max_skew_s: int) -> None:
@@ -82,9 +123,9 @@ def check_scope(auth: ParsedAuthorization, *, region: str, now: dt.datetime, max
     if auth.region != region:
         raise InvalidSignatureException(f"Credential should be scoped to a valid region, not '{auth.region[:40]}'.")
     try:
-        when = core.parse_amz_date(auth.amz_date)
+        when = _parse_amz_date(auth.amz_date)
     except ValueError as exc:
-        raise IncompleteSignature("X-Amz-Date must be in the ISO8601 basic format YYYYMMDD'T'HHMMSS'Z'") from exc
+        raise IncompleteSignature("X-Amz-Date must be in the ISO8601 basic format YYYYMMDD'T'HHMMSSZ") from exc
     if auth.date != auth.amz_date[:8]:
         raise InvalidSignatureException("Credential should be scoped to the date of the X-Amz-Date header.")
     skew = dt.timedelta(seconds=max_skew_s)
@@ -116,7 +157,9 @@ def verify(
     if claimed is not None and claimed != payload_hash and claimed != "UNSIGNED-PAYLOAD":
         raise InvalidSignatureException("The provided 'x-amz-content-sha256' header does not match what was computed.")
     try:
-        canonical = core.canonical_request(method, path, query, headers, auth.signed_headers, payload_hash)
+        canonical = core.canonical_request(
+            method, path, query, headers, auth.signed_headers, payload_hash, signed_names=auth.signed_names or None
+        )
     except KeyError as exc:
         raise InvalidSignatureException(f"Signed header {str(exc)[:60]} is missing from the request.") from exc
     expected = core.signature(signing_key, core.string_to_sign(auth.amz_date, auth.scope, canonical))

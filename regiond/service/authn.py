@@ -33,6 +33,7 @@ class Caller:
 class _KeyEntry:
     principal: Principal
     active: bool
+    caller: Caller  # what every request signed with this key authenticates as: built once
     secret: bytes = field(repr=False)
     signing_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # date -> key for (region, kms)
 
@@ -61,7 +62,9 @@ class Authenticator:
                 secret = self._keyring.unwrap(row.secret_wrapped, access_key_aad(access_key_id)).decode()
             except KeyringError as exc:
                 raise KMSInternalException("stored credentials cannot be read with this node's root key") from exc
-            entry = _KeyEntry(row.principal, row.status == "Active", secret.encode())
+            entry = _KeyEntry(
+                row.principal, row.status == "Active", Caller(row.principal, access_key_id), secret.encode()
+            )
         self._keys.put(access_key_id, entry, generation=generation)
         return entry
 
@@ -91,4 +94,4 @@ class Authenticator:
             body=body,
             signing_key=self._signing_key(entry, auth.date),
         )
-        return Caller(entry.principal, auth.access_key_id)
+        return entry.caller
