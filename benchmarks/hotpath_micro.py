@@ -65,6 +65,7 @@ from regiond.init import init_state_dir  # noqa: E402
 from regiond.protocol import routes, shapes  # noqa: E402
 from regiond.protocol.context import OpContext  # noqa: E402
 from regiond.protocol.ops import KMS_OPERATIONS  # noqa: E402
+from regiond.randomids import uuid4_str  # noqa: E402
 from regiond.service.iam import IamService  # noqa: E402
 from regiond.store.pool import create_pool  # noqa: E402
 
@@ -223,7 +224,7 @@ async def _components(bench: Bench, key_id: str, n: int) -> dict[str, float]:
 
     def record() -> CallRecord:
         return CallRecord(
-            operation="Encrypt", event_source=routes.EVENT_SOURCE_KMS, request_id=routes._request_id(),
+            operation="Encrypt", event_source=routes.EVENT_SOURCE_KMS, request_id=uuid4_str(),
             event_time=now, region=REGION, source_ip="127.0.0.1", user_agent=headers["User-Agent"],
             principal=caller.principal, access_key_id=caller.access_key_id, params=validated,
         )  # fmt: skip
@@ -243,7 +244,7 @@ async def _components(bench: Bench, key_id: str, n: int) -> dict[str, float]:
         return await handler(OpContext(services, caller, r, now), validated)
 
     steps: dict[str, Callable[[], Any]] = {
-        "request id": routes._request_id,
+        "request id": uuid4_str,
         "clock.now": services.clock.now,
         "sigv4 authenticate": authn,
         "orjson.loads body": lambda: orjson.loads(body),

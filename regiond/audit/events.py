@@ -29,9 +29,10 @@ from typing import Any
 
 import orjson
 
-from regiond.calls import CallRecord
+from regiond.calls import CallRecord, utc_second_text
 from regiond.domain.ciphertext import BACKING_VERSION_BYTES, FORMAT_VERSION_1, HEADER_BYTES
-from regiond.domain.principal import PrincipalKind
+from regiond.domain.principal import Principal, PrincipalKind
+from regiond.randomids import uuid4_pair
 from regiond.store.audit import NewEvent
 
 __all__ = [
@@ -293,66 +294,83 @@ def _backing_versions(record: CallRecord, into: dict[str, Any]) -> None:
             into[name] = int.from_bytes(blob[_VERSION_OFFSET:HEADER_BYTES], "big")
 
 
+_RESOURCES: dict[str, tuple[str, str]] = {}  # key ARN -> (account, resource type); bounded below
+_IDENTITIES: dict[int, tuple[Principal, str | None, dict[str, Any]]] = {}  # id(principal) -> userIdentity
+_MEMO_MAX = 4096
+
+
 def _resource(arn: str) -> dict[str, str]:
-    parts = arn.split(":", 5)
-    account = parts[4] if len(parts) > 4 else ""
-    kind = "AWS::KMS::Alias" if len(parts) > 5 and parts[5].startswith("alias/") else "AWS::KMS::Key"
-    return {"accountId": account, "type": kind, "ARN": arn}
+    known = _RESOURCES.get(arn)
+    if known is None:
+        parts = arn.split(":", 5)
+        account = parts[4] if len(parts) > 4 else ""
+        kind = "AWS::KMS::Alias" if len(parts) > 5 and parts[5].startswith("alias/") else "AWS::KMS::Key"
+        if len(_RESOURCES) >= _MEMO_MAX:
+            _RESOURCES.clear()
+        _RESOURCES[arn] = known = (account, kind)
+    return {"accountId": known[0], "type": known[1], "ARN": arn}
 
 
-_last_second: list[Any] = [None, ""]  # (epoch second, its rendering): most events share the current second
+def _identity(principal: Principal, access_key_id: str | None) -> dict[str, Any]:
+    """CloudTrail's ``userIdentity``, a fresh dict built from one kept per principal object.
 
-
-def _event_time(value: dt.datetime) -> str:
-    second = int(value.timestamp())
-    if _last_second[0] != second:
-        _last_second[:] = [second, dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
-    return str(_last_second[1])
-
-
-def build_event(record: CallRecord, event_id: uuid.UUID) -> dict[str, Any]:
-    """The CloudTrail record of one call (a plain dict in CloudTrail's member order)."""
-    kms = record.event_source == KMS_SOURCE
-    operation = record.operation
-    principal = record.principal
-    identity: dict[str, Any] | None = None
-    if principal is not None:
-        identity = {
+    Authentication hands out the same ``Principal`` object for every call signed with one access
+    key (until its cache entry goes), so the entry is found by the object's id and checked by
+    identity: an id reused by a later object is never mistaken for it.
+    """
+    known = _IDENTITIES.get(id(principal))
+    if known is None or known[0] is not principal or known[1] != access_key_id:
+        identity: dict[str, Any] = {
             "type": principal.identity_type,
             "principalId": principal.principal_id,
             "arn": principal.arn,
             "accountId": principal.account_id,
-            "accessKeyId": record.access_key_id,
+            "accessKeyId": access_key_id,
         }
         if principal.kind is PrincipalKind.USER:
             identity["userName"] = principal.name
+        if len(_IDENTITIES) >= _MEMO_MAX:
+            _IDENTITIES.clear()
+        _IDENTITIES[id(principal)] = known = (principal, access_key_id, identity)
+    return dict(known[2])
+
+
+def build_event(record: CallRecord, event_id: uuid.UUID) -> dict[str, Any]:
+    """The CloudTrail record of one call (a plain dict in CloudTrail's member order)."""
+    return _build_event(record, str(event_id), list(dict.fromkeys(record.resources)), is_read_only(record.operation))
+
+
+def _build_event(record: CallRecord, event_id: str, resources: list[str], read_only: bool) -> dict[str, Any]:
+    kms = record.event_source == KMS_SOURCE
+    operation = record.operation
+    principal = record.principal
     event: dict[str, Any] = {
         "eventVersion": EVENT_VERSION,
-        "userIdentity": identity,
-        "eventTime": _event_time(record.event_time),
+        "userIdentity": _identity(principal, record.access_key_id) if principal is not None else None,
+        "eventTime": utc_second_text(record.event_time),
         "eventSource": record.event_source,
         "eventName": operation,
         "awsRegion": record.region,
         "sourceIPAddress": record.source_ip,
         "userAgent": record.user_agent,
     }
-    if record.error is not None:
-        event["errorCode"] = record.error.code
-        event["errorMessage"] = record.error.message
+    error = record.error
+    if error is not None:
+        event["errorCode"] = error.code
+        event["errorMessage"] = error.message
     request_allowed = (REQUEST_MEMBERS if kms else IAM_REQUEST_MEMBERS).get(operation)
     event["requestParameters"] = _members(record.params, request_allowed)
     response_allowed = (RESPONSE_MEMBERS if kms else IAM_RESPONSE_MEMBERS).get(operation)
-    event["responseElements"] = _members(record.result, response_allowed) if record.error is None else None
+    event["responseElements"] = _members(record.result, response_allowed) if error is None else None
     additional = _additional(record.additional) if record.additional else None
-    if record.error is None and operation in _VERSION_SOURCES:
+    if error is None and operation in _VERSION_SOURCES:
         additional = additional or {}
         _backing_versions(record, additional)
     if additional:
         event["additionalEventData"] = additional
-    resources = list(dict.fromkeys(record.resources))
     event["requestID"] = record.request_id
-    event["eventID"] = str(event_id)
-    event["readOnly"] = is_read_only(operation)
+    event["eventID"] = event_id
+    event["readOnly"] = read_only
     if resources:
         event["resources"] = described = [_resource(arn) for arn in resources]
     event["eventType"] = "AwsApiCall"
@@ -367,16 +385,18 @@ PreparedEvent = NewEvent  # the event bytes plus its query columns, ready for th
 
 
 def prepare(record: CallRecord) -> PreparedEvent:
-    event_id = uuid.uuid4()
-    body = orjson.dumps(build_event(record, event_id))
+    event_id, event_id_text = uuid4_pair()
+    resources = list(dict.fromkeys(record.resources))
+    read_only = is_read_only(record.operation)
+    body = orjson.dumps(_build_event(record, event_id_text, resources, read_only))
     return NewEvent(
         event_id=event_id,
         event_time=record.event_time,
         event_source=record.event_source,
         event_name=record.operation,
         principal_arn=record.principal.arn if record.principal is not None else None,
-        key_arns=[arn for arn in dict.fromkeys(record.resources)],
+        key_arns=resources,
         error_code=record.error.code if record.error is not None else None,
-        read_only=is_read_only(record.operation),
+        read_only=read_only,
         record=body,
     )

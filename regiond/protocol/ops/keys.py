@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from regiond.calls import utc_second_text
 from regiond.domain.key import Key, pending_window_in_days
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
 from regiond.service.authz import Requester
@@ -21,7 +22,7 @@ def requester(ctx: OpContext) -> Requester:
     """The caller plus the global condition keys a policy may test (``aws:SourceIp``, ``aws:CurrentTime``)."""
     values = {
         "aws:SourceIp": (ctx.record.source_ip,),
-        "aws:CurrentTime": (ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ"),),
+        "aws:CurrentTime": (utc_second_text(ctx.now),),  # ctx.now is UTC; the text is kept per second
     }
     tokens = tuple(ctx.record.params.get("GrantTokens") or ())  # grants usable before they are cached
     return Requester(ctx.caller.principal, values, ctx.record.request_id, tokens)
