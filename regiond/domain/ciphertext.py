@@ -47,6 +47,7 @@ cannot tell a malformed header from a wrong key or a wrong context (STYLE.md ite
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ __all__ = [
     "TAG_BYTES",
     "Header",
     "aad",
+    "header",
     "invalid_ciphertext",
     "pack",
     "unpack",
@@ -131,29 +133,49 @@ class Header:
 
     def to_bytes(self) -> bytes:
         """The 22 header bytes, which ``aad`` puts in front of the canonical context."""
-        kind = key_id_kind(self.key_id)
-        assert kind is not None  # checked in __post_init__
-        if kind is KeyIdKind.MULTI_REGION:
-            raw_id = bytes.fromhex(self.key_id[len(MRK_PREFIX) :])
-        else:
-            raw_id = uuid.UUID(self.key_id).bytes
-        return _HEADER.pack(FORMAT_VERSION_1, _TYPE_BY_KIND[kind], raw_id, self.backing_version)
+        return _header_bytes(self.key_id, self.backing_version)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Header:
         """Parse exactly ``HEADER_BYTES`` bytes; ``InvalidCiphertextException`` on any fault."""
         if len(data) != HEADER_BYTES:
             raise invalid_ciphertext()
-        version, id_type, raw_id, backing_version = _HEADER.unpack(data)
-        if version != FORMAT_VERSION_1 or backing_version == 0:
-            raise invalid_ciphertext()
-        if id_type == KEY_ID_TYPE_SINGLE_REGION:
-            key_id = str(uuid.UUID(bytes=raw_id))
-        elif id_type == KEY_ID_TYPE_MULTI_REGION:
-            key_id = MRK_PREFIX + raw_id.hex()
-        else:
-            raise invalid_ciphertext()
-        return cls(key_id, backing_version)
+        return _read_header(bytes(data))
+
+
+# Memoised: every blob of one key version has the same header, and packing or parsing one (the
+# key id through ``uuid.UUID``, the id check's regular expression) costs more than the AES-GCM
+# call. Keyed by immutable values and bounded; failures raise and are never remembered.
+_HEADER_MEMO = 4096
+
+
+@functools.lru_cache(maxsize=_HEADER_MEMO)
+def header(key_id: str, backing_version: int) -> Header:
+    """``Header(key_id, backing_version)``, memoised for the service's hot path."""
+    return Header(key_id, backing_version)
+
+
+@functools.lru_cache(maxsize=_HEADER_MEMO)
+def _header_bytes(key_id: str, backing_version: int) -> bytes:
+    kind = key_id_kind(key_id)
+    assert kind is not None  # checked in Header.__post_init__
+    multi_region = kind is KeyIdKind.MULTI_REGION
+    raw_id = bytes.fromhex(key_id[len(MRK_PREFIX) :]) if multi_region else uuid.UUID(key_id).bytes
+    return _HEADER.pack(FORMAT_VERSION_1, _TYPE_BY_KIND[kind], raw_id, backing_version)
+
+
+@functools.lru_cache(maxsize=_HEADER_MEMO)
+def _read_header(data: bytes) -> Header:
+    version, id_type, raw_id, backing_version = _HEADER.unpack(data)
+    if version != FORMAT_VERSION_1 or backing_version == 0:
+        raise invalid_ciphertext()
+    if id_type == KEY_ID_TYPE_SINGLE_REGION:
+        key_id = str(uuid.UUID(bytes=raw_id))
+    elif id_type == KEY_ID_TYPE_MULTI_REGION:
+        key_id = MRK_PREFIX + raw_id.hex()
+    else:
+        raise invalid_ciphertext()
+    return Header(key_id, backing_version)
 
 
 def pack(header: Header, sealed: bytes) -> bytes:

@@ -61,17 +61,22 @@ def normalize(context: Mapping[str, str] | None) -> EncryptionContext:
     """
     if not context:
         return EMPTY_CONTEXT
+    _check_types(context)
+    return MappingProxyType(dict(context))
+
+
+def _check_types(context: Mapping[str, str]) -> None:
     for key, value in context.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise ValidationException("EncryptionContext keys and values must be strings")
-    return MappingProxyType(dict(context))
 
 
 def canonical_bytes(context: Mapping[str, str] | None) -> bytes:
     """The canonical encoding described in the module docstring; ``b""`` for empty or ``None``."""
     if not context:
         return b""
-    encoded = sorted((_utf8(key), _utf8(value)) for key, value in normalize(context).items())
+    _check_types(context)  # what ``normalize`` checks, without its copy (callers pass its result)
+    encoded = sorted((_utf8(key), _utf8(value)) for key, value in context.items())
     out = bytearray()
     for key, value in encoded:
         out += _U32.pack(len(key))

@@ -321,18 +321,22 @@ class Authorizer:
         request_values: RequestValues | None = None,
         grant_tokens: Sequence[str] = (),
         new_grant: NewGrant | None = None,
+        key_policy: Policy | None = None,
     ) -> Decision | None:
         """Return if ``principal`` may perform ``action`` on ``key``; else raise ``AccessDeniedException``.
 
         The returned decision says why (``None`` for an operation without a key, which IAM alone
-        decides). A malformed grant token is ``InvalidGrantTokenException``.
+        decides). A malformed grant token is ``InvalidGrantTokenException``. ``key_policy`` is
+        ``key``'s parsed policy when the caller already holds its key cache entry (the hot path),
+        which saves a second cache lookup; otherwise it comes from the policy source.
         """
         token_grant_ids = [parse_grant_token(t) for t in grant_tokens]
         identity = await self._iam.identity_policies(principal)
         if key is None:
             self._authorize_without_key(principal, action, identity, encryption_context, request_values)
             return None
-        key_policy = await self._policies.key_policy(key)
+        if key_policy is None:
+            key_policy = await self._policies.key_policy(key)
         grants = await self.grants.grants(key.key_id)
         context = encryption_context or {}
         values = request_values or {}

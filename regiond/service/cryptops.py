@@ -46,23 +46,21 @@ INCORRECT_KEY_MESSAGE = "The key ID in the request does not identify a CMK that 
 class Encrypted:
     blob: bytes
     key: Key
+    key_arn: str  # ``key.arn``, as the cache computed it once
 
 
 @dataclass(frozen=True, slots=True)
 class Decrypted:
     plaintext: bytes
     key: Key
+    key_arn: str
 
 
 def _require_symmetric(key: Key, operation: str, algorithm: str | None) -> None:
     if key.key_usage is not KeyUsage.ENCRYPT_DECRYPT or key.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
-        raise InvalidKeyUsageException(
-            f"{key.arn} key usage is {key.key_usage} which is not valid for {operation}."
-        )
+        raise InvalidKeyUsageException(f"{key.arn} key usage is {key.key_usage} which is not valid for {operation}.")
     if algorithm is not None and algorithm != EncryptionAlgorithm.SYMMETRIC_DEFAULT:
-        raise InvalidKeyUsageException(
-            f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}."
-        )
+        raise InvalidKeyUsageException(f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}.")
 
 
 class CryptoService:
@@ -80,6 +78,7 @@ class CryptoService:
         await self._authz.authorize(
             who.principal, action or f"kms:{operation}", entry.key,
             encryption_context=context, request_values=who.values, grant_tokens=who.grant_tokens,
+            key_policy=entry.policy,
         )  # fmt: skip
         require_usable_for_crypto(entry.key, operation)
         _require_symmetric(entry.key, operation, algorithm)
@@ -89,7 +88,7 @@ class CryptoService:
         if current is None:  # an Enabled key always has material; guard against a torn state
             raise KMSInvalidStateException(f"{entry.key.arn} has no key material.")
         version, material = current
-        header = ciphertext.Header(entry.key.key_id, version)
+        header = ciphertext.header(entry.key.key_id, version)
         header_bytes = header.to_bytes()
         sealed = wrap.seal(material, plaintext, ciphertext.aad(header_bytes, canonical_bytes(context)))
         return ciphertext.pack(header, sealed.to_bytes())
@@ -105,7 +104,7 @@ class CryptoService:
             raise DryRunOperationException(DRY_RUN_MESSAGE)
         blob = self._seal(entry, plaintext, ctx)
         self._usage.record(entry.key.key_id, "Encrypt", who.request_id)
-        return Encrypted(blob, entry.key)
+        return Encrypted(blob, entry.key, entry.arn)
 
     async def _open(
         self, who: Requester, blob: bytes, context: Mapping[str, str], key_param: str | None,
@@ -127,7 +126,7 @@ class CryptoService:
         plaintext = wrap.unseal(material, sealed, aad)
         if plaintext is None:
             raise ciphertext.invalid_ciphertext()
-        return Decrypted(plaintext, entry.key)
+        return Decrypted(plaintext, entry.key, entry.arn)
 
     async def decrypt(
         self, who: Requester, blob: bytes, context: Mapping[str, str] | None, key_param: str | None = None,
@@ -162,7 +161,7 @@ class CryptoService:
         new_blob = self._seal(destination, opened.plaintext, dst_ctx)
         self._usage.record(opened.key.key_id, "ReEncrypt", who.request_id)
         self._usage.record(destination.key.key_id, "ReEncrypt", who.request_id)
-        return opened.key, Encrypted(new_blob, destination.key)
+        return opened.key, Encrypted(new_blob, destination.key, destination.arn)
 
     async def generate_data_key(
         self, who: Requester, key_param: str, context: Mapping[str, str] | None,
@@ -184,7 +183,7 @@ class CryptoService:
         data_key = os.urandom(size)
         blob = self._seal(entry, data_key, ctx)
         self._usage.record(entry.key.key_id, operation, who.request_id)
-        return data_key, Encrypted(blob, entry.key)
+        return data_key, Encrypted(blob, entry.key, entry.arn)
 
     async def generate_random(
         self, who: Requester, number_of_bytes: int | None, *, custom_key_store_id: str | None = None

@@ -46,8 +46,8 @@ async def encrypt(ctx: OpContext, params: Params) -> Result:
         requester(ctx), params["KeyId"], params["Plaintext"], context,
         algorithm=params.get("EncryptionAlgorithm"), dry_run=bool(params.get("DryRun", False)),
     )  # fmt: skip
-    _audit(ctx, result.key.arn, context)
-    return {"CiphertextBlob": result.blob, "KeyId": result.key.arn, "EncryptionAlgorithm": SYMMETRIC}
+    _audit(ctx, result.key_arn, context)
+    return {"CiphertextBlob": result.blob, "KeyId": result.key_arn, "EncryptionAlgorithm": SYMMETRIC}
 
 
 async def decrypt(ctx: OpContext, params: Params) -> Result:
@@ -58,8 +58,8 @@ async def decrypt(ctx: OpContext, params: Params) -> Result:
         requester(ctx), blob, context, params.get("KeyId"),
         algorithm=params.get("EncryptionAlgorithm"), dry_run=bool(params.get("DryRun", False)),
     )  # fmt: skip
-    _audit(ctx, result.key.arn, context)
-    return {"KeyId": result.key.arn, "Plaintext": result.plaintext, "EncryptionAlgorithm": SYMMETRIC}
+    _audit(ctx, result.key_arn, context)
+    return {"KeyId": result.key_arn, "Plaintext": result.plaintext, "EncryptionAlgorithm": SYMMETRIC}
 
 
 async def re_encrypt(ctx: OpContext, params: Params) -> Result:
@@ -73,11 +73,12 @@ async def re_encrypt(ctx: OpContext, params: Params) -> Result:
         destination_algorithm=params.get("DestinationEncryptionAlgorithm"),
         dry_run=bool(params.get("DryRun", False)),
     )  # fmt: skip
-    ctx.record.resources.extend([source.arn, result.key.arn])
+    source_arn = source.arn
+    ctx.record.resources.extend([source_arn, result.key_arn])
     return {
         "CiphertextBlob": result.blob,
-        "SourceKeyId": source.arn,
-        "KeyId": result.key.arn,
+        "SourceKeyId": source_arn,
+        "KeyId": result.key_arn,
         "SourceEncryptionAlgorithm": SYMMETRIC,
         "DestinationEncryptionAlgorithm": SYMMETRIC,
     }
@@ -91,8 +92,8 @@ async def _generate(ctx: OpContext, params: Params, *, with_plaintext: bool) -> 
         key_spec=params.get("KeySpec"), number_of_bytes=params.get("NumberOfBytes"),
         with_plaintext=with_plaintext, dry_run=bool(params.get("DryRun", False)),
     )  # fmt: skip
-    _audit(ctx, result.key.arn, context)
-    out: Result = {"CiphertextBlob": result.blob, "KeyId": result.key.arn}
+    _audit(ctx, result.key_arn, context)
+    out: Result = {"CiphertextBlob": result.blob, "KeyId": result.key_arn}
     if with_plaintext:
         out["Plaintext"] = data_key
     return out
