@@ -77,9 +77,7 @@ _Renderer = Callable[[Any], Any]
 def _load_model() -> dict[str, Any]:
     """Load the KMS model from botocore's bundled data only (see module docstring)."""
     data_path = os.path.join(os.path.dirname(botocore.__file__), "data")
-    loader = Loader(
-        extra_search_paths=[data_path], include_default_search_paths=False, include_default_extras=False
-    )
+    loader = Loader(extra_search_paths=[data_path], include_default_search_paths=False, include_default_extras=False)
     model: dict[str, Any] = loader.load_service_model(SERVICE_NAME, "service-2", API_VERSION)
     return model
 
@@ -321,15 +319,13 @@ class _RequestCompiler:
             out: dict[str, Any] = {}
             for name, segment, conv, is_required, sensitive in plan:
                 v = value.get(name)
-                child_path = f"{path}.{segment}" if path else segment
-                if v is None:
+                if v is None:  # most members of most requests: no path to build
                     if is_required:
                         shown = "Value at" if sensitive else "Value null at"
-                        errors.append(
-                            f"{shown} '{child_path}' failed to satisfy constraint: Member must not be null"
-                        )
+                        child_path = f"{path}.{segment}" if path else segment
+                        errors.append(f"{shown} '{child_path}' failed to satisfy constraint: Member must not be null")
                     continue
-                out[name] = conv(v, errors, child_path)
+                out[name] = conv(v, errors, f"{path}.{segment}" if path else segment)
             return out
 
         return convert
@@ -360,9 +356,7 @@ class _RequestCompiler:
                     out.append(elem_conv(v, sink, path))
                 if sink and elem_limits is not None:  # only constrained elements can fail
                     shown = _java_str(value) if shows_values else None
-                    errors.append(
-                        _violation(path, shown, f"Member must satisfy constraint: {elem_limits.describe()}")
-                    )
+                    errors.append(_violation(path, shown, f"Member must satisfy constraint: {elem_limits.describe()}"))
             _check_count(limits, value, shows_values, path, errors)
             return out
 
@@ -401,9 +395,7 @@ class _RequestCompiler:
                     errors.append(_violation(path, shown, f"Map value must satisfy constraint: {described}"))
             if key_limits is not None and not all(key_limits.ok(len(k), k) for k in out):
                 shown = _java_str(value) if shows_values else None
-                errors.append(
-                    _violation(path, shown, f"Map keys must satisfy constraint: {key_limits.describe()}")
-                )
+                errors.append(_violation(path, shown, f"Map keys must satisfy constraint: {key_limits.describe()}"))
             _check_count(limits, value, shows_values, path, errors)
             return out
 
