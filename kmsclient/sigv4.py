@@ -81,19 +81,21 @@ def canonical_query(query: str) -> str:
 _CANONICAL_VALUES: dict[str, str] = {}
 _CANONICAL_VALUES_MAX = 1024
 _CANONICAL_VALUE_MAX_CHARS = 256
+_NOT_MEMOISED = frozenset({"x-amz-security-token"})  # a credential: never kept beyond its request
 
 
-def canonical_header_value(value: str) -> str:
-    """``value`` trimmed, each inner run of white space squeezed to one space (SigV4's rule).
+def _canonical_value(value: str) -> str:
+    return _SPACES.sub(" ", value.strip())
 
-    Memoised, because a client's header values repeat from request to request (host, content
-    type, target, the date within a second) and a dict lookup costs a tenth of the regular
-    expression. Bounded in entries and in the length of what it keeps: distinct values only
-    ever empty the memo, they cannot grow it.
-    """
+
+def _memoised_canonical_value(value: str) -> str:
+    """``_canonical_value``, memoised: a client's header values repeat from request to request
+    (host, content type, target, the date within a second) and a dict lookup costs a tenth of
+    the regular expression. Bounded in entries and in the length of what it keeps: distinct
+    values only ever empty the memo, they cannot grow it."""
     out = _CANONICAL_VALUES.get(value)
     if out is None:
-        out = _SPACES.sub(" ", value.strip())
+        out = _canonical_value(value)
         if len(value) <= _CANONICAL_VALUE_MAX_CHARS:
             if len(_CANONICAL_VALUES) >= _CANONICAL_VALUES_MAX:
                 _CANONICAL_VALUES.clear()
@@ -102,13 +104,15 @@ def canonical_header_value(value: str) -> str:
 
 
 def canonical_headers(headers: Mapping[str, str], signed: Iterable[str]) -> str:
+    """``name:value\\n`` per signed header: the value trimmed, inner white space squeezed to one space."""
     lowered = {k.lower(): v for k, v in headers.items()}
     lines = []
     for name in signed:
         value = lowered.get(name)
         if value is None:
             raise KeyError(name)
-        lines.append(f"{name}:{canonical_header_value(value)}\n")
+        canonical = _canonical_value(value) if name in _NOT_MEMOISED else _memoised_canonical_value(value)
+        lines.append(f"{name}:{canonical}\n")
     return "".join(lines)
 
 
