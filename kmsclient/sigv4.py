@@ -103,16 +103,25 @@ def _memoised_canonical_value(value: str) -> str:
     return out
 
 
+def canonical_header_line(name: str, value: str) -> str:
+    """``name:value\\n`` for one signed header: the value trimmed, inner white space squeezed."""
+    canonical = _canonical_value(value) if name in _NOT_MEMOISED else _memoised_canonical_value(value)
+    return f"{name}:{canonical}\n"
+
+
 def canonical_headers(headers: Mapping[str, str], signed: Iterable[str]) -> str:
-    """``name:value\\n`` per signed header: the value trimmed, inner white space squeezed to one space."""
+    """The canonical header lines of the ``signed`` (lower-case) names, in their order.
+
+    A name matches the header whose lower-cased name equals it (the last one, if several do);
+    a signed name with no header is ``KeyError(name)``.
+    """
     lowered = {k.lower(): v for k, v in headers.items()}
     lines = []
     for name in signed:
         value = lowered.get(name)
         if value is None:
             raise KeyError(name)
-        canonical = _canonical_value(value) if name in _NOT_MEMOISED else _memoised_canonical_value(value)
-        lines.append(f"{name}:{canonical}\n")
+        lines.append(canonical_header_line(name, value))
     return "".join(lines)
 
 
@@ -125,13 +134,13 @@ def canonical_request(
     payload_hash: str,
     *,
     signed_names: str | None = None,
+    header_lines: str | None = None,
 ) -> str:
-    """The canonical request; ``signed_names`` is ``";".join(signed_headers)`` if the caller has it."""
+    """The canonical request. A caller that already has them may pass ``signed_names``
+    (``";".join(signed_headers)``) and ``header_lines`` (``canonical_headers(headers, signed_headers)``)."""
     names = ";".join(signed_headers) if signed_names is None else signed_names
-    return (
-        f"{method.upper()}\n{canonical_uri(path)}\n{canonical_query(query)}\n"
-        f"{canonical_headers(headers, signed_headers)}\n{names}\n{payload_hash}"
-    )
+    lines = canonical_headers(headers, signed_headers) if header_lines is None else header_lines
+    return f"{method.upper()}\n{canonical_uri(path)}\n{canonical_query(query)}\n{lines}\n{names}\n{payload_hash}"
 
 
 def scope(date: str, region: str, service: str) -> str:

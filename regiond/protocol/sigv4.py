@@ -14,6 +14,8 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from multidict import CIMultiDictProxy
+
 from kmsclient import sigv4 as core
 from regiond.errors import IncompleteSignature, InvalidSignatureException, MissingAuthenticationToken
 
@@ -141,6 +143,27 @@ def check_scope(auth: ParsedAuthorization, *, region: str, now: dt.datetime, max
         )
 
 
+def _canonical_headers(headers: Mapping[str, str], signed: Sequence[str]) -> str:
+    """``core.canonical_headers``, without lower-casing every header of an aiohttp request.
+
+    aiohttp's headers are case-insensitive already, so each signed name is looked up directly
+    and its last value taken: the header whose lower-cased name equals it, as the generic
+    function finds (names on the wire are ASCII tokens, for which case-insensitive equality is
+    lower-cased equality). A name that is not ASCII lower case goes the generic way.
+    """
+    if type(headers) is not CIMultiDictProxy:
+        return core.canonical_headers(headers, signed)
+    lines = []
+    for name in signed:
+        if not (name.isascii() and name.islower()):
+            return core.canonical_headers(headers, signed)
+        values = headers.getall(name, None)
+        if values is None:
+            raise KeyError(name)
+        lines.append(core.canonical_header_line(name, values[-1]))
+    return "".join(lines)
+
+
 def verify(
     auth: ParsedAuthorization,
     *,
@@ -158,8 +181,9 @@ def verify(
         raise InvalidSignatureException("The provided 'x-amz-content-sha256' header does not match what was computed.")
     try:
         canonical = core.canonical_request(
-            method, path, query, headers, auth.signed_headers, payload_hash, signed_names=auth.signed_names or None
-        )
+            method, path, query, headers, auth.signed_headers, payload_hash,
+            signed_names=auth.signed_names or None, header_lines=_canonical_headers(headers, auth.signed_headers),
+        )  # fmt: skip
     except KeyError as exc:
         raise InvalidSignatureException(f"Signed header {str(exc)[:60]} is missing from the request.") from exc
     expected = core.signature(signing_key, core.string_to_sign(auth.amz_date, auth.scope, canonical))

@@ -52,11 +52,10 @@ class CachedKey:
     current_version: int | None
     aws_service: str | None
     backing: Mapping[int, wrap.UnwrappedKey] = field(repr=False, default_factory=dict)
-    arn: str = field(default="", repr=False)  # ``key.arn``, which re-validates its parts on every read
+    arn: str = field(init=False, repr=False)  # ``key.arn``, which re-validates its parts on every read
 
     def __post_init__(self) -> None:
-        if not self.arn:
-            object.__setattr__(self, "arn", self.key.arn)
+        object.__setattr__(self, "arn", self.key.arn)
 
     @property
     def current(self) -> tuple[int, wrap.UnwrappedKey] | None:

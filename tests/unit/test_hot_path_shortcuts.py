@@ -1,0 +1,160 @@
+"""The hot path's memos and shortcuts give exactly what the plain computation gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from kmsclient import sigv4 as core
+from regiond import randomids
+from regiond.audit import events
+from regiond.calls import CallRecord, utc_second_text
+from regiond.domain import ciphertext
+from regiond.domain.principal import Principal, PrincipalKind
+from regiond.errors import IncompleteSignature, InvalidSignatureException, KmsError
+from regiond.protocol import sigv4
+
+AUTH = (
+    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261129/us-east-1/kms/aws4_request, "
+    "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature="
+)
+
+
+def _plain_parse(headers: dict[str, str]) -> sigv4.ParsedAuthorization | type[KmsError]:
+    try:
+        return sigv4._parse(headers.get("Authorization"), headers.get("X-Amz-Date"))
+    except KmsError as exc:
+        return type(exc)
+
+
+def _memo_parse(headers: dict[str, str]) -> sigv4.ParsedAuthorization | type[KmsError]:
+    try:
+        return sigv4.parse(headers)
+    except KmsError as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        AUTH + "ab" * 32,
+        AUTH + "cd" * 32,  # same text before the signature: served from the memo
+        AUTH + "ab" * 32 + "  ",  # trailing white space after the signature
+        AUTH + " ab",  # leading white space is kept, as the full parse keeps it
+        AUTH + "a=b",
+        AUTH,  # empty signature
+        AUTH + "ab, Extra=1",  # signature not last
+        AUTH.replace("SignedHeaders=content-type;host;", "SignedHeaders=content-type;") + "ab",  # no host
+        AUTH.replace("aws4_request", "aws4") + "ab",
+        "AWS4-HMAC-SHA256, Signature=ab",  # no space after the algorithm
+        "AWS4-HMAC-SHA256 Signature=x, Signature=ab",
+        "Other Credential=a/b/c/d/aws4_request, SignedHeaders=host, Signature=ab",
+    ],
+)
+def test_parse_memo_matches_full_parse(authorization: str) -> None:
+    for amz_date in ("20261129T120000Z", ""):
+        headers = {"Authorization": authorization, "X-Amz-Date": amz_date}
+        for _ in range(2):  # the second call may be served from the memo
+            assert _memo_parse(headers) == _plain_parse(headers)
+
+
+def test_parse_memo_takes_each_request_s_signature_and_date() -> None:
+    first = sigv4.parse({"Authorization": AUTH + "11" * 32, "X-Amz-Date": "20261129T120000Z"})
+    second = sigv4.parse({"Authorization": AUTH + "22" * 32, "X-Amz-Date": "20261129T120001Z"})
+    assert (first.signature, first.amz_date) == ("11" * 32, "20261129T120000Z")
+    assert (second.signature, second.amz_date) == ("22" * 32, "20261129T120001Z")
+    assert second.signed_headers == ("content-type", "host", "x-amz-date", "x-amz-target")
+    assert second.signed_names == "content-type;host;x-amz-date;x-amz-target"
+
+
+def test_bad_amz_date_is_refused_every_time() -> None:
+    auth = sigv4.parse({"Authorization": AUTH + "ab", "X-Amz-Date": "2026-11-29T12:00:00Z"})
+    for _ in range(2):
+        with pytest.raises(IncompleteSignature):
+            sigv4.check_scope(auth, region="us-east-1", now=dt.datetime.now(dt.UTC), max_skew_s=900)
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("Host", "h"), ("Content-Type", " a  b "), ("X-Amz-Date", "d"), ("X-Amz-Target", "t")],
+        [("host", "h"), ("CONTENT-TYPE", "a"), ("x-amz-date", "1"), ("X-Amz-Date", "2"), ("X-Amz-Target", "t")],
+        [("Host", "h"), ("Content-Type", "a\tb"), ("X-Amz-Date", "d")],  # x-amz-target missing
+    ],
+)
+def test_server_canonical_headers_match_the_generic_function(pairs: list[tuple[str, str]]) -> None:
+    proxy = CIMultiDictProxy(CIMultiDict(pairs))
+    for signed in (
+        ("content-type", "host", "x-amz-date", "x-amz-target"),
+        ("content-type", "host", "x-amz-date"),
+        ("Host", "x-amz-date"),
+        ("host", "x-amz-daté"),
+    ):
+        try:
+            expected: str | type[Exception] = core.canonical_headers(proxy, signed)
+        except KeyError:
+            expected = KeyError
+        try:
+            got: str | type[Exception] = sigv4._canonical_headers(proxy, signed)
+        except KeyError:
+            got = KeyError
+        assert got == expected
+
+
+def test_a_signed_header_missing_from_the_request_is_refused() -> None:
+    headers = core.sign_headers(
+        credentials=core.Credentials("AKIDEXAMPLE", "secret"), method="POST", url="http://127.0.0.1:8080/",
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "TrentService.ListKeys"},
+        body=b"{}", region="us-east-1", service="kms", now=dt.datetime.now(dt.UTC),
+    )  # fmt: skip
+    proxy = CIMultiDictProxy(CIMultiDict({k: v for k, v in headers.items() if k != "X-Amz-Target"}))
+    auth = sigv4.parse(proxy)
+    key = core.signing_key("secret", auth.date, "us-east-1", "kms")
+    with pytest.raises(InvalidSignatureException, match="is missing from the request"):
+        sigv4.verify(auth, method="POST", path="/", query="", headers=proxy, body=b"{}", signing_key=key)
+
+
+def test_random_ids_are_distinct_version_4_uuids() -> None:
+    seen: set[str] = set()
+    for _ in range(1000):
+        text = randomids.uuid4_str()
+        value, pair_text = randomids.uuid4_pair()
+        for u, s in ((uuid.UUID(text), text), (value, pair_text), (randomids.uuid4(), None)):
+            assert u.version == 4 and u.variant == uuid.RFC_4122
+            if s is not None:
+                assert str(u) == s
+        seen.update((text, pair_text))
+    assert len(seen) == 2000
+
+
+def test_second_text_is_strftime_of_the_second() -> None:
+    start = dt.datetime(2026, 11, 29, 23, 59, 58, 999_999, tzinfo=dt.UTC)
+    for step_ms in range(0, 3000, 250):
+        when = start + dt.timedelta(milliseconds=step_ms)
+        assert utc_second_text(when) == when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_memoised_headers_are_the_headers() -> None:
+    for key_id in ("1234abcd-12ab-34cd-56ef-1234567890ab", "mrk-" + "0f" * 16):
+        header = ciphertext.header(key_id, 7)
+        assert header == ciphertext.Header(key_id, 7)
+        raw = header.to_bytes()
+        assert ciphertext.Header.from_bytes(raw) == header
+        assert ciphertext.Header.from_bytes(bytearray(raw)) == header
+    with pytest.raises(ValueError):
+        ciphertext.header("not-a-key-id", 1)
+
+
+def test_event_identity_memo_hands_out_fresh_dicts() -> None:
+    principal = Principal("arn:aws:iam::111122223333:user/a", "111122223333", PrincipalKind.USER, "a", "AIDA")
+    record = CallRecord("DescribeKey", "kms.amazonaws.com", "r", dt.datetime.now(dt.UTC), "us-east-1", "ip", "ua",
+                        principal, "AKIA1")  # fmt: skip
+    first = events.build_event(record, uuid.uuid4())
+    first["userIdentity"]["arn"] = "changed"
+    second = events.build_event(record, uuid.uuid4())
+    assert second["userIdentity"]["arn"] == principal.arn
+    record.access_key_id = "AKIA2"
+    assert events.build_event(record, uuid.uuid4())["userIdentity"]["accessKeyId"] == "AKIA2"
