@@ -54,6 +54,8 @@ class Settings:
     # after which the waiting calls fail closed, signed checkpoints and retention (0 = forever).
     audit_batch_linger_ms: float = 0.0
     audit_max_batch_events: int = 1000
+    # Batches a worker has in flight at once: while one waits for its WAL flush, the next starts.
+    audit_max_in_flight: int = 2
     audit_write_timeout_s: float = 5.0
     audit_checkpoint_events: int = 1000
     audit_checkpoint_interval_s: float = 300.0

@@ -9,9 +9,13 @@ writers of every process and node queue behind each other only for microseconds)
 one-record transaction synchronously, whose flush covers the batch. The futures are resolved
 after that: a response leaves only once its event is durable.
 
-While a batch is in flight the next one accumulates, so the batch size follows the load: one
-event per write when idle, dozens when busy, and the cost per request stays a few microseconds
-of Python plus a share of one round trip.
+Up to ``max_in_flight`` batches (2 by default, each on its own connection) are in flight at once:
+while one waits for its WAL flush the next one starts, so a request that arrives during a flush
+waits for one flush, not for the end of the previous batch's and then its own (at 8 concurrent
+clients this alone took Encrypt from ~3,000 to ~4,100 req/s). What queues while every slot is
+busy forms the next batch, so the batch size follows the load: one event per write when idle,
+dozens when busy, and the cost per request stays a few microseconds of Python plus a share of
+one round trip.
 
 Failure is closed: if the batch cannot be committed (database down, table not writable, a
 trigger that raises or silently drops rows, a write that takes longer than the timeout), every
@@ -84,6 +88,7 @@ class AuditUnavailableError(RuntimeError):
 class CommitOptions:
     linger_s: float = 0.0
     max_batch_events: int = 1000
+    max_in_flight: int = 2
     checkpoint_events: int = 1000
     checkpoint_interval_s: float = 300.0
     retention_days: int = 0  # 0: keep forever
@@ -94,6 +99,7 @@ class CommitOptions:
         return cls(
             linger_s=s.audit_batch_linger_ms / 1000.0,
             max_batch_events=s.audit_max_batch_events,
+            max_in_flight=s.audit_max_in_flight,
             checkpoint_events=s.audit_checkpoint_events,
             checkpoint_interval_s=s.audit_checkpoint_interval_s,
             retention_days=s.audit_retention_days,
@@ -123,8 +129,10 @@ class GroupCommitter:
         self._writer: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._checkpointing: asyncio.Task[None] | None = None
-        # The writer keeps one connection: a pool release costs a reset query (a round trip) per batch.
-        self._con: Conn | None = None
+        # The writer keeps its connections: a pool release costs a reset query (a round trip) per batch.
+        self._idle: list[Conn] = []
+        self._slots = asyncio.Semaphore(max(1, options.max_in_flight))
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         async with transaction(self._pool) as con:
@@ -161,7 +169,7 @@ class GroupCommitter:
             await self._writer
         if self._checkpointing is not None:
             await self._checkpointing
-        await self._release_connection()
+        await self._release_connections()
         try:
             await self.link()
             await self.checkpoint(force=True)
@@ -174,48 +182,67 @@ class GroupCommitter:
         while True:
             if not self._pending:
                 if self._closing:  # drained: close() stops new submits before it sets this
+                    if self._in_flight:
+                        await asyncio.gather(*self._in_flight, return_exceptions=True)
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            # A free slot first: whatever queues while the writes in flight finish joins this batch.
+            await self._slots.acquire()
             if self._opt.linger_s > 0 and not self._closing:
                 await asyncio.sleep(self._opt.linger_s)
             else:
                 await asyncio.sleep(0)  # let handlers that are ready right now join this batch
             batch = self._pending[: self._opt.max_batch_events]
             del self._pending[: len(batch)]
-            if batch:
-                await self._commit(batch)
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._commit_in_slot(batch), name="audit-batch")
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _commit_in_slot(self, batch: list[_Pending]) -> None:
+        try:
+            await self._commit(batch)
+        finally:
+            self._slots.release()
 
     async def _writer_connection(self) -> Conn:
-        if self._con is None or self._con.is_closed():
-            con = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-            try:
-                # Durability must not depend on the server default (the procedure also refuses to
-                # flush with it off): an operator who turns synchronous_commit off globally would
-                # otherwise release responses before their events are on disk.
-                await con.execute("SET synchronous_commit = on")
-            except BaseException:
-                await self._pool.release(con, timeout=ACQUIRE_TIMEOUT_S)
-                raise
-            self._con = con
-        return self._con
+        if self._idle:
+            return self._idle.pop()
+        con = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+        try:
+            # Durability must not depend on the server default (the procedure also refuses to
+            # flush with it off): an operator who turns synchronous_commit off globally would
+            # otherwise release responses before their events are on disk.
+            await con.execute("SET synchronous_commit = on")
+        except BaseException:
+            await self._pool.release(con, timeout=ACQUIRE_TIMEOUT_S)
+            raise
+        return con
 
-    async def _release_connection(self) -> None:
-        con, self._con = self._con, None
-        if con is not None:
-            try:
-                await self._pool.release(con, timeout=ACQUIRE_TIMEOUT_S)
-            except Exception:  # a broken connection: the pool replaces it
-                con.terminate()
+    async def _discard_connection(self, con: Conn) -> None:
+        try:
+            await self._pool.release(con, timeout=ACQUIRE_TIMEOUT_S)
+        except Exception:  # a broken connection: the pool replaces it
+            con.terminate()
+
+    async def _release_connections(self) -> None:
+        idle, self._idle = self._idle, []
+        for con in idle:
+            await self._discard_connection(con)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
+        con: Conn | None = None
         try:
             async with asyncio.timeout(self._opt.write_timeout_s):
                 con = await self._writer_connection()
                 head = await audit_store.append_batch(con, self._region, [p for p, _ in batch])
         except Exception as exc:
-            await self._release_connection()  # its state is unknown after a failure or a timeout
+            if con is not None:  # its state is unknown after a failure or a timeout
+                await self._discard_connection(con)
             AUDIT_WRITE_FAILURES.inc()
             # The type and SQLSTATE only: a driver message may quote row data.
             log.error("audit.write_failed", events=len(batch), error=type(exc).__name__,
@@ -224,6 +251,7 @@ class GroupCommitter:
                 if not future.done():
                     future.set_exception(AuditUnavailableError("the audit event could not be made durable"))
             return
+        self._idle.append(con)
         AUDIT_WRITE_SECONDS.observe(time.perf_counter() - started)
         AUDIT_BATCH_EVENTS.observe(len(batch))
         for _, future in batch:
