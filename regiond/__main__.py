@@ -123,8 +123,9 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-ttl",
         type=float,
-        default=float(env("CACHE_TTL", "300") or 300),
-        help="seconds a cached key, policy or credential may live without a change notification (safety net)",
+        default=float(env("CACHE_TTL", "3600") or 3600),
+        help="seconds a cached key, policy or credential may live without a change notification (backstop;"
+        " change notifications and a pinged listener connection are what keep caches fresh)",
     )
     p.add_argument("--no-audit", action="store_true", help="benchmarks only: skip the audit trail")
     p.add_argument("--audit-retention-days", type=int, default=int(env("AUDIT_RETENTION_DAYS", "0") or 0),

@@ -4,10 +4,15 @@ Entries are dropped by explicit invalidation (driven by PostgreSQL LISTEN/NOTIFY
 ``regiond.store.notify``) and, as a safety net for a missed notification, after a bounded
 TTL. A generation counter makes invalidation race-free: a value loaded from the database
 before an invalidation is never stored after it.
+
+Each entry's lifetime is the TTL shortened by a random fraction (up to ``ttl_jitter``): entries
+loaded together (a warm-up, a restart, a bulk import) would otherwise all expire together and
+reload in one storm on the request path.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -19,9 +24,15 @@ V = TypeVar("V")
 
 class TtlCache(Generic[K, V]):
     def __init__(
-        self, *, ttl_s: float, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        ttl_s: float,
+        max_entries: int = 100_000,
+        ttl_jitter: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl_s = ttl_s
+        self._jitter_s = ttl_s * ttl_jitter
         self._max = max_entries
         self._clock = clock
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
@@ -45,7 +56,9 @@ class TtlCache(Generic[K, V]):
         """Store ``value``; when ``generation`` is given and stale (an invalidation happened since), skip."""
         if generation is not None and generation != self.generation:
             return
-        self._data[key] = (self._clock() + self._ttl_s, value)
+        spread = random.random()  # noqa: S311 - spreading expiries, not a secret
+        lifetime = self._ttl_s - self._jitter_s * spread if self._jitter_s else self._ttl_s
+        self._data[key] = (self._clock() + lifetime, value)
         if len(self._data) > self._max:
             self._data.popitem(last=False)
 

@@ -8,8 +8,10 @@ its wrapped versions, unwrapped here under the root key) and then served from me
   pointing at it: migration 0002's trigger), which reaches every worker and node of the region;
 - the writing process itself drops it right after commit (``invalidate``), so a node never
   serves its own stale write while the notification is in flight;
-- the TTL passes (``settings.cache_ttl_s``), the safety net for a missed notification; the
-  listener also drops everything when its connection is lost and re-established.
+- the listener drops everything when its connection is lost (or stops answering its ping,
+  ``regiond.store.notify``) and re-established;
+- the TTL passes (``settings.cache_ttl_s``, an hour by default), the backstop for a change that
+  was never notified.
 
 Aliases are cached separately as ``(account, alias name) -> key id``. Any key notification
 drops every alias entry: alias changes are rare, and the trigger names only key ids.

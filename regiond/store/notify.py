@@ -3,6 +3,13 @@
 One dedicated connection per process listens on the channels; callbacks receive the
 payload. If the connection drops, every callback is told to drop everything
 (payload ``None``), because notifications sent while we were away are lost.
+
+Every ``PING_INTERVAL_S`` the listener runs ``SELECT 1`` on that connection and gives it
+``PING_TIMEOUT_S`` to answer: notifications travel on the same connection, so an answered ping
+shows it is alive and delivering, and an unanswered one (a half-open TCP connection, a hung
+server) counts as a drop. A notification can therefore go missing unnoticed for at most about
+``PING_INTERVAL_S + PING_TIMEOUT_S`` seconds, after which every cache is emptied; the caches'
+TTL is only the backstop for a change that was never notified at all.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ log = structlog.get_logger(__name__)
 
 Callback = Callable[[str | None], None]
 RECONNECT_DELAY_S = 1.0
+PING_INTERVAL_S = 1.0
+PING_TIMEOUT_S = 5.0
 
 
 class Listener:
@@ -57,16 +66,18 @@ class Listener:
                     self._dispatch(channel, None)
                 self._ready.set()
                 while not con.is_closed():
-                    await asyncio.sleep(1.0)
-                    await con.execute("SELECT 1")
+                    await asyncio.sleep(PING_INTERVAL_S)
+                    await con.execute("SELECT 1", timeout=PING_TIMEOUT_S)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("notify.connection_lost", error=type(exc).__name__)
             finally:
                 if con is not None and not con.is_closed():
-                    with contextlib.suppress(Exception):
+                    try:
                         await con.close(timeout=2)
+                    except Exception:  # a peer that does not answer cannot take part in a clean close
+                        con.terminate()
             for channel in self._callbacks:
                 self._dispatch(channel, None)
             await asyncio.sleep(RECONNECT_DELAY_S)

@@ -18,6 +18,7 @@ class TcpProxy:
         self.listen_host = listen_host
         self.port = 0
         self.cut_off = False
+        self.frozen = False
         self.bytes_forwarded = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -67,6 +68,8 @@ class TcpProxy:
                 data = await reader.read(65536)
                 if not data or self.cut_off:
                     return
+                if self.frozen:  # swallowed: the peers see an open connection that never answers
+                    continue
                 self.bytes_forwarded += len(data)
                 writer.write(data)
                 await writer.drain()
@@ -78,8 +81,13 @@ class TcpProxy:
             writer.close()
         self._writers.clear()
 
+    def freeze(self) -> None:
+        """Keep every connection open but forward nothing (a half-open TCP connection, a hung peer)."""
+        self.frozen = True
+
     def heal(self) -> None:
         self.cut_off = False
+        self.frozen = False
 
     async def close(self) -> None:
         self.cut()

@@ -7,12 +7,26 @@ from regiond.cache import TtlCache
 
 def test_entries_expire_after_the_ttl() -> None:
     now = [0.0]
-    cache: TtlCache[str, int] = TtlCache(ttl_s=10, clock=lambda: now[0])
+    cache: TtlCache[str, int] = TtlCache(ttl_s=10, ttl_jitter=0.0, clock=lambda: now[0])
     cache.put("a", 1)
     now[0] = 9.9
     assert cache.get("a") == 1
     now[0] = 10.1
     assert cache.get("a") is None
+
+
+def test_entries_loaded_together_expire_spread_over_the_last_fifth_of_the_ttl() -> None:
+    now = [0.0]
+    cache: TtlCache[int, int] = TtlCache(ttl_s=100, ttl_jitter=0.2, clock=lambda: now[0])
+    for n in range(1000):
+        cache.put(n, n)
+    now[0] = 79.9
+    assert all(cache.get(n) == n for n in range(1000))
+    now[0] = 90.0
+    alive = sum(cache.get(n) is not None for n in range(1000))
+    assert 0 < alive < 1000  # some expired, some not: not one reload storm
+    now[0] = 100.1
+    assert all(cache.get(n) is None for n in range(1000))
 
 
 def test_a_full_cache_evicts_the_least_recently_used() -> None:
