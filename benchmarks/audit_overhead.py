@@ -46,7 +46,6 @@ sys.path.insert(0, str(ROOT))
 from kmsclient.sigv4 import Credentials, sign_headers  # noqa: E402
 
 REGION = "us-east-1"
-ACCOUNT = "111122223333"
 WARMUP_S = 2.0
 
 
@@ -130,25 +129,17 @@ def _signed_encrypts(endpoint: str, creds: Credentials, key_id: str, count: int)
 
 
 async def _bootstrap(url: str, state_dir: Path) -> tuple[Credentials, str]:
+    from benchmarks.identity import create_bench_user
     from regiond.crypto.keyring import load_file_keyring
-    from regiond.domain.principal import PrincipalKind, principal_arn
-    from regiond.service.iam import IamService
     from regiond.store import migrate
     from regiond.store.pool import create_pool
 
     pool = await create_pool(url, min_size=1, max_size=2)
     try:
         await migrate.migrate(pool)
-        iam = IamService(pool, load_file_keyring(state_dir / "root.key"))
-        await iam.ensure_account(ACCOUNT)
-        arn = principal_arn(ACCOUNT, PrincipalKind.USER, "bench")
-        await iam.create_principal(ACCOUNT, PrincipalKind.USER, "bench")
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
-        await iam.put_identity_policy(arn, "inline", json.dumps(policy))
-        key = await iam.create_access_key(arn)
+        return await create_bench_user(pool, load_file_keyring(state_dir / "root.key"))
     finally:
         await pool.close()
-    return Credentials(key.access_key_id, key.secret_access_key), arn
 
 
 def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes]) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import os
 import secrets
 import socket
@@ -34,8 +33,6 @@ from kmsclient.sigv4 import Credentials
 from regiond.devdb import LocalPostgres, free_port
 
 REGION = "us-east-1"
-ACCOUNT_ID = "111122223333"
-ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kms:*"], "Resource": "*"}]}
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
 HOST = "127.0.0.1"
@@ -186,9 +183,8 @@ async def _bootstrap(admin_url: str, state_dir: Path) -> tuple[str, Credentials]
     """Create the database, migrate, and make the admin user and its access key."""
     import asyncpg
 
+    from benchmarks.identity import create_bench_user
     from regiond.crypto.keyring import load_file_keyring
-    from regiond.domain.principal import PrincipalKind, principal_arn
-    from regiond.service.iam import IamService
     from regiond.store import migrate as migrations
     from regiond.store.pool import create_pool
 
@@ -201,15 +197,10 @@ async def _bootstrap(admin_url: str, state_dir: Path) -> tuple[str, Credentials]
     pool = await create_pool(url, min_size=1, max_size=2)
     try:
         await migrations.migrate(pool)
-        iam = IamService(pool, load_file_keyring(state_dir / "root.key"))
-        await iam.ensure_account(ACCOUNT_ID)
-        await iam.create_principal(ACCOUNT_ID, PrincipalKind.USER, "bench")
-        arn = principal_arn(ACCOUNT_ID, PrincipalKind.USER, "bench")
-        await iam.put_identity_policy(arn, "bench", json.dumps(ADMIN_POLICY))
-        new = await iam.create_access_key(arn)
+        credentials, _arn = await create_bench_user(pool, load_file_keyring(state_dir / "root.key"))
     finally:
         await pool.close()
-    return url, Credentials(new.access_key_id, new.secret_access_key)
+    return url, credentials
 
 
 class RegionKmsServer(Server):

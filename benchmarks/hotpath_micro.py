@@ -53,6 +53,7 @@ from aiohttp.test_utils import make_mocked_request
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.identity import create_bench_user  # noqa: E402
 from kmsclient.sigv4 import Credentials, sign_headers  # noqa: E402
 from regiond import logging as regiond_logging  # noqa: E402
 from regiond.app import create_app  # noqa: E402
@@ -61,17 +62,14 @@ from regiond.calls import CallRecord  # noqa: E402
 from regiond.config import Settings  # noqa: E402
 from regiond.crypto.keyring import load_file_keyring  # noqa: E402
 from regiond.devdb import LocalPostgres  # noqa: E402
-from regiond.domain.principal import PrincipalKind, principal_arn  # noqa: E402
 from regiond.init import init_state_dir  # noqa: E402
 from regiond.protocol import routes, shapes  # noqa: E402
 from regiond.protocol.context import OpContext  # noqa: E402
 from regiond.protocol.ops import KMS_OPERATIONS  # noqa: E402
 from regiond.randomids import uuid4_str  # noqa: E402
-from regiond.service.iam import IamService  # noqa: E402
 from regiond.store.pool import create_pool  # noqa: E402
 
 REGION = "us-east-1"
-ACCOUNT = "111122223333"
 HOST = "127.0.0.1:8080"
 CONTENT_TYPE = "application/x-amz-json-1.1"
 QUIET = {"sweeper_interval_s": "3600", "usage_flush_interval_s": "3600", "rotation_interval_s": "3600"}
@@ -193,16 +191,10 @@ def _b64(data: bytes) -> str:
 async def _identity(database_url: str, keyring: Any) -> Credentials:
     pool = await create_pool(database_url, min_size=1, max_size=1)
     try:
-        iam = IamService(pool, keyring)
-        await iam.ensure_account(ACCOUNT)
-        arn = principal_arn(ACCOUNT, PrincipalKind.USER, "bench")
-        await iam.create_principal(ACCOUNT, PrincipalKind.USER, "bench")
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
-        await iam.put_identity_policy(arn, "inline", json.dumps(policy))
-        new = await iam.create_access_key(arn)
+        credentials, _arn = await create_bench_user(pool, keyring)
     finally:
         await pool.close()
-    return Credentials(new.access_key_id, new.secret_access_key)
+    return credentials
 
 
 def _scenarios(key_id: str, blob: str) -> dict[str, dict[str, Any]]:
