@@ -209,8 +209,11 @@ class GroupCommitter:
             self._slots.release()
 
     async def _writer_connection(self) -> Conn:
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            con = self._idle.pop()
+            if not con.is_closed():
+                return con
+            await self._discard_connection(con)  # the server went away meanwhile: never write on it
         con = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
         try:
             # Durability must not depend on the server default (the procedure also refuses to
