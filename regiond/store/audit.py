@@ -58,7 +58,7 @@ class EventRow:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event of a batch: its place in the chain is assigned when ``link_pending`` links it."""
+    """An event of a batch: its place in the chain is assigned when it is appended (``append_batch``)."""
 
     event_id: uuid.UUID
     event_time: dt.datetime
