@@ -29,6 +29,7 @@ import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import structlog
@@ -48,6 +49,7 @@ from regiond.errors import (
     ValidationException,
 )
 from regiond.service.authz import NewGrant, Requester, access_denied, make_grant_token, parse_grant_token
+from regiond.service.keycache import LoadWindow, LoadWindows
 from regiond.service.keys import KeyService, Page
 from regiond.store import grants as grant_store
 from regiond.store import iam as iam_store
@@ -122,16 +124,45 @@ class NewGrantResult:
 
 
 class GrantCache:
-    """Per-process grants by key id (``authz.GrantSource``); see the module docstring."""
+    """Per-process grants by key id (``authz.GrantSource``); see the module docstring.
+
+    Besides its own one-query load, it is fed by the key cache (``prime``: a cold key's grants
+    come in the same query as its row) and by the bulk preload (``fill``), both under the same
+    generation rule, so its invalidation semantics are the ones above whoever loaded the entry.
+    """
 
     def __init__(self, pool: Pool, *, ttl_s: float) -> None:
         self._pool = pool
         self._grants: TtlCache[str, tuple[GrantView, ...]] = TtlCache(ttl_s=ttl_s)
-        self.loads = 0  # database loads since start: a cheap gauge for tests
+        self._windows = LoadWindows()
+        self.loads = 0  # database loads of its own since start: a cheap gauge for tests
 
     def invalidate(self, payload: str | None = None) -> None:
         """Listener callback: ``payload`` is a key id, or ``None`` for "drop everything"."""
         self._grants.invalidate(payload)
+        self._windows.note(payload)
+
+    @property
+    def generation(self) -> int:
+        return self._grants.generation
+
+    def holds(self, key_id: str) -> bool:
+        return self._grants.get(key_id) is not None
+
+    def prime(self, key_id: str, grants: tuple[GrantView, ...], *, generation: int) -> None:
+        """Store grants read at ``generation`` (by ``KeyCache.get``); skipped if invalidated since."""
+        self._grants.put(key_id, grants, generation=generation)
+
+    def load_window(self) -> AbstractContextManager[LoadWindow]:
+        """Open before a bulk load's query; pass to ``fill``."""
+        return self._windows.open(self._grants.generation)
+
+    def fill(self, key_id: str, grants: tuple[GrantView, ...], window: LoadWindow) -> bool:
+        """Store bulk-loaded grants unless cached already or invalidated since ``window`` opened."""
+        if not window.admits(key_id, self._grants.generation) or self._grants.get(key_id) is not None:
+            return False
+        self._grants.put(key_id, grants)
+        return True
 
     async def grants(self, key_id: str) -> tuple[GrantView, ...]:
         hit = self._grants.get(key_id)

@@ -22,15 +22,18 @@ Unwrapped material is held in ``UnwrappedKey`` objects (redacted ``repr``, no pi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 import structlog
 
 from regiond.cache import TtlCache
 from regiond.crypto import wrap
 from regiond.crypto.keyring import KeyringError, RootKeyring
+from regiond.domain.decision import GrantView
 from regiond.domain.key import Key
 from regiond.domain.policy import Policy, PolicyKind, parse_policy
 from regiond.errors import KmsError, KMSInternalException, NotFoundException
@@ -42,7 +45,10 @@ log = structlog.get_logger(__name__)
 
 CHANNEL = "regionkms_keys"
 
-__all__ = ["CHANNEL", "CachedKey", "KeyCache"]
+MAX_CACHED_KEYS = 100_000
+"""Entries a worker's key cache holds (least recently used go first); a bulk load stops there."""
+
+__all__ = ["CHANNEL", "MAX_CACHED_KEYS", "CachedKey", "GrantPrimer", "KeyCache", "LoadWindow", "LoadWindows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,33 +74,130 @@ class CachedKey:
         return (self.current_version, material) if material is not None else None
 
 
+@dataclass(slots=True)
+class LoadWindow:
+    """The invalidations a cache saw while one bulk load was in flight.
+
+    Opened before the load's query, at the cache's generation then; every invalidation of the
+    cache is noted until it closes. An entry of that load may be stored only if nothing has been
+    invalidated since (the plain ``TtlCache.put(..., generation=...)`` rule) or if what has been
+    is known and names other keys: one key's change must not cost the rest of a 1,000-key page,
+    and must never let that key's row, read before the change, be stored after it.
+    """
+
+    generation: int
+    keys: set[str] = field(default_factory=set)
+    everything: bool = False
+    noted: int = 0
+
+    def note(self, payload: str | None) -> None:
+        self.noted += 1
+        if payload is None:
+            self.everything = True
+        else:
+            self.keys.add(payload)
+
+    def admits(self, key_id: str, generation: int) -> bool:
+        """May ``key_id``'s entry of this load be stored, the cache being at ``generation`` now?"""
+        if generation == self.generation:
+            return True
+        if self.everything or generation - self.generation != self.noted:  # a change this window missed
+            return False
+        return key_id not in self.keys
+
+
+class LoadWindows:
+    """The open ``LoadWindow``s of one cache; its ``invalidate`` calls ``note``."""
+
+    def __init__(self) -> None:
+        self._open: list[LoadWindow] = []
+
+    def note(self, payload: str | None) -> None:
+        for window in self._open:
+            window.note(payload)
+
+    @contextlib.contextmanager
+    def open(self, generation: int) -> Iterator[LoadWindow]:
+        window = LoadWindow(generation)
+        self._open.append(window)
+        try:
+            yield window
+        finally:
+            self._open.remove(window)
+
+
+class GrantPrimer(Protocol):
+    """The grant cache as the key cache feeds it: a cold key's grants come with its row."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def holds(self, key_id: str) -> bool:
+        """Whether the grants of ``key_id`` are cached (then a key load need not read them)."""
+
+    def prime(self, key_id: str, grants: tuple[GrantView, ...], *, generation: int) -> None:
+        """Store grants read at ``generation`` (skipped if the cache was invalidated since)."""
+
+
 class KeyCache:
-    def __init__(self, pool: Pool, keyring: RootKeyring, *, ttl_s: float) -> None:
+    def __init__(self, pool: Pool, keyring: RootKeyring, *, ttl_s: float, grants: GrantPrimer | None = None) -> None:
         self._pool = pool
         self._keyring = keyring
-        self._keys: TtlCache[str, CachedKey] = TtlCache(ttl_s=ttl_s)
+        self._grants = grants
+        self._keys: TtlCache[str, CachedKey] = TtlCache(ttl_s=ttl_s, max_entries=MAX_CACHED_KEYS)
         self._aliases: TtlCache[tuple[str, str], str] = TtlCache(ttl_s=ttl_s)
-        self.loads = 0  # database loads since start: a cheap gauge for tests and metrics
+        self._windows = LoadWindows()
+        self.loads = 0  # database loads on the request path since start: a cheap gauge for tests and metrics
+
+    @property
+    def capacity(self) -> int:
+        return MAX_CACHED_KEYS
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
     def invalidate(self, payload: str | None = None) -> None:
         """Listener callback: ``payload`` is a key id, or ``None`` for "drop everything"."""
         self._keys.invalidate(payload)
+        self._windows.note(payload)
         self._aliases.invalidate()
 
+    def load_window(self) -> contextlib.AbstractContextManager[LoadWindow]:
+        """Open before a bulk load's query; pass to ``fill`` (``regiond.service.preload``)."""
+        return self._windows.open(self._keys.generation)
+
+    def fill(self, loaded: key_store.LoadedKey, window: LoadWindow) -> bool:
+        """Store a bulk-loaded key unless it is cached already or was invalidated since ``window``
+        opened; true if stored. Unreadable material or policy raises ``KMSInternalException``
+        (nothing is stored), without logging: the bulk loader counts and reports those."""
+        key_id = loaded.record.key.key_id
+        if not window.admits(key_id, self._keys.generation) or self._keys.get(key_id) is not None:
+            return False
+        entry = self._build(loaded.record, loaded.versions, log_failure=False)
+        self._keys.put(key_id, entry)  # no await since ``admits``: nothing can have changed
+        return True
+
     async def get(self, key_id: str) -> CachedKey | None:
-        """The cached key, loading it on a miss; ``None`` if the key does not exist."""
+        """The cached key, loading it on a miss; ``None`` if the key does not exist.
+
+        A miss is one query (``key_store.load_key``): the key row, its wrapped versions and, when
+        the grant cache does not hold them yet, the key's grants, which it then primes.
+        """
         hit = self._keys.get(key_id)
         if hit is not None:
             return hit
         generation = self._keys.generation
+        grants = self._grants if self._grants is not None and not self._grants.holds(key_id) else None
+        grant_generation = grants.generation if grants is not None else 0
         self.loads += 1
         async with connection(self._pool) as con:
-            record = await key_store.get_key(con, key_id)
-            if record is None:
-                return None
-            wrapped = await key_store.versions(con, key_id)
-        entry = self._build(record, wrapped)
+            loaded = await key_store.load_key(con, key_id, with_grants=grants is not None)
+        if loaded is None:
+            return None
+        entry = self._build(loaded.record, loaded.versions)
         self._keys.put(key_id, entry, generation=generation)
+        if grants is not None and loaded.grants is not None:
+            grants.prime(key_id, loaded.grants, generation=grant_generation)
         return entry
 
     async def alias_target(self, account: str, alias_name: str) -> str | None:
@@ -110,12 +213,15 @@ class KeyCache:
             self._aliases.put((account, alias_name), key_id, generation=generation)
         return key_id
 
-    def _build(self, record: key_store.KeyRecord, wrapped: list[key_store.WrappedVersion]) -> CachedKey:
+    def _build(
+        self, record: key_store.KeyRecord, wrapped: list[key_store.WrappedVersion], *, log_failure: bool = True
+    ) -> CachedKey:
         try:
             policy = parse_policy(record.policy, PolicyKind.KEY)
         except KmsError as exc:
             # Policies are parsed before they are stored; an unparseable one is corruption.
-            log.error("key.policy_unreadable", key_id=record.key.key_id)
+            if log_failure:
+                log.error("key.policy_unreadable", key_id=record.key.key_id)
             raise KMSInternalException("The key policy of this key cannot be read") from exc
         backing: dict[int, wrap.UnwrappedKey] = {}
         for version in wrapped:
@@ -124,7 +230,8 @@ class KeyCache:
                     self._keyring, record.key.key_id, version.version, version.material_wrapped
                 )
             except KeyringError as exc:
-                log.error("key.material_unwrap_failed", key_id=record.key.key_id, version=version.version)
+                if log_failure:
+                    log.error("key.material_unwrap_failed", key_id=record.key.key_id, version=version.version)
                 raise KMSInternalException("Key material cannot be read with this node's root key") from exc
         return CachedKey(
             key=record.key,
