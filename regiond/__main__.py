@@ -57,6 +57,7 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         trusted_proxies=tuple(p for p in (args.trusted_proxies or "").split(",") if p),
         cache_ttl_s=args.cache_ttl,
+        cache_preload_max_keys=args.cache_preload_max_keys,
         audit_enabled=not args.no_audit,
         audit_retention_days=args.audit_retention_days,
         peers_file=Path(args.peers_file) if args.peers_file else None,
@@ -126,6 +127,13 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
         default=float(env("CACHE_TTL", "3600") or 3600),
         help="seconds a cached key, policy or credential may live without a change notification (backstop;"
         " change notifications and a pinged listener connection are what keep caches fresh)",
+    )
+    p.add_argument(
+        "--cache-preload-max-keys",
+        type=int,
+        default=int(env("CACHE_PRELOAD_MAX_KEYS", "100000") or 100_000),
+        help="keys each worker loads into its caches in the background at start and after losing its change"
+        " notifications (at most 100,000, the key cache's size; ~5 KiB per key per worker; 0: off)",
     )
     p.add_argument("--no-audit", action="store_true", help="benchmarks only: skip the audit trail")
     p.add_argument("--audit-retention-days", type=int, default=int(env("AUDIT_RETENTION_DAYS", "0") or 0),

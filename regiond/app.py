@@ -38,6 +38,7 @@ from regiond.service.keycache import KeyCache
 from regiond.service.keys import KeyService
 from regiond.service.multiregion import MultiRegionService
 from regiond.service.policies import KeyPolicyService
+from regiond.service.preload import Preloader
 from regiond.service.rotation import RotationService
 from regiond.store import migrate as migrations
 from regiond.store.notify import Listener
@@ -53,6 +54,7 @@ SWEEPER = web.AppKey("sweeper", DeletionSweeper)
 ROTATION_SCHEDULER = web.AppKey("rotation_scheduler", RotationScheduler)
 IMPORT_EXPIRY = web.AppKey("import_expiry", ImportExpirySweeper)
 REPLICATION = web.AppKey("replication", ReplicationNode)
+PRELOADER = web.AppKey("preloader", Preloader)
 
 AuditFactory = Callable[[Pool, Settings], Awaitable[AuditSink]]
 IAM_CHANNEL = "regionkms_iam"
@@ -122,10 +124,14 @@ def create_app(
         iam_authz = IamAuthorizer(iam, ttl_s=settings.cache_ttl_s)
         listener.subscribe(IAM_CHANNEL, authn.invalidate)
         listener.subscribe(IAM_CHANNEL, iam_authz.invalidate)
-        key_cache = KeyCache(pool, keyring, ttl_s=settings.cache_ttl_s)
-        listener.subscribe(KEYS_CHANNEL, key_cache.invalidate)
         grant_cache = GrantCache(pool, ttl_s=settings.cache_ttl_s)
+        key_cache = KeyCache(pool, keyring, ttl_s=settings.cache_ttl_s, grants=grant_cache)
+        listener.subscribe(KEYS_CHANNEL, key_cache.invalidate)
         listener.subscribe(GRANTS_CHANNEL, grant_cache.invalidate)
+        # Bulk-fills both caches off the request path; the listener's first "drop everything"
+        # (on connecting) starts it, and each later one (a lost connection) runs it again.
+        preloader = Preloader(pool, key_cache, grant_cache, max_keys=settings.cache_preload_max_keys)
+        listener.subscribe(KEYS_CHANNEL, preloader.request)
         authz = Authorizer(iam_authz, key_cache, grant_cache, ttl_s=settings.cache_ttl_s)
         keys = KeyService(pool, keyring, key_cache, authz, region=settings.region, clock=the_clock)
         services = Services(
@@ -160,6 +166,7 @@ def create_app(
         app[SWEEPER] = sweeper
         app[ROTATION_SCHEDULER] = rotation_scheduler
         app[IMPORT_EXPIRY] = import_expiry
+        app[PRELOADER] = preloader
         replication = None
         if topology is not None:
             replication = ReplicationNode(
@@ -180,6 +187,7 @@ def create_app(
                 _flush_usage(keys, pool, stop, _interval_s(settings, "usage_flush_interval_s", 5.0)),
                 name="key-usage-flusher",
             ),
+            asyncio.create_task(preloader.run(stop), name="cache-preloader"),
         ]
         log.info("node.started", region=settings.region)
         yield

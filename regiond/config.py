@@ -51,6 +51,10 @@ class Settings:
     # expiry is a reload on the request path (~0.7 ms of CPU): at 100,000 keys and 300 s that was
     # ~330 reloads/s per worker, for ever, so the backstop is an hour.
     cache_ttl_s: float = 3600.0
+    # Keys each worker loads into its caches in the background at start and after every cache drop
+    # (regiond.service.preload), so that first requests do not load them; 0 turns it off. Every
+    # worker holds its own copy (~5 KiB per key), and never more than its key cache's 100,000.
+    cache_preload_max_keys: int = 100_000
     audit_enabled: bool = True
     # Audit group commit (regiond.audit.committer): how long a batch waits for company (0: it
     # takes whatever queued while the previous write was in flight), its cap, the write timeout

@@ -23,6 +23,11 @@ REQUEST_LATENCY = Histogram(
 CACHE_EVENTS = Counter(
     "regionkms_cache_events_total", "Hot-path cache hits and misses", ["cache", "event"], registry=REGISTRY
 )
+CACHE_PRELOADED_KEYS = Counter(
+    "regionkms_cache_preloaded_keys_total",
+    "Keys put in this worker's cache by the bulk preload (at start and after every cache drop)",
+    registry=REGISTRY,
+)
 REPLICATION_LAG = Gauge(
     "regionkms_replication_lag_entries", "Outbox entries not yet acknowledged per peer", ["peer"], registry=REGISTRY
 )
