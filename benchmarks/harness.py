@@ -122,6 +122,13 @@ class Server:
         """CPU time used so far by everything serving requests (for regionkms, PostgreSQL too)."""
         return _tree_cpu_s(self.proc.pid) if self.proc is not None else 0.0
 
+    def postgres_cpu_seconds(self) -> float:
+        """The share of ``cpu_seconds`` that the server's own PostgreSQL used (0: it has none)."""
+        return 0.0
+
+    def postgres_rss_bytes(self) -> int:
+        return 0
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -136,13 +143,29 @@ class Server:
 
 
 class MinimalServer(Server):
+    """Baselines (b) ``work`` and (c) ``floor``; ``audit`` is (b) plus regionkms's durable audit writer.
+
+    In ``audit`` mode the server has its own durable PostgreSQL, as regionkms does, and its CPU
+    counts that PostgreSQL's as regionkms's does.
+    """
+
+    NAMES = {"work": "minimal", "floor": "floor", "audit": "minimal_audit"}
+
     def __init__(self, workdir: Path, *, mode: str, workers: int) -> None:
         super().__init__(workdir)
         self.mode = mode
         self.workers = workers
-        self.name = "minimal" if mode == "work" else "floor"
+        self.name = self.NAMES[mode]
+        self.postgres: LocalPostgres | None = None
 
     def start(self) -> None:
+        env = {
+            "BENCH_ACCESS_KEY_ID": self.credentials.access_key_id,
+            "BENCH_SECRET_ACCESS_KEY": self.credentials.secret_access_key,
+        }
+        if self.mode == "audit":
+            self.postgres = LocalPostgres(self.workdir / "postgres", durable=True)
+            env["BENCH_DATABASE_URL"] = asyncio.run(_create_database(self.postgres.start()))
         self._spawn(
             [
                 sys.executable,
@@ -159,12 +182,25 @@ class MinimalServer(Server):
                 "--region",
                 REGION,
             ],
-            env={
-                "BENCH_ACCESS_KEY_ID": self.credentials.access_key_id,
-                "BENCH_SECRET_ACCESS_KEY": self.credentials.secret_access_key,
-            },
+            env=env,
         )
         self._wait_ready("/healthz")
+
+    def postgres_cpu_seconds(self) -> float:
+        return _postgres_cpu_s(self.postgres)
+
+    def postgres_rss_bytes(self) -> int:
+        pid = _postmaster_pid(self.postgres)
+        return _tree_rss_bytes(pid) if pid else 0
+
+    def cpu_seconds(self) -> float:
+        return super().cpu_seconds() + self.postgres_cpu_seconds()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
 
 
 class MotoServer(Server):
@@ -179,12 +215,10 @@ def audit_module_present() -> bool:
     return importlib.util.find_spec("regiond.audit") is not None
 
 
-async def _bootstrap(admin_url: str, state_dir: Path) -> tuple[str, Credentials]:
-    """Create the database, migrate, and make the admin user and its access key."""
+async def _create_database(admin_url: str) -> str:
+    """A new, migrated regionkms database on the server at ``admin_url``; its URL."""
     import asyncpg
 
-    from benchmarks.identity import create_bench_user
-    from regiond.crypto.keyring import load_file_keyring
     from regiond.store import migrate as migrations
     from regiond.store.pool import create_pool
 
@@ -194,13 +228,41 @@ async def _bootstrap(admin_url: str, state_dir: Path) -> tuple[str, Credentials]
     finally:
         await con.close()
     url = admin_url.rsplit("/", 1)[0] + "/regionkms"
-    pool = await create_pool(url, min_size=1, max_size=2)
+    pool = await create_pool(url, min_size=1, max_size=1)
     try:
         await migrations.migrate(pool)
+    finally:
+        await pool.close()
+    return url
+
+
+async def _bootstrap(admin_url: str, state_dir: Path) -> tuple[str, Credentials]:
+    """Create the database, migrate, and make the admin user and its access key."""
+    from benchmarks.identity import create_bench_user
+    from regiond.crypto.keyring import load_file_keyring
+    from regiond.store.pool import create_pool
+
+    url = await _create_database(admin_url)
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
         credentials, _arn = await create_bench_user(pool, load_file_keyring(state_dir / "root.key"))
     finally:
         await pool.close()
     return url, credentials
+
+
+def _postmaster_pid(postgres: LocalPostgres | None) -> int | None:
+    if postgres is None:
+        return None
+    try:
+        return int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _postgres_cpu_s(postgres: LocalPostgres | None) -> float:
+    pid = _postmaster_pid(postgres)
+    return _tree_cpu_s(pid) if pid else 0.0
 
 
 class RegionKmsServer(Server):
@@ -263,20 +325,14 @@ class RegionKmsServer(Server):
         return workers or [self.proc.pid]
 
     def _postgres_pid(self) -> int | None:
-        if self.postgres is None:
-            return None
-        try:
-            return int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return _postmaster_pid(self.postgres)
 
     def postgres_rss_bytes(self) -> int:
         pid = self._postgres_pid()
         return _tree_rss_bytes(pid) if pid else 0
 
     def postgres_cpu_seconds(self) -> float:
-        pid = self._postgres_pid()
-        return _tree_cpu_s(pid) if pid else 0.0
+        return _postgres_cpu_s(self.postgres)
 
     def cpu_seconds(self) -> float:
         return super().cpu_seconds() + self.postgres_cpu_seconds()

@@ -1,7 +1,8 @@
 """``python -m benchmarks`` (``make bench``): start everything, measure, write results and plots.
 
 One run starts regionkms (its own PostgreSQL, audit on, N workers), the minimal server in
-``work`` (b) and ``floor`` (c) modes with the same N workers, and moto_server (a); prepares
+``work`` (b), ``audit`` (b plus regionkms's durable audit writer and its own PostgreSQL: a
+diagnosis) and ``floor`` (c) modes with the same N workers, and moto_server (a); prepares
 keys and ciphertexts on each through its API; then measures, in blocks:
 
     headline  Encrypt 1 KiB at c=32 on every server, interleaved in rounds (A B C D, A B C D)
@@ -122,7 +123,7 @@ class CpuMeter:
         self._server = server
         self._wall = time.monotonic()
         self._server_s = server.cpu_seconds()
-        self._postgres_s = server.postgres_cpu_seconds() if isinstance(server, RegionKmsServer) else 0.0
+        self._postgres_s = server.postgres_cpu_seconds()
         self._children = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._machine = psutil.cpu_times()
 
@@ -136,9 +137,7 @@ class CpuMeter:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         loadgen = (children.ru_utime - self._children.ru_utime) + (children.ru_stime - self._children.ru_stime)
         machine = self._busy(psutil.cpu_times()) - self._busy(self._machine)
-        postgres = 0.0
-        if isinstance(self._server, RegionKmsServer):
-            postgres = self._server.postgres_cpu_seconds() - self._postgres_s
+        postgres = self._server.postgres_cpu_seconds() - self._postgres_s
         return {
             "postgres_us_per_request": round(1e6 * postgres / requests, 1) if requests else 0.0,
             "server_cores": round(server / wall, 2),
@@ -221,8 +220,9 @@ class Bench:
             result=result.to_json(),
             rss_mb=round(server.rss_bytes() / MIB, 1),
         )
-        if isinstance(server, RegionKmsServer):
-            run.postgres_rss_mb = round(server.postgres_rss_bytes() / MIB, 1)
+        postgres_rss = server.postgres_rss_bytes()
+        if postgres_rss:
+            run.postgres_rss_mb = round(postgres_rss / MIB, 1)
         self.runs.append(run)
         _say(
             f"  {name:<10} {workload:<18} c={concurrency:<4} keys={keys:<7} {result.rps:>9.1f} req/s  "
@@ -262,7 +262,7 @@ class Bench:
 
     def headline(self) -> None:
         _say("headline: Encrypt 1 KiB, c=32, interleaved rounds")
-        order = self._ready("regionkms", "minimal", "floor", "moto")
+        order = self._ready("regionkms", "minimal", "minimal_audit", "floor", "moto")
         for r in range(self.plan.rounds):
             for name in order:
                 calls = WORKLOADS[HEADLINE_WORKLOAD](self.fixtures[name])
@@ -347,7 +347,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="discarded warm-up seconds before each run")
     p.add_argument("--rounds", type=int, help="interleaved rounds of the headline block")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes of regiond and (b)/(c)")
-    p.add_argument("--servers", default="regionkms,minimal,floor,moto", help="comma-separated subset")
+    p.add_argument("--servers", default="regionkms,minimal,minimal_audit,floor,moto", help="comma-separated subset")
     p.add_argument("--blocks", default="headline,ops,sweep,keys", help="comma-separated subset")
     p.add_argument("--key-counts", help="e.g. 1,1000,100000")
     p.add_argument("--sweep", help="concurrency levels, e.g. 1,8,32,128")
@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir / "regionkms", workers=args.workers, audit=not args.no_audit, durable=not args.no_fsync
         ),
         "minimal": lambda: MinimalServer(workdir / "minimal", mode="work", workers=args.workers),
+        "minimal_audit": lambda: MinimalServer(workdir / "minimal_audit", mode="audit", workers=args.workers),
         "floor": lambda: MinimalServer(workdir / "floor", mode="floor", workers=args.workers),
         "moto": lambda: MotoServer(workdir / "moto"),
     }

@@ -8,6 +8,13 @@ operation (two for ReEncrypt), render JSON. No database, no policy, no audit, on
 ``--mode floor`` (c) answers every POST with a constant body after reading the request:
 the cost of aiohttp + uvloop + HTTP/1.1 keep-alive alone.
 
+``--mode audit`` (b+audit, a diagnosis, not a target's baseline) is ``work`` plus the durable audit
+trail DESIGN section 7 requires of every call, written by regionkms's own group committer
+(``regiond.audit.committer``: one CloudTrail event per call, hash-chained, signed digests, the
+response released only once its event is durable) to a PostgreSQL at ``BENCH_DATABASE_URL``.
+It answers "what does the durable audit alone cost on this machine?": the throughput of
+``work`` times this ratio is the most any server that audits as regionkms must can reach.
+
 Both run ``--workers`` processes on one port with SO_REUSEPORT, as ``regiond serve`` does,
 so the comparison uses the same number of processes. Credentials come from the environment
 (``BENCH_ACCESS_KEY_ID``, ``BENCH_SECRET_ACCESS_KEY``); they exist only for the run.
@@ -25,6 +32,7 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -32,6 +40,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsclient import sigv4 as core
+from regiond.calls import CallRecord
+from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import KmsError
 from regiond.protocol import sigv4
 
@@ -45,6 +55,11 @@ class _Work:
     """State of one worker of the (b) server: the credentials, a cached signing key, one AES key."""
 
     def __init__(self, region: str, access_key_id: str, secret: str) -> None:
+        self.audit: Any = None  # --mode audit: the worker's GroupCommitter
+        self.principal = Principal(
+            arn=f"arn:aws:iam::{ACCOUNT_ID}:user/bench", account_id=ACCOUNT_ID, kind=PrincipalKind.USER,
+            name="bench", principal_id="AIDABENCHMINIMAL0000",
+        )  # fmt: skip
         self.region = region
         self.access_key_id = access_key_id
         self.secret = secret
@@ -121,7 +136,11 @@ class _Work:
                 signing_key=self.signing_key(auth.date),
             )
             operation = request.headers.get("X-Amz-Target", "").partition(".")[2]
-            payload = orjson.dumps(self.dispatch(operation, orjson.loads(body)))
+            params = orjson.loads(body)
+            result = self.dispatch(operation, params)
+            payload = orjson.dumps(result)
+            if self.audit is not None:
+                await self.audit.submit(self._record(request, request_id, operation, params, result))
         except KmsError as exc:
             error = orjson.dumps({"__type": exc.code, "message": exc.message})
             return web.Response(status=400, body=error, headers=headers)
@@ -129,6 +148,33 @@ class _Work:
             error = orjson.dumps({"__type": "ValidationException", "message": type(exc).__name__})
             return web.Response(status=400, body=error, headers=headers)
         return web.Response(body=payload, headers=headers)
+
+    def _record(
+        self, request: web.Request, request_id: str, operation: str, params: dict[str, Any], result: dict[str, Any]
+    ) -> CallRecord:
+        """What regionkms's edge hands its audit sink for the same call (secrets are dropped by the event builder)."""
+        return CallRecord(
+            operation=operation, event_source="kms.amazonaws.com", request_id=request_id,
+            event_time=dt.datetime.now(dt.UTC), region=self.region, source_ip=request.remote or "",
+            user_agent=request.headers.get("User-Agent", "")[:1024], principal=self.principal,
+            access_key_id=self.access_key_id, params=params, result=result, resources=[self.arn],
+        )  # fmt: skip
+
+
+async def _with_audit(work: _Work, database_url: str) -> AsyncIterator[None]:
+    """cleanup_ctx of ``--mode audit``: the worker's pool and group committer, started and drained."""
+    from regiond.audit.committer import GroupCommitter
+    from regiond.crypto.sign import RegionIdentityKey
+    from regiond.store.pool import create_pool
+
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    work.audit = GroupCommitter(pool, work.region, RegionIdentityKey.generate())
+    await work.audit.start()
+    try:
+        yield
+    finally:
+        await work.audit.close()
+        await pool.close()
 
 
 _FLOOR_BODY = b'{"KeyId":"floor","EncryptionAlgorithm":"SYMMETRIC_DEFAULT"}'
@@ -146,7 +192,19 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 def make_app(mode: str, region: str, access_key_id: str, secret: str) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
-    app.router.add_post("/", _Work(region, access_key_id, secret).handle if mode == "work" else _floor)
+    if mode == "floor":
+        app.router.add_post("/", _floor)
+    else:
+        work = _Work(region, access_key_id, secret)
+        app.router.add_post("/", work.handle)
+        if mode == "audit":
+            database_url = os.environ["BENCH_DATABASE_URL"]
+
+            async def audit_ctx(_app: web.Application) -> AsyncIterator[None]:
+                async for _ in _with_audit(work, database_url):
+                    yield
+
+            app.cleanup_ctx.append(audit_ctx)
     app.router.add_get("/healthz", _healthz)
     return app
 
@@ -176,7 +234,7 @@ def run_worker(mode: str, host: str, port: int, reuse_port: bool, region: str, k
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.baselines.minimal_server")
-    p.add_argument("--mode", choices=["work", "floor"], default="work")
+    p.add_argument("--mode", choices=["work", "floor", "audit"], default="work")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--workers", type=int, default=1)
@@ -184,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     key_id = os.environ.get("BENCH_ACCESS_KEY_ID", "")
     secret = os.environ.get("BENCH_SECRET_ACCESS_KEY", "")
-    if args.mode == "work" and not (key_id and secret):
+    if args.mode != "floor" and not (key_id and secret):
         print("set BENCH_ACCESS_KEY_ID and BENCH_SECRET_ACCESS_KEY", file=sys.stderr)
+        return 2
+    if args.mode == "audit" and not os.environ.get("BENCH_DATABASE_URL"):
+        print("--mode audit: set BENCH_DATABASE_URL (a migrated regionkms database)", file=sys.stderr)
         return 2
     worker_args = (args.mode, args.host, args.port, args.workers > 1, args.region, key_id, secret)
     if args.workers <= 1:
