@@ -78,6 +78,11 @@ class Preloader:
         self.passes = 0  # passes finished (complete or not) and the last one's result: for tests
         self.last: PreloadResult | None = None
 
+    @property
+    def pending(self) -> bool:
+        """Whether a pass has been asked for and not started yet."""
+        return self._wanted.is_set()
+
     def request(self, payload: str | None = None) -> None:
         """Listener callback on the keys channel: "drop everything" (``None``) asks for a pass.
 
@@ -94,7 +99,6 @@ class Preloader:
             await _either(self._wanted, stop)
             if stop.is_set():
                 return
-            self._wanted.clear()
             try:
                 await self.preload(stop)
             except Exception as exc:
@@ -107,8 +111,9 @@ class Preloader:
         """One pass over the key store, in key-id order, up to the cap.
 
         Ends early (``complete`` false) on ``stop``, or when a "drop everything" arrives, which
-        also asks for a new pass.
+        also asks for a new pass (``pending``). Starting a pass answers the request pending before.
         """
+        self._wanted.clear()
         result = PreloadResult()
         started = time.monotonic()
         log.info("cache.preload_started", max_keys=self._max_keys)
