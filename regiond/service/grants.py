@@ -6,8 +6,9 @@ with an encryption context that satisfies its constraints; grants add allows and
 permission, even across accounts (``regiond.domain.decision``). They are per key and per
 region, stored in migration 0005's ``grants`` table.
 
-Caching: ``GrantCache`` holds each key's grants as an immutable tuple, loaded with one query
-on first use and dropped when the ``regionkms_grants`` NOTIFY names the key (every worker and
+Caching: ``GrantCache`` holds each key's grants as an immutable tuple, loaded on first use
+(usually in the key cache's query for a cold key, else with one query of its own; or in bulk
+by ``regiond.service.preload``) and dropped when the ``regionkms_grants`` NOTIFY names the key (every worker and
 node of the region), when this process writes a grant of the key, or after the TTL. Grants
 have their own channel rather than the key cache's so that grant churn never makes a process
 unwrap key material again.

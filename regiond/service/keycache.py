@@ -1,15 +1,25 @@
 """Per-process cache of keys: metadata, parsed key policy and unwrapped backing keys.
 
 This is what keeps Encrypt/Decrypt/GenerateDataKey off PostgreSQL in the steady state
-(DESIGN section 6). An entry is loaded once (two queries on one connection: the key row and
-its wrapped versions, unwrapped here under the root key) and then served from memory until
+(DESIGN section 6). An entry gets here in one of two ways, then is served from memory:
+
+- on a miss, ``get`` loads it with one query (``key_store.load_key``: the key row, its wrapped
+  versions, unwrapped here under the root key, and, when the grant cache lacks them, the key's
+  grants, handed to that cache under its own generation rule);
+- in bulk, off the request path: ``regiond.service.preload`` streams the region's keys in pages
+  at worker start and after every "drop everything", and stores each row through ``fill``, which
+  refuses a row whose key was invalidated after its page's query (``LoadWindow``) and never
+  replaces an entry already cached. The cache holds ``MAX_CACHED_KEYS`` entries (least
+  recently used go first), which also bounds the preload.
+
+An entry lives until
 
 - a NOTIFY on ``regionkms_keys`` names the key (any write to its row, its versions or an alias
   pointing at it: migration 0002's trigger), which reaches every worker and node of the region;
 - the writing process itself drops it right after commit (``invalidate``), so a node never
   serves its own stale write while the notification is in flight;
 - the listener drops everything when its connection is lost (or stops answering its ping,
-  ``regiond.store.notify``) and re-established;
+  ``regiond.store.notify``) and re-established (the preload then fills the cache again);
 - the TTL passes (``settings.cache_ttl_s``, an hour by default), the backstop for a change that
   was never notified.
 
