@@ -58,6 +58,9 @@ CHANNEL = "regionkms_keys"
 MAX_CACHED_KEYS = 100_000
 """Entries a worker's key cache holds (least recently used go first); a bulk load stops there."""
 
+MAX_SHARED_POLICIES = 256
+"""Distinct policy texts whose parsed form is shared between keys (32 KiB each at most)."""
+
 __all__ = ["CHANNEL", "MAX_CACHED_KEYS", "CachedKey", "GrantPrimer", "KeyCache", "LoadWindow", "LoadWindows"]
 
 
@@ -157,6 +160,7 @@ class KeyCache:
         self._keys: TtlCache[str, CachedKey] = TtlCache(ttl_s=ttl_s, max_entries=MAX_CACHED_KEYS)
         self._aliases: TtlCache[tuple[str, str], str] = TtlCache(ttl_s=ttl_s)
         self._windows = LoadWindows()
+        self._policies: dict[str, Policy] = {}
         self.loads = 0  # database loads on the request path since start: a cheap gauge for tests and metrics
 
     @property
@@ -223,11 +227,24 @@ class KeyCache:
             self._aliases.put((account, alias_name), key_id, generation=generation)
         return key_id
 
+    def _parse_policy(self, document: str) -> Policy:
+        """``parse_policy``, shared by keys whose policy text is the same (most keys of an account
+        keep the default one): parsed once, and one object in memory instead of one per key.
+        Policies are immutable, and the authorizer's memo compares them by identity per key, so
+        sharing changes no decision."""
+        policy = self._policies.get(document)
+        if policy is None:
+            policy = parse_policy(document, PolicyKind.KEY)
+            if len(self._policies) >= MAX_SHARED_POLICIES:
+                self._policies.clear()
+            self._policies[document] = policy
+        return policy
+
     def _build(
         self, record: key_store.KeyRecord, wrapped: list[key_store.WrappedVersion], *, log_failure: bool = True
     ) -> CachedKey:
         try:
-            policy = parse_policy(record.policy, PolicyKind.KEY)
+            policy = self._parse_policy(record.policy)
         except KmsError as exc:
             # Policies are parsed before they are stored; an unparseable one is corruption.
             if log_failure:
