@@ -133,7 +133,7 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=int(env("CACHE_PRELOAD_MAX_KEYS", "100000") or 100_000),
         help="keys each worker loads into its caches in the background at start and after losing its change"
-        " notifications (at most 100,000, the key cache's size; ~5 KiB per key per worker; 0: off)",
+        " notifications (at most 100,000, the key cache's size; a few KiB per key per worker; 0: off)",
     )
     p.add_argument("--no-audit", action="store_true", help="benchmarks only: skip the audit trail")
     p.add_argument("--audit-retention-days", type=int, default=int(env("AUDIT_RETENTION_DAYS", "0") or 0),

@@ -53,7 +53,7 @@ class Settings:
     cache_ttl_s: float = 3600.0
     # Keys each worker loads into its caches in the background at start and after every cache drop
     # (regiond.service.preload), so that first requests do not load them; 0 turns it off. Every
-    # worker holds its own copy (~5 KiB per key), and never more than its key cache's 100,000.
+    # worker holds its own copy (a few KiB per key), and never more than its key cache's 100,000.
     cache_preload_max_keys: int = 100_000
     audit_enabled: bool = True
     # Audit group commit (regiond.audit.committer): how long a batch waits for company (0: it
