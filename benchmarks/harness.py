@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import secrets
 import socket
@@ -275,15 +276,20 @@ class RegionKmsServer(Server):
         self.durable = durable
         self.postgres: LocalPostgres | None = None
         self.database_url = ""
+        self._state_dir = self.workdir / "state"
+        self._log_offset = 0
 
     def start(self) -> None:
         from regiond.init import init_state_dir
 
-        state_dir = self.workdir / "state"
-        init_state_dir(state_dir, region=REGION)
+        self._state_dir = self.workdir / "state"
+        init_state_dir(self._state_dir, region=REGION)
         self.postgres = LocalPostgres(self.workdir / "postgres", durable=self.durable)
         admin_url = self.postgres.start()
-        self.database_url, self.credentials = asyncio.run(_bootstrap(admin_url, state_dir))
+        self.database_url, self.credentials = asyncio.run(_bootstrap(admin_url, self._state_dir))
+        self._start_regiond()
+
+    def _start_regiond(self) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -298,15 +304,39 @@ class RegionKmsServer(Server):
             "--workers",
             str(self.workers),
             "--state-dir",
-            str(state_dir),
+            str(self._state_dir),
         ]
         if not self.audit:
             cmd.append("--no-audit")
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGIOND_")}
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = (self.workdir / f"{self.name}.log").open("ab")
+        self._log_offset = self._log.tell()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env)
         self._wait_ready("/readyz")
+
+    def restart(self) -> None:
+        """Stop regiond and start it again on the same database: fresh workers with cold caches."""
+        Server.stop(self)
+        self._start_regiond()
+
+    def wait_for_preload(self, timeout_s: float) -> list[float]:
+        """Wait until every worker has finished a complete cache preload pass since the last
+        start (the ``cache.preload_finished`` log line); the workers' pass durations, in seconds."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            durations = []
+            with (self.workdir / f"{self.name}.log").open("rb") as log:
+                log.seek(self._log_offset)
+                for line in log:
+                    if b"cache.preload_finished" in line:
+                        event = json.loads(line)
+                        if event.get("complete"):
+                            durations.append(float(event["duration_s"]))
+            if len(durations) >= self.workers:
+                return durations
+            time.sleep(1.0)
+        raise RuntimeError(f"cache preload not finished by every worker after {timeout_s:.0f}s")
 
     def worker_pids(self) -> list[int]:
         if self.proc is None:

@@ -195,9 +195,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             "| diagnosis (c=32, Encrypt 1 KiB) | ratio |",
             "|---|---:|",
-            f"| ((b) + regionkms's durable audit writer) / (b) | "
-            f"{_fmt(r['minimal_audit_vs_minimal'], 2)} |",
-            f"| regionkms / ((b) + audit writer): all but the audit | "
-            f"{_fmt(r.get('regionkms_vs_minimal_audit'), 2)} |",
+            f"| ((b) + regionkms's durable audit writer) / (b) | {_fmt(r['minimal_audit_vs_minimal'], 2)} |",
+            f"| regionkms / ((b) + audit writer): all but the audit | {_fmt(r.get('regionkms_vs_minimal_audit'), 2)} |",
         ]
     return "\n".join(lines)
