@@ -1,12 +1,20 @@
-"""Prometheus metrics of one process, served on ``/metrics``.
+"""Prometheus metrics, served on ``/metrics`` as one view of the whole node.
 
-Each worker process exposes its own registry; the ``worker`` is visible through the
-process's own /metrics (scrape each node, or run one worker per container).
+Every process updates its own registry (``REGISTRY``) in process: an update is a plain
+prometheus_client value, with no file or lock shared between processes, because the hot path
+updates two or three metrics per request. Under ``regiond serve --workers N`` each worker also
+publishes a snapshot of its registry once a second, and ``render`` merges the answering
+worker's live registry with its siblings' snapshots (regiond.node_metrics): counters and
+histograms are summed over the node's workers (including workers that have died), gauges are
+combined per ``GAUGE_MODES``. Siblings' figures are at most one publish interval old. A single
+process (``--workers 1``, tests) renders its registry alone, as before.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from regiond import node_metrics
 
 REGISTRY = CollectorRegistry()
 
@@ -38,6 +46,24 @@ REPLICATION_LAG_SECONDS = Gauge(
     registry=REGISTRY,
 )
 
+# How each gauge is combined over a node's live workers (a dead worker's gauges are dropped);
+# prometheus_client's multiprocess names. A gauge not listed gets one series per worker
+# (``liveall``, label ``worker``): summing per-process figures is rarely meaningful.
+GAUGE_MODES: dict[str, str] = {
+    # Only the worker holding a peer's sender lock updates these, and the lock can move to another
+    # worker: the figure last changed is the current one (a max would keep a stale backlog).
+    "regionkms_replication_lag_entries": "livemostrecent",
+    "regionkms_replication_lag_seconds": "livemostrecent",
+    # Sequence numbers only grow: the node's progress is the highest any worker reached.
+    "regionkms_replication_sent_seq": "livemax",
+    "regionkms_replication_acked_seq": "livemax",
+    "regionkms_replication_applied_seq": "livemax",
+}
+
 
 def render() -> bytes:
-    return generate_latest(REGISTRY)
+    """The text exposition of ``/metrics``: the node's aggregate when this process is one of its workers."""
+    node = node_metrics.current()
+    if node is None:
+        return generate_latest(REGISTRY)
+    return node.render(REGISTRY)
