@@ -3,6 +3,11 @@
 The parent process only supervises: it starts N workers, forwards SIGTERM/SIGINT to them
 and waits. Each worker runs the full application (its own pool, caches and listener);
 background tasks elect one runner per region through PostgreSQL advisory locks.
+
+Metrics: the parent makes a directory private to the node (regiond.node_metrics) where each
+worker publishes a snapshot of its registry every second, so any worker's ``/metrics`` shows
+the whole node; the parent marks a worker that exits as dead there (its gauges leave the view,
+its counters stay) and removes the directory when the node stops.
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ import importlib
 import multiprocessing
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
+from multiprocessing.connection import wait
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from regiond import logging as regiond_logging
+from regiond import metrics, node_metrics
 from regiond.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -47,13 +56,27 @@ async def _serve(settings: Settings, factory: AppFactory, reuse_port: bool) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    node = node_metrics.current()
+    publishing = None
+    if node is not None:
+        interval_s = float(settings.extra.get("metrics_publish_interval_s", node_metrics.PUBLISH_INTERVAL_S))
+        publishing = asyncio.create_task(
+            node_metrics.publish_every(node, metrics.REGISTRY, stop, interval_s), name="metrics-publisher"
+        )
     await stop.wait()
     log.info("node.draining")
     await runner.cleanup()
+    if node is not None and publishing is not None:
+        await publishing
+        node.publish(metrics.REGISTRY)  # what the drain counted
 
 
-def run_worker(settings: Settings, factory: AppFactory, reuse_port: bool) -> None:
+def run_worker(
+    settings: Settings, factory: AppFactory, reuse_port: bool, metrics_dir: Path | None = None, worker: str = "0"
+) -> None:
     regiond_logging.configure(settings.log_level, json=settings.log_json)
+    if metrics_dir is not None:
+        node_metrics.join(metrics_dir, worker, metrics.GAUGE_MODES)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(settings, factory, reuse_port))
 
@@ -80,11 +103,15 @@ def serve(settings: Settings, factory: AppFactory) -> int:
         run_worker(settings, factory, reuse_port=False)
         return 0
     factory = _importable(factory)
+    metrics_dir = _metrics_directory(settings)
     ctx = multiprocessing.get_context("spawn")
     workers = [
-        ctx.Process(target=run_worker, args=(settings, factory, True), name=f"regiond-worker-{i}", daemon=False)
+        ctx.Process(
+            target=run_worker, args=(settings, factory, True, metrics_dir, str(i)), name=f"regiond-worker-{i}",
+            daemon=False,
+        )
         for i in range(settings.workers)
-    ]
+    ]  # fmt: skip
     for w in workers:
         w.start()
 
@@ -95,6 +122,35 @@ def serve(settings: Settings, factory: AppFactory) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for w in workers:
-        w.join()
+    running = {w.sentinel: w for w in workers}
+    try:
+        while running:
+            ready = wait(list(running))
+            for w in [w for sentinel, w in running.items() if sentinel in ready]:
+                del running[w.sentinel]
+                w.join()
+                if metrics_dir is not None and w.pid is not None:
+                    node_metrics.mark_dead(metrics_dir, w.pid)
+                if running:
+                    log.warning("node.worker_exited", worker=w.name, exitcode=w.exitcode)
+    finally:
+        if metrics_dir is not None:
+            node_metrics.remove_directory(metrics_dir)
     return max((w.exitcode or 0) for w in workers)
+
+
+def _metrics_directory(settings: Settings) -> Path | None:
+    """Where the workers publish their metrics snapshots: a fresh directory private to this node.
+
+    The temporary directory first (private to the node under systemd's PrivateTmp or in a
+    container), then the state directory, then /dev/shm (a read-only root filesystem); None
+    (each worker then serves its own metrics) if none is writable.
+    """
+    bases = [Path(tempfile.gettempdir())]
+    if settings.state_dir is not None:
+        bases.append(settings.state_dir)
+    bases.append(Path("/dev/shm"))  # noqa: S108 - mkdtemp makes a 0700 directory of our own in it
+    directory = node_metrics.create_directory(bases)
+    if directory is None:
+        log.warning("metrics.per_worker", reason="no writable directory for the node's metrics snapshots")
+    return directory
