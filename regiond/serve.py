@@ -25,8 +25,8 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from regiond import heap, metrics, node_metrics
 from regiond import logging as regiond_logging
-from regiond import metrics, node_metrics
 from regiond.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -75,6 +75,7 @@ def run_worker(
     settings: Settings, factory: AppFactory, reuse_port: bool, metrics_dir: Path | None = None, worker: str = "0"
 ) -> None:
     regiond_logging.configure(settings.log_level, json=settings.log_json)
+    heap.enable()  # a serving process: its caches may be frozen out of GC walks (regiond.heap)
     if metrics_dir is not None:
         node_metrics.join(metrics_dir, worker, metrics.GAUGE_MODES)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

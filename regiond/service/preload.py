@@ -20,6 +20,9 @@ connection held only for that statement), and fills both caches.
 - **Fail-soft.** A key whose material does not unwrap or whose policy does not parse is
   skipped and counted (its id logged, never its material); the request path raises for it as
   before. A failed page ends the pass; the pass is tried again after ``RETRY_DELAY_S``.
+- **Out of the collector's way.** After a complete pass a serving worker freezes its heap
+  (``regiond.heap``), so that CPython's full collections no longer walk every cached object
+  (~0.3 s per collection at 100,000 keys otherwise).
 
 Key state does not matter: disabled and pending-deletion keys are cached as the request path
 caches them (it checks the state); multi-region primaries and replicas are rows like any other.
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from regiond import metrics
+from regiond import heap, metrics
 from regiond.errors import KMSInternalException
 from regiond.service.grants import GrantCache
 from regiond.service.keycache import KeyCache
@@ -141,6 +144,8 @@ class Preloader:
                 "cache.preload_finished", read=result.read, stored=result.stored, skipped=result.skipped,
                 pages=result.pages, complete=result.complete, duration_s=round(time.monotonic() - started, 3),
             )  # fmt: skip
+        if result.complete:
+            heap.freeze_long_lived()  # full GC collections would otherwise walk every cached object
         return result
 
     async def _page(self, after: str, limit: int, result: PreloadResult) -> tuple[list[str], bool]:
