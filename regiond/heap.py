@@ -4,8 +4,9 @@ A worker's caches hold a handful of objects per key (the key, its unwrapped vers
 parsed policies are shared). CPython's full collection walks every object it tracks: with 100,000
 keys preloaded that was ~690,000 objects and 0.3 s during which the worker answers nothing
 (measured before keys shared their parsed policies: ``gc.collect(2)`` after a preload of 100,000
-keys took 290-320 ms on the benchmark machine). A full collection runs whenever the objects that survived younger collections have
-grown by a quarter since the last one, which cache entries reloaded over time (TTL, NOTIFY) do.
+keys took 290-320 ms on the benchmark machine). A full collection runs whenever the objects that
+survived younger collections have grown by a quarter since the last one, which cache entries
+reloaded over time (TTL, NOTIFY) do.
 
 So once a preload pass has filled the caches, a serving worker moves every object that exists at
 that moment to the permanent generation (``gc.freeze``), which collections skip (measured: the
