@@ -143,7 +143,30 @@ class Server:
             self._log = None
 
 
-class MinimalServer(Server):
+class _OwnPostgres(Server):
+    """A server with its own PostgreSQL (``self.postgres``, started by ``start``): its CPU counts in
+    the server's, and it stops with the server."""
+
+    postgres: LocalPostgres | None = None
+
+    def postgres_cpu_seconds(self) -> float:
+        return _postgres_cpu_s(self.postgres)
+
+    def postgres_rss_bytes(self) -> int:
+        pid = _postmaster_pid(self.postgres)
+        return _tree_rss_bytes(pid) if pid else 0
+
+    def cpu_seconds(self) -> float:
+        return super().cpu_seconds() + self.postgres_cpu_seconds()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+
+class MinimalServer(_OwnPostgres):
     """Baselines (b) ``work`` and (c) ``floor``; ``audit`` is (b) plus regionkms's durable audit writer.
 
     In ``audit`` mode the server has its own durable PostgreSQL, as regionkms does, and its CPU
@@ -186,23 +209,6 @@ class MinimalServer(Server):
             env=env,
         )
         self._wait_ready("/healthz")
-
-    def postgres_cpu_seconds(self) -> float:
-        return _postgres_cpu_s(self.postgres)
-
-    def postgres_rss_bytes(self) -> int:
-        pid = _postmaster_pid(self.postgres)
-        return _tree_rss_bytes(pid) if pid else 0
-
-    def cpu_seconds(self) -> float:
-        return super().cpu_seconds() + self.postgres_cpu_seconds()
-
-    def stop(self) -> None:
-        super().stop()
-        if self.postgres is not None:
-            self.postgres.stop()
-            self.postgres = None
-
 
 class MotoServer(Server):
     name = "moto"
@@ -266,7 +272,7 @@ def _postgres_cpu_s(postgres: LocalPostgres | None) -> float:
     return _tree_cpu_s(pid) if pid else 0.0
 
 
-class RegionKmsServer(Server):
+class RegionKmsServer(_OwnPostgres):
     name = "regionkms"
 
     def __init__(self, workdir: Path, *, workers: int, audit: bool = True, durable: bool = True) -> None:
@@ -357,18 +363,3 @@ class RegionKmsServer(Server):
     def _postgres_pid(self) -> int | None:
         return _postmaster_pid(self.postgres)
 
-    def postgres_rss_bytes(self) -> int:
-        pid = self._postgres_pid()
-        return _tree_rss_bytes(pid) if pid else 0
-
-    def postgres_cpu_seconds(self) -> float:
-        return _postgres_cpu_s(self.postgres)
-
-    def cpu_seconds(self) -> float:
-        return super().cpu_seconds() + self.postgres_cpu_seconds()
-
-    def stop(self) -> None:
-        super().stop()
-        if self.postgres is not None:
-            self.postgres.stop()
-            self.postgres = None
