@@ -1,6 +1,6 @@
 """CPU per request of regiond's hot path, in process: Encrypt / Decrypt / GenerateDataKey.
 
-    python -m benchmarks.hotpath_micro [--requests 5000] [--rounds 7] [--profile 15]
+    python -m benchmarks.hotpath_micro [--requests 5000] [--rounds 7] [--profile 15] [--minimal]
                                        [--out FILE.json] [--baseline FILE.json]
 
 Not part of ``make test`` and not a load test: it measures what one worker spends in
@@ -18,6 +18,12 @@ turn, timed with ``time.process_time`` (CPU, so other load on the machine matter
 After a warm-up round the caches are hot (DESIGN section 6: no database round trip), so the
 loop is deterministic CPU work. The scenarios take turns for ``--rounds`` rounds; the result is
 the best round (the least disturbed by other load on a shared machine), with the median beside it.
+
+``--minimal`` adds rows for the minimal server's handler (``benchmarks/baselines/minimal_server.py``,
+``_Work.handle``: SigV4, JSON, base64, one AES-GCM; the load tests' baseline (b)) on the same kind
+of mocked requests, signed with the same credentials (the harness hands the bench user's access
+key to that server as BENCH_ACCESS_KEY_ID/SECRET): the floor regionkms's ``handle`` is compared
+with, and the gap between the two is what regionkms's own request path costs.
 
 ``--profile N`` prints cProfile's top N functions (self time) for Encrypt 1 KiB, and a
 component table times the steps of an Encrypt separately (SigV4, validation, the service
@@ -53,6 +59,7 @@ from aiohttp.test_utils import make_mocked_request
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.baselines.minimal_server import _Work as MinimalWork  # noqa: E402
 from benchmarks.identity import create_bench_user  # noqa: E402
 from kmsclient.sigv4 import Credentials, sign_headers  # noqa: E402
 from regiond import logging as regiond_logging  # noqa: E402
@@ -118,6 +125,9 @@ class _Protocol:
         return None
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 class Bench:
     def __init__(self, app: web.Application, credentials: Credentials) -> None:
         self.app = app
@@ -154,15 +164,17 @@ class Bench:
             payload=payload,
         )  # fmt: skip
 
-    async def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        response = await routes.handle(self.request(*self.signed(operation, params)))
+    async def call(self, operation: str, params: dict[str, Any], handle: Handler = routes.handle) -> dict[str, Any]:
+        response = await handle(self.request(*self.signed(operation, params)))
         assert isinstance(response, web.Response) and isinstance(response.body, bytes)
         out: dict[str, Any] = orjson.loads(response.body) if response.body else {}
         if response.status != 200:
             raise RuntimeError(f"{operation} failed: {out}")
         return out
 
-    async def per_request_us(self, operation: str, params: dict[str, Any], n: int) -> float:
+    async def per_request_us(
+        self, operation: str, params: dict[str, Any], n: int, handle: Handler = routes.handle
+    ) -> float:
         """CPU us per ``handle`` call over ``n`` requests built in advance (building is not timed).
 
         Building a mocked request costs more than handling one and evicts the application from
@@ -174,7 +186,6 @@ class Bench:
         """
         headers, body = self.signed(operation, params)
         requests = [self.request(headers, body) for _ in range(n)]
-        handle = routes.handle
         gc.collect()
         start = time.process_time()
         for request in requests:
@@ -207,6 +218,19 @@ def _scenarios(key_id: str, blob: str) -> dict[str, dict[str, Any]]:
         },
         "Decrypt 1 KiB": {"op": "Decrypt", "params": {"CiphertextBlob": blob}},
         "GenerateDataKey AES_256": {"op": "GenerateDataKey", "params": {"KeyId": key_id, "KeySpec": "AES_256"}},
+    }
+
+
+async def _minimal_scenarios(bench: Bench) -> dict[str, dict[str, Any]]:
+    """The minimal server's handler on the same requests (its own key, so its own Decrypt blob)."""
+    work = MinimalWork(REGION, bench.credentials.access_key_id, bench.credentials.secret_access_key)
+    blob = (await bench.call("Encrypt", {"KeyId": work.key_id, "Plaintext": _b64(os.urandom(1024))}, work.handle))[
+        "CiphertextBlob"
+    ]
+    return {
+        f"minimal: {name}": {**s, "handle": work.handle}
+        for name, s in _scenarios(work.key_id, blob).items()
+        if name != "Encrypt 1 KiB + context"  # the minimal server ignores the context
     }
 
 
@@ -325,13 +349,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         key_id = (await bench.call("CreateKey", {}))["KeyMetadata"]["KeyId"]
         blob = (await bench.call("Encrypt", {"KeyId": key_id, "Plaintext": _b64(os.urandom(1024))}))["CiphertextBlob"]
         scenarios = _scenarios(key_id, blob)
+        if args.minimal:
+            scenarios.update(await _minimal_scenarios(bench))
         for s in scenarios.values():  # warm every cache (key, policy, decision, signing key)
-            await bench.per_request_us(s["op"], s["params"], 200)
+            await bench.per_request_us(s["op"], s["params"], 200, s.get("handle", routes.handle))
         results: dict[str, Any] = {"requests": args.requests, "rounds": args.rounds, "us_per_request": {}}
         timings: dict[str, list[float]] = {name: [] for name in scenarios}
         for _ in range(args.rounds):  # interleaved, so a burst of load elsewhere hits every scenario alike
             for name, s in scenarios.items():
-                timings[name].append(await bench.per_request_us(s["op"], s["params"], args.requests))
+                timings[name].append(
+                    await bench.per_request_us(s["op"], s["params"], args.requests, s.get("handle", routes.handle))
+                )
         for name, rounds in timings.items():
             results["us_per_request"][name] = {"median": statistics.median(rounds), "min": min(rounds)}
         steps = [await _components(bench, key_id, args.requests // 2) for _ in range(args.rounds)]
@@ -347,20 +375,34 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _gaps(results: dict[str, Any]) -> dict[str, float]:
+    """regionkms's best round less the minimal handler's, per scenario both ran."""
+    timed = results["us_per_request"]
+    return {
+        name: timed[name]["min"] - timed[f"minimal: {name}"]["min"] for name in timed if f"minimal: {name}" in timed
+    }
+
+
 def _report(results: dict[str, Any], baseline: dict[str, Any] | None) -> None:
     def row(name: str, now: float, before: float | None, extra: str = "") -> str:
         if before is None:
-            return f"  {name:<30} {now:8.1f}{extra}"
+            return f"  {name:<34} {now:8.1f}{extra}"
         change = f"{now - before:+8.1f} ({(now / before - 1) * 100:+.0f} %)"
-        return f"  {name:<30} {before:8.1f} {now:8.1f} {change}{extra}"
+        return f"  {name:<34} {before:8.1f} {now:8.1f} {change}{extra}"
 
-    head = f"  {'':<30} {'before':>8} {'after':>8} {'delta':>8}" if baseline else f"  {'':<30} {'us':>8}"
+    head = f"  {'':<34} {'before':>8} {'after':>8} {'delta':>8}" if baseline else f"  {'':<34} {'us':>8}"
     print(f"handle() CPU per request, best of {results['rounds']} rounds of {results['requests']} requests (us)")
     print(head + "   (medians)")
     for name, v in results["us_per_request"].items():
         before = baseline["us_per_request"].get(name, {}) if baseline else {}
         medians = f"{before['median']:.1f} -> " if "median" in before else ""
         print(row(name, v["min"], before.get("min"), f"   ({medians}{v['median']:.1f})"))
+    gaps = _gaps(results)
+    if gaps:
+        print("\nregionkms - minimal server, handler CPU per request (best rounds, us)")
+        for name, gap in gaps.items():
+            before_gap = _gaps(baseline).get(name) if baseline else None
+            print(row(name, gap, before_gap))
     print("\nEncrypt 1 KiB, steps timed alone (us per call, best of the rounds)")
     print(head)
     for name, v in results["components_us"].items():
@@ -376,15 +418,21 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print cProfile's top N functions")
+    parser.add_argument("--minimal", action="store_true", help="add the minimal server's handler (the floor)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON")
     parser.add_argument("--baseline", type=Path, help="an earlier --out file, printed as 'before'")
     args = parser.parse_args()
     regiond_logging.configure("warning")
     results = asyncio.run(main_async(args))
     baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+    if baseline is not None:
+        baseline = baseline.get("after", baseline)  # an --out file written with a baseline holds both
     _report(results, baseline)
     if args.out:
-        args.out.write_text(json.dumps({k: v for k, v in results.items() if k != "profile"}, indent=2) + "\n")
+        figures = {k: v for k, v in results.items() if k != "profile"}
+        figures["gap_to_minimal_us"] = _gaps(results)
+        out = {"before": baseline, "after": figures} if baseline is not None else figures
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
