@@ -10,8 +10,8 @@ material.
 
 Unwrapped material lives only in an ``UnwrappedKey`` (Tink's ``KeysetHandle`` idea, STYLE.md
 item 10): it refuses to be printed or pickled, and the raw bytes are reachable only through
-``material()``, which a reviewer can grep for. ``seal``/``unseal`` here are the only callers
-of ``material()`` outside tests.
+``material()``, which a reviewer can grep for. ``seal``/``unseal`` here (through the key's
+cached ``aead.AeadKey``) are the only users of ``material()`` outside tests.
 """
 
 from __future__ import annotations
@@ -42,16 +42,24 @@ _U32 = struct.Struct(">I")
 class UnwrappedKey:
     """Backing key material in memory: never printed, compared, copied by pickle, or logged."""
 
-    __slots__ = ("_material",)
+    __slots__ = ("_aead", "_material")
 
     def __init__(self, material: bytes) -> None:
         if len(material) != BACKING_KEY_BYTES:
             raise ValueError("backing key material must be 32 bytes")
         self._material = bytes(material)
+        self._aead: aead.AeadKey | None = None  # built on first use (most cached keys may never be used)
 
     def material(self) -> bytes:
         """The raw key bytes, for the AEAD call and for wrapping; nothing else."""
         return self._material
+
+    def _cipher(self) -> aead.AeadKey:
+        """This key's AES-GCM cipher, built once: for ``seal``/``unseal`` below only."""
+        cipher = self._aead
+        if cipher is None:
+            cipher = self._aead = aead.AeadKey(self.material())
+        return cipher
 
     def __repr__(self) -> str:
         return "UnwrappedKey(<redacted>)"
@@ -97,12 +105,12 @@ def unwrap(keyring: RootKeyring, key_id: str, version: int, wrapped: bytes) -> U
 
 def seal(key: UnwrappedKey, plaintext: bytes, aad: bytes) -> aead.Sealed:
     """AES-256-GCM under a backing key; the nonce is chosen here (crypto.aead), never by callers."""
-    return aead.seal(key.material(), plaintext, aad)
+    return key._cipher().seal(plaintext, aad)
 
 
 def unseal(key: UnwrappedKey, sealed: bytes, aad: bytes) -> bytes | None:
     """Open ``nonce || ciphertext || tag``; ``None`` on any failure (one failure for all causes)."""
     try:
-        return aead.unseal(key.material(), aead.Sealed.from_bytes(sealed), aad)
+        return key._cipher().unseal(aead.Sealed.from_bytes(sealed), aad)
     except (InvalidTag, ValueError):
         return None
