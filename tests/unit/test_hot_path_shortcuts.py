@@ -12,10 +12,11 @@ from kmsclient import sigv4 as core
 from regiond import randomids
 from regiond.audit import events
 from regiond.calls import CallRecord, utc_second_text
-from regiond.domain import ciphertext
+from regiond.domain import ciphertext, ids
 from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import IncompleteSignature, InvalidSignatureException, KmsError
 from regiond.protocol import sigv4
+from regiond.service import keys as keys_service
 
 AUTH = (
     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261129/us-east-1/kms/aws4_request, "
@@ -158,3 +159,29 @@ def test_event_identity_memo_hands_out_fresh_dicts() -> None:
     assert second["userIdentity"]["arn"] == principal.arn
     record.access_key_id = "AKIA2"
     assert events.build_event(record, uuid.uuid4())["userIdentity"]["accessKeyId"] == "AKIA2"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1234abcd-12ab-34cd-56ef-1234567890ab",
+        "mrk-1234abcd12ab34cd56ef1234567890ab",
+        "alias/app",
+        "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:kms:us-east-1:111122223333:alias/app",
+    ],
+)
+def test_key_reference_memo_matches_the_parse(value: str) -> None:
+    first = keys_service._key_reference(value)
+    assert first == ids.parse_key_reference(value)
+    assert keys_service._key_reference(value) is first
+
+
+@pytest.mark.parametrize("value", ["not-a-key", "arn:aws:kms:us-east-1:bad:key/x", "arn:aws:s3:::bucket"])
+def test_key_reference_memo_refuses_bad_values_every_time(value: str) -> None:
+    for _ in range(2):
+        with pytest.raises(KmsError) as raised:
+            keys_service._key_reference(value)
+        with pytest.raises(type(raised.value)):
+            ids.parse_key_reference(value)
+    assert value not in keys_service._KEY_REFS
