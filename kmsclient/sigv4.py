@@ -158,8 +158,22 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return hmac.digest(k, b"aws4_request", "sha256")
 
 
-def signature(key: bytes, to_sign: str) -> str:
-    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+def signature(key: bytes | hmac.HMAC, to_sign: str) -> str:
+    """Hex HMAC-SHA256 of ``to_sign`` under the signing key: its bytes, or ``keyed_hmac(key)``."""
+    if isinstance(key, bytes):
+        return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    mac = key.copy()  # the keyed state is reused, never fed
+    mac.update(to_sign.encode())
+    return mac.hexdigest()
+
+
+def keyed_hmac(key: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 keyed with the signing key and fed nothing, for a verifier that keeps it.
+
+    ``signature`` copies it instead of keying a new HMAC from the bytes: ~0.5 us less per
+    signature. It stands for the signing key itself, so it is kept only where that would be.
+    """
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def sign_headers(

@@ -121,6 +121,12 @@ def _parse_amz_date(value: str) -> dt.datetime:
     return core.parse_amz_date(value)
 
 
+@functools.lru_cache(maxsize=8)
+def _skew(max_skew_s: int) -> dt.timedelta:
+    """The allowed clock skew as a ``timedelta``: one setting per node, built once rather than per request."""
+    return dt.timedelta(seconds=max_skew_s)
+
+
 def check_scope(auth: ParsedAuthorization, *, region: str, now: dt.datetime, max_skew_s: int) -> None:
     if auth.service != SERVICE:
         raise InvalidSignatureException(f"Credential should be scoped to correct service: '{SERVICE}'.")
@@ -132,7 +138,7 @@ def check_scope(auth: ParsedAuthorization, *, region: str, now: dt.datetime, max
         raise IncompleteSignature("X-Amz-Date must be in the ISO8601 basic format YYYYMMDD'T'HHMMSSZ") from exc
     if auth.date != auth.amz_date[:8]:
         raise InvalidSignatureException("Credential should be scoped to the date of the X-Amz-Date header.")
-    skew = dt.timedelta(seconds=max_skew_s)
+    skew = _skew(max_skew_s)
     if when < now - skew:
         raise InvalidSignatureException(
             f"Signature expired: {auth.amz_date} is now earlier than {core.amz_date(now - skew)}"
@@ -174,9 +180,12 @@ def verify(
     query: str,
     headers: Mapping[str, str],
     body: bytes,
-    signing_key: bytes,
+    signing_key: bytes | hmac.HMAC,
 ) -> None:
-    """Recompute the signature and compare it in constant time."""
+    """Recompute the signature and compare it in constant time.
+
+    ``signing_key`` is the key's bytes or, where it is cached, ``core.keyed_hmac`` of them.
+    """
     payload_hash = core.sha256_hex(body)
     claimed = headers.get("X-Amz-Content-Sha256")
     if claimed is not None and claimed != payload_hash and claimed != "UNSIGNED-PAYLOAD":

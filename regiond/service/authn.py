@@ -9,6 +9,7 @@ no database round trip and no key derivation in the steady state. Any IAM change
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -35,7 +36,8 @@ class _KeyEntry:
     active: bool
     caller: Caller  # what every request signed with this key authenticates as: built once
     secret: bytes = field(repr=False)
-    signing_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # date -> key for (region, kms)
+    # date -> the signing key for (region, kms), as ``core.keyed_hmac`` (what ``sigv4.verify`` uses fastest)
+    signing_keys: dict[str, hmac.HMAC] = field(default_factory=dict, repr=False)
 
 
 class Authenticator:
@@ -68,10 +70,10 @@ class Authenticator:
         self._keys.put(access_key_id, entry, generation=generation)
         return entry
 
-    def _signing_key(self, entry: _KeyEntry, date: str) -> bytes:
+    def _signing_key(self, entry: _KeyEntry, date: str) -> hmac.HMAC:
         key = entry.signing_keys.get(date)
         if key is None:
-            key = core.signing_key(entry.secret.decode(), date, self._region, sigv4.SERVICE)
+            key = core.keyed_hmac(core.signing_key(entry.secret.decode(), date, self._region, sigv4.SERVICE))
             if len(entry.signing_keys) >= 3:  # a request's date is today, or yesterday near midnight
                 entry.signing_keys.clear()
             entry.signing_keys[date] = key

@@ -213,3 +213,29 @@ def test_only_the_request_path_binds_log_context() -> None:
     source = (root / "regiond/protocol/routes.py").read_text()
     bound = set(re.findall(r"bind_contextvars\((\w+)=", source))
     assert bound == set(routes._LOG_CONTEXT_KEYS)
+
+
+def test_keyed_hmac_signs_as_the_key_bytes_every_time() -> None:
+    key = core.signing_key("secret", "20261129", "us-east-1", "kms")
+    keyed = core.keyed_hmac(key)
+    for to_sign in ("first string to sign", "second string to sign", "first string to sign"):
+        assert core.signature(keyed, to_sign) == core.signature(key, to_sign)
+
+
+def test_verify_with_a_kept_keyed_hmac_accepts_and_refuses_as_with_the_bytes() -> None:
+    body = b'{"KeyId": "alias/app"}'
+    headers = core.sign_headers(
+        credentials=core.Credentials("AKIDEXAMPLE", "secret"), method="POST", url="http://127.0.0.1:8080/",
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "TrentService.Encrypt"},
+        body=body, region="us-east-1", service="kms", now=dt.datetime.now(dt.UTC),
+    )  # fmt: skip
+    proxy = CIMultiDictProxy(CIMultiDict(headers))
+    auth = sigv4.parse(proxy)
+    keyed = core.keyed_hmac(core.signing_key("secret", auth.date, "us-east-1", "kms"))
+    for _ in range(2):  # the kept HMAC is copied, never consumed
+        sigv4.verify(auth, method="POST", path="/", query="", headers=proxy, body=body, signing_key=keyed)
+    with pytest.raises(InvalidSignatureException, match="does not match"):
+        sigv4.verify(auth, method="POST", path="/", query="", headers=proxy, body=body + b" ", signing_key=keyed)
+    other = core.keyed_hmac(core.signing_key("other", auth.date, "us-east-1", "kms"))
+    with pytest.raises(InvalidSignatureException, match="does not match"):
+        sigv4.verify(auth, method="POST", path="/", query="", headers=proxy, body=body, signing_key=other)
