@@ -41,7 +41,8 @@ import os
 import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import MappingProxyType
+from typing import NamedTuple, Protocol
 
 from regiond.cache import TtlCache
 from regiond.domain.decision import Decision, DecisionReason, GrantConstraints, GrantView, decide
@@ -86,13 +87,17 @@ _MAX_FINGERPRINTS = 256
 """Distinct request-value combinations remembered per (principal, key, action)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Requester:
+_NO_VALUES: RequestValues = MappingProxyType({})
+
+
+class Requester(NamedTuple):
     """Who asks, the request's global condition values (``aws:SourceIp``, ``aws:CurrentTime``) and
-    the grant tokens it carries (the ``GrantTokens`` parameter)."""
+    the grant tokens it carries (the ``GrantTokens`` parameter).
+
+    A named tuple rather than a frozen dataclass: every request builds one, at half the cost."""
 
     principal: Principal
-    values: RequestValues = field(default_factory=dict)
+    values: RequestValues = _NO_VALUES
     request_id: str = ""
     grant_tokens: tuple[str, ...] = ()
 

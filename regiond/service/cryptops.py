@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from regiond.crypto import wrap
 from regiond.domain import ciphertext
@@ -42,15 +42,14 @@ DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is se
 INCORRECT_KEY_MESSAGE = "The key ID in the request does not identify a CMK that can perform this operation."
 
 
-@dataclass(frozen=True, slots=True)
-class Encrypted:
+# Named tuples rather than frozen dataclasses: one is built per call, at half the cost.
+class Encrypted(NamedTuple):
     blob: bytes
     key: Key
     key_arn: str  # ``key.arn``, as the cache computed it once
 
 
-@dataclass(frozen=True, slots=True)
-class Decrypted:
+class Decrypted(NamedTuple):
     plaintext: bytes
     key: Key
     key_arn: str
