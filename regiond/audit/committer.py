@@ -9,13 +9,13 @@ writers of every process and node queue behind each other only for microseconds)
 one-record transaction synchronously, whose flush covers the batch. The futures are resolved
 after that: a response leaves only once its event is durable.
 
-Up to ``max_in_flight`` batches (2 by default, each on its own connection) are in flight at once:
-while one waits for its WAL flush the next one starts, so a request that arrives during a flush
-waits for one flush, not for the end of the previous batch's and then its own (at 8 concurrent
-clients this alone took Encrypt from ~3,000 to ~4,100 req/s). What queues while every slot is
-busy forms the next batch, so the batch size follows the load: one event per write when idle,
-dozens when busy, and the cost per request stays a few microseconds of Python plus a share of
-one round trip.
+Up to ``max_in_flight`` batches (2 by default, each on its own connection) are in flight at once,
+one per writer loop (a task each, started once): while one waits for its WAL flush the next one
+starts, so a request that arrives during a flush waits for one flush, not for the end of the
+previous batch's and then its own (at 8 concurrent clients this alone took Encrypt from ~3,000 to
+~4,100 req/s). What queues while every loop is busy forms the next batch, so the batch size follows
+the load: one event per write when idle, dozens when busy, and the cost per request stays a few
+microseconds of Python plus a share of one round trip.
 
 Failure is closed: if the batch cannot be committed (database down, table not writable, a
 trigger that raises or silently drops rows, a write that takes longer than the timeout), every
@@ -107,9 +107,6 @@ class CommitOptions:
         )
 
 
-_Pending = tuple[events.PreparedEvent, "asyncio.Future[None]"]
-
-
 class GroupCommitter:
     """The production ``AuditSink`` of one process (see module docstring)."""
 
@@ -123,7 +120,9 @@ class GroupCommitter:
         self._opt = options
         self._clock = clock or SystemClock()
         self._genesis = chain.genesis_hash(region)
-        self._pending: list[_Pending] = []
+        # Queued events and the futures their submitters wait on, index for index.
+        self._pending: list[events.PreparedEvent] = []
+        self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
@@ -131,8 +130,6 @@ class GroupCommitter:
         self._checkpointing: asyncio.Task[None] | None = None
         # The writer keeps its connections: a pool release costs a reset query (a round trip) per batch.
         self._idle: list[Conn] = []
-        self._slots = asyncio.Semaphore(max(1, options.max_in_flight))
-        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         async with transaction(self._pool) as con:
@@ -143,7 +140,7 @@ class GroupCommitter:
             log.warning("audit.link_failed", error=type(exc).__name__, sqlstate=getattr(exc, "sqlstate", None))
         if self._signer is None:
             log.warning("audit.unsigned", region=self._region, reason="no region identity key: digests are not written")
-        self._writer = asyncio.create_task(self._write_loop(), name="audit-writer")
+        self._writer = asyncio.create_task(self._write_loops(), name="audit-writer")
         self._ticker = asyncio.create_task(self._tick_loop(), name="audit-checkpoints")
 
     async def submit(self, record: CallRecord) -> None:
@@ -151,7 +148,8 @@ class GroupCommitter:
             raise AuditUnavailableError("the audit writer is not running")
         prepared = events.prepare(record)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((prepared, future))
+        self._pending.append(prepared)
+        self._waiters.append(future)
         self._wakeup.set()
         await future
 
@@ -178,35 +176,31 @@ class GroupCommitter:
 
     # --- the writer ---------------------------------------------------------------------
 
+    async def _write_loops(self) -> None:
+        """One loop per batch that may be in flight: a loop, not a task per batch (a task, a semaphore
+        and a done callback per batch cost the writer ~5 us)."""
+        await asyncio.gather(*(self._write_loop() for _ in range(max(1, self._opt.max_in_flight))))
+
     async def _write_loop(self) -> None:
         while True:
             if not self._pending:
                 if self._closing:  # drained: close() stops new submits before it sets this
-                    if self._in_flight:
-                        await asyncio.gather(*self._in_flight, return_exceptions=True)
                     return
-                self._wakeup.clear()
+                self._wakeup.clear()  # no await since the check: a submit after it sets the event again
                 await self._wakeup.wait()
-            # A free slot first: whatever queues while the writes in flight finish joins this batch.
-            await self._slots.acquire()
+                continue  # another loop may have taken what woke this one
+            # This loop is free, so at most max_in_flight - 1 batches are in flight: whatever queues
+            # while they finish joins this batch.
             if self._opt.linger_s > 0 and not self._closing:
                 await asyncio.sleep(self._opt.linger_s)
             else:
                 await asyncio.sleep(0)  # let handlers that are ready right now join this batch
-            batch = self._pending[: self._opt.max_batch_events]
-            del self._pending[: len(batch)]
-            if not batch:
-                self._slots.release()
+            n = min(len(self._pending), self._opt.max_batch_events)
+            if not n:
                 continue
-            task = asyncio.create_task(self._commit_in_slot(batch), name="audit-batch")
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-
-    async def _commit_in_slot(self, batch: list[_Pending]) -> None:
-        try:
-            await self._commit(batch)
-        finally:
-            self._slots.release()
+            batch, waiters = self._pending[:n], self._waiters[:n]
+            del self._pending[:n], self._waiters[:n]
+            await self._commit(batch, waiters)
 
     async def _writer_connection(self) -> Conn:
         while self._idle:
@@ -236,13 +230,21 @@ class GroupCommitter:
         for con in idle:
             await self._discard_connection(con)
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[events.PreparedEvent], waiters: list[asyncio.Future[None]]) -> None:
         started = time.perf_counter()
         con: Conn | None = None
         try:
-            async with asyncio.timeout(self._opt.write_timeout_s):
-                con = await self._writer_connection()
-                head = await audit_store.append_batch(con, self._region, [p for p, _ in batch])
+            if self._idle and not self._idle[-1].is_closed():
+                con = self._idle.pop()
+            else:
+                async with asyncio.timeout(self._opt.write_timeout_s):
+                    con = await self._writer_connection()
+            # The rest of the write timeout bounds the call (asyncpg's statement timeout: it replaces
+            # the connection's command timeout, where an asyncio.timeout around it would add a timer).
+            left_s = self._opt.write_timeout_s - (time.perf_counter() - started)
+            if left_s <= 0:
+                raise TimeoutError
+            head = await audit_store.append_batch(con, self._region, batch, timeout_s=left_s)
         except Exception as exc:
             if con is not None:  # its state is unknown after a failure or a timeout
                 await self._discard_connection(con)
@@ -250,14 +252,14 @@ class GroupCommitter:
             # The type and SQLSTATE only: a driver message may quote row data.
             log.error("audit.write_failed", events=len(batch), error=type(exc).__name__,
                       sqlstate=getattr(exc, "sqlstate", None))  # fmt: skip
-            for _, future in batch:  # one exception each: every request logs its own traceback
+            for future in waiters:  # one exception each: every request logs its own traceback
                 if not future.done():
                     future.set_exception(AuditUnavailableError("the audit event could not be made durable"))
             return
         self._idle.append(con)
         AUDIT_WRITE_SECONDS.observe(time.perf_counter() - started)
         AUDIT_BATCH_EVENTS.observe(len(batch))
-        for _, future in batch:
+        for future in waiters:
             if not future.done():
                 future.set_result(None)
         if head.last_seq - head.digest_seq >= self._opt.checkpoint_events:

@@ -184,22 +184,23 @@ def _packed_fields(events: Sequence[NewEvent]) -> str | None:
     return packed
 
 
-async def append_batch(con: Conn, region: str, events: Sequence[NewEvent]) -> Linked:
+async def append_batch(con: Conn, region: str, events: Sequence[NewEvent], *, timeout_s: float | None = None) -> Linked:
     """Chain and store ``events`` durably in one round trip (``audit_append_durable``, migration 0008).
 
     The procedure commits twice: the chained insert without waiting for the WAL flush (so the chain
     head lock is never held across an fsync), then a one-record transaction whose synchronous
     commit flushes everything before it. Raises unless every event was stored. ``con`` must not be
-    in a transaction (a procedure that commits cannot run inside one).
+    in a transaction (a procedure that commits cannot run inside one). ``timeout_s`` bounds the call
+    (asyncpg's ``TimeoutError``; the connection's command timeout otherwise).
     """
     packed = _packed_fields(events)
     if packed is not None:
         row = await con.fetchrow(
             _APPEND_PACKED, region, [e.event_id for e in events], [e.event_time for e in events], packed,
-            len(events), [e.record for e in events],
+            len(events), [e.record for e in events], timeout=timeout_s,
         )  # fmt: skip
     else:
-        row = await con.fetchrow(_APPEND_ARRAYS, region, *_batch_arrays(events))
+        row = await con.fetchrow(_APPEND_ARRAYS, region, *_batch_arrays(events), timeout=timeout_s)
     assert row is not None  # CALL returns its INOUT parameters as one row, or raises
     return Linked(len(events), int(row[0]), bytes(row[1]), int(row[2]))
 

@@ -1,14 +1,19 @@
-"""``append_batch``'s wire forms store exactly the rows the procedure's plain arrays store (issue 8)."""
+"""The group commit's write path (issue 8): ``append_batch``'s wire forms store exactly the rows the
+procedure's plain arrays store, and the committer's writer loops keep the write timeout and fail closed."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 
+import asyncpg
 import pytest
 
-from regiond.audit import chain
+from regiond.audit import CommitOptions, GroupCommitter, chain
+from regiond.audit.committer import AuditUnavailableError
 from regiond.audit.verify import verify_region
+from regiond.calls import CallRecord
 from regiond.store import audit as audit_store
 from regiond.store.audit import NewEvent
 from regiond.store.pool import Pool, create_pool
@@ -105,5 +110,53 @@ async def test_a_batch_with_a_separator_in_a_field_is_stored_as_it_is(
         assert (await _append(pool, "us-east-1", batch)).last_seq == 3
         assert await _stored(pool, "us-east-1") == _expected(batch)
         assert (await verify_region(pool, "us-east-1")).ok
+    finally:
+        await pool.close()
+
+
+def _call(n: int) -> CallRecord:
+    now = dt.datetime.now(dt.UTC)
+    return CallRecord(operation="ListKeys", event_source="kms.amazonaws.com", request_id=f"r{n}", event_time=now,
+                      region="us-east-1", source_ip="127.0.0.1", user_agent="t")  # fmt: skip
+
+
+async def test_a_write_stuck_on_a_kept_connection_times_out_and_fails_its_batch(database_url: str) -> None:
+    """The write timeout holds on the writer's kept connection too (asyncpg's statement timeout there)."""
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    writer = GroupCommitter(pool, "us-east-1", None, options=CommitOptions(write_timeout_s=0.5))
+    blocker = await asyncpg.connect(database_url)
+    try:
+        await writer.start()
+        await asyncio.gather(*(writer.submit(_call(n)) for n in range(3)))  # the writers now keep connections
+        lock = blocker.transaction()
+        await lock.start()
+        await blocker.execute("SELECT 1 FROM audit_chain_head WHERE region = 'us-east-1' FOR UPDATE")
+        stuck = [asyncio.create_task(writer.submit(_call(n))) for n in range(3, 6)]
+        results = await asyncio.wait_for(asyncio.gather(*stuck, return_exceptions=True), timeout=30)
+        assert all(isinstance(r, AuditUnavailableError) for r in results)
+        await lock.rollback()
+        await asyncio.gather(*(writer.submit(_call(n)) for n in range(6, 9)))  # on fresh connections
+        await writer.close()
+        report = await verify_region(pool, "us-east-1")
+        assert report.ok and report.events_checked == 6
+    finally:
+        await blocker.close()
+        await pool.close()
+
+
+async def test_every_writer_loop_drains_and_each_event_is_written_once(database_url: str) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=6)
+    writer = GroupCommitter(pool, "us-east-1", None, options=CommitOptions(max_in_flight=3, max_batch_events=4))
+    try:
+        await writer.start()
+        waves = [asyncio.gather(*(writer.submit(_call(w * 100 + n)) for n in range(10))) for w in range(5)]
+        await asyncio.gather(*waves)
+        await writer.close()
+        async with pool.acquire() as con:
+            ids = [r[0] for r in await con.fetch("SELECT record->>'requestID' FROM (SELECT convert_from(record, "
+                                                   "'UTF8')::jsonb AS record FROM audit_events) e")]  # fmt: skip
+        assert sorted(ids) == sorted(f"r{w * 100 + n}" for w in range(5) for n in range(10))
+        with pytest.raises(AuditUnavailableError):
+            await writer.submit(_call(999))
     finally:
         await pool.close()
