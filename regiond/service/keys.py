@@ -168,13 +168,16 @@ class UsageTracker:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._pending: dict[str, key_store.LastUsage] = {}
+        # key id -> (operation, when, request id): a plain tuple on every call, the (frozen, so
+        # slower to build) ``LastUsage`` only for the few that are read or written
+        self._pending: dict[str, tuple[str, dt.datetime, str]] = {}
 
     def record(self, key_id: str, operation: str, request_id: str) -> None:
-        self._pending[key_id] = key_store.LastUsage(operation, self._clock.now(), request_id)
+        self._pending[key_id] = (operation, self._clock.now(), request_id)
 
     def pending(self, key_id: str) -> key_store.LastUsage | None:
-        return self._pending.get(key_id)
+        use = self._pending.get(key_id)
+        return key_store.LastUsage(*use) if use is not None else None
 
     async def flush(self, pool: Pool) -> int:
         """Write pending uses; returns how many. Uses recorded during the write stay pending."""
@@ -183,10 +186,10 @@ class UsageTracker:
         batch, self._pending = self._pending, {}
         try:
             async with transaction(pool) as con:
-                await key_store.record_usage(con, batch)
+                await key_store.record_usage(con, {key_id: key_store.LastUsage(*use) for key_id, use in batch.items()})
         except Exception:
-            for key_id, usage in batch.items():
-                self._pending.setdefault(key_id, usage)
+            for key_id, use in batch.items():
+                self._pending.setdefault(key_id, use)
             raise
         return len(batch)
 
