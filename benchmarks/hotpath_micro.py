@@ -413,6 +413,15 @@ def _report(results: dict[str, Any], baseline: dict[str, Any] | None) -> None:
         print(results["profile"])
 
 
+def _rounded(value: Any) -> Any:
+    """Figures to 0.1 us, as they are printed (the noise of a shared machine is far above that)."""
+    if isinstance(value, float):
+        return round(value, 1)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000)
@@ -432,7 +441,7 @@ def main() -> None:
         figures = {k: v for k, v in results.items() if k != "profile"}
         figures["gap_to_minimal_us"] = _gaps(results)
         out = {"before": baseline, "after": figures} if baseline is not None else figures
-        args.out.write_text(json.dumps(out, indent=2) + "\n")
+        args.out.write_text(json.dumps(_rounded(out), indent=2) + "\n")
 
 
 if __name__ == "__main__":
