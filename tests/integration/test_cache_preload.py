@@ -4,11 +4,10 @@ that changed while its page was loading."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg.pool
 import botocore.exceptions
 import pytest
 
@@ -26,6 +25,7 @@ from regiond.store import keys as key_store
 from regiond.store.pool import Pool, connection, create_pool
 from tests.support.aws import aws_call, error_code
 from tests.support.cluster import ACCOUNT_ID, Node, NodeFactory
+from tests.support.pools import counting_acquires
 from tests.support.regions import wait_until
 
 QUIET = {"sweeper_interval_s": "3600", "usage_flush_interval_s": "3600", "rotation_interval_s": "3600"}
@@ -38,21 +38,6 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
         return predicate()
 
     await wait_until(check, what=what)
-
-
-@contextmanager
-def counting_acquires(pool: Pool, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    counter = [0]
-    original = asyncpg.pool.Pool.acquire
-
-    def acquire(self: asyncpg.pool.Pool, *args: Any, **kwargs: Any) -> Any:
-        if self is pool:
-            counter[0] += 1
-        return original(self, *args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(asyncpg.pool.Pool, "acquire", acquire)
-        yield counter
 
 
 @asynccontextmanager

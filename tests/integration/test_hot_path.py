@@ -5,38 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
-import asyncpg.pool
 import botocore.exceptions
 import pytest
 
 from regiond.app import POOL
 from regiond.protocol.routes import SERVICES
 from tests.support.aws import aws_call
-from tests.support.cluster import Node, NodeFactory
+from tests.support.cluster import NodeFactory
+from tests.support.pools import counting_acquires
 
 QUIET = {"sweeper_interval_s": "3600", "usage_flush_interval_s": "3600"}
 """Background tasks that use the pool run once at start, then not again during the test."""
-
-
-@contextmanager
-def counting_acquires(node: Node, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Count connections taken from ``node``'s pool; every query of the app goes through one."""
-    pool = node.app[POOL]
-    counter = [0]
-    original = asyncpg.pool.Pool.acquire
-
-    def acquire(self: asyncpg.pool.Pool, *args: Any, **kwargs: Any) -> Any:
-        if self is pool:
-            counter[0] += 1
-        return original(self, *args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(asyncpg.pool.Pool, "acquire", acquire)
-        yield counter
 
 
 async def test_steady_state_cryptographic_operations_make_no_database_round_trip(
@@ -63,13 +43,13 @@ async def test_steady_state_cryptographic_operations_make_no_database_round_trip
 
     await round_of_operations()  # warm-up: loads keys, alias, policies, signing keys
     loads = node.app[SERVICES].keys.cache.loads
-    with counting_acquires(node, monkeypatch) as acquired:
+    with counting_acquires(node.app[POOL], monkeypatch) as acquired:
         for _ in range(5):
             await round_of_operations()
     assert acquired[0] == 0
     assert node.app[SERVICES].keys.cache.loads == loads
     # the counter does see queries: a management call takes a connection
-    with counting_acquires(node, monkeypatch) as acquired:
+    with counting_acquires(node.app[POOL], monkeypatch) as acquired:
         await aws_call(kms.list_keys)
     assert acquired[0] >= 1
 
