@@ -144,9 +144,9 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
         s: {
             str(r.concurrency): figure(runs, s, HEADLINE_WORKLOAD, r.concurrency)
             for r in runs
-            if r.server == s and r.workload == HEADLINE_WORKLOAD and r.keys == 1
+            if r.server == s and r.workload == HEADLINE_WORKLOAD and r.keys == 1 and r.block in NOT_KEYS
         }
-        for s in sorted({r.server for r in runs})
+        for s in sorted({r.server for r in runs if r.block in NOT_KEYS})
     }
     return {
         "headline": head,
