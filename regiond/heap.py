@@ -1,20 +1,26 @@
-"""Keeping CPython's cyclic garbage collector off the caches' objects.
+"""Keeping CPython's cyclic garbage collector off long-lived objects.
 
-A worker's caches hold a handful of objects per key (the key, its unwrapped versions, its grants;
-parsed policies are shared). CPython's full collection walks every object it tracks: with 100,000
-keys preloaded that was ~690,000 objects and 0.3 s during which the worker answers nothing
-(measured before keys shared their parsed policies: ``gc.collect(2)`` after a preload of 100,000
-keys took 290-320 ms on the benchmark machine). A full collection runs whenever the objects that
-survived younger collections have grown by a quarter since the last one, which cache entries
-reloaded over time (TTL, NOTIFY) do.
+A worker's caches hold a handful of objects per key (the key, its unwrapped versions, its grants,
+the authorizer's memo of each principal's decisions; parsed policies are shared). CPython's full
+collection walks every object it tracks, and it runs whenever the objects that survived younger
+collections have grown by a quarter since the last one. With 100,000 keys that was ~690,000
+objects and 0.3 s per full collection, during which the worker answers nothing (measured before
+keys shared their parsed policies: ``gc.collect(2)`` after a preload of 100,000 keys took 290-320
+ms on the benchmark machine); while caches fill (the preload, then the memo entries the first
+request for each key adds), such collections come every few hundred milliseconds, each longer than
+the last (measured in the benchmark's keys block: 13 ms growing to 200 ms, p99 107 ms).
 
-So once a preload pass has filled the caches, a serving worker moves every object that exists at
-that moment to the permanent generation (``gc.freeze``), which collections skip (measured: the
-same full collection then takes well under a millisecond). Frozen objects are still freed by
-reference counting when the caches drop them (cache entries hold no reference cycles), so a later
-"drop everything" frees the old entries and the next complete pass freezes the new ones. What
-frozen objects does not return is cyclic garbage that happens to exist at that instant (objects of
-requests in flight): a bounded amount, once per pass.
+A serving worker therefore moves objects that have proven long-lived to the permanent generation
+(``gc.freeze``), which collections skip:
+
+- after a complete preload pass (``freeze_long_lived``): the caches are full;
+- after any full collection that took longer than ``SLOW_FULL_COLLECTION_S``: whatever survived it
+  is long-lived by definition, so the next full collection walks only what is new since.
+
+Frozen objects are still freed by reference counting when the caches drop them (cache entries hold
+no reference cycles), so a "drop everything" frees the old entries. What freezing does not return
+is cyclic garbage that happens to exist at that instant (objects of requests in flight): a bounded
+amount, once per freeze; ``gc.get_freeze_count()`` is logged at each preload freeze.
 
 Only worker processes started by ``regiond serve`` do this (``enable``): tests and tools that build
 the application in their own process keep their collector as it was.
@@ -23,18 +29,27 @@ the application in their own process keep their collector as it was.
 from __future__ import annotations
 
 import gc
+import time
+from typing import Any
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
+SLOW_FULL_COLLECTION_S = 0.01
+"""A full collection longer than this freezes its survivors (a request's whole budget is ~5 ms)."""
+
 _enabled = False
+_full_started = 0.0
+freezes_after_collections = 0  # how many full collections froze their survivors: for tests and diagnosis
 
 
 def enable() -> None:
-    """Let ``freeze_long_lived`` act in this process (a serving worker)."""
+    """Let this process (a serving worker) freeze long-lived objects out of the collector's walks."""
     global _enabled
-    _enabled = True
+    if not _enabled:
+        _enabled = True
+        gc.callbacks.append(_after_full_collection)
 
 
 def freeze_long_lived() -> int:
@@ -45,3 +60,19 @@ def freeze_long_lived() -> int:
     frozen = gc.get_freeze_count()
     log.info("heap.frozen", objects=frozen)
     return frozen
+
+
+def _after_full_collection(phase: str, info: dict[str, Any]) -> None:
+    """``gc.callbacks`` hook: freeze the survivors of a slow full collection.
+
+    It runs inside the collector, so it allocates nothing that could start another collection and
+    logs nothing; ``gc.freeze`` only moves the generations' lists.
+    """
+    global _full_started, freezes_after_collections
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _full_started = time.perf_counter()
+    elif time.perf_counter() - _full_started > SLOW_FULL_COLLECTION_S:
+        gc.freeze()
+        freezes_after_collections += 1
