@@ -152,6 +152,11 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
         "headline": head,
         "per_operation": per_op,
         "keys": {str(n): f for n, f in keys_fig.items()},
+        "keys_restart": {
+            str(n): f
+            for n in key_counts
+            if (f := figure(runs, "regionkms", HEADLINE_WORKLOAD, c, n, blocks=("keys_restart",)))
+        },
         "sweep": sweep,
         "ratios": ratios,
         "targets": targets,
@@ -190,10 +195,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {_fmt(b['rps'] if b else None)} | {_fmt(b['p99_ms'] if b else None, 2)} | {_fmt(ratio, 2)} |"
         )
     if s["keys"]:
-        lines += ["", "| keys (Encrypt 1 KiB, c=32) | req/s | p99 ms | regiond RSS MiB |", "|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| keys (Encrypt 1 KiB, c=32) | req/s | p99 ms | regiond RSS MiB | right after a restart: req/s (p99 ms) |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        restart = s.get("keys_restart", {})
         for n, f in s["keys"].items():
             if f:
-                lines.append(f"| {int(n):,} | {_fmt(f['rps'])} | {_fmt(f['p99_ms'], 2)} | {_fmt(f['rss_mb'])} |")
+                r = restart.get(n)
+                after = f"{_fmt(r['rps'])} ({_fmt(r['p99_ms'], 1)})" if r else "—"
+                lines.append(
+                    f"| {int(n):,} | {_fmt(f['rps'])} | {_fmt(f['p99_ms'], 2)} | {_fmt(f['rss_mb'])} | {after} |"
+                )
     lines += [
         "",
         "| concurrency | " + " | ".join(f"{srv} req/s (p99 ms)" for srv in s["sweep"]) + " |",

@@ -152,7 +152,7 @@ class CpuMeter:
         }
 
 
-KEYS_WARMUP_PER_S = 250  # keys per second of warm-up by traffic, when regiond has no preload (Bench.keys)
+KEYS_WARMUP_PER_S = 250  # keys per second of warm-up by traffic before the steady-state keys run (Bench.keys)
 KEYS_WARMUP_MAX_S = 480.0
 PRELOAD_TIMEOUT_S = 600.0
 QUIET_BUSY_CORES = 0.3  # machine CPU in use, outside any run, below which it counts as quiet
@@ -309,6 +309,15 @@ class Bench:
             warmup_s = self.plan.warmup_s
             if isinstance(server, RegionKmsServer):  # every count alike, the one-key figure included
                 warmup_s = self._restart_with_preload(server, count)
+                # Right after the restart (block keys_restart), then in the steady state (block keys):
+                # keys are preloaded, but each worker's authorization memo (one entry per principal,
+                # key and operation) fills only with traffic, and with a key chosen at random per
+                # request a key a worker has seen n times is still cold there with probability e^-n.
+                self.measure("keys_restart", "regionkms", HEADLINE_WORKLOAD, calls, HEADLINE_CONCURRENCY,
+                             keys=count, warmup_s=warmup_s)  # fmt: skip
+                warmup_s = min(KEYS_WARMUP_MAX_S, max(self.plan.warmup_s, count / KEYS_WARMUP_PER_S))
+                if warmup_s > self.plan.warmup_s:
+                    _say(f"keys: {warmup_s:.0f}s of traffic so every worker's memo holds the {count:,} keys")
             self.measure("keys", "regionkms", HEADLINE_WORKLOAD, calls, HEADLINE_CONCURRENCY, keys=count,
                          warmup_s=warmup_s)  # fmt: skip
 
@@ -320,9 +329,7 @@ class Bench:
         Keys made through CreateKey after the workers started are not in their caches (each is
         loaded on its first request, per worker). A restart preloads them all, and how long that
         takes is itself a figure (``preload_s`` in the notes). Without the preload (older
-        revisions) the warm-up falls back to traffic: with a key picked at random per request, a
-        key a worker has seen n times is still cold there with probability e^-n, so the warm-up is
-        sized for n ~ 6 at ~3,000 req/s.
+        revisions) the warm-up falls back to traffic, sized as the steady state's (``keys``).
         """
         _say(f"keys: restarting regiond over {count:,} keys")
         started = time.monotonic()
