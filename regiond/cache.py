@@ -8,6 +8,9 @@ before an invalidation is never stored after it.
 Each entry's lifetime is the TTL shortened by a random fraction (up to ``ttl_jitter``): entries
 loaded together (a warm-up, a restart, a bulk import) would otherwise all expire together and
 reload in one storm on the request path.
+
+``remember`` is the other kind: a memo of a pure function's results (parsed headers, parsed key
+references, audit event parts), bounded by emptying it when full, with no invalidation at all.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+def remember(memo: dict[K, V], key: K, value: V, max_entries: int) -> V:
+    """Store ``value`` under ``key`` in a bounded memo (emptied when full: the few hot keys are back
+    at once, and nothing costs a per-hit LRU update) and return it."""
+    if len(memo) >= max_entries:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 class TtlCache(Generic[K, V]):

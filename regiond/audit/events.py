@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from regiond.cache import remember
 from regiond.calls import CallRecord, utc_second_text
 from regiond.domain.ciphertext import BACKING_VERSION_BYTES, FORMAT_VERSION_1, HEADER_BYTES
 from regiond.domain.principal import Principal, PrincipalKind
@@ -305,9 +306,7 @@ def _resource(arn: str) -> dict[str, str]:
         parts = arn.split(":", 5)
         account = parts[4] if len(parts) > 4 else ""
         kind = "AWS::KMS::Alias" if len(parts) > 5 and parts[5].startswith("alias/") else "AWS::KMS::Key"
-        if len(_RESOURCES) >= _MEMO_MAX:
-            _RESOURCES.clear()
-        _RESOURCES[arn] = known = (account, kind)
+        known = remember(_RESOURCES, arn, (account, kind), _MEMO_MAX)
     return {"accountId": known[0], "type": known[1], "ARN": arn}
 
 
@@ -329,9 +328,7 @@ def _identity(principal: Principal, access_key_id: str | None) -> dict[str, Any]
         }
         if principal.kind is PrincipalKind.USER:
             identity["userName"] = principal.name
-        if len(_IDENTITIES) >= _MEMO_MAX:
-            _IDENTITIES.clear()
-        _IDENTITIES[id(principal)] = known = (principal, access_key_id, identity)
+        known = remember(_IDENTITIES, id(principal), (principal, access_key_id, identity), _MEMO_MAX)
     return dict(known[2])
 
 

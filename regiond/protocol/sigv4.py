@@ -17,6 +17,7 @@ from typing import NamedTuple
 from multidict import CIMultiDictProxy
 
 from kmsclient import sigv4 as core
+from regiond.cache import remember
 from regiond.errors import IncompleteSignature, InvalidSignatureException, MissingAuthenticationToken
 
 SERVICE = "kms"
@@ -67,11 +68,7 @@ def parse(headers: Mapping[str, str]) -> ParsedAuthorization:
                     known.access_key_id, known.date, known.region, known.service, known.signed_headers,
                     signature.rstrip(), amz_date, known.signed_names,
                 )  # fmt: skip
-            auth = _parse(header, amz_date)
-            if len(_parsed) >= _PARSED_MAX:
-                _parsed.clear()
-            _parsed[head] = auth
-            return auth
+            return remember(_parsed, head, _parse(header, amz_date), _PARSED_MAX)
     return _parse(header, amz_date)
 
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
-from regiond.cache import TtlCache
+from regiond.cache import TtlCache, remember
 from regiond.domain.decision import Decision, DecisionReason, GrantConstraints, GrantView, decide
 from regiond.domain.key import Key
 from regiond.domain.policy import Policy, RequestContext
@@ -399,9 +399,7 @@ class Authorizer:
         decision = memo.decisions.get(fingerprint)
         if decision is None:
             decision = self._evaluate(principal, key, action, key_policy, identity, grants, context, values, None)
-            if len(memo.decisions) >= _MAX_FINGERPRINTS:
-                memo.decisions.clear()
-            memo.decisions[fingerprint] = decision
+            remember(memo.decisions, fingerprint, decision, _MAX_FINGERPRINTS)
         return decision
 
     def _authorize_without_key(

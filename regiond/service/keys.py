@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from regiond.cache import remember
 from regiond.clock import Clock
 from regiond.crypto import wrap
 from regiond.crypto.keyring import RootKeyring
@@ -92,9 +93,7 @@ def _key_reference(value: str) -> ids.KeyRef:
     if ref is None:
         ref = ids.parse_key_reference(value)
         if len(value) <= _KEY_REF_MAX_CHARS:
-            if len(_KEY_REFS) >= _KEY_REFS_MAX:
-                _KEY_REFS.clear()
-            _KEY_REFS[value] = ref
+            remember(_KEY_REFS, value, ref, _KEY_REFS_MAX)
     return ref
 
 

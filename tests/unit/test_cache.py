@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regiond.cache import TtlCache
+from regiond.cache import TtlCache, remember
 
 
 def test_entries_expire_after_the_ttl() -> None:
@@ -44,3 +44,12 @@ def test_a_value_loaded_before_an_invalidation_is_not_stored_after_it() -> None:
     cache.invalidate("a")  # a change notification arrives while the old value was being loaded
     cache.put("a", 1, generation=generation)
     assert cache.get("a") is None
+
+
+def test_a_memo_is_emptied_when_full_then_keeps_the_new_value() -> None:
+    memo: dict[str, int] = {}
+    assert remember(memo, "a", 1, max_entries=2) == 1
+    remember(memo, "b", 2, max_entries=2)
+    assert memo == {"a": 1, "b": 2}
+    assert remember(memo, "c", 3, max_entries=2) == 3
+    assert memo == {"c": 3}
