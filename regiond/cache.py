@@ -9,16 +9,21 @@ Each entry's lifetime is the TTL shortened by a random fraction (up to ``ttl_jit
 loaded together (a warm-up, a restart, a bulk import) would otherwise all expire together and
 reload in one storm on the request path.
 
+A bulk load (a preload page read before it stores its rows) uses a ``LoadWindow`` instead of one
+generation: it knows which keys were invalidated meanwhile, so one key's change costs that key only.
+
 ``remember`` is the other kind: a memo of a pure function's results (parsed headers, parsed key
 references, audit event parts), bounded by emptying it when full, with no invalidation at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -80,3 +85,55 @@ class TtlCache(Generic[K, V]):
             self._data.clear()
         else:
             self._data.pop(key, None)
+
+
+@dataclass(slots=True)
+class LoadWindow:
+    """The invalidations a cache saw while one bulk load was in flight.
+
+    Opened before the load's query, at the cache's generation then; every invalidation of the
+    cache is noted until it closes. An entry of that load may be stored only if nothing has been
+    invalidated since (the plain ``TtlCache.put(..., generation=...)`` rule) or if what has been
+    is known and names other keys: one key's change must not cost the rest of a 1,000-key page,
+    and must never let that key's row, read before the change, be stored after it.
+    """
+
+    generation: int
+    keys: set[str] = field(default_factory=set)
+    everything: bool = False
+    noted: int = 0
+
+    def note(self, payload: str | None) -> None:
+        self.noted += 1
+        if payload is None:
+            self.everything = True
+        else:
+            self.keys.add(payload)
+
+    def admits(self, key_id: str, generation: int) -> bool:
+        """May ``key_id``'s entry of this load be stored, the cache being at ``generation`` now?"""
+        if generation == self.generation:
+            return True
+        if self.everything or generation - self.generation != self.noted:  # a change this window missed
+            return False
+        return key_id not in self.keys
+
+
+class LoadWindows:
+    """The open ``LoadWindow``s of one cache; its ``invalidate`` calls ``note``."""
+
+    def __init__(self) -> None:
+        self._open: list[LoadWindow] = []
+
+    def note(self, payload: str | None) -> None:
+        for window in self._open:
+            window.note(payload)
+
+    @contextlib.contextmanager
+    def open(self, generation: int) -> Iterator[LoadWindow]:
+        window = LoadWindow(generation)
+        self._open.append(window)
+        try:
+            yield window
+        finally:
+            self._open.remove(window)

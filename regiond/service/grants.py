@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from regiond.cache import TtlCache
+from regiond.cache import LoadWindow, LoadWindows, TtlCache
 from regiond.domain.decision import GrantConstraints, GrantView
 from regiond.domain.key import Key, KeySpec, KeyUsage, require_state
 from regiond.errors import (
@@ -50,7 +50,6 @@ from regiond.errors import (
     ValidationException,
 )
 from regiond.service.authz import NewGrant, Requester, access_denied, make_grant_token, parse_grant_token
-from regiond.service.keycache import LoadWindow, LoadWindows
 from regiond.service.keys import KeyService, Page
 from regiond.store import grants as grant_store
 from regiond.store import iam as iam_store

@@ -33,14 +33,14 @@ Unwrapped material is held in ``UnwrappedKey`` objects (redacted ``repr``, no pi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
 import structlog
 
-from regiond.cache import TtlCache
+from regiond.cache import LoadWindow, LoadWindows, TtlCache
 from regiond.crypto import wrap
 from regiond.crypto.keyring import KeyringError, RootKeyring
 from regiond.domain.decision import GrantView
@@ -85,58 +85,6 @@ class CachedKey:
             return None
         material = self.backing.get(self.current_version)
         return (self.current_version, material) if material is not None else None
-
-
-@dataclass(slots=True)
-class LoadWindow:
-    """The invalidations a cache saw while one bulk load was in flight.
-
-    Opened before the load's query, at the cache's generation then; every invalidation of the
-    cache is noted until it closes. An entry of that load may be stored only if nothing has been
-    invalidated since (the plain ``TtlCache.put(..., generation=...)`` rule) or if what has been
-    is known and names other keys: one key's change must not cost the rest of a 1,000-key page,
-    and must never let that key's row, read before the change, be stored after it.
-    """
-
-    generation: int
-    keys: set[str] = field(default_factory=set)
-    everything: bool = False
-    noted: int = 0
-
-    def note(self, payload: str | None) -> None:
-        self.noted += 1
-        if payload is None:
-            self.everything = True
-        else:
-            self.keys.add(payload)
-
-    def admits(self, key_id: str, generation: int) -> bool:
-        """May ``key_id``'s entry of this load be stored, the cache being at ``generation`` now?"""
-        if generation == self.generation:
-            return True
-        if self.everything or generation - self.generation != self.noted:  # a change this window missed
-            return False
-        return key_id not in self.keys
-
-
-class LoadWindows:
-    """The open ``LoadWindow``s of one cache; its ``invalidate`` calls ``note``."""
-
-    def __init__(self) -> None:
-        self._open: list[LoadWindow] = []
-
-    def note(self, payload: str | None) -> None:
-        for window in self._open:
-            window.note(payload)
-
-    @contextlib.contextmanager
-    def open(self, generation: int) -> Iterator[LoadWindow]:
-        window = LoadWindow(generation)
-        self._open.append(window)
-        try:
-            yield window
-        finally:
-            self._open.remove(window)
 
 
 class GrantPrimer(Protocol):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from regiond.cache import TtlCache
-from regiond.service.keycache import LoadWindows
+from regiond.cache import LoadWindows, TtlCache
 
 
 def test_an_untouched_cache_admits_every_key() -> None:
