@@ -61,7 +61,7 @@ MAX_CACHED_KEYS = 100_000
 MAX_SHARED_POLICIES = 256
 """Distinct policy texts whose parsed form is shared between keys (32 KiB each at most)."""
 
-__all__ = ["CHANNEL", "MAX_CACHED_KEYS", "CachedKey", "GrantPrimer", "KeyCache", "LoadWindow", "LoadWindows"]
+__all__ = ["CHANNEL", "MAX_CACHED_KEYS", "CachedKey", "GrantPrimer", "KeyCache"]
 
 
 @dataclass(frozen=True, slots=True)
