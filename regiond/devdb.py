@@ -27,6 +27,7 @@ from pathlib import Path
 
 SERVICE_USER = "regionkms-pg"
 START_TIMEOUT_S = 60
+PORT_ATTEMPTS = 5
 
 
 class LocalPostgresError(RuntimeError):
@@ -175,22 +176,41 @@ class LocalPostgres:
             self._init()
         if self._user:
             _make_traversable(self.base_dir)
-        if not self.port:
+        chosen = self.port
+        if not chosen:
             saved = int(self._port_file.read_text()) if self._port_file.exists() else 0
             self.port = saved if saved and _port_is_free(saved) else free_port()
-        self._port_file.write_text(str(self.port))
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' -c max_connections=300"
-        if not self.durable:
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         log = self.data_dir / "server.log"
-        result = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", options, "-w", "start")
-        if result.returncode != 0:
-            tail = log.read_text()[-2000:] if log.exists() else result.stderr
-            raise LocalPostgresError(f"PostgreSQL did not start: {tail.strip()}")
+        for attempt in range(PORT_ATTEMPTS):
+            result = self._start_on(self.port, log)
+            if result is None:
+                break
+            # A free port can be taken by another process between our probe and the server's
+            # bind (several test suites or clusters starting on one machine): pick another one,
+            # unless the caller asked for this port.
+            if chosen or "could not bind" not in result or attempt == PORT_ATTEMPTS - 1:
+                raise LocalPostgresError(f"PostgreSQL did not start: {result}")
+            self.port = free_port()
+        self._port_file.write_text(str(self.port))
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._accepting() and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.url()
+
+    def _start_on(self, port: int, log: Path) -> str | None:
+        """Start the server on ``port``; None on success, else the tail of its log."""
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c max_connections=300"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        offset = log.stat().st_size if log.exists() else 0
+        result = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", options, "-w", "start")
+        if result.returncode == 0:
+            return None
+        if log.exists():
+            with log.open("rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")[-2000:].strip() or result.stderr.strip()
+        return result.stderr.strip()
 
     def _accepting(self) -> bool:
         with socket.socket() as s:
