@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from regiond import logging as regiond_logging
+from regiond import private_files
 from regiond.config import DEFAULT_LISTEN, Settings, env, parse_listen
 from regiond.crypto.keyring import AesRootKeyring, KeyringError, env_keyring, load_file_keyring
 
@@ -194,6 +195,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Whatever a command or its children (PostgreSQL, the nodes of `regiond dev`) create is the
+    # owner's only; what regiond writes on purpose is 0600/0700 regardless (regiond.private_files).
+    private_files.restrict_umask()
     regiond_logging.configure(getattr(args, "log_level", "info"))
     try:
         return int(args.func(args))

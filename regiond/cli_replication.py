@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regiond import cluster_file
+from regiond import cluster_file, private_files
 from regiond.cluster_file import UsageError
 from regiond.config import env
 from regiond.crypto.keyring import load_file_keyring
@@ -119,7 +119,7 @@ def cmd_peers_file(args: argparse.Namespace) -> int:
         d = Path(pub_dir)
         regions[name] = (endpoint, (d / "identity.ed25519.pub").read_bytes(), (d / "encryption.hpke.pub").read_bytes())
     document = topology_document(iam_home_region=args.iam_home, ca_cert_pem=ca_cert, regions=regions)
-    Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
+    private_files.write_file(Path(args.out), json.dumps(document, indent=2).encode() + b"\n")
     print(json.dumps({"peers_file": args.out, "regions": sorted(regions)}))
     return 0
 

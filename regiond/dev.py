@@ -11,13 +11,18 @@ The regions form one replicated cluster (``replication/``): a cluster CA in ``DI
 each region's mTLS certificate in its state directory, a replication receiver per region on
 its own loopback port, and ``DIR/peers.json`` naming them all, with the first region as the
 IAM home. cluster.json gains ``peers_file`` and, per region, ``replication_endpoint``.
+
+cluster.json holds the admin's secret access key and the logs may hold anything a node says,
+so everything under DIR is readable by its owner only (files 0600, directories 0700;
+regiond.private_files). The one exception: run as root, the local PostgreSQL runs as an
+unprivileged user, and the directories on the way to its data directory let that user's
+group (and only it) pass through (0710).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,6 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from regiond import private_files
 from regiond.crypto.keyring import load_file_keyring
 from regiond.devdb import LocalPostgres, free_port
 from regiond.domain.principal import PrincipalKind, principal_arn
@@ -99,7 +105,8 @@ def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes]) -> None:
 def run_dev(
     *, regions: list[str], state_dir: Path, database_urls: dict[str, str | None], base_port: int, workers: int
 ) -> int:
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_files.restrict_umask()  # PostgreSQL's files, the nodes' logs: nothing readable by others
+    private_files.make_dir(state_dir)
     cluster_file = state_dir / "cluster.json"
     saved: dict[str, Any] = json.loads(cluster_file.read_text()) if cluster_file.exists() else {}
     servers: list[LocalPostgres] = []
@@ -114,7 +121,7 @@ def run_dev(
             ensure_region_cert(rdir, load_file_keyring(rdir / "root.key"), ca_cert, ca_key, region)
             url = database_urls.get(region)
             if not url:
-                pg = LocalPostgres(rdir / "postgres")
+                pg = LocalPostgres(rdir / "postgres", private_root=state_dir)
                 servers.append(pg)
                 url = asyncio.run(_ensure_database(pg.start(), DATABASE))
             dbs[region] = url
@@ -152,15 +159,13 @@ def run_dev(
                 "--replication-listen",
                 "127.0.0.1:" + info["replication_endpoint"].rsplit(":", 1)[1],
             ]
-            log = open(state_dir / region / "regiond.log", "ab")  # noqa: SIM115
-            nodes.append(subprocess.Popen(cmd, stdout=log, stderr=log))
+            with private_files.open_append(state_dir / region / "regiond.log") as log:
+                nodes.append(subprocess.Popen(cmd, stdout=log, stderr=log))
         for proc, info in zip(nodes, region_info.values(), strict=True):
             _wait_ready(info["endpoint"], proc)
         cluster = {"account_id": ACCOUNT_ID, "regions": region_info, "credentials": creds,
                    "peers_file": str(peers_file.resolve())}  # fmt: skip
-        fd = os.open(cluster_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(cluster, f, indent=2)
+        private_files.write_file(cluster_file, json.dumps(cluster, indent=2).encode())
         _print_welcome(cluster, cluster_file)
         stop = {"now": False}
 
@@ -200,7 +205,7 @@ def _write_peers_file(
     }
     document = topology_document(iam_home_region=regions[0], ca_cert_pem=ca_cert, regions=public)
     path = state_dir / "peers.json"
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    private_files.write_file(path, json.dumps(document, indent=2).encode() + b"\n")
     return path
 
 

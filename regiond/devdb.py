@@ -8,7 +8,8 @@ nothing is written outside the data directory).
 
 PostgreSQL refuses to run as root. When we are root (CI, containers) the server runs as an
 unprivileged system user (created with ``useradd`` if needed) that owns the data directory;
-its parent directories are made traversable for that user.
+its parent directories are made traversable for that user (for its group only inside a private
+directory such as ``regiond dev``'s state directory).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from regiond import private_files
 
 SERVICE_USER = "regionkms-pg"
 START_TIMEOUT_S = 60
@@ -88,10 +91,24 @@ def _service_user() -> str | None:
     return SERVICE_USER
 
 
-def _make_traversable(path: Path) -> None:
+def _make_traversable(path: Path, user: str, private_root: Path | None) -> None:
+    """Let ``user`` reach ``path``: search permission on it and every parent directory.
+
+    Up to ``private_root`` (a state directory, private to its owner) only ``user``'s group gets
+    it (mode 0710, group changed to that group); above it, directories that are not ours to
+    narrow, others get search permission if they lack it.
+    """
+    gid = pwd.getpwnam(user).pw_gid
+    path = path.resolve()
+    boundary = private_root.resolve() if private_root is not None else None
+    inside = boundary is not None and path.is_relative_to(boundary)
     for parent in [path, *path.parents]:
         mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
+        if inside:
+            os.chown(parent, -1, gid)
+            parent.chmod(private_files.DIR_MODE | stat.S_IXGRP)
+            inside = parent != boundary
+        elif not mode & stat.S_IXOTH:
             parent.chmod(mode | stat.S_IXOTH)
 
 
@@ -109,6 +126,8 @@ class LocalPostgres:
 
     base_dir: Path
     durable: bool = True
+    # The private directory base_dir is in (regiond dev: the state directory); see _make_traversable.
+    private_root: Path | None = None
     port: int = 0
     _bindir: Path = field(default_factory=find_bindir)
     _user: str | None = field(default_factory=_service_user)
@@ -144,14 +163,14 @@ class LocalPostgres:
         )
 
     def _init(self) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self._password_file.write_text(secrets.token_urlsafe(24))
-        self._password_file.chmod(0o600)
+        private_files.make_dir(self.base_dir)
+        password = secrets.token_urlsafe(24).encode()
+        private_files.write_file(self._password_file, password)
         pwfile = self.base_dir / ".pwfile"
-        pwfile.write_text(self._password_file.read_text())
-        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        private_files.write_file(pwfile, password)
+        private_files.make_dir(self.data_dir)
         if self._user:
-            _make_traversable(self.base_dir)
+            _make_traversable(self.base_dir, self._user, self.private_root)
             _chown_tree(self.data_dir, self._user)
             os.chown(pwfile, pwd.getpwnam(self._user).pw_uid, -1)
         result = self._run(
@@ -175,7 +194,7 @@ class LocalPostgres:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self._init()
         if self._user:
-            _make_traversable(self.base_dir)
+            _make_traversable(self.base_dir, self._user, self.private_root)
         chosen = self.port
         if not chosen:
             saved = int(self._port_file.read_text()) if self._port_file.exists() else 0
@@ -191,7 +210,7 @@ class LocalPostgres:
             if chosen or "could not bind" not in result or attempt == PORT_ATTEMPTS - 1:
                 raise LocalPostgresError(f"PostgreSQL did not start: {result}")
             self.port = free_port()
-        self._port_file.write_text(str(self.port))
+        private_files.write_file(self._port_file, str(self.port).encode())
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._accepting() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -9,14 +9,16 @@
     DIR/encryption.hpke.pub   its public half
     DIR/region                the region name this directory belongs to
 
-Running it again creates only what is missing, so it is safe in start-up scripts.
+Every file is mode 0600 and the directory 0700 (regiond.private_files). Running it again
+creates only what is missing and narrows the modes of what exists, so it is safe in start-up
+scripts.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from regiond import private_files
 from regiond.crypto.hpke import RegionEncryptionPrivateKey, RegionEncryptionPublicKey
 from regiond.crypto.keyring import AesRootKeyring, create_root_key_file, load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey
@@ -25,20 +27,19 @@ IDENTITY_AAD = b"region-identity-ed25519"
 ENCRYPTION_AAD = b"region-encryption-hpke"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+# What init writes besides root.key, whose loader refuses a wide mode rather than narrow it: a key
+# that others could read may have been copied, and the operator has to know.
+_NARROWED = ("region", "identity.ed25519", "identity.ed25519.pub", "encryption.hpke", "encryption.hpke.pub")
 
 
 def init_state_dir(state_dir: Path, *, region: str) -> list[str]:
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_files.make_dir(state_dir)
     created: list[str] = []
     region_file = state_dir / "region"
     if region_file.exists() and region_file.read_text().strip() != region:
         raise ValueError(f"{state_dir.name} belongs to region {region_file.read_text().strip()}, not {region}")
     if not region_file.exists():
-        region_file.write_text(region + "\n")
+        private_files.write_file(region_file, region.encode() + b"\n")
         created.append("region")
     root = state_dir / "root.key"
     if not root.exists():
@@ -47,14 +48,18 @@ def init_state_dir(state_dir: Path, *, region: str) -> list[str]:
     keyring = load_file_keyring(root)
     if not (state_dir / "identity.ed25519").exists():
         identity = RegionIdentityKey.generate()
-        _write_private(state_dir / "identity.ed25519", keyring.wrap(identity.material(), IDENTITY_AAD))
-        (state_dir / "identity.ed25519.pub").write_bytes(identity.public_bytes())
+        wrapped = keyring.wrap(identity.material(), IDENTITY_AAD)
+        private_files.write_file(state_dir / "identity.ed25519", wrapped, exclusive=True)
+        private_files.write_file(state_dir / "identity.ed25519.pub", identity.public_bytes())
         created.append("identity.ed25519")
     if not (state_dir / "encryption.hpke").exists():
         enc = RegionEncryptionPrivateKey.generate()
-        _write_private(state_dir / "encryption.hpke", keyring.wrap(enc.material(), ENCRYPTION_AAD))
-        (state_dir / "encryption.hpke.pub").write_bytes(enc.public_key().to_bytes())
+        wrapped = keyring.wrap(enc.material(), ENCRYPTION_AAD)
+        private_files.write_file(state_dir / "encryption.hpke", wrapped, exclusive=True)
+        private_files.write_file(state_dir / "encryption.hpke.pub", enc.public_key().to_bytes())
         created.append("encryption.hpke")
+    for name in _NARROWED:  # written by a release that left them readable by others
+        private_files.narrow(state_dir / name)
     return created
 
 

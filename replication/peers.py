@@ -30,7 +30,6 @@ import base64
 import binascii
 import datetime as dt
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
+from regiond import private_files
 from regiond.crypto import pki, sign
 from regiond.crypto.hpke import RegionEncryptionPublicKey
 from regiond.crypto.keyring import RootKeyring
@@ -205,16 +205,9 @@ def topology_document(
 
 def write_region_tls(state_dir: Path, keyring: RootKeyring, cert_pem: bytes, key_pem: bytes) -> None:
     """Store the region's mTLS certificate and its private key (wrapped by the root key)."""
-    tls = state_dir / TLS_DIR
-    tls.mkdir(mode=0o700, exist_ok=True)
-    (tls / "region.crt").write_bytes(cert_pem)
-    wrapped = keyring.wrap(key_pem, TLS_KEY_AAD)
-    path = tls / "region.key"
-    tmp = tls / "region.key.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(wrapped)
-    tmp.replace(path)
+    tls = private_files.make_dir(state_dir / TLS_DIR)
+    private_files.write_file(tls / "region.crt", cert_pem)
+    private_files.write_file(tls / "region.key", keyring.wrap(key_pem, TLS_KEY_AAD))
 
 
 def load_region_tls(state_dir: Path, keyring: RootKeyring) -> tuple[bytes, bytes]:
@@ -240,15 +233,15 @@ def ensure_cluster_ca(ca_dir: Path, name: str = "regionkms cluster CA") -> tuple
 
     The CA key signs region certificates only; keep it offline outside development.
     """
-    ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_files.make_dir(ca_dir)
     cert_path, key_path = ca_dir / "ca.crt", ca_dir / "ca.key"
     if cert_path.exists() and key_path.exists():
+        private_files.narrow(cert_path)
+        private_files.narrow(key_path)
         return cert_path.read_bytes(), key_path.read_bytes()
     cert, key = pki.make_cluster_ca(name)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    cert_path.write_bytes(cert)
+    private_files.write_file(key_path, key)
+    private_files.write_file(cert_path, cert)
     return cert, key
 
 

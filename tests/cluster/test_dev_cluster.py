@@ -14,6 +14,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.support.modes import loose_modes
+
 START_TIMEOUT_S = 90
 
 
@@ -23,6 +25,7 @@ def _start(state_dir: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        umask=0o022,  # a usual login umask: whatever regiond writes must be private anyway
     )
     deadline = time.monotonic() + START_TIMEOUT_S
     assert proc.stdout is not None
@@ -120,3 +123,20 @@ def test_dev_cluster_keeps_keys_users_and_access_keys_across_restarts(tmp_path: 
         assert "user/alice" in listed.stdout
     finally:
         _stop(proc)
+
+
+@pytest.mark.timeout(240)
+def test_dev_cluster_writes_nothing_others_can_read(tmp_path: Path) -> None:
+    """cluster.json holds the admin's secret and the logs anything a node says (issue 13, finding 11)."""
+    state_dir = tmp_path / "state"
+    proc = _start(state_dir)
+    try:
+        cluster = json.loads((state_dir / "cluster.json").read_text())
+        _client(cluster).list_keys()  # type: ignore[attr-defined]
+        written = {p.relative_to(state_dir).as_posix() for p in state_dir.rglob("*")}
+        assert {"cluster.json", "peers.json", "cluster-ca/ca.key", "us-east-1/regiond.log", "us-east-1/root.key",
+                "us-east-1/tls/region.key", "us-east-1/postgres/pg_password"} <= written  # fmt: skip
+        assert loose_modes(state_dir) == []
+    finally:
+        _stop(proc)
+    assert loose_modes(state_dir) == []  # what stopping wrote too
