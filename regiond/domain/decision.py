@@ -169,22 +169,40 @@ def decide(
     return Decision(False, DecisionReason.KEY_POLICY_DOES_NOT_ALLOW)
 
 
-def lockout_check(policy: Policy, caller_arn: str, caller_account: str, key_arn: str) -> bool:
-    """Would the caller still be allowed to call kms:PutKeyPolicy under ``policy``?
+def lockout_check(
+    policy: Policy,
+    *,
+    caller_arn: str,
+    caller_account: str,
+    key_arn: str,
+    key_account: str,
+    identity_policies: Sequence[Policy],
+    values: Mapping[str, tuple[str, ...]] | None = None,
+) -> bool:
+    """Would the caller still be allowed to call kms:PutKeyPolicy on the key under ``policy``?
 
-    AWS's ``BypassPolicyLockoutSafetyCheck`` guard: the new key policy must allow the caller
-    (directly or via its account root, trusting IAM for the latter) and must not deny it.
-    Conditions see only the keys derivable from the caller; a statement that needs request
-    values such as ``aws:SourceIp`` does not count, which errs towards refusing the policy.
+    AWS's safety check behind ``BypassPolicyLockoutSafetyCheck`` (CreateKey, PutKeyPolicy,
+    ReplicateKey): "The key policy must allow the calling principal to make a subsequent
+    PutKeyPolicy request on the KMS key", and the caller "can get kms:PutKeyPolicy permission
+    for the KMS key from an IAM policy or they can include this permission in the key policy".
+    So this is the whole decision (``decide``) for that later call, on the new policy and the
+    caller's own identity policies: a statement naming the caller counts; one that names only
+    its account root counts only if the caller's IAM allows kms:PutKeyPolicy on this key; an
+    explicit Deny in either refuses; grants never count (no grant can give PutKeyPolicy).
+    Conditions see ``values``, the global values of this request (source IP, time, region), as
+    a later call from the same place would; a condition on anything else sees a missing key.
     """
     ctx = RequestContext(
         principal_arn=caller_arn,
         principal_account=caller_account,
         action="kms:PutKeyPolicy",
         resource_arn=key_arn,
+        values=values or {},
     )
-    evaluation = policy.evaluate(ctx)
-    return evaluation.allow and not evaluation.explicit_deny
+    decision = decide(
+        key_policy=policy, key_account=key_account, identity_policies=identity_policies, grants=(), ctx=ctx
+    )
+    return decision.allowed
 
 
 # --- AWS policy templates ------------------------------------------------------------------------

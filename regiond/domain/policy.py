@@ -40,7 +40,13 @@ from enum import Enum, StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from regiond.domain.policy_conditions import Condition, compile_wildcards, parse_condition_block, shorten
+from regiond.domain.policy_conditions import (
+    Condition,
+    SetQualifier,
+    compile_wildcards,
+    parse_condition_block,
+    shorten,
+)
 from regiond.errors import MalformedPolicyDocumentException
 
 MAX_POLICY_BYTES = 32 * 1024
@@ -90,19 +96,31 @@ class PrincipalMatch(Enum):
 # --- request context -----------------------------------------------------------------------------
 
 
-def encryption_context_values(encryption_context: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
-    """Condition values AWS KMS derives from an encryption context.
+ENCRYPTION_CONTEXT_PREFIX = "kms:encryptioncontext:"
 
-    ``kms:EncryptionContext:<k>`` keys are lower-cased (condition key names are
-    case-insensitive), so two pairs whose keys differ only in case become one multi-valued
-    key. ``kms:EncryptionContextKeys`` keeps the keys' case.
+
+def encryption_context_values(
+    encryption_context: Mapping[str, str],
+) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
+    """Condition values AWS KMS derives from an encryption context, and the ambiguous ones.
+
+    AWS: the condition key ``kms:EncryptionContext:<k>`` is not case-sensitive (neither its
+    prefix nor ``<k>``), it is single-valued, and encryption context keys themselves *are*
+    case-sensitive. So ``{"tenant": "red", "Tenant": "blue"}`` gives the one condition key
+    ``kms:encryptioncontext:tenant`` two values, which a single-valued key cannot have: AWS
+    documents no answer for it. Such keys are returned as *ambiguous*, and a condition on one
+    fails closed (``Statement.match``): it never lets an Allow apply and always lets a Deny
+    apply, whatever the operator. ``kms:EncryptionContextKeys`` keeps the keys' case (its values
+    are compared by the operator, so ``StringEquals`` there is the case-sensitive check AWS
+    recommends).
     """
     values: dict[str, list[str]] = {}
     for k, v in encryption_context.items():
-        values.setdefault("kms:encryptioncontext:" + k.lower(), []).append(v)
+        values.setdefault(ENCRYPTION_CONTEXT_PREFIX + k.lower(), []).append(v)
     derived = {k: tuple(vs) for k, vs in values.items()}
+    ambiguous = frozenset(k for k, vs in derived.items() if len(vs) > 1)
     derived["kms:encryptioncontextkeys"] = tuple(encryption_context)
-    return derived
+    return derived, ambiguous
 
 
 @dataclass(frozen=True)
@@ -115,6 +133,8 @@ class RequestContext:
     constructor fills in, when absent, ``aws:PrincipalArn``, ``aws:PrincipalAccount`` and
     ``kms:CallerAccount`` from the principal fields, and the ``kms:EncryptionContext*``
     keys from ``encryption_context``, which grants' constraints also read verbatim.
+    ``ambiguous_keys`` are the single-valued condition keys the request gives more than one
+    value (encryption context keys that differ only in case): conditions on them fail closed.
 
     A service principal (``principal_is_service``) has its service name, e.g.
     ``logs.amazonaws.com``, as ``principal_arn`` and an empty ``principal_account``.
@@ -129,6 +149,7 @@ class RequestContext:
     principal_is_service: bool = False
     action_key: str = field(init=False, repr=False, compare=False)
     principal_is_root: bool = field(init=False, repr=False, compare=False)
+    ambiguous_keys: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         values = {k.lower(): tuple(v) for k, v in self.values.items()}
@@ -136,9 +157,13 @@ class RequestContext:
             values.setdefault("aws:principalarn", (self.principal_arn,))
             values.setdefault("aws:principalaccount", (self.principal_account,))
             values.setdefault("kms:calleraccount", (self.principal_account,))
-        for k, v in encryption_context_values(self.encryption_context).items():
+        derived, ambiguous = encryption_context_values(self.encryption_context)
+        for k, v in derived.items():
             values.setdefault(k, v)
+        # A caller-supplied multi-valued kms:EncryptionContext:<k> is just as ambiguous.
+        ambiguous |= {k for k, v in values.items() if k.startswith(ENCRYPTION_CONTEXT_PREFIX) and len(v) > 1}
         root = _ROOT_ARN.fullmatch(self.principal_arn)
+        object.__setattr__(self, "ambiguous_keys", frozenset(ambiguous))
         object.__setattr__(self, "values", MappingProxyType(values))
         object.__setattr__(self, "encryption_context", MappingProxyType(dict(self.encryption_context)))
         object.__setattr__(self, "action_key", self.action.lower())
@@ -246,7 +271,14 @@ class Statement:
             if how is PrincipalMatch.NONE:
                 return how
         values = ctx.values
+        ambiguous = ctx.ambiguous_keys
         for condition in self.conditions:
+            if ambiguous and condition.key in ambiguous and not condition.is_null:
+                # Fail closed on a value AWS leaves undefined: a Deny applies, an Allow does not.
+                # (Null asks only whether the key is present, which is not in doubt.)
+                if self.effect is Effect.DENY:
+                    continue
+                return PrincipalMatch.NONE
             if not condition.evaluate(values):
                 return PrincipalMatch.NONE
         return how
@@ -359,23 +391,17 @@ def _parse_principals(raw: object, where: str, name: str) -> _Principals:
         elif principal_type == "Service":
             for item in items:
                 if not _SERVICE_PRINCIPAL.fullmatch(item):
-                    raise MalformedPolicyDocumentException(
-                        f"{where}: invalid service principal {shorten(item)}"
-                    )
+                    raise MalformedPolicyDocumentException(f"{where}: invalid service principal {shorten(item)}")
                 services.add(item)
         else:
-            raise MalformedPolicyDocumentException(
-                f"{where}: unsupported principal type {shorten(principal_type)}"
-            )
+            raise MalformedPolicyDocumentException(f"{where}: unsupported principal type {shorten(principal_type)}")
     return _Principals(False, any_aws, frozenset(arns), frozenset(accounts), frozenset(services))
 
 
 def _exactly_one(statement: dict[str, Any], positive: str, negative: str, where: str) -> tuple[object, bool]:
     has_pos, has_neg = positive in statement, negative in statement
     if has_pos == has_neg:
-        raise MalformedPolicyDocumentException(
-            f"{where}: exactly one of {positive} or {negative} is required"
-        )
+        raise MalformedPolicyDocumentException(f"{where}: exactly one of {positive} or {negative} is required")
     return (statement[positive], False) if has_pos else (statement[negative], True)
 
 
@@ -405,9 +431,7 @@ def _parse_statement(raw: object, index: int, kind: PolicyKind) -> Statement:
         name = "NotPrincipal" if not_principal else "Principal"
         principals = _parse_principals(raw_principal, where, name)
     elif "Principal" in raw or "NotPrincipal" in raw:
-        raise MalformedPolicyDocumentException(
-            f"{where}: identity policies cannot have Principal or NotPrincipal"
-        )
+        raise MalformedPolicyDocumentException(f"{where}: identity policies cannot have Principal or NotPrincipal")
 
     raw_actions, not_action = _exactly_one(raw, "Action", "NotAction", where)
     actions = _strings(raw_actions, where, "Action")
@@ -451,9 +475,7 @@ def parse_policy(document: str, kind: PolicyKind = PolicyKind.KEY) -> Policy:
     try:
         raw = json.loads(document, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
-        raise MalformedPolicyDocumentException(
-            f"policy document is not valid JSON (line {e.lineno})"
-        ) from None
+        raise MalformedPolicyDocumentException(f"policy document is not valid JSON (line {e.lineno})") from None
     except RecursionError:
         raise MalformedPolicyDocumentException("policy document is nested too deeply") from None
     if not isinstance(raw, dict):
@@ -482,3 +504,27 @@ def parse_policy(document: str, kind: PolicyKind = PolicyKind.KEY) -> Policy:
     if len(sids) != len(set(sids)):
         raise MalformedPolicyDocumentException("statement Sids must be unique")
     return Policy(kind=kind, version=version, policy_id=policy_id, statements=statements)
+
+
+OVERLY_PERMISSIVE_CONTEXT_CONDITION = (
+    "OverlyPermissiveCondition:EncryptionContext: Using the ForAllValues set operator with a single-valued "
+    "condition key matches requests without the specified encryption context or with an unspecified encryption "
+    "context. To fix, remove ForAllValues."
+)
+
+
+def parse_policy_for_write(document: str, kind: PolicyKind = PolicyKind.KEY) -> Policy:
+    """``parse_policy`` plus the checks AWS applies only when a policy is created or changed.
+
+    AWS KMS refuses a new or changed policy that uses ``ForAllValues`` with the single-valued
+    ``kms:EncryptionContext:<k>`` (it matches requests without that pair, or with any other
+    pairs); policies stored earlier keep being evaluated, so this is not part of the grammar.
+    """
+    policy = parse_policy(document, kind)
+    for statement in policy.statements:
+        for condition in statement.conditions:
+            if condition.qualifier is SetQualifier.FOR_ALL_VALUES and condition.key.startswith(
+                ENCRYPTION_CONTEXT_PREFIX
+            ):
+                raise MalformedPolicyDocumentException(OVERLY_PERMISSIVE_CONTEXT_CONDITION)
+    return policy

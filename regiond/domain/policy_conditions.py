@@ -29,7 +29,10 @@ including the ``<k>`` suffix of ``kms:EncryptionContext:<k>`` (AWS KMS documents
 context *key* in that condition key is not case-sensitive; callers needing case-sensitive
 keys use ``kms:EncryptionContextKeys``, whose values are compared like any string). So keys
 are lower-cased here once, and the request context stores its keys lower-cased. Values keep
-their case; only the ``...IgnoreCase`` operators fold it.
+their case; only the ``...IgnoreCase`` operators fold it. Encryption context keys are
+case-sensitive, so a request can give one single-valued condition key two values
+(``{"tenant": ..., "Tenant": ...}``); ``regiond.domain.policy`` makes every condition on such a
+key fail closed.
 
 Policy variables (``${aws:username}``) are not substituted: they match literally.
 """
@@ -292,9 +295,7 @@ def _split_operator(name: str) -> tuple[SetQualifier | None, str, bool]:
     if base not in OPERATOR_NAMES:
         raise MalformedPolicyDocumentException(f"unknown condition operator {shorten(name)}")
     if base == NULL_OPERATOR and (if_exists or qualifier is not None):
-        raise MalformedPolicyDocumentException(
-            "condition operator Null takes neither IfExists nor a set qualifier"
-        )
+        raise MalformedPolicyDocumentException("condition operator Null takes neither IfExists nor a set qualifier")
     return qualifier, base, if_exists
 
 

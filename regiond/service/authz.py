@@ -45,7 +45,7 @@ from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
 from regiond.cache import TtlCache, remember
-from regiond.domain.decision import Decision, DecisionReason, GrantConstraints, GrantView, decide
+from regiond.domain.decision import Decision, DecisionReason, GrantConstraints, GrantView, decide, lockout_check
 from regiond.domain.key import Key
 from regiond.domain.policy import Policy, RequestContext
 from regiond.domain.principal import Principal
@@ -63,11 +63,14 @@ __all__ = [
     "applicable_grants",
     "evaluate",
     "grant_admits",
+    "in_region",
     "make_grant_token",
     "parse_grant_token",
 ]
 
 RequestValues = Mapping[str, tuple[str, ...]]
+
+REQUESTED_REGION = "aws:requestedregion"
 
 CROSS_ACCOUNT_ACTIONS = frozenset(
     "kms:" + op.lower()
@@ -177,6 +180,15 @@ def parse_grant_token(token: str) -> str:
     if len(raw) != size or raw[0] != _TOKEN_VERSION or hashlib.sha256(body).digest()[:_TOKEN_CHECK_BYTES] != check:
         raise InvalidGrantTokenException("The grant token is not valid")
     return raw[1:33].hex()
+
+
+def in_region(values: RequestValues, region: str) -> dict[str, tuple[str, ...]]:
+    """``values`` as a permission "in an IAM policy in" ``region`` sees them (``aws:RequestedRegion``).
+
+    IAM policies apply in every Region unless a condition such as ``aws:RequestedRegion`` limits
+    them; an operation that needs a permission in another Region (ReplicateKey's ``kms:CreateKey``
+    in the replica Region) evaluates it with that Region as the requested one."""
+    return {**{k: v for k, v in values.items() if k.lower() != REQUESTED_REGION}, REQUESTED_REGION: (region,)}
 
 
 def access_denied(principal: Principal, action: str, resource: str) -> AccessDeniedException:
@@ -338,7 +350,7 @@ class Authorizer:
         token_grant_ids = [parse_grant_token(t) for t in grant_tokens]
         identity = await self._iam.identity_policies(principal)
         if key is None:
-            self._authorize_without_key(principal, action, identity, encryption_context, request_values)
+            self._authorize_identity(principal, action, "*", identity, encryption_context, request_values)
             return None
         if key_policy is None:
             key_policy = await self._policies.key_policy(key)
@@ -402,15 +414,37 @@ class Authorizer:
             remember(memo.decisions, fingerprint, decision, _MAX_FINGERPRINTS)
         return decision
 
-    def _authorize_without_key(
-        self, principal: Principal, action: str, identity: Sequence[Policy],
+    async def authorize_identity(
+        self, principal: Principal, action: str, resource: str, *, request_values: RequestValues | None = None
+    ) -> None:
+        """A permission AWS grants in IAM policies only ("kms:TagResource (IAM policy)" for tags given
+        to a key that is being created), for ``resource``; else ``AccessDeniedException``.
+
+        An explicit Deny refuses; otherwise an Allow of the caller's identity policies is needed,
+        except for the account root (IAM allows it everything in its account)."""
+        identity = await self._iam.identity_policies(principal)
+        self._authorize_identity(principal, action, resource, identity, None, request_values)
+
+    async def allows_put_key_policy_later(
+        self, principal: Principal, policy: Policy, *, key_arn: str, key_account: str,
+        request_values: RequestValues | None = None,
+    ) -> bool:  # fmt: skip
+        """The lockout safety check (``decision.lockout_check``) with the caller's own identity policies."""
+        identity = await self._iam.identity_policies(principal)
+        return lockout_check(
+            policy, caller_arn=principal.arn, caller_account=principal.account_id, key_arn=key_arn,
+            key_account=key_account, identity_policies=identity, values=request_values,
+        )  # fmt: skip
+
+    def _authorize_identity(
+        self, principal: Principal, action: str, resource: str, identity: Sequence[Policy],
         encryption_context: Mapping[str, str] | None, request_values: RequestValues | None,
     ) -> None:  # fmt: skip
         ctx = RequestContext(
             principal_arn=principal.arn,
             principal_account=principal.account_id,
             action=action,
-            resource_arn="*",
+            resource_arn=resource,
             values=dict(request_values or {}),
             encryption_context=dict(encryption_context or {}),
         )
@@ -420,7 +454,7 @@ class Authorizer:
             denied = denied or evaluation.explicit_deny
             allowed = allowed or evaluation.allow
         if denied or not (allowed or ctx.principal_is_root):
-            raise access_denied(principal, action, "*")
+            raise access_denied(principal, action, resource)
 
     async def authorize_retire(
         self,

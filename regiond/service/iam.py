@@ -6,12 +6,12 @@ under the region's root key with AAD bound to the access key id.
 
 from __future__ import annotations
 
-import json
 import secrets
 import string
 from dataclasses import dataclass
 
 from regiond.crypto.keyring import RootKeyring
+from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.domain.principal import (
     POLICY_NAME,
     Principal,
@@ -180,12 +180,11 @@ class IamService:
 
 
 def validate_identity_policy(document: str) -> None:
-    """Refuse documents that are not JSON objects or too large; the policy module checks the grammar."""
+    """Refuse a document that is too large or that the policy grammar does not accept.
+
+    The whole grammar is checked here, when the policy is written: a stored document that
+    cannot be parsed would have to be ignored when deciding, and ignoring it would drop its
+    Deny statements (``IamAuthorizer`` makes such a document deny everything instead)."""
     if len(document.encode()) > MAX_IDENTITY_POLICY_BYTES:
         raise MalformedPolicyDocumentException("identity policy exceeds 10240 bytes")
-    try:
-        parsed = json.loads(document)
-    except ValueError as exc:
-        raise MalformedPolicyDocumentException("policy document is not valid JSON") from exc
-    if not isinstance(parsed, dict) or "Statement" not in parsed:
-        raise MalformedPolicyDocumentException("policy document must be an object with a Statement")
+    parse_policy_for_write(document, PolicyKind.IDENTITY)

@@ -7,11 +7,22 @@ Deny. Parsed policies are cached per principal and dropped on any IAM change.
 
 from __future__ import annotations
 
+import structlog
+
 from regiond.cache import TtlCache
 from regiond.domain.policy import Policy, PolicyKind, RequestContext, parse_policy
 from regiond.domain.principal import Principal
 from regiond.errors import KmsError
 from regiond.service.iam import IamService
+
+log = structlog.get_logger(__name__)
+
+DENY_EVERYTHING = parse_policy(
+    '{"Version": "2012-10-17", "Statement": [{"Sid": "UnreadableStoredPolicy", "Effect": "Deny", '
+    '"Action": "*", "Resource": "*"}]}',
+    kind=PolicyKind.IDENTITY,
+)
+"""What an identity policy that can no longer be parsed amounts to."""
 
 
 class IamAuthorizer:
@@ -28,11 +39,14 @@ class IamAuthorizer:
         if hit is not None:
             return hit
         parsed = []
-        for document in (await self._iam.identity_policies(principal.arn)).values():
+        for name, document in (await self._iam.identity_policies(principal.arn)).items():
             try:
                 parsed.append(parse_policy(document, kind=PolicyKind.IDENTITY))
             except KmsError:
-                continue  # stored before the grammar tightened: grants nothing
+                # Stored before the grammar tightened (writes are checked now). Skipping it would
+                # drop its Deny statements: fail closed, it denies everything until it is replaced.
+                log.error("iam.policy_unreadable", principal=principal.arn, policy_name=name)
+                parsed.append(DENY_EVERYTHING)
         result = tuple(parsed)
         self._policies.put(principal.arn, result, generation=generation)
         return result

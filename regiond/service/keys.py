@@ -29,7 +29,7 @@ from regiond.clock import Clock
 from regiond.crypto import wrap
 from regiond.crypto.keyring import RootKeyring
 from regiond.domain import ids
-from regiond.domain.decision import aws_managed_key_policy, default_key_policy, lockout_check
+from regiond.domain.decision import aws_managed_key_policy, default_key_policy
 from regiond.domain.key import (
     Key,
     KeyEvent,
@@ -44,7 +44,8 @@ from regiond.domain.key import (
     apply,
     require_state,
 )
-from regiond.domain.policy import PolicyKind, parse_policy
+from regiond.domain.key_conditions import new_key_values
+from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.errors import (
     InvalidMarkerException,
     MalformedPolicyDocumentException,
@@ -105,7 +106,7 @@ class CreateKeyRequest:
     customer_master_key_spec: str | None = None
     origin: str = Origin.AWS_KMS.value
     policy: str | None = None
-    bypass_policy_lockout_safety_check: bool = False
+    bypass_policy_lockout_safety_check: bool | None = None  # None: the request did not send it
     tags: tuple[tuple[str, str], ...] = ()
     multi_region: bool = False
     custom_key_store_id: str | None = None
@@ -274,22 +275,32 @@ class KeyService:
     # --- CreateKey / DescribeKey / ListKeys ---------------------------------------------------
 
     async def create_key(self, who: Requester, request: CreateKeyRequest, now: dt.datetime) -> Key:
-        await self.authz.authorize(who.principal, "kms:CreateKey", None, request_values=who.values)
-        if request.custom_key_store_id is not None or request.xks_key_id is not None:
-            raise UnsupportedOperationException("Custom key stores are not supported by regionkms")
+        """AWS's "Required permissions": kms:CreateKey (IAM policy) and, to use the Tags parameter,
+        kms:TagResource (IAM policy); the new key policy must pass the lockout safety check."""
         spec = _key_spec(request)
         usage = KeyUsage(request.key_usage)
+        origin = Origin(request.origin)
+        creating = new_key_values(
+            spec=spec, usage=usage, origin=origin,
+            key_type=MultiRegionKeyType.PRIMARY if request.multi_region else None,
+            bypass_lockout=request.bypass_policy_lockout_safety_check,
+        )  # fmt: skip
+        await self.authz.authorize(who.principal, "kms:CreateKey", None, request_values={**who.values, **creating})
+        key_id = ids.new_key_id(request.multi_region)
+        key_arn = ids.key_arn(self.region, who.account, key_id)
+        if request.tags:  # IAM only: "Including this permission in the key policy of the new KMS key isn't sufficient"
+            await self.authz.authorize_identity(who.principal, "kms:TagResource", key_arn, request_values=who.values)
+        if request.custom_key_store_id is not None or request.xks_key_id is not None:
+            raise UnsupportedOperationException("Custom key stores are not supported by regionkms")
         if usage is not KeyUsage.ENCRYPT_DECRYPT or spec is not KeySpec.SYMMETRIC_DEFAULT:
             if spec is KeySpec.SYMMETRIC_DEFAULT and usage is not KeyUsage.ENCRYPT_DECRYPT:
                 raise ValidationException(f"KeyUsage {usage} is not compatible with KeySpec {spec}")
             raise UnsupportedOperationException(
                 f"KeySpec {spec} with KeyUsage {usage} is not supported by this regionkms version yet"
             )
-        origin = Origin(request.origin)
         if origin not in (Origin.AWS_KMS, Origin.EXTERNAL):
             raise UnsupportedOperationException(f"Origin {origin} is not supported by regionkms")
         tags = validate_tags(request.tags)
-        key_id = ids.new_key_id(request.multi_region)
         key = Key(
             key_id=key_id,
             account=who.account,
@@ -309,9 +320,9 @@ class KeyService:
             policy = default_key_policy(who.account)
         else:
             policy = request.policy
-            parsed = parse_policy(policy, PolicyKind.KEY)
-            if not request.bypass_policy_lockout_safety_check and not lockout_check(
-                parsed, who.principal.arn, who.account, key.arn
+            parsed = parse_policy_for_write(policy, PolicyKind.KEY)
+            if not request.bypass_policy_lockout_safety_check and not await self.authz.allows_put_key_policy_later(
+                who.principal, parsed, key_arn=key.arn, key_account=who.account, request_values=who.values
             ):
                 raise MalformedPolicyDocumentException(LOCKOUT_MESSAGE)
         async with transaction(self._pool) as con:

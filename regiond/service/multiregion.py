@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import structlog
 
 from regiond.domain import ids
-from regiond.domain.decision import default_key_policy, lockout_check
+from regiond.domain.decision import default_key_policy
 from regiond.domain.key import (
     Key,
     KeyEvent,
@@ -40,7 +40,8 @@ from regiond.domain.key import (
     apply,
     require_state,
 )
-from regiond.domain.policy import PolicyKind, parse_policy
+from regiond.domain.key_conditions import new_key_values
+from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.errors import (
     AlreadyExistsException,
     MalformedPolicyDocumentException,
@@ -48,7 +49,7 @@ from regiond.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.service.authz import Requester
+from regiond.service.authz import Requester, in_region
 from regiond.service.keys import LOCKOUT_MESSAGE, KeyService, validate_tags
 from regiond.store import keys as key_store
 from regiond.store import replication as repl_store
@@ -105,12 +106,13 @@ class MultiRegionService:
 
     async def replicate_key(
         self, who: Requester, key_param: str, replica_region: str, *, policy: str | None,
-        bypass_policy_lockout_safety_check: bool, description: str, tags: Sequence[tuple[str, str]],
+        bypass_policy_lockout_safety_check: bool | None, description: str, tags: Sequence[tuple[str, str]],
         now: dt.datetime,
     ) -> Replicated:  # fmt: skip
         entry = await self._keys.resolve(who, key_param, allow_alias=False)
         key = entry.key
-        await self._keys.authz.authorize(who.principal, "kms:ReplicateKey", key, request_values=who.values)
+        bypass = bool(bypass_policy_lockout_safety_check)
+        await self._authorize_replicate(who, key, replica_region, bypass_policy_lockout_safety_check, tags)
         require_primary(key)
         require_state("ReplicateKey", key)
         if replica_region == self.region:
@@ -126,10 +128,11 @@ class MultiRegionService:
         if policy is None:
             policy = default_key_policy(key.account)
         else:
-            parsed = parse_policy(policy, PolicyKind.KEY)
-            if not bypass_policy_lockout_safety_check and not lockout_check(
-                parsed, who.principal.arn, key.account, replica_arn
-            ):
+            parsed = parse_policy_for_write(policy, PolicyKind.KEY)
+            if not bypass and not await self._keys.authz.allows_put_key_policy_later(
+                who.principal, parsed, key_arn=replica_arn, key_account=key.account,
+                request_values=in_region(who.values, replica_region),
+            ):  # fmt: skip
                 raise MalformedPolicyDocumentException(LOCKOUT_MESSAGE)
         async with transaction(self._pool) as con:
             record = await key_store.get_key(con, key.key_id, for_update=True)
@@ -177,6 +180,37 @@ class MultiRegionService:
         )
         return Replicated(replica, policy, valid_tags)
 
+    async def _authorize_replicate(
+        self, who: Requester, key: Key, replica_region: str, bypass: bool | None, tags: Sequence[tuple[str, str]]
+    ) -> None:
+        """ReplicateKey's permissions, as AWS lists them ("Required permissions"):
+
+        - ``kms:ReplicateKey`` on the primary key, in the primary key's Region (its key policy;
+          ``kms:ReplicaRegion`` is the requested replica Region);
+        - ``kms:CreateKey`` in an IAM policy in the replica Region: the caller creates a key and
+          the key policy that authorizes its use ("Use caution when allowing these permissions.
+          They allow principals to create KMS keys and the key policies that authorize their
+          use"). IAM is global (replicated to every region), so it is decided here, for resource
+          ``*`` as CreateKey always is, with ``aws:RequestedRegion`` the replica Region and the
+          new replica's ``kms:KeySpec`` / ``kms:MultiRegionKeyType`` (``REPLICA``) / ... values;
+        - with ``Tags``, ``kms:TagResource`` in an IAM policy in the replica Region, on the
+          replica's ARN (a key policy cannot give it: the key does not exist yet).
+        """
+        authz = self._keys.authz
+        await authz.authorize(
+            who.principal, "kms:ReplicateKey", key,
+            request_values={**who.values, "kms:ReplicaRegion": (replica_region,)},
+        )  # fmt: skip
+        there = in_region(who.values, replica_region)
+        creating = new_key_values(
+            spec=key.key_spec, usage=key.key_usage, origin=key.origin, key_type=MultiRegionKeyType.REPLICA,
+            bypass_lockout=bypass,
+        )  # fmt: skip
+        await authz.authorize(who.principal, "kms:CreateKey", None, request_values={**there, **creating})
+        if tags:
+            replica_arn = ids.key_arn(replica_region, key.account, key.key_id)
+            await authz.authorize_identity(who.principal, "kms:TagResource", replica_arn, request_values=there)
+
     async def update_primary_region(self, who: Requester, key_param: str, primary_region: str, now: dt.datetime) -> Key:
         entry = await self._keys.resolve(who, key_param, allow_alias=False)
         key = entry.key
@@ -194,9 +228,7 @@ class MultiRegionService:
             assert config is not None
             replicas = [r.region for r in config.replica_keys]
             if primary_region not in replicas:
-                raise NotFoundException(
-                    f"Key '{ids.key_arn(primary_region, key.account, key.key_id)}' does not exist"
-                )
+                raise NotFoundException(f"Key '{ids.key_arn(primary_region, key.account, key.key_id)}' does not exist")
             require_state("UpdatePrimaryRegion", key)
             epoch = await repl_store.epoch(con, key.key_id) + 1
             new_replicas = sorted({*replicas, self.region} - {primary_region})

@@ -16,9 +16,9 @@ import datetime as dt
 
 import structlog
 
-from regiond.domain.decision import lockout_check
 from regiond.domain.key import Key, KeyManager, require_state
-from regiond.domain.policy import PolicyKind, parse_policy
+from regiond.domain.key_conditions import bypass_values
+from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.errors import InvalidMarkerException, MalformedPolicyDocumentException, NotFoundException
 from regiond.service.authz import Requester, access_denied
 from regiond.service.keys import LOCKOUT_MESSAGE, KeyService, Page
@@ -66,16 +66,22 @@ class KeyPolicyService:
 
     async def put_key_policy(
         self, who: Requester, key_param: str, policy_name: str | None, document: str, *,
-        bypass_lockout_check: bool, now: dt.datetime,
+        bypass_lockout_check: bool | None, now: dt.datetime,
     ) -> Key:  # fmt: skip
+        """``bypass_lockout_check`` is ``None`` when the request did not send the parameter (then the
+        ``kms:BypassPolicyLockoutSafetyCheck`` condition key is absent, as in AWS)."""
         entry = await self._keys.resolve(who, key_param, allow_alias=False)
         key = entry.key
-        await self._authz.authorize(who.principal, "kms:PutKeyPolicy", key, request_values=who.values)
+        await self._authz.authorize(
+            who.principal, "kms:PutKeyPolicy", key, request_values={**who.values, **bypass_values(bypass_lockout_check)}
+        )
         if key.key_manager is KeyManager.AWS:  # their policy allows no PutKeyPolicy; a second line
             raise access_denied(who.principal, "kms:PutKeyPolicy", key.arn)
         _require_default(policy_name)
-        parsed = parse_policy(document, PolicyKind.KEY)
-        if not bypass_lockout_check and not lockout_check(parsed, who.principal.arn, who.account, key.arn):
+        parsed = parse_policy_for_write(document, PolicyKind.KEY)
+        if not bypass_lockout_check and not await self._authz.allows_put_key_policy_later(
+            who.principal, parsed, key_arn=key.arn, key_account=key.account, request_values=who.values
+        ):
             raise MalformedPolicyDocumentException(LOCKOUT_MESSAGE)
         async with transaction(self._pool) as con:
             record = await key_store.get_key(con, key.key_id, for_update=True)

@@ -13,6 +13,7 @@ import json
 import time
 from typing import Any
 
+import asyncpg
 import botocore.exceptions
 import pytest
 
@@ -24,6 +25,7 @@ from regiond.domain.decision import (
     key_users_statement,
     policy_document,
 )
+from regiond.errors import MalformedPolicyDocumentException
 from regiond.protocol.routes import SERVICES
 from tests.support.aws import aws_call
 from tests.support.cluster import ACCOUNT_ID, OTHER_ACCOUNT_ID, Identity, Node, NodeFactory
@@ -288,3 +290,36 @@ async def test_policy_simulate_prints_the_decision_and_the_statements_that_decid
             _simulate, node, "--principal", bob.arn, "--action", "kms:Decrypt", "--key", "alias/none"
         )
     assert code == 2
+
+
+async def test_an_identity_policy_is_checked_when_written_and_a_stored_unreadable_one_denies(
+    nodes: NodeFactory,
+) -> None:
+    """A stored identity policy that no longer parses must not be skipped: skipping it dropped its Deny
+    statements (a wrong allow). Writes check the whole grammar; an unreadable stored one denies all."""
+    node = await nodes.start(extra=QUIET)
+    admin = await nodes.identity(node)
+    iam = node.app[SERVICES].iam
+    bob = await nodes.identity(node, user="bob", policy=iam_allow("kms:*"))
+    key_id = (await _new_key(node.client(admin)))["KeyId"]
+    blob = (await aws_call(node.client(admin).encrypt, KeyId=key_id, Plaintext=b"x"))["CiphertextBlob"]
+    assert (await aws_call(node.client(bob).decrypt, CiphertextBlob=blob))["Plaintext"] == b"x"
+
+    unreadable = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*"},
+        {"Effect": "Allow", "Action": "kms:*", "Resource": "*", "Condition": {"BinaryEquals": {"a:b": "x"}}},
+    ]})  # fmt: skip
+    with pytest.raises(MalformedPolicyDocumentException, match="unknown condition operator"):
+        await iam.put_identity_policy(bob.arn, "deny-decrypt", unreadable)
+    # as if stored by an older release whose grammar accepted it
+    con = await asyncpg.connect(node.database_url)
+    try:
+        await con.execute(
+            "INSERT INTO identity_policies (principal_arn, policy_name, document) VALUES ($1, $2, $3)",
+            bob.arn, "deny-decrypt", unreadable,
+        )  # fmt: skip
+    finally:
+        await con.close()
+    node.app[SERVICES].iam_authz.invalidate()
+    await _denied(node.client(bob).decrypt, CiphertextBlob=blob)
+    await _denied(node.client(bob).encrypt, KeyId=key_id, Plaintext=b"y")

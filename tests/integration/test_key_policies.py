@@ -126,6 +126,33 @@ async def test_lockout_safety_check_refuses_a_policy_that_locks_the_caller_out(n
     assert created["KeyMetadata"]["KeyState"] == "Enabled"
 
 
+async def test_lockout_safety_check_counts_the_account_root_only_with_the_callers_iam(nodes: NodeFactory) -> None:
+    """Issue 13, finding 11. AWS: the caller "can get kms:PutKeyPolicy permission for the KMS key from
+    an IAM policy or they can include this permission in the key policy". A policy that keeps only
+    the account-root statement delegates to IAM, so it passes only if the caller's IAM allows."""
+    node = await nodes.start(extra=QUIET)
+    admin = await nodes.identity(node)
+    no_iam = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:ListKeys", "Resource": "*"}]}
+    carol = await nodes.identity(node, user="carol", policy=no_iam)
+    key_id = (await aws_call(node.client(admin).create_key))["KeyMetadata"]["KeyId"]
+    root_only = policy_document([enable_iam_statement(ACCOUNT_ID)])
+    await aws_call(
+        node.client(admin).put_key_policy, KeyId=key_id,
+        Policy=policy_document([enable_iam_statement(ACCOUNT_ID), allow(carol.arn, "kms:PutKeyPolicy")]),
+    )  # fmt: skip
+    as_carol = node.client(carol)
+    assert await _error(as_carol.put_key_policy, KeyId=key_id, Policy=root_only) == (
+        "MalformedPolicyDocumentException", LOCKOUT_MESSAGE,
+    )  # fmt: skip
+    creator = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:CreateKey", "Resource": "*"}]}
+    dave = await nodes.identity(node, user="dave", policy=creator)
+    assert await _error(node.client(dave).create_key, Policy=root_only) == (
+        "MalformedPolicyDocumentException", LOCKOUT_MESSAGE,
+    )  # fmt: skip
+    # the admin's IAM allows kms:*, so for the admin the same policy passes
+    await aws_call(node.client(admin).put_key_policy, KeyId=key_id, Policy=root_only)
+
+
 async def test_aws_managed_key_policy_is_readable_but_cannot_be_changed(nodes: NodeFactory) -> None:
     node = await nodes.start(extra=QUIET)
     kms = node.client(await nodes.identity(node))

@@ -354,27 +354,58 @@ def test_decide_rejects_policies_of_the_wrong_kind() -> None:
 # --- lockout check -------------------------------------------------------------------------------
 
 
-def test_lockout_check_passes_for_the_default_policy_via_the_account_root() -> None:
-    assert lockout_check(parse_policy(default_key_policy(ACCOUNT)), ALICE, ACCOUNT, KEY_ARN)
+def lockout(kp: Policy, caller: str, identity: Sequence[Policy] = (), **values: tuple[str, ...]) -> bool:
+    return lockout_check(
+        kp, caller_arn=caller, caller_account=caller.split(":")[4], key_arn=KEY_ARN, key_account=ACCOUNT,
+        identity_policies=identity, values={k.replace("_", ":", 1): v for k, v in values.items()},
+    )  # fmt: skip
+
+
+def test_lockout_check_passes_for_the_default_policy_when_iam_allows_put_key_policy() -> None:
+    """AWS: the caller "can get kms:PutKeyPolicy permission for the KMS key from an IAM policy"."""
+    default = parse_policy(default_key_policy(ACCOUNT))
+    assert lockout(default, ALICE, [identity_policy(iam_allow("kms:PutKeyPolicy"))])
+    assert lockout(default, ALICE, [identity_policy(iam_allow("kms:*", "*"))])
+
+
+def test_lockout_check_fails_for_the_default_policy_without_the_callers_iam_permission() -> None:
+    """Issue 13 finding 11: the account-root statement delegates to IAM, so it counts only with the
+    caller's own IAM permission for kms:PutKeyPolicy on this key."""
+    default = parse_policy(default_key_policy(ACCOUNT))
+    assert not lockout(default, ALICE)
+    assert not lockout(default, ALICE, [identity_policy(iam_allow("kms:Encrypt"))])
+    assert not lockout(default, ALICE, [identity_policy(iam_allow("kms:PutKeyPolicy", OTHER_KEY_ARN))])
+    assert not lockout(default, ALICE, [identity_policy(iam_allow(), iam_deny("kms:PutKeyPolicy"))])
+
+
+def test_lockout_check_passes_for_the_account_root_under_the_default_policy() -> None:
+    assert lockout(parse_policy(default_key_policy(ACCOUNT)), ROOT)
 
 
 def test_lockout_check_fails_when_the_new_policy_omits_the_caller() -> None:
-    assert not lockout_check(key_policy(allow({"AWS": BOB})), ALICE, ACCOUNT, KEY_ARN)
+    assert not lockout(key_policy(allow({"AWS": BOB})), ALICE, [identity_policy(iam_allow())])
 
 
 def test_lockout_check_fails_when_the_caller_keeps_only_other_actions() -> None:
-    assert not lockout_check(key_policy(allow({"AWS": ALICE}, "kms:Encrypt")), ALICE, ACCOUNT, KEY_ARN)
+    assert not lockout(key_policy(allow({"AWS": ALICE}, "kms:Encrypt")), ALICE, [identity_policy(iam_allow())])
 
 
 def test_lockout_check_fails_when_put_key_policy_is_denied() -> None:
     kp = key_policy(allow({"AWS": ROOT}), deny("*", "kms:PutKeyPolicy"))
-    assert not lockout_check(kp, ROOT, ACCOUNT, KEY_ARN)
+    assert not lockout(kp, ROOT)
 
 
 def test_lockout_check_passes_for_a_key_administrator() -> None:
     kp = key_policy(key_administrators_statement([ADMIN]))
-    assert lockout_check(kp, ADMIN, ACCOUNT, KEY_ARN)
-    assert not lockout_check(kp, APP, ACCOUNT, KEY_ARN)
+    assert lockout(kp, ADMIN)
+    assert not lockout(kp, APP)
+
+
+def test_lockout_check_sees_the_requests_global_values() -> None:
+    kp = key_policy(allow({"AWS": ALICE}, Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}))
+    assert lockout(kp, ALICE, aws_SourceIp=("10.1.2.3",))
+    assert not lockout(kp, ALICE, aws_SourceIp=("192.0.2.1",))
+    assert not lockout(kp, ALICE)
 
 
 # --- templates -----------------------------------------------------------------------------------

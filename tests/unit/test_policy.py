@@ -14,6 +14,7 @@ from regiond.domain.policy import (
     RequestContext,
     StatementRef,
     parse_policy,
+    parse_policy_for_write,
 )
 from regiond.errors import MalformedPolicyDocumentException
 
@@ -464,6 +465,69 @@ def test_encryption_context_keys_values_keep_their_case() -> None:
     cond = {"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["Department"]}}
     assert evaluate_identity({"Condition": cond}, ctx(encryption_context={"Department": "IT"})).allow
     assert not evaluate_identity({"Condition": cond}, ctx(encryption_context={"department": "IT"})).allow
+
+
+# Encryption context keys that differ only in case (issue 13, finding 3). AWS: the condition key
+# kms:EncryptionContext:<k> is not case-sensitive and single-valued; context keys are
+# case-sensitive. {"tenant": "red", "Tenant": "blue"} gives one condition key two values, which
+# AWS leaves undefined: a condition on it fails closed (an Allow does not apply, a Deny does).
+TWO_TENANTS = {"tenant": "red", "Tenant": "blue"}
+CONTEXT_CASE_CASES: list[tuple[str, str, dict[str, Any], dict[str, str], bool]] = [
+    # (id, effect, condition, encryption context, statement applies)
+    ("allow_equals_one_key_other_case", "Allow", {"StringEquals": {"kms:EncryptionContext:tenant": "blue"}},
+     {"Tenant": "blue"}, True),
+    ("allow_equals_defeated_by_a_second_case", "Allow", {"StringEquals": {"kms:EncryptionContext:tenant": "blue"}},
+     TWO_TENANTS, False),
+    ("allow_ignore_case_defeated_by_a_second_case", "Allow",
+     {"StringEqualsIgnoreCase": {"kms:EncryptionContext:TENANT": "BLUE"}}, TWO_TENANTS, False),
+    ("allow_like_defeated_by_a_second_case", "Allow", {"StringLike": {"kms:EncryptionContext:tenant": "*"}},
+     TWO_TENANTS, False),
+    ("allow_for_any_value_defeated_by_a_second_case", "Allow",
+     {"ForAnyValue:StringEquals": {"kms:EncryptionContext:tenant": "blue"}}, TWO_TENANTS, False),
+    ("allow_if_exists_defeated_by_a_second_case", "Allow",
+     {"StringEqualsIfExists": {"kms:EncryptionContext:tenant": "red"}}, TWO_TENANTS, False),
+    ("allow_negated_defeated_by_a_second_case", "Allow",
+     {"StringNotEquals": {"kms:EncryptionContext:tenant": "green"}}, TWO_TENANTS, False),
+    ("deny_not_equals_one_key", "Deny", {"StringNotEquals": {"kms:EncryptionContext:tenant": "red"}},
+     {"Tenant": "red"}, False),
+    ("deny_not_equals_applies_with_a_second_case", "Deny",
+     {"StringNotEquals": {"kms:EncryptionContext:tenant": "red"}}, TWO_TENANTS, True),
+    ("deny_equals_applies_with_a_second_case", "Deny", {"StringEquals": {"kms:EncryptionContext:tenant": "blue"}},
+     {"tenant": "red", "TENANT": "green"}, True),
+    ("deny_for_all_values_applies_with_a_second_case", "Deny",
+     {"ForAllValues:StringNotEquals": {"kms:EncryptionContext:tenant": ["red", "blue"]}}, TWO_TENANTS, True),
+    ("null_is_still_answered", "Allow", {"Null": {"kms:EncryptionContext:tenant": "false"}}, TWO_TENANTS, True),
+    ("other_keys_are_not_ambiguous", "Allow", {"StringEquals": {"kms:EncryptionContext:app": "x"}},
+     {**TWO_TENANTS, "app": "x"}, True),
+    ("context_keys_condition_keeps_case", "Allow",
+     {"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["tenant", "Tenant"]}}, TWO_TENANTS, True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("effect", "condition", "context", "applies"),
+    [case[1:] for case in CONTEXT_CASE_CASES],
+    ids=[case[0] for case in CONTEXT_CASE_CASES],
+)
+def test_encryption_context_keys_differing_only_in_case_fail_closed(
+    effect: str, condition: dict[str, Any], context: dict[str, str], applies: bool
+) -> None:
+    statement = {"Effect": effect, "Action": "kms:Decrypt", "Resource": "*", "Condition": condition}
+    evaluation = parse_policy(doc(statement), PolicyKind.IDENTITY).evaluate(
+        ctx(action="kms:Decrypt", encryption_context=context)
+    )
+    assert (evaluation.explicit_deny if effect == "Deny" else evaluation.allow) is applies
+
+
+def test_for_all_values_with_an_encryption_context_key_is_refused_on_write() -> None:
+    """AWS: creating or updating such a policy fails with OverlyPermissiveCondition; stored ones still parse."""
+    statement = {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*",
+                 "Condition": {"ForAllValues:StringEquals": {"kms:EncryptionContext:Department": "IT"}}}  # fmt: skip
+    with pytest.raises(MalformedPolicyDocumentException, match="OverlyPermissiveCondition"):
+        parse_policy_for_write(doc(statement), PolicyKind.IDENTITY)
+    parse_policy(doc(statement), PolicyKind.IDENTITY)
+    allowed = {**statement, "Condition": {"ForAnyValue:StringEquals": {"kms:EncryptionContextKeys": "Department"}}}
+    parse_policy_for_write(doc(allowed), PolicyKind.IDENTITY)
 
 
 def test_request_context_lowercases_keys_and_keeps_explicit_values() -> None:

@@ -19,10 +19,12 @@ __all__ = ["HANDLERS", "key_metadata", "requester"]
 
 
 def requester(ctx: OpContext) -> Requester:
-    """The caller plus the global condition keys a policy may test (``aws:SourceIp``, ``aws:CurrentTime``)."""
+    """The caller plus the global condition keys a policy may test (``aws:SourceIp``, ``aws:CurrentTime``,
+    ``aws:RequestedRegion``)."""
     values = {
         "aws:SourceIp": (ctx.record.source_ip,),
         "aws:CurrentTime": (utc_second_text(ctx.now),),  # ctx.now is UTC; the text is kept per second
+        "aws:RequestedRegion": (ctx.services.settings.region,),
     }
     tokens = tuple(ctx.record.params.get("GrantTokens") or ())  # grants usable before they are cached
     return Requester(ctx.caller.principal, values, ctx.record.request_id, tokens)
@@ -73,7 +75,7 @@ async def create_key(ctx: OpContext, params: Params) -> Result:
         customer_master_key_spec=params.get("CustomerMasterKeySpec"),
         origin=params.get("Origin", "AWS_KMS"),
         policy=params.get("Policy"),
-        bypass_policy_lockout_safety_check=bool(params.get("BypassPolicyLockoutSafetyCheck", False)),
+        bypass_policy_lockout_safety_check=params.get("BypassPolicyLockoutSafetyCheck"),
         tags=tuple((t["TagKey"], t["TagValue"]) for t in params.get("Tags", ())),
         multi_region=bool(params.get("MultiRegion", False)),
         custom_key_store_id=params.get("CustomKeyStoreId"),

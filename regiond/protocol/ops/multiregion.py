@@ -23,7 +23,7 @@ async def replicate_key(ctx: OpContext, params: Params) -> Result:
         params["KeyId"],
         params["ReplicaRegion"],
         policy=params.get("Policy"),
-        bypass_policy_lockout_safety_check=bool(params.get("BypassPolicyLockoutSafetyCheck", False)),
+        bypass_policy_lockout_safety_check=params.get("BypassPolicyLockoutSafetyCheck"),
         description=params.get("Description", ""),
         tags=[(t["TagKey"], t["TagValue"]) for t in params.get("Tags", ())],
         now=ctx.now,

@@ -20,7 +20,7 @@ async def get_key_policy(ctx: OpContext, params: Params) -> Result:
 async def put_key_policy(ctx: OpContext, params: Params) -> Result:
     key = await ctx.services.policies.put_key_policy(
         requester(ctx), params["KeyId"], params.get("PolicyName"), params["Policy"],
-        bypass_lockout_check=bool(params.get("BypassPolicyLockoutSafetyCheck", False)), now=ctx.now,
+        bypass_lockout_check=params.get("BypassPolicyLockoutSafetyCheck"), now=ctx.now,
     )  # fmt: skip
     ctx.record.resources.append(key.arn)
     return {}
