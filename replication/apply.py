@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,9 +41,7 @@ from regiond.domain.ids import KeyIdKind, is_valid_key_id, key_arn, key_id_kind
 from regiond.domain.key import (
     Key,
     KeyEvent,
-    KeySpec,
     KeyState,
-    KeyUsage,
     MultiRegionConfiguration,
     MultiRegionKey,
     MultiRegionKeyType,
@@ -55,9 +52,28 @@ from regiond.store import keys as key_store
 from regiond.store import replication as repl_store
 from regiond.store import rotation as rotation_store
 from regiond.store import tags as tag_store
-from regiond.store.outbox import Outbox, OutboxKind, from_us, shared_snapshot
+from regiond.store.outbox import Outbox, shared_snapshot
 from regiond.store.pool import Conn
+from replication import messages
 from replication.frames import Frame, FrameKind
+from replication.messages import (
+    IamAccessKey,
+    IamAccessKeyDeleted,
+    IamAccessKeyStatus,
+    IamAccount,
+    IamChange,
+    IamPolicy,
+    IamPolicyDeleted,
+    IamPrincipal,
+    KeyCreated,
+    KeyDeleted,
+    KeyMaterial,
+    KeyMessage,
+    KeyUpdated,
+    PrimaryMoved,
+    SealedVersion,
+    SharedState,
+)
 
 log = structlog.get_logger("replication.apply")
 
@@ -126,44 +142,56 @@ def _refuse(reason: str, **fields: Any) -> Result:
     return Result(Outcome.REFUSED, reason)
 
 
-def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = body.get(name)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ApplyError(f"frame body field {name!r} is missing or mistyped")
-    return value
-
-
 async def apply_frame(con: Conn, frame: Frame, ctx: ApplyContext) -> Result:
-    """Apply ``frame`` (already verified and in sequence) inside the caller's transaction."""
-    if frame.kind is FrameKind.IAM_CHANGE:
-        if frame.source != ctx.iam_home_region:
-            return _refuse("iam_not_from_home", source=frame.source, home=ctx.iam_home_region, seq=frame.seq)
-        return await _apply_iam(con, frame, ctx)
-    key_id = frame.body.get("key_id")
-    if not isinstance(key_id, str) or key_id_kind(key_id) is not KeyIdKind.MULTI_REGION or not is_valid_key_id(key_id):
+    """Apply ``frame`` (already verified and in sequence) inside the caller's transaction.
+
+    Its body is decoded into its message first; a body that is not one raises ``ApplyError``
+    (a sender newer than this receiver, or a bug: retried, never half applied).
+    """
+    if frame.kind is FrameKind.IAM_CHANGE and frame.source != ctx.iam_home_region:
+        return _refuse("iam_not_from_home", source=frame.source, home=ctx.iam_home_region, seq=frame.seq)
+    try:
+        message = messages.decode(frame.kind, frame.body)
+    except messages.MessageError as exc:
+        raise ApplyError(f"{type(exc).__name__}: {exc}"[:300]) from None
+    if isinstance(message, IamChange):
+        return await _apply_iam(con, frame, message, ctx)
+    if not isinstance(message, KeyCreated | KeyMaterial | KeyUpdated | PrimaryMoved | KeyDeleted):
+        return _refuse("unexpected_kind", source=frame.source, kind=frame.kind.name, seq=frame.seq)
+    key_id = message.key_id
+    if key_id_kind(key_id) is not KeyIdKind.MULTI_REGION or not is_valid_key_id(key_id):
         # Only mrk- keys ever replicate; anything else is a bug or an attack.
         return _refuse("not_a_multi_region_key", source=frame.source, seq=frame.seq)
-    handler = _KEY_HANDLERS.get(frame.kind)
-    if handler is None:
-        return _refuse("unexpected_kind", source=frame.source, kind=frame.kind.name, seq=frame.seq)
-    return await handler(con, frame, key_id, ctx)
+    return await _apply_key(con, frame, message, ctx)
+
+
+async def _apply_key(con: Conn, frame: Frame, message: KeyMessage, ctx: ApplyContext) -> Result:
+    match message:
+        case KeyCreated():
+            return await _key_created(con, frame, message, ctx)
+        case KeyMaterial():
+            return await _key_material(con, frame, message, ctx)
+        case KeyUpdated():
+            return await _key_updated(con, frame, message, ctx)
+        case PrimaryMoved():
+            return await _primary_moved(con, frame, message, ctx)
+        case KeyDeleted():
+            return await _key_deleted(con, frame, message, ctx)
 
 
 # --- key material -----------------------------------------------------------------------------
 
 
-def _open_versions(frame: Frame, key_id: str, ctx: ApplyContext) -> list[tuple[int, bytes, dt.datetime, str]]:
+def _open_versions(
+    frame: Frame, key_id: str, sealed: tuple[SealedVersion, ...], ctx: ApplyContext
+) -> list[tuple[int, bytes, dt.datetime, str]]:
     """(version, material wrapped under *our* root key, created_at, KeyMaterialId) per sealed version."""
     out = []
-    for item in frame.body.get("material") or []:
-        if not isinstance(item, dict):
-            raise ApplyError("malformed material entry")
-        version = _field(item, "version", int)
-        sealed = _field(item, "sealed", bytes)
-        created_us = _field(item, "created_at_us", int)
+    for item in sealed:
+        version = item.version
         try:
             raw = hpke.open_from_region(
-                ctx.encryption_key, sealed, key_id=key_id, version=version,
+                ctx.encryption_key, item.sealed, key_id=key_id, version=version,
                 source_region=frame.source, dest_region=ctx.region,
             )  # fmt: skip
         except hpke.SealedMaterialError:
@@ -174,115 +202,92 @@ def _open_versions(frame: Frame, key_id: str, ctx: ApplyContext) -> list[tuple[i
             raise ApplyError(f"material of {key_id} v{version} has the wrong length") from None
         wrapped = wrap.wrap(ctx.keyring, key_id, version, material)
         material_id = import_wrap.key_material_id(key_id, material)  # the same id in every region
-        out.append((version, wrapped, from_us(created_us), material_id))
+        out.append((version, wrapped, item.created_at, material_id))
     return out
 
 
-async def _install_versions(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> int:
+async def _install_versions(
+    con: Conn, frame: Frame, key_id: str, shared: SharedState | None, sealed: tuple[SealedVersion, ...],
+    ctx: ApplyContext,
+) -> int:
     """Add the frame's backing versions this region lacks, each with its material row first (as
     rotation does), so ListKeyRotations shows the same history in every region."""
-    meta = {m.get("version"): m for m in frame.body.get("materials") or [] if isinstance(m, dict)}
+    records = {m.version: m for m in (shared.materials if shared is not None else ())}
     held = {v.version for v in await key_store.versions(con, key_id)}
     added = 0
-    for version, wrapped, created, material_id in _open_versions(frame, key_id, ctx):
+    for version, wrapped, created, material_id in _open_versions(frame, key_id, sealed, ctx):
         if version in held:
             continue  # versions are immutable: the one held is the same material
-        info = meta.get(version) or {}
-        rotation_type, rotation_us = info.get("rotation_type"), info.get("rotation_date_us")
-        if rotation_type not in (None, "AUTOMATIC", "ON_DEMAND") or (rotation_type is None) != (rotation_us is None):
-            raise ApplyError(f"{key_id} v{version}: malformed rotation record")
-        rotated = from_us(rotation_us) if isinstance(rotation_us, int) else None
+        record = records.get(version)
+        rotation_type = record.rotation_type if record else None
+        rotated = record.rotation_date if record else None
         await repl_store.insert_replicated_material(con, key_id, version, material_id, rotation_type, rotated, created)
         added += await repl_store.insert_version_if_absent(con, key_id, version, wrapped, created)
     return added
 
 
-async def _apply_rotation(con: Conn, key_id: str, body: Mapping[str, Any], now: dt.datetime) -> None:
-    """Take the primary's automatic-rotation schedule (absent from a frame: leave ours alone)."""
-    if "rotation" not in body:
+async def _apply_rotation(con: Conn, key_id: str, shared: SharedState | None, now: dt.datetime) -> None:
+    """Take the primary's automatic-rotation schedule (no shared state in the frame: leave ours alone)."""
+    if shared is None:
         return
-    raw = body["rotation"]
+    raw = shared.rotation
     if raw is None:
         schedule = rotation_store.RotationSchedule()
     else:
-        if not isinstance(raw, dict):
-            raise ApplyError("rotation must be a map")
-        anchor, due = raw.get("anchor_date_us"), raw.get("next_rotation_date_us")
         schedule = rotation_store.RotationSchedule(
-            enabled=bool(_field(raw, "enabled", bool)),
-            period_days=_field(raw, "period_days", int),
-            anchor_date=from_us(anchor) if isinstance(anchor, int) else None,
-            next_rotation_date=from_us(due) if isinstance(due, int) else None,
+            enabled=raw.enabled,
+            period_days=raw.period_days,
+            anchor_date=raw.anchor_date,
+            next_rotation_date=raw.next_rotation_date,
         )
     await rotation_store.put_schedule(con, key_id, schedule, now)
 
 
-def _members(body: Mapping[str, Any]) -> tuple[str, list[str]]:
-    primary = _field(body, "primary_region", str)
-    replicas = _field(body, "replica_regions", list)
-    if not all(isinstance(r, str) for r in replicas):
-        raise ApplyError("replica_regions must be region names")
-    return primary, [r for r in replicas if r != primary]
-
-
-def _current_version(body: Mapping[str, Any]) -> int | None:
-    value = body.get("current_version")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ApplyError("current_version must be a positive integer")
-    return value
+def _members(primary: str, replica_regions: tuple[str, ...]) -> tuple[str, list[str]]:
+    return primary, [r for r in replica_regions if r != primary]
 
 
 # --- key frames -------------------------------------------------------------------------------
 
 
-async def _key_created(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> Result:
+async def _key_created(con: Conn, frame: Frame, m: KeyCreated, ctx: ApplyContext) -> Result:
+    key_id = m.key_id
     record = await key_store.get_key(con, key_id, for_update=True)
     if record is not None:  # re-sent, or this region already holds the key: treat as an update
-        return await _key_updated(con, frame, key_id, ctx)
-    body = frame.body
-    primary, replicas = _members(body)
+        return await _key_updated(con, frame, m.as_update(), ctx)
+    primary, replicas = _members(m.primary_region, m.replica_regions)
     if ctx.region not in replicas:
         return _refuse("not_a_member", source=frame.source, key_id=key_id, seq=frame.seq)
-    account = _field(body, "account", str)
-    replica = _field(body, "replica", dict)
     try:
-        origin = Origin(_field(body, "origin", str))
-        creation = from_us(_field(body, "creation_date_us", int))
         config = MultiRegionConfiguration(
             key_type=MultiRegionKeyType.REPLICA,
-            primary_key=MultiRegionKey(key_arn(primary, account, key_id), primary),
-            replica_keys=tuple(MultiRegionKey(key_arn(r, account, key_id), r) for r in sorted(replicas)),
+            primary_key=MultiRegionKey(key_arn(primary, m.account, key_id), primary),
+            replica_keys=tuple(MultiRegionKey(key_arn(r, m.account, key_id), r) for r in sorted(replicas)),
         )
         key = Key(
             key_id=key_id,
-            account=account,
+            account=m.account,
             region=ctx.region,
-            creation_date=creation,
+            creation_date=m.creation_date,
             key_state=KeyState.CREATING,
-            description=str(replica.get("description") or ""),
-            key_usage=KeyUsage(_field(body, "key_usage", str)),
-            key_spec=KeySpec(_field(body, "key_spec", str)),
-            origin=origin,
+            description=m.replica.description,
+            key_usage=m.key_usage,
+            key_spec=m.key_spec,
+            origin=m.origin,
             multi_region_configuration=config,
         )
     except ValueError as exc:
         return _refuse("malformed_key", source=frame.source, key_id=key_id, seq=frame.seq, error=str(exc)[:200])
-    policy = _field(replica, "policy", str)
-    tags = replica.get("tags") or []
-    if not all(isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in tags):
-        raise ApplyError("replica tags must be [key, value] pairs")
     # Imported material never crosses regions (AWS: the replica waits for its own import).
-    current = _current_version(body) if origin is Origin.AWS_KMS else None
-    await repl_store.ensure_account(con, account)
-    await key_store.insert_key(con, key, policy=policy, current_version=current)
-    if origin is Origin.AWS_KMS:
-        await _install_versions(con, frame, key_id, ctx)
+    current = m.current_version if m.origin is Origin.AWS_KMS else None
+    await repl_store.ensure_account(con, m.account)
+    await key_store.insert_key(con, key, policy=m.replica.policy, current_version=current)
+    if m.origin is Origin.AWS_KMS:
+        await _install_versions(con, frame, key_id, m.shared, m.material or (), ctx)
         if current is not None and not any(v.version == current for v in await key_store.versions(con, key_id)):
             raise ApplyError(f"{key_id}: the current version's material is missing from the frame")
-    await tag_store.upsert(con, key_id, [(k, v) for k, v in tags])
-    await _apply_rotation(con, key_id, body, ctx.now)
+    await tag_store.upsert(con, key_id, list(m.replica.tags))
+    await _apply_rotation(con, key_id, m.shared, ctx.now)
     await repl_store.set_epoch(con, key_id, frame.epoch or 1)
     ready = apply(key, KeyEvent.REPLICA_CREATED)
     await key_store.update_state(con, ready, ctx.now)
@@ -308,14 +313,15 @@ async def _admitted(con: Conn, frame: Frame, key_id: str) -> tuple[key_store.Key
 
 
 async def _apply_shared(
-    con: Conn, frame: Frame, key_id: str, record: key_store.KeyRecord, ctx: ApplyContext
+    con: Conn, frame: Frame, m: KeyMaterial | KeyUpdated, record: key_store.KeyRecord, ctx: ApplyContext
 ) -> None:
     """Install the frame's backing versions, current version and rotation schedule (admitted frames)."""
-    await _apply_rotation(con, key_id, frame.body, ctx.now)
+    key_id = m.key_id
+    await _apply_rotation(con, key_id, m.shared, ctx.now)
     if record.key.origin is not Origin.AWS_KMS:
         return  # imported material never crosses regions
-    await _install_versions(con, frame, key_id, ctx)
-    current = _current_version(frame.body)
+    await _install_versions(con, frame, key_id, m.shared, m.material or (), ctx)
+    current = m.current_version
     if current is not None:
         held = {v.version for v in await key_store.versions(con, key_id)}
         if current not in held:
@@ -323,24 +329,25 @@ async def _apply_shared(
         await repl_store.set_current_version(con, key_id, current, ctx.now)
 
 
-async def _key_material(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> Result:
-    record, early = await _admitted(con, frame, key_id)
+async def _key_material(con: Conn, frame: Frame, m: KeyMaterial, ctx: ApplyContext) -> Result:
+    record, early = await _admitted(con, frame, m.key_id)
     if record is None:
         assert early is not None
         return early
-    await _apply_shared(con, frame, key_id, record, ctx)
-    await repl_store.set_epoch(con, key_id, frame.epoch)
+    await _apply_shared(con, frame, m, record, ctx)
+    await repl_store.set_epoch(con, m.key_id, frame.epoch)
     return APPLIED
 
 
-async def _key_updated(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> Result:
+async def _key_updated(con: Conn, frame: Frame, m: KeyUpdated, ctx: ApplyContext) -> Result:
+    key_id = m.key_id
     record, early = await _admitted(con, frame, key_id)
     if record is None:
         assert early is not None
         return early
-    primary, replicas = _members(frame.body)
+    primary, replicas = _members(m.primary_region, m.replica_regions)
     await repl_store.set_mr_config(con, key_id, primary, replicas, ctx.now)
-    await _apply_shared(con, frame, key_id, record, ctx)
+    await _apply_shared(con, frame, m, record, ctx)
     await repl_store.set_epoch(con, key_id, frame.epoch)
     key = record.key
     if key.key_state is KeyState.UPDATING and primary != ctx.region:
@@ -350,11 +357,12 @@ async def _key_updated(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) 
     return APPLIED
 
 
-async def _primary_moved(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> Result:
+async def _primary_moved(con: Conn, frame: Frame, m: PrimaryMoved, ctx: ApplyContext) -> Result:
+    key_id = m.key_id
     record = await key_store.get_key(con, key_id, for_update=True)
     if record is None:
         return _skip("key_not_here", source=frame.source, key_id=key_id, seq=frame.seq)
-    primary, replicas = _members(frame.body)
+    primary, replicas = _members(m.primary_region, m.replica_regions)
     local_epoch = await repl_store.epoch(con, key_id)
     config = record.key.multi_region_configuration
     if frame.epoch <= local_epoch:
@@ -371,17 +379,15 @@ async def _primary_moved(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext
         # Take over: send every member the complete shared state at the new epoch. This also
         # ends the old primary's Updating state, and replaces anything it queued before the move.
         shared = await shared_snapshot(con, key_id, versions=None if key.origin is Origin.AWS_KMS else [])
-        await ctx.outbox.append_key(
-            con, OutboxKind.KEY_UPDATED, key_id=key_id, epoch=frame.epoch, dests=replicas,
-            body={"primary_region": primary, "replica_regions": replicas,
-                  "current_version": record.current_version, **shared},
-        )  # fmt: skip
+        takeover = KeyUpdated(key_id, primary, tuple(replicas), record.current_version, shared)
+        await ctx.outbox.append_key(con, takeover, epoch=frame.epoch, dests=replicas)
         log.info("replication.became_primary", key_id=key_id, epoch=frame.epoch, previous=frame.source)
     return APPLIED
 
 
-async def _key_deleted(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) -> Result:
-    gone = frame.body.get("region")
+async def _key_deleted(con: Conn, frame: Frame, m: KeyDeleted, ctx: ApplyContext) -> Result:
+    key_id = m.key_id
+    gone = m.region
     if gone != frame.source:
         return _refuse("deletion_not_from_owner", source=frame.source, key_id=key_id, seq=frame.seq)
     record = await key_store.get_key(con, key_id, for_update=True)
@@ -401,66 +407,37 @@ async def _key_deleted(con: Conn, frame: Frame, key_id: str, ctx: ApplyContext) 
     return APPLIED
 
 
-_KEY_HANDLERS = {
-    FrameKind.KEY_CREATED: _key_created,
-    FrameKind.KEY_MATERIAL: _key_material,
-    FrameKind.KEY_ROTATED: _key_material,
-    FrameKind.KEY_UPDATED: _key_updated,
-    FrameKind.PRIMARY_MOVED: _primary_moved,
-    FrameKind.KEY_DELETED: _key_deleted,
-}
-
-
 # --- IAM ----------------------------------------------------------------------------------------
 
 
-async def _apply_iam(con: Conn, frame: Frame, ctx: ApplyContext) -> Result:
-    body = frame.body
-    op = body.get("op")
-    if op == "account":
-        await repl_store.upsert_account(con, _field(body, "account_id", str), _field(body, "root_principal_id", str))
-    elif op == "principal":
-        kind = _field(body, "kind", str)
-        if kind not in ("root", "user", "role"):
-            raise ApplyError("unknown principal kind")
-        await repl_store.upsert_principal(
-            con, _field(body, "arn", str), _field(body, "account_id", str), kind,
-            _field(body, "name", str), _field(body, "principal_id", str),
-        )  # fmt: skip
-    elif op == "access_key":
-        access_key_id = _field(body, "access_key_id", str)
-        sealed = body.get("sealed_secret")
-        if sealed is None:  # deleted at the home region before it was sent; a delete follows
-            return _skip("access_key_gone", access_key_id=access_key_id, seq=frame.seq)
-        try:
-            secret = hpke.open_from_region(
-                ctx.encryption_key, _field(body, "sealed_secret", bytes), key_id=access_key_id,
-                version=ACCESS_KEY_SECRET_VERSION, source_region=frame.source, dest_region=ctx.region,
-            )  # fmt: skip
-        except hpke.SealedMaterialError:
-            raise ApplyError(f"sealed secret of {access_key_id} did not open") from None
-        wrapped = ctx.keyring.wrap(secret, access_key_aad(access_key_id))
-        status = _field(body, "status", str)
-        if status not in ("Active", "Inactive"):
-            raise ApplyError("unknown access key status")
-        if not await repl_store.upsert_access_key(con, access_key_id, _field(body, "principal_arn", str), wrapped,
-                                                  status):  # fmt: skip
-            return _skip("principal_not_here", access_key_id=access_key_id, seq=frame.seq)
-    elif op == "access_key_status":
-        status = _field(body, "status", str)
-        if status not in ("Active", "Inactive"):
-            raise ApplyError("unknown access key status")
-        await repl_store.set_access_key_status(con, _field(body, "access_key_id", str), status)
-    elif op == "access_key_deleted":
-        await repl_store.delete_access_key(con, _field(body, "access_key_id", str))
-    elif op == "policy":
-        if not await repl_store.upsert_identity_policy(
-            con, _field(body, "principal_arn", str), _field(body, "policy_name", str), _field(body, "document", str)
-        ):
-            return _skip("principal_not_here", seq=frame.seq)
-    elif op == "policy_deleted":
-        arn, name = _field(body, "principal_arn", str), _field(body, "policy_name", str)
-        await repl_store.delete_identity_policy(con, arn, name)
-    else:
-        return _refuse("unknown_iam_op", source=frame.source, seq=frame.seq)
+async def _apply_iam(con: Conn, frame: Frame, m: IamChange, ctx: ApplyContext) -> Result:
+    match m:
+        case IamAccount():
+            await repl_store.upsert_account(con, m.account_id, m.root_principal_id)
+        case IamPrincipal():
+            await repl_store.upsert_principal(con, m.arn, m.account_id, m.kind.value, m.name, m.principal_id)
+        case IamAccessKey():
+            if m.sealed_secret is None:  # deleted at the home region before it was sent; a delete follows
+                return _skip("access_key_gone", access_key_id=m.access_key_id, seq=frame.seq)
+            try:
+                secret = hpke.open_from_region(
+                    ctx.encryption_key, m.sealed_secret, key_id=m.access_key_id,
+                    version=ACCESS_KEY_SECRET_VERSION, source_region=frame.source, dest_region=ctx.region,
+                )  # fmt: skip
+            except hpke.SealedMaterialError:
+                raise ApplyError(f"sealed secret of {m.access_key_id} did not open") from None
+            wrapped = ctx.keyring.wrap(secret, access_key_aad(m.access_key_id))
+            if not await repl_store.upsert_access_key(con, m.access_key_id, m.principal_arn, wrapped, m.status):
+                return _skip("principal_not_here", access_key_id=m.access_key_id, seq=frame.seq)
+        case IamAccessKeyStatus():
+            await repl_store.set_access_key_status(con, m.access_key_id, m.status)
+        case IamAccessKeyDeleted():
+            await repl_store.delete_access_key(con, m.access_key_id)
+        case IamPolicy():
+            if not await repl_store.upsert_identity_policy(con, m.principal_arn, m.policy_name, m.document):
+                return _skip("principal_not_here", seq=frame.seq)
+        case IamPolicyDeleted():
+            await repl_store.delete_identity_policy(con, m.principal_arn, m.policy_name)
+        case _:
+            return _refuse("unknown_iam_op", source=frame.source, seq=frame.seq)
     return APPLIED

@@ -11,7 +11,8 @@ Frame, format version 1 -- one msgpack array of exactly eight elements:
       dest:    str  (region name, the intended receiver),
       seq:     uint (the source's sequence number; apply is idempotent on (source, seq); < 2**63),
       epoch:   uint (primary epoch the writer believed in, < 2**63),
-      body:    map  (str keys; values nil, bool, int, str, bin, array or map, nested <= 16),
+      body:    map  (str keys; values nil, bool, int, str, bin, array or map, nested <= 16;
+                     what it holds for each kind is a ``replication.messages`` message),
       sent_at_ms: uint (writer's wall clock, Unix milliseconds, < 2**63) ]
 
 The encoding is canonical: maps are written with keys in sorted order, str as msgpack str,
@@ -57,6 +58,7 @@ __all__ = [
     "ENVELOPE_VERSION",
     "FRAME_VERSION",
     "MAX_FRAME_BYTES",
+    "REGION_PATTERN",
     "SIGNING_CONTEXT",
     "BadSignatureError",
     "Frame",
@@ -80,7 +82,9 @@ MAX_REGION_CHARS = 64
 U63_MAX = 2**63 - 1
 SIGNING_CONTEXT = b"regionkms/replication/frame/v1\x00"
 
-_REGION_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+REGION_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?"
+"""A region name, as frames and their messages carry it."""
+_REGION_RE = re.compile(REGION_PATTERN)
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
@@ -102,11 +106,14 @@ class WrongDestinationError(FrameError):
 
 
 class FrameKind(IntEnum):
-    """What a frame carries. Numbers are wire values: append, never renumber or reuse."""
+    """What a frame carries. Numbers are wire values: append, never renumber or reuse.
+
+    The body of each kind is a ``replication.messages`` message. Number 3 is reserved
+    (``messages.RESERVED_KINDS``: KEY_ROTATED, defined once and never sent).
+    """
 
     KEY_CREATED = 1
     KEY_MATERIAL = 2
-    KEY_ROTATED = 3
     KEY_DELETED = 4
     PRIMARY_MOVED = 5
     IAM_CHANGE = 6

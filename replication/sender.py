@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import random
 import zlib
@@ -42,12 +43,13 @@ from regiond.crypto.sign import RegionIdentityKey
 from regiond.store import keys as key_store
 from regiond.store import outbox
 from regiond.store import replication as repl_store
-from regiond.store.outbox import OutboxEntry, OutboxKind, to_us
+from regiond.store.outbox import OutboxEntry
 from regiond.store.pool import Conn, Pool, connection, transaction
 from replication import frames
 from replication.apply import ACCESS_KEY_SECRET_VERSION, access_key_aad
 from replication.channel import MAX_BATCH_BYTES, Ack, ChannelError, Transport, TransportError
-from replication.frames import Frame, FrameKind
+from replication.frames import Frame
+from replication.messages import Heartbeat, IamAccessKey, KeyCreated, KeyMaterial, KeyUpdated, Message, SealedVersion
 from replication.peers import Peer
 from replication.status import ACKED_SEQ, FRAMES_SENT, SEND_ERRORS, SENT_SEQ, observe_backlog
 
@@ -58,15 +60,6 @@ __all__ = ["SENDER_LOCK_CLASS", "Backoff", "FrameBuilder", "Sender", "SenderSett
 SENDER_LOCK_CLASS = 0x726B6D73  # "rkms": advisory lock namespace (int4 pair form) of the senders
 MIN_DELAY_S = 0.01
 BATCH_BYTES_TARGET = MAX_BATCH_BYTES // 2  # a batch stops growing here (one frame may be up to 4 MiB)
-
-KIND_TO_FRAME = {
-    OutboxKind.KEY_CREATED: FrameKind.KEY_CREATED,
-    OutboxKind.KEY_MATERIAL: FrameKind.KEY_MATERIAL,
-    OutboxKind.KEY_UPDATED: FrameKind.KEY_UPDATED,
-    OutboxKind.PRIMARY_MOVED: FrameKind.PRIMARY_MOVED,
-    OutboxKind.KEY_DELETED: FrameKind.KEY_DELETED,
-    OutboxKind.IAM_CHANGE: FrameKind.IAM_CHANGE,
-}
 
 
 def lock_key(dest: str) -> int:
@@ -110,38 +103,38 @@ class FrameBuilder:
         self._identity = identity
         self._clock = clock
 
-    def _sign(self, frame: Frame) -> bytes:
+    def _frame(self, message: Message, peer: Peer, *, seq: int, epoch: int) -> bytes:
+        frame = Frame(
+            version=frames.FRAME_VERSION,
+            kind=message.KIND,
+            source=self._region,
+            dest=peer.region,
+            seq=seq,
+            epoch=epoch,
+            body=message.to_body(),
+            sent_at_ms=_ms(self._clock.now()),
+        )
         return frames.sign_frame(frames.encode(frame), self._identity)
 
     def heartbeat(self, peer: Peer) -> bytes:
-        frame = Frame(1, FrameKind.HEARTBEAT, self._region, peer.region, 0, 0, {}, _ms(self._clock.now()))
-        return self._sign(frame)
+        return self._frame(Heartbeat(), peer, seq=0, epoch=0)
 
     async def build(self, con: Conn, entry: OutboxEntry, peer: Peer) -> bytes:
-        body = dict(entry.body)
-        if entry.kind is OutboxKind.IAM_CHANGE and body.get("op") == "access_key":
-            body["sealed_secret"] = await self._sealed_secret(con, str(body["access_key_id"]), peer)
-        elif entry.kind.is_key:
-            versions = body.pop("versions", None)
-            if versions is not None:
-                assert entry.key_id is not None
-                body["material"] = await self._sealed_versions(con, entry.key_id, set(versions), peer)
-        frame = Frame(
-            version=frames.FRAME_VERSION,
-            kind=KIND_TO_FRAME[entry.kind],
-            source=self._region,
-            dest=peer.region,
-            seq=entry.seq,
-            epoch=entry.epoch,
-            body=body,
-            sent_at_ms=_ms(self._clock.now()),
-        )
-        return self._sign(frame)
+        """The entry's message with its secrets sealed to ``peer``, signed."""
+        message = entry.message
+        if isinstance(message, IamAccessKey):
+            message = dataclasses.replace(
+                message, sealed_secret=await self._sealed_secret(con, message.access_key_id, peer)
+            )
+        elif isinstance(message, KeyCreated | KeyMaterial | KeyUpdated) and message.shared is not None:
+            material = await self._sealed_versions(con, message.key_id, set(message.shared.versions), peer)
+            message = dataclasses.replace(message, material=material)
+        return self._frame(message, peer, seq=entry.seq, epoch=entry.epoch)
 
-    async def _sealed_versions(self, con: Conn, key_id: str, wanted: set[int], peer: Peer) -> list[dict[str, object]]:
+    async def _sealed_versions(self, con: Conn, key_id: str, wanted: set[int], peer: Peer) -> tuple[SealedVersion, ...]:
         """Each wanted backing version, unwrapped here and sealed to ``peer`` (gone versions are skipped:
         the key was destroyed since, and a deletion entry follows)."""
-        out: list[dict[str, object]] = []
+        out: list[SealedVersion] = []
         for stored in await key_store.versions(con, key_id):
             if stored.version not in wanted:
                 continue
@@ -150,8 +143,8 @@ class FrameBuilder:
                 peer.encryption_public_key, material.material(), key_id=key_id, version=stored.version,
                 source_region=self._region, dest_region=peer.region,
             )  # fmt: skip
-            out.append({"version": stored.version, "sealed": sealed, "created_at_us": to_us(stored.created_at)})
-        return out
+            out.append(SealedVersion(stored.version, sealed, stored.created_at))
+        return tuple(out)
 
     async def _sealed_secret(self, con: Conn, access_key_id: str, peer: Peer) -> bytes | None:
         wrapped = await con.fetchval("SELECT secret_wrapped FROM access_keys WHERE access_key_id = $1", access_key_id)

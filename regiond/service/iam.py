@@ -24,6 +24,16 @@ from regiond.errors import MalformedPolicyDocumentException, UnsupportedOperatio
 from regiond.store import iam as iam_store
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Conn, Pool, connection, transaction
+from replication.messages import (
+    IamAccessKey,
+    IamAccessKeyDeleted,
+    IamAccessKeyStatus,
+    IamAccount,
+    IamChange,
+    IamPolicy,
+    IamPolicyDeleted,
+    IamPrincipal,
+)
 
 _ID_ALPHABET = string.ascii_uppercase + "234567"
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
@@ -75,7 +85,7 @@ class IamService:
                 f"{self._outbox.iam_home_region}; send this request to that region's endpoint"
             )
 
-    async def _replicate(self, con: Conn, change: dict[str, str]) -> None:
+    async def _replicate(self, con: Conn, change: IamChange) -> None:
         if self._outbox is not None:
             await self._outbox.append_iam(con, change)
 
@@ -88,7 +98,7 @@ class IamService:
         async with transaction(self._pool) as con:
             await iam_store.insert_account(con, account_id)
             await iam_store.insert_principal(con, root)
-            await self._replicate(con, {"op": "account", "account_id": account_id, "root_principal_id": account_id})
+            await self._replicate(con, IamAccount(account_id, root_principal_id=account_id))
         return root
 
     async def ensure_account(self, account_id: str) -> Principal:
@@ -104,8 +114,7 @@ class IamService:
         self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.insert_principal(con, p)
-            await self._replicate(con, {"op": "principal", "arn": p.arn, "account_id": account_id,
-                                        "kind": kind.value, "name": name, "principal_id": p.principal_id})  # fmt: skip
+            await self._replicate(con, IamPrincipal(p.arn, account_id, kind, name, p.principal_id))
         return p
 
     async def get_principal(self, arn: str) -> Principal:
@@ -125,8 +134,7 @@ class IamService:
             await iam_store.get_principal(con, principal_arn_)
             await iam_store.insert_access_key(con, access_key_id, principal_arn_, wrapped)
             # The secret is not in the entry: the sender reads it and seals it to each region.
-            await self._replicate(con, {"op": "access_key", "access_key_id": access_key_id,
-                                        "principal_arn": principal_arn_, "status": "Active"})  # fmt: skip
+            await self._replicate(con, IamAccessKey(access_key_id, principal_arn_, "Active"))
         return NewAccessKey(access_key_id, secret, principal_arn_)
 
     async def import_access_key(self, principal_arn_: str, access_key_id: str, secret: str) -> None:
@@ -136,8 +144,7 @@ class IamService:
         async with transaction(self._pool) as con:
             if await iam_store.get_access_key(con, access_key_id) is None:
                 await iam_store.insert_access_key(con, access_key_id, principal_arn_, wrapped)
-                await self._replicate(con, {"op": "access_key", "access_key_id": access_key_id,
-                                            "principal_arn": principal_arn_, "status": "Active"})  # fmt: skip
+                await self._replicate(con, IamAccessKey(access_key_id, principal_arn_, "Active"))
 
     async def list_access_keys(self, principal_arn_: str) -> list[tuple[str, str]]:
         async with connection(self._pool) as con:
@@ -149,13 +156,13 @@ class IamService:
         self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.set_access_key_status(con, principal_arn_, access_key_id, status)
-            await self._replicate(con, {"op": "access_key_status", "access_key_id": access_key_id, "status": status})
+            await self._replicate(con, IamAccessKeyStatus(access_key_id, status))
 
     async def delete_access_key(self, principal_arn_: str, access_key_id: str) -> None:
         self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.delete_access_key(con, principal_arn_, access_key_id)
-            await self._replicate(con, {"op": "access_key_deleted", "access_key_id": access_key_id})
+            await self._replicate(con, IamAccessKeyDeleted(access_key_id))
 
     async def put_identity_policy(self, principal_arn_: str, name: str, document: str) -> None:
         if not POLICY_NAME.match(name):
@@ -165,14 +172,13 @@ class IamService:
         async with transaction(self._pool) as con:
             await iam_store.get_principal(con, principal_arn_)
             await iam_store.put_identity_policy(con, principal_arn_, name, document)
-            await self._replicate(con, {"op": "policy", "principal_arn": principal_arn_, "policy_name": name,
-                                        "document": document})  # fmt: skip
+            await self._replicate(con, IamPolicy(principal_arn_, name, document))
 
     async def delete_identity_policy(self, principal_arn_: str, name: str) -> None:
         self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.delete_identity_policy(con, principal_arn_, name)
-            await self._replicate(con, {"op": "policy_deleted", "principal_arn": principal_arn_, "policy_name": name})
+            await self._replicate(con, IamPolicyDeleted(principal_arn_, name))
 
     async def identity_policies(self, principal_arn_: str) -> dict[str, str]:
         async with connection(self._pool) as con:

@@ -53,8 +53,9 @@ from regiond.service.authz import Requester, in_region
 from regiond.service.keys import LOCKOUT_MESSAGE, KeyService, validate_tags
 from regiond.store import keys as key_store
 from regiond.store import replication as repl_store
-from regiond.store.outbox import Outbox, OutboxKind, shared_snapshot, to_us
+from regiond.store.outbox import Outbox, shared_snapshot
 from regiond.store.pool import Pool, transaction
+from replication.messages import KeyCreated, KeyUpdated, PrimaryMoved, ReplicaProperties
 
 log = structlog.get_logger(__name__)
 
@@ -151,22 +152,14 @@ class MultiRegionService:
             epoch = await repl_store.epoch(con, key.key_id)
             # every backing version (imported material never crosses regions) and the rotation schedule
             shared = await shared_snapshot(con, key.key_id, versions=None if key.origin is Origin.AWS_KMS else [])
-            await self._outbox.append_key(
-                con, OutboxKind.KEY_CREATED, key_id=key.key_id, epoch=epoch, dests=[replica_region],
-                body={
-                    "account": key.account, "primary_region": self.region, "replica_regions": replicas,
-                    "key_spec": key.key_spec.value, "key_usage": key.key_usage.value, "origin": key.origin.value,
-                    "creation_date_us": to_us(key.creation_date),
-                    "current_version": record.current_version, **shared,
-                    "replica": {"description": description, "policy": policy,
-                                "tags": [[k, v] for k, v in valid_tags]},
-                },
+            created = KeyCreated(
+                key.key_id, key.account, self.region, tuple(replicas), key.key_spec, key.key_usage, key.origin,
+                key.creation_date, record.current_version, shared,
+                ReplicaProperties(description, policy, tuple(valid_tags)),
             )  # fmt: skip
-            await self._outbox.append_key(
-                con, OutboxKind.KEY_UPDATED, key_id=key.key_id, epoch=epoch, dests=existing,
-                body={"primary_region": self.region, "replica_regions": replicas,
-                      "current_version": record.current_version, **shared},
-            )  # fmt: skip
+            await self._outbox.append_key(con, created, epoch=epoch, dests=[replica_region])
+            updated = KeyUpdated(key.key_id, self.region, tuple(replicas), record.current_version, shared)
+            await self._outbox.append_key(con, updated, epoch=epoch, dests=existing)
         self._keys.cache.invalidate(key.key_id)
         log.info("key.replicated", key_id=key.key_id, replica_region=replica_region)
         replica = dataclasses.replace(
@@ -236,10 +229,8 @@ class MultiRegionService:
             await repl_store.set_epoch(con, key.key_id, epoch)
             updating = apply(key, KeyEvent.PRIMARY_UPDATE_START)
             await key_store.update_state(con, updating, now)
-            await self._outbox.append_key(
-                con, OutboxKind.PRIMARY_MOVED, key_id=key.key_id, epoch=epoch, dests=replicas,
-                body={"primary_region": primary_region, "replica_regions": new_replicas, "previous": self.region},
-            )  # fmt: skip
+            moved = PrimaryMoved(key.key_id, primary_region, tuple(new_replicas), self.region)
+            await self._outbox.append_key(con, moved, epoch=epoch, dests=replicas)
         self._keys.cache.invalidate(key.key_id)
         log.info("key.primary_moving", key_id=key.key_id, new_primary=primary_region, epoch=epoch)
         config = configuration(key.account, key.key_id, self.region, primary_region, new_replicas)

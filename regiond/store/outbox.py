@@ -10,9 +10,11 @@ appending transaction ends, so a destination's entries commit in sequence order 
 that reads ``seq > cursor`` never skips an entry that committed late. Destinations are locked
 in sorted order, so two transactions appending to overlapping sets cannot deadlock.
 
-What an entry holds is a JSON *snapshot* of the change (key metadata, IAM rows) with no secret
-in it: key material and access-key secrets are referenced (key id and version, access key id)
-and read, sealed to the destination with HPKE, by the sender at send time. Single-region keys
+What an entry holds is a ``replication.messages`` message, the body of the frame it becomes,
+stored as JSON with no secret in it: key material and access-key secrets are absent, and the
+sender reads them, unwrapped with the root key and sealed to the destination with HPKE, at send
+time. Key entries with shared state also hold ``versions`` (the backing versions to seal, the
+versions of the shared state), which senders of the previous release read. Single-region keys
 never enter: ``append`` refuses a key id that is not ``mrk-`` (a ``ValueError``, a caller bug),
 and a CHECK constraint in migration 0004 backs that up.
 """
@@ -27,6 +29,19 @@ from typing import Any
 
 from regiond.domain.ids import KeyIdKind, key_id_kind
 from regiond.store.pool import Conn
+from replication import messages
+from replication.frames import FrameKind
+from replication.messages import (
+    IamChange,
+    KeyDeleted,
+    KeyMaterial,
+    KeyMessage,
+    KeyUpdated,
+    Message,
+    Rotation,
+    SharedState,
+    VersionRecord,
+)
 
 __all__ = [
     "MAX_BODY_DEPTH",
@@ -38,12 +53,10 @@ __all__ = [
     "append",
     "backlog",
     "delete_acked",
-    "from_us",
     "key_members",
     "last_seq",
     "read_batch",
     "shared_snapshot",
-    "to_us",
 ]
 
 MAX_BODY_DEPTH = 12
@@ -63,6 +76,18 @@ class OutboxKind(enum.StrEnum):
     def is_key(self) -> bool:
         return self is not OutboxKind.IAM_CHANGE
 
+    @property
+    def frame_kind(self) -> FrameKind:
+        return FrameKind[self.name]
+
+    @classmethod
+    def of(cls, message: Message) -> OutboxKind:
+        return cls[message.KIND.name]
+
+
+SEAL_VERSIONS = "versions"
+"""The outbox-only body key listing the versions to seal (read by senders of the previous release)."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
@@ -71,7 +96,7 @@ class OutboxEntry:
     kind: OutboxKind
     epoch: int
     key_id: str | None
-    body: dict[str, Any]
+    message: Message
     created_at: dt.datetime
 
 
@@ -148,14 +173,25 @@ async def append(
     return out
 
 
+def _body(message: Message) -> dict[str, Any]:
+    body = message.to_body()
+    shared = getattr(message, "shared", None)
+    if isinstance(shared, SharedState):
+        body[SEAL_VERSIONS] = list(shared.versions)
+    return body
+
+
 def _entry(row: Any) -> OutboxEntry:
+    kind = OutboxKind(row["kind"])
+    body = dict(row["body"])
+    body.pop(SEAL_VERSIONS, None)  # the same list as the shared state's versions
     return OutboxEntry(
         dest=row["dest"],
         seq=int(row["seq"]),
-        kind=OutboxKind(row["kind"]),
+        kind=kind,
         epoch=int(row["epoch"]),
         key_id=row["key_id"],
-        body=dict(row["body"]),
+        message=messages.decode(kind.frame_kind, body),
         created_at=row["created_at"],
     )
 
@@ -210,26 +246,19 @@ class Outbox:
     def knows(self, region: str) -> bool:
         return region in self.peers
 
-    async def append_iam(self, con: Conn, change: Mapping[str, Any]) -> dict[str, int]:
+    async def append_iam(self, con: Conn, change: IamChange) -> dict[str, int]:
         """Queue an IAM change for every peer (only the home region writes IAM)."""
         if not self.is_iam_home:
             raise RuntimeError(f"IAM is written in {self.iam_home_region}, not {self.region}")
-        return await append(con, dests=self.peers, kind=OutboxKind.IAM_CHANGE, body=change)
+        return await append(con, dests=self.peers, kind=OutboxKind.IAM_CHANGE, body=_body(change))
 
     async def append_key(
-        self,
-        con: Conn,
-        kind: OutboxKind,
-        *,
-        key_id: str,
-        epoch: int,
-        dests: Iterable[str],
-        body: Mapping[str, Any],
+        self, con: Conn, message: KeyMessage, *, epoch: int, dests: Iterable[str]
     ) -> dict[str, int]:
         """Queue a multi-region key change for ``dests`` (unknown regions and this one are skipped)."""
         targets = [d for d in dests if d != self.region and d in self.peers]
-        return await append(con, dests=targets, kind=kind, body={"key_id": key_id, **body}, key_id=key_id,
-                            epoch=epoch)  # fmt: skip
+        return await append(con, dests=targets, kind=OutboxKind.of(message), body=_body(message),
+                            key_id=message.key_id, epoch=epoch)  # fmt: skip
 
     async def key_material_added(self, con: Conn, key_id: str, version: int) -> dict[str, int]:
         """A new backing version of a multi-region key became current here (rotation, import).
@@ -246,11 +275,8 @@ class Outbox:
             raise ValueError(f"key {key_id} does not exist")
         if members.primary != self.region:
             raise RuntimeError(f"{key_id}: only the primary region ({members.primary}) adds key material")
-        return await self.append_key(
-            con, OutboxKind.KEY_MATERIAL, key_id=key_id, epoch=members.epoch, dests=members.replicas,
-            body={"version": version, "current_version": members.current_version,
-                  **await shared_snapshot(con, key_id)},
-        )  # fmt: skip
+        message = KeyMaterial(key_id, version, members.current_version, await shared_snapshot(con, key_id))
+        return await self.append_key(con, message, epoch=members.epoch, dests=members.replicas)
 
     async def key_rotation_changed(self, con: Conn, key_id: str) -> dict[str, int]:
         """The primary's automatic-rotation settings changed (Enable/DisableKeyRotation): the
@@ -258,11 +284,9 @@ class Outbox:
         members = await key_members(con, key_id)
         if members is None or members.primary != self.region:
             return {}
-        return await self.append_key(
-            con, OutboxKind.KEY_UPDATED, key_id=key_id, epoch=members.epoch, dests=members.replicas,
-            body={"primary_region": members.primary, "replica_regions": list(members.replicas),
-                  "current_version": members.current_version, **await shared_snapshot(con, key_id)},
-        )  # fmt: skip
+        message = KeyUpdated(key_id, members.primary, members.replicas, members.current_version,
+                             await shared_snapshot(con, key_id))  # fmt: skip
+        return await self.append_key(con, message, epoch=members.epoch, dests=members.replicas)
 
     async def key_destroyed(self, con: Conn, key_id: str) -> dict[str, int]:
         """This region's copy of a multi-region key is being destroyed: tell the other members.
@@ -274,35 +298,15 @@ class Outbox:
         if members is None:
             return {}
         others = [r for r in (members.primary, *members.replicas) if r != self.region]
-        return await self.append_key(
-            con, OutboxKind.KEY_DELETED, key_id=key_id, epoch=members.epoch, dests=others,
-            body={"region": self.region},
-        )  # fmt: skip
+        return await self.append_key(con, KeyDeleted(key_id, self.region), epoch=members.epoch, dests=others)
 
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-MICROSECOND = dt.timedelta(microseconds=1)
-
-
-def to_us(value: dt.datetime) -> int:
-    """Microseconds since the Unix epoch: instants travel as exact integers (frames refuse floats)."""
-    return (value - EPOCH) // MICROSECOND
-
-
-def from_us(value: int) -> dt.datetime:
-    return EPOCH + value * MICROSECOND
-
-
-def _us(value: dt.datetime | None) -> int | None:
-    return to_us(value) if value is not None else None
-
-
-async def shared_snapshot(con: Conn, key_id: str, *, versions: Sequence[int] | None = None) -> dict[str, Any]:
-    """The shared properties of a multi-region key that travel in key entries, as JSON.
+async def shared_snapshot(con: Conn, key_id: str, *, versions: Sequence[int] | None = None) -> SharedState:
+    """The shared state of a multi-region key that travels in key entries beside its material.
 
     ``versions``: the backing versions whose material the sender must seal into the frame
     (``None``: all of them), with what ListKeyRotations shows of each (rotation type and date);
-    ``rotation``: the automatic-rotation schedule, which follows the primary.
+    the automatic-rotation schedule follows the primary.
     """
     rows = await con.fetch(
         "SELECT v.version, m.rotation_type, m.rotation_date FROM key_versions v"
@@ -313,19 +317,12 @@ async def shared_snapshot(con: Conn, key_id: str, *, versions: Sequence[int] | N
     schedule = await con.fetchrow(
         "SELECT enabled, period_days, anchor_date, next_rotation_date FROM key_rotation WHERE key_id = $1", key_id
     )
-    return {
-        "versions": [r["version"] for r in rows],
-        "materials": [
-            {"version": r["version"], "rotation_type": r["rotation_type"], "rotation_date_us": _us(r["rotation_date"])}
-            for r in rows
-        ],
-        "rotation": None if schedule is None else {
-            "enabled": schedule["enabled"],
-            "period_days": schedule["period_days"],
-            "anchor_date_us": _us(schedule["anchor_date"]),
-            "next_rotation_date_us": _us(schedule["next_rotation_date"]),
-        },
-    }  # fmt: skip
+    return SharedState(
+        materials=tuple(VersionRecord(r["version"], r["rotation_type"], r["rotation_date"]) for r in rows),
+        rotation=None if schedule is None else Rotation(
+            schedule["enabled"], schedule["period_days"], schedule["anchor_date"], schedule["next_rotation_date"]
+        ),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from replication.frames import (
     UnknownRegionError,
     WrongDestinationError,
 )
+from replication.messages import RESERVED_KINDS
 
 US = RegionIdentityKey.generate()
 EU = RegionIdentityKey.generate()
@@ -66,13 +67,20 @@ def test_kind_numbers_are_stable() -> None:
     assert {k.name: k.value for k in FrameKind} == {
         "KEY_CREATED": 1,
         "KEY_MATERIAL": 2,
-        "KEY_ROTATED": 3,
         "KEY_DELETED": 4,
         "PRIMARY_MOVED": 5,
         "IAM_CHANGE": 6,
         "HEARTBEAT": 7,
         "KEY_UPDATED": 8,
     }
+
+
+def test_retired_kind_numbers_stay_unused_and_are_refused() -> None:
+    # 3 was KEY_ROTATED, defined and never sent (a rotation travels as KEY_MATERIAL)
+    assert set(RESERVED_KINDS) == {3} and not set(RESERVED_KINDS) & {k.value for k in FrameKind}
+    raw = msgpack.packb([1, 3, *raw_fields(make_frame())[2:]], use_bin_type=True)
+    with pytest.raises(FrameError, match="unknown frame kind"):
+        frames.decode(raw)
 
 
 def test_encoding_matches_documented_layout() -> None:
