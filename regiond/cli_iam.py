@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kmsclient.admin import AdminApiError
+from kmsclient.errors import KmsClientError
 from regiond.config import env
 from regiond.crypto.keyring import AesRootKeyring, env_keyring, load_file_keyring
 from regiond.domain.principal import PrincipalKind, principal_arn
@@ -160,7 +160,7 @@ def cmd_iam(args: argparse.Namespace) -> int:
     except KmsError as exc:
         print(f"regiond iam: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
-    except AdminApiError as exc:
+    except KmsClientError as exc:
         print(f"regiond iam: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kmsclient.admin import AdminApiError, credentials_from_env
+from kmsclient.admin import credentials_from_env
 from kmsclient.client import KmsClient
 from kmsclient.errors import KmsClientError
 from kmsclient.routing import Endpoint
@@ -122,7 +122,7 @@ def _target(args: argparse.Namespace) -> tuple[Endpoint, Credentials]:
             raise SystemExit("regiond import-material: --endpoint needs --region (or a key ARN as --key)")
         try:
             credentials = credentials_from_env()
-        except AdminApiError as exc:
+        except KmsClientError as exc:
             raise SystemExit(f"regiond import-material: {exc}") from None
         return Endpoint(region, args.endpoint.rstrip("/")), credentials
     raise SystemExit("regiond import-material: give --cluster (with --region) or --endpoint")

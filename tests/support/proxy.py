@@ -2,7 +2,8 @@
 
 Bytes pass through untouched (TLS stays end to end between the regions). ``cut()`` closes every
 open connection and makes new ones fail at once, as a network partition would; ``heal()``
-lets connections through again. ``bytes_forwarded`` counts what went through, for tests that
+lets connections through again. ``delay_s`` holds every chunk that long before forwarding it (a
+distant region: each round trip gains twice the delay). ``bytes_forwarded`` counts what went through, for tests that
 want to see traffic stop and resume.
 """
 
@@ -19,6 +20,7 @@ class TcpProxy:
         self.port = 0
         self.cut_off = False
         self.frozen = False
+        self.delay_s = 0.0
         self.bytes_forwarded = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -70,6 +72,10 @@ class TcpProxy:
                     return
                 if self.frozen:  # swallowed: the peers see an open connection that never answers
                     continue
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                    if self.cut_off:
+                        return
                 self.bytes_forwarded += len(data)
                 writer.write(data)
                 await writer.drain()

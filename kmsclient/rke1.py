@@ -1,16 +1,17 @@
-"""Envelope encryption with KMS data keys: the bulk data never goes to the service.
+"""RKE1, the message format of kmsclient 1: still read, written only for tests and conversion.
+
+kmsclient 2 writes the AWS Encryption SDK format (``message.py``). Files written by kmsclient 1
+keep opening: ``decrypt`` (and ``kmsclient decrypt``) recognise the RKE1 magic and come here.
 
 One ``GenerateDataKey`` call per message gives a fresh 256-bit data key and its KMS ciphertext
 blob; the data is sealed locally with AES-256-GCM in segments, and only the blob is stored.
-Decryption asks KMS to decrypt the blob (under the same encryption context) and opens the
-segments locally.
 
 Message format, version 1 (all integers big-endian):
 
     header:
       4 bytes   magic b"RKE1"
       1 byte    version = 1
-      2 bytes   length of the KMS key ARN, then the ARN (ASCII)        -- informative only
+      2 bytes   length of the KMS key ARN, then the ARN (ASCII)        -- routes the Decrypt call
       2 bytes   length of the wrapped data key, then the KMS ciphertext blob
       4 bytes   segment size S (plaintext bytes per segment)
       8 bytes   random nonce prefix P
@@ -19,10 +20,9 @@ Message format, version 1 (all integers big-endian):
       every segment but the last carries exactly S plaintext bytes (S + 16 bytes on the wire);
       the last carries 0..S bytes and has the final flag 1.
 
-Binding the segment index and a final flag into each segment's AAD (the STREAM construction)
-means segments cannot be reordered, dropped or truncated without detection. The encryption
-context is not stored: the caller gives it to decrypt, where KMS checks it (the data key is
-bound to it) before anything is opened.
+The encryption context is not stored: the caller gives it to decrypt, where KMS checks it.
+The Decrypt call goes to the region of the ARN in the header (a multi-region key: the nearest
+replica), never elsewhere.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsclient.client import KmsClient
-from kmsclient.errors import EnvelopeError
+from kmsclient.errors import EnvelopeError, KmsClientError
+from kmsclient.routing import parse_key_id
 
 MAGIC = b"RKE1"
 VERSION = 1
@@ -81,19 +82,21 @@ def _read_exact(src: BinaryIO, n: int) -> bytes:
     return data
 
 
-def _read_header(src: BinaryIO) -> tuple[bytes, bytes, int, bytes]:
+def _read_header(src: BinaryIO) -> tuple[bytes, str, bytes, int, bytes]:
     if _read_exact(src, 4) != MAGIC or _read_exact(src, 1)[0] != VERSION:
-        raise EnvelopeError("not a regionkms envelope (bad magic or unsupported version)")
+        raise EnvelopeError("not a kmsclient 1 (RKE1) message")
     (arn_len,) = struct.unpack(">H", _read_exact(src, 2))
-    arn = _read_exact(src, arn_len)
+    try:
+        arn = _read_exact(src, arn_len).decode("ascii")
+    except UnicodeDecodeError:
+        raise EnvelopeError() from None
     (wrapped_len,) = struct.unpack(">H", _read_exact(src, 2))
     wrapped = _read_exact(src, wrapped_len)
     (segment_bytes,) = struct.unpack(">I", _read_exact(src, 4))
     if not 1 <= segment_bytes <= 64 * 1024 * 1024:
         raise EnvelopeError()
     prefix = _read_exact(src, NONCE_PREFIX_BYTES)
-    header = _header(arn.decode("ascii", "replace"), wrapped, segment_bytes, prefix)
-    return header, wrapped, segment_bytes, prefix
+    return _header(arn, wrapped, segment_bytes, prefix), arn, wrapped, segment_bytes, prefix
 
 
 async def encrypt_stream(
@@ -107,7 +110,8 @@ async def encrypt_stream(
     progress: Progress | None = None,
 ) -> int:
     """Seal ``src`` into ``dst``; return the number of plaintext bytes sealed."""
-    data_key, wrapped, key_arn = await client.generate_data_key(key_id, context)
+    made = await client.generate_data_key(key_id, context)
+    data_key, wrapped, key_arn = made.plaintext, made.ciphertext, made.key_arn
     aead = AESGCM(data_key)
     prefix = os.urandom(NONCE_PREFIX_BYTES)
     header = _header(key_arn, wrapped, segment_bytes, prefix)
@@ -145,8 +149,12 @@ async def decrypt_stream(
     its end, so on any error the caller must discard what was written (the CLI writes to a
     temporary file and renames it only on success).
     """
-    header, wrapped, segment_bytes, prefix = _read_header(src)
-    data_key = await client.decrypt(wrapped, context)
+    header, arn, wrapped, segment_bytes, prefix = _read_header(src)
+    try:
+        parse_key_id(arn)
+    except KmsClientError:
+        raise EnvelopeError() from None
+    data_key = (await client.decrypt(wrapped, context, route_key_id=arn)).plaintext
     aead = AESGCM(data_key)
     header_hash = hashlib.sha256(header).digest()
     wire = segment_bytes + TAG_BYTES
