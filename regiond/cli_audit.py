@@ -6,8 +6,12 @@ Which database (on every subcommand, as the other operator commands):
 Which key digests must be signed with (``verify``) and exports are signed with (``export``):
   the region's ``identity.ed25519`` in --state-dir (or the cluster's state dir for the region);
   ``verify`` also takes --public-key (hex, or a file holding the raw 32 bytes), repeatable.
+Which anchors (digests held outside the database, docs/AUDIT.md "Anchors") ``verify`` checks:
+  the anchor file in the state dir, every --anchor FILE, and with --cluster the copies the
+  other regions of the cluster hold; ``anchors`` prints the copies a database holds of a region's.
 
-    regiond audit verify  [--from T] [--to T] [--format text|json]          exit 1 on any finding
+    regiond audit verify  [--from T] [--to T] [--anchor FILE]... [--format text|json]   exit 1 on any finding
+    regiond audit anchors --source R                       (another region's anchors held here, as a file)
     regiond audit query   [--event-name N] [--key K] [--principal ARN] [--error-code C]
                           [--since T] [--until T] [--limit N] [--format json|table]
     regiond audit export  --out DIR [--from T] [--to T]
@@ -39,13 +43,15 @@ class Target:
     database_url: str
     regions: list[str]  # empty: every region found in the database
     state_dir: Path | None
+    peers: tuple[cluster_file.RegionEntry, ...] = ()  # the cluster's other regions (--cluster)
 
 
 def _target(args: argparse.Namespace) -> Target:
     state_dir = Path(args.state_dir) if args.state_dir else None
     if args.cluster:
         entry = cluster_file.region_entry(args.cluster, args.region)
-        return Target(entry.database_url, [entry.region], state_dir or entry.state_dir)
+        peers = tuple(e for e in cluster_file.region_entries(args.cluster) if e.region != entry.region)
+        return Target(entry.database_url, [entry.region], state_dir or entry.state_dir, peers)
     if args.database_url:
         return Target(args.database_url, [args.region] if args.region else [], state_dir)
     raise UsageError("give --cluster DIR/cluster.json --region R, or --database-url URL")
@@ -104,18 +110,66 @@ async def _regions(pool: Any, target: Target) -> list[str]:
         return await audit_store.regions(con)
 
 
+def _anchor_files(args: argparse.Namespace, target: Target) -> list[Any]:
+    """The anchor files to check: the state dir's own (if it has one) and every ``--anchor``."""
+    from regiond.audit.anchors import ANCHOR_FILE_NAME, read_anchor_file
+    from regiond.audit.verify import AnchorSet
+
+    paths = [Path(p) for p in args.anchor or []]
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"--anchor {path.name}: no such file")
+    if target.state_dir is not None and (target.state_dir / ANCHOR_FILE_NAME).is_file():
+        paths.insert(0, target.state_dir / ANCHOR_FILE_NAME)
+    sets = []
+    for path in paths:
+        read = read_anchor_file(path)
+        sets.append(AnchorSet(f"the anchor file {path}", read.anchors, read.bad_lines))
+    return sets
+
+
+async def _peer_anchors(target: Target, region: str) -> list[Any]:
+    """What every other region of the cluster holds of ``region``'s digests (pushed by replication)."""
+    from regiond.audit.verify import AnchorSet
+    from regiond.domain.audit_anchor import AnchorError, parse_anchor
+    from regiond.store import audit as audit_store
+    from regiond.store.pool import connection, create_pool
+
+    sets = []
+    for peer in target.peers:
+        pool = await create_pool(peer.database_url, min_size=1, max_size=1)
+        try:
+            async with connection(pool) as con:
+                held = await audit_store.peer_anchors(con, region)
+        finally:
+            await pool.close()
+        anchors, bad = [], []
+        for number, (message, signature) in enumerate(held, start=1):
+            try:
+                anchors.append(parse_anchor(message, signature))
+            except AnchorError as exc:
+                bad.append((number, str(exc)))
+        sets.append(AnchorSet(f"region {peer.region}'s copy", anchors, bad))
+    return sets
+
+
 async def _verify(args: argparse.Namespace, target: Target, pool: Any) -> int:
     from regiond.audit.verify import verify_region
 
     now = dt.datetime.now(dt.UTC)
     since, until = _time(args.since, now), _time(args.until, now)
     keys = _trusted_keys(args, target)
-    reports = [await verify_region(pool, region, trusted_keys=keys, since=since, until=until)
-               for region in await _regions(pool, target)]  # fmt: skip
+    files = _anchor_files(args, target)
+    reports = []
+    for region in await _regions(pool, target):
+        anchors = [*files, *await _peer_anchors(target, region)]
+        reports.append(await verify_region(pool, region, trusted_keys=keys, since=since, until=until,
+                                           anchors=anchors))  # fmt: skip
     if args.format == "json":
         for r in reports:
             print(json.dumps({"region": r.region, "ok": r.ok, "firstSeq": r.first_seq, "lastSeq": r.last_seq,
                               "eventsChecked": r.events_checked, "digestsChecked": r.digests_checked,
+                              "anchorsChecked": r.anchors_checked,
                               "findings": [asdict(f) for f in r.findings], "notes": r.notes}))  # fmt: skip
     else:
         if not keys:
@@ -128,7 +182,7 @@ async def _verify(args: argparse.Namespace, target: Target, pool: Any) -> int:
                 print(f"{r.region}: note: {note}")
             verdict = "OK" if r.ok else f"FAILED ({len(r.findings)} findings)"
             print(f"{r.region}: {verdict}: {r.events_checked} events (seq {r.first_seq}..{r.last_seq}), "
-                  f"{r.digests_checked} signed digests checked")  # fmt: skip
+                  f"{r.digests_checked} signed digests, {r.anchors_checked} anchors checked")  # fmt: skip
     if not reports:
         print("no audit trail found", file=sys.stderr)
     return 0 if all(r.ok for r in reports) else EXIT_FINDINGS
@@ -171,13 +225,29 @@ async def _export(args: argparse.Namespace, target: Target, pool: Any) -> int:
     return 0
 
 
+async def _anchors(args: argparse.Namespace, target: Target, pool: Any) -> int:
+    from regiond.domain.audit_anchor import AnchorError, parse_anchor
+    from regiond.store import audit as audit_store
+    from regiond.store.pool import connection
+
+    async with connection(pool) as con:
+        held = await audit_store.peer_anchors(con, args.source)
+    for message, signature in held:
+        try:
+            sys.stdout.write(parse_anchor(message, signature).line().decode())
+        except AnchorError as exc:
+            print(f"skipped an unreadable anchor: {exc}", file=sys.stderr)
+    print(f"{len(held)} anchors of {args.source}", file=sys.stderr)
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
     from regiond.store.pool import create_pool
 
     target = _target(args)
     pool = await create_pool(target.database_url, min_size=1, max_size=2)
     try:
-        command = {"verify": _verify, "query": _query, "export": _export}[args.audit_command]
+        command = {"verify": _verify, "query": _query, "export": _export, "anchors": _anchors}[args.audit_command]
         return await command(args, target, pool)
     finally:
         await pool.close()
@@ -211,6 +281,8 @@ def add_audit_parser(sub: Any) -> None:
     c.add_argument("--public-key", action="append", help="trusted region identity key: hex or a file (repeatable)")
     c.add_argument("--from", dest="since", help="first event time (ISO 8601 or 1h, 7d ...)")
     c.add_argument("--to", dest="until", help="end of the time range (exclusive)")
+    c.add_argument("--anchor", action="append", help="an anchor file (a node's audit-anchors.jsonl, or the "
+                   "output of `audit anchors`) whose digests the database must hold (repeatable)")  # fmt: skip
     c.add_argument("--format", choices=("text", "json"), default="text")
 
     c = cmds.add_parser("query", help="find events; JSON lines (one event per line) or a table")
@@ -223,6 +295,10 @@ def add_audit_parser(sub: Any) -> None:
     c.add_argument("--until")
     c.add_argument("--limit", type=int, default=1000)
     c.add_argument("--format", choices=("json", "table"), default="json")
+
+    c = cmds.add_parser("anchors", help="print the anchors this database holds of another region's digests")
+    _common(c)
+    c.add_argument("--source", required=True, help="the region whose anchors to print")
 
     c = cmds.add_parser("export", help="write hourly gzip JSON-lines files with a digest each")
     _common(c)

@@ -33,6 +33,11 @@ def load(path: str | Path) -> dict[str, Any]:
     return cluster
 
 
+def _entry(path: str | Path, region: str, info: dict[str, Any]) -> RegionEntry:
+    state_dir = Path(info.get("state_dir") or Path(path).parent / region)
+    return RegionEntry(region, str(info["database_url"]), info.get("endpoint"), state_dir)
+
+
 def region_entry(path: str | Path, region: str | None) -> RegionEntry:
     """The entry of ``region`` in the cluster file at ``path``."""
     if not region:
@@ -40,5 +45,10 @@ def region_entry(path: str | Path, region: str | None) -> RegionEntry:
     info = load(path).get("regions", {}).get(region)
     if info is None:
         raise UsageError(f"region {region} is not in {Path(path).name}")
-    state_dir = Path(info.get("state_dir") or Path(path).parent / region)
-    return RegionEntry(region, str(info["database_url"]), info.get("endpoint"), state_dir)
+    return _entry(path, region, info)
+
+
+def region_entries(path: str | Path) -> list[RegionEntry]:
+    """Every region's entry in the cluster file at ``path``, by region name."""
+    regions: dict[str, Any] = load(path).get("regions", {})
+    return [_entry(path, name, regions[name]) for name in sorted(regions)]

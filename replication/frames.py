@@ -119,6 +119,7 @@ class FrameKind(IntEnum):
     IAM_CHANGE = 6
     HEARTBEAT = 7
     KEY_UPDATED = 8
+    AUDIT_ANCHORS = 9  # the source's newest signed audit digests (outside the outbox stream: seq 0)
 
 
 def _check_region(value: object, field: str) -> None:

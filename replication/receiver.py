@@ -18,7 +18,9 @@
    with a savepoint per frame: the frames before it commit, and the ack says where it stopped.
 
 The ack is the applied sequence of the peer after the batch, with the refusal code if the
-receiver stopped early. Heartbeat frames are verified and answered but apply nothing.
+receiver stopped early. Heartbeat frames are verified and answered but apply nothing. Audit
+anchor frames are outside the sequence too: their digests are checked against the source's
+identity key and kept (``replication.anchors``), or the frame is refused as malformed.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from regiond.clock import Clock
 from regiond.crypto.hpke import RegionEncryptionPrivateKey
 from regiond.crypto.keyring import RootKeyring
 from regiond.crypto.pki import PeerIdentityError, peer_region_from_cert
+from regiond.domain.audit_anchor import AnchorError
 from regiond.store import replication as repl_store
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Conn, Pool, connection, transaction
 from replication import frames
+from replication.anchors import keep_anchors, parse_anchors_body
 from replication.apply import ApplyContext, ApplyError, Outcome, Result, apply_frame
 from replication.channel import (
     FRAMES_PATH,
@@ -65,6 +69,9 @@ REFUSAL_STATUS = {
     Refusal.APPLY_FAILED: 503,
     Refusal.NOT_CONFIGURED: 503,
 }
+
+
+_OUTSIDE_THE_STREAM = frozenset({FrameKind.HEARTBEAT, FrameKind.AUDIT_ANCHORS})  # seq 0: nothing to apply
 
 
 class _FrameFailed(Exception):
@@ -131,7 +138,10 @@ class Receiver:
                     verified.append(frame)
                     continue
             break  # the frames verified so far are applied; the rest of the batch is not looked at
-        work = [f for f in verified if f.kind is not FrameKind.HEARTBEAT]
+        work = [f for f in verified if f.kind not in _OUTSIDE_THE_STREAM]
+        for frame in verified:
+            if frame.kind is FrameKind.AUDIT_ANCHORS and refusal is None:
+                refusal = await self._keep_anchors(frame, keys[frame.source])
         if work and source is not None:
             stopped = await self._apply_batch(source, work)
             if stopped is not None:
@@ -142,6 +152,15 @@ class Receiver:
         if source is not None:
             APPLIED_SEQ.labels(source).set(applied)
         return Ack(self.region, applied)
+
+    async def _keep_anchors(self, frame: frames.Frame, source_key: bytes) -> tuple[str, str] | None:
+        """Keep the audit anchors of an authenticated frame; a refusal if they are not the source's."""
+        try:
+            anchors = parse_anchors_body(frame.body, frame.source, source_key)
+        except AnchorError as exc:
+            return Refusal.MALFORMED, f"audit anchors: {exc}"
+        await keep_anchors(self._pool, frame.source, anchors)
+        return None
 
     async def _apply_batch(self, source: str, batch: list[frames.Frame]) -> Ack | None:
         """Apply ``batch`` exactly once, in one transaction.

@@ -18,6 +18,10 @@ nothing twice. When idle, the sender sleeps until an outbox NOTIFY wakes it (or 
 poll, the safety net), and sends a heartbeat frame every ``heartbeat_s`` to learn where the
 peer stands and to surface a broken link in the status even when nothing is queued.
 
+Every ``heartbeat_s``, busy or idle, it also pushes the region's signed audit digests that the peer
+has not confirmed yet (``replication.anchors``): one ``AUDIT_ANCHORS`` frame in an exchange of its
+own, so a peer that refuses it (a receiver of an older release) never holds up the outbox stream.
+
 Failures (unreachable peer, refusal, gap) back off exponentially with full jitter, capped:
 ``delay = uniform(0, min(cap_s, base_s * 2**attempt))`` (AWS Architecture Blog, "Exponential
 Backoff And Jitter"), never below ``MIN_DELAY_S``.
@@ -40,18 +44,21 @@ from regiond.clock import Clock
 from regiond.crypto import hpke, wrap
 from regiond.crypto.keyring import KeyringError, RootKeyring
 from regiond.crypto.sign import RegionIdentityKey
+from regiond.domain.audit_anchor import AnchorError, parse_anchor
+from regiond.store import audit as audit_store
 from regiond.store import keys as key_store
 from regiond.store import outbox
 from regiond.store import replication as repl_store
 from regiond.store.outbox import OutboxEntry
 from regiond.store.pool import Conn, Pool, connection, transaction
 from replication import frames
+from replication.anchors import MAX_ANCHORS_PER_FRAME, anchors_body
 from replication.apply import ACCESS_KEY_SECRET_VERSION, access_key_aad
 from replication.channel import MAX_BATCH_BYTES, Ack, ChannelError, Transport, TransportError
 from replication.frames import Frame
 from replication.messages import Heartbeat, IamAccessKey, KeyCreated, KeyMaterial, KeyUpdated, Message, SealedVersion
 from replication.peers import Peer
-from replication.status import ACKED_SEQ, FRAMES_SENT, SEND_ERRORS, SENT_SEQ, observe_backlog
+from replication.status import ACKED_SEQ, ANCHORS_PUSHED, FRAMES_SENT, SEND_ERRORS, SENT_SEQ, observe_backlog
 
 log = structlog.get_logger("replication.sender")
 
@@ -116,8 +123,17 @@ class FrameBuilder:
         )
         return frames.sign_frame(frames.encode(frame), self._identity)
 
+    @property
+    def region(self) -> str:
+        return self._region
+
     def heartbeat(self, peer: Peer) -> bytes:
         return self._frame(Heartbeat(), peer, seq=0, epoch=0)
+
+    def audit_anchors(self, peer: Peer, signed: list[tuple[bytes, bytes]]) -> bytes:
+        body = anchors_body(signed)
+        frame = Frame(1, FrameKind.AUDIT_ANCHORS, self._region, peer.region, 0, 0, body, _ms(self._clock.now()))
+        return self._sign(frame)
 
     async def build(self, con: Conn, entry: OutboxEntry, peer: Peer) -> bytes:
         """The entry's message with its secrets sealed to ``peer``, signed."""
@@ -178,6 +194,7 @@ class Sender:
         self._settings = settings or SenderSettings()
         self.wake = wake or asyncio.Event()
         self._last_contact = 0.0
+        self._anchor_position = 0  # the newest audit digest the peer confirmed holding (0: none yet)
 
     @property
     def dest(self) -> str:
@@ -218,6 +235,36 @@ class Sender:
         if ack.error is not None:
             raise Refused(ack)
         return ack
+
+    async def push_anchors(self) -> int:
+        """Send the peer the region's signed digests past the last it confirmed; return how many were sent.
+
+        After a restart the sender knows nothing confirmed and sends the newest ones; the peer keeps
+        what it already held and refuses nothing for it.
+        """
+        async with connection(self._pool) as con:
+            signed = await audit_store.newest_signed_digests(con, self._builder.region, self._anchor_position,
+                                                             MAX_ANCHORS_PER_FRAME)  # fmt: skip
+        if not signed:
+            return 0
+        try:
+            newest = parse_anchor(*signed[-1]).position
+        except AnchorError as exc:  # a damaged row: the peer would refuse the frame too
+            log.error("audit.anchor_unreadable", peer=self.dest, error=str(exc))
+            return 0
+        ack = await self._transport.send(self.peer, [self._builder.audit_anchors(self.peer, signed)])
+        if ack.error is not None:
+            raise Refused(ack)
+        self._anchor_position = newest
+        ANCHORS_PUSHED.labels(self.dest).set(newest)
+        return len(signed)
+
+    async def _push_anchors_logged(self) -> None:
+        try:
+            await self.push_anchors()
+        except (TransportError, Refused, ChannelError) as exc:
+            SEND_ERRORS.labels(self.dest, "anchors").inc()
+            log.warning("audit.anchor_push_failed", peer=self.dest, error=str(exc)[:200])
 
     async def _record(self, ack: Ack, *, sent_seq: int, previous: int) -> int:
         now = self._clock.now()
@@ -280,10 +327,14 @@ class Sender:
         attempt = 0
         loop = asyncio.get_running_loop()
         heartbeat_due = True
+        anchors_due = loop.time()
         while not stop.is_set():
             if lock_con.is_closed():
                 log.warning("replication.sender_lock_lost", peer=self.dest)
                 return
+            if loop.time() >= anchors_due:
+                anchors_due = loop.time() + self._settings.heartbeat_s
+                await self._push_anchors_logged()
             try:
                 if heartbeat_due:
                     await self.heartbeat()

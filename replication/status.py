@@ -28,6 +28,8 @@ from regiond.store.pool import Pool, connection
 
 __all__ = [
     "ACKED_SEQ",
+    "ANCHORS_PUSHED",
+    "ANCHOR_CONFLICTS",
     "APPLIED_SEQ",
     "FRAMES_APPLIED",
     "FRAMES_REFUSED",
@@ -62,6 +64,15 @@ FRAMES_APPLIED = Counter(
 FRAMES_REFUSED = Counter(
     "regionkms_replication_frames_refused_total", "Frames refused per claimed source and reason",
     ["source", "reason"], registry=REGISTRY,
+)  # fmt: skip
+
+ANCHORS_PUSHED = Gauge(
+    "regionkms_audit_anchor_pushed_position", "Position of the newest audit digest a peer confirmed it holds",
+    ["peer"], registry=REGISTRY,
+)  # fmt: skip
+ANCHOR_CONFLICTS = Counter(
+    "regionkms_audit_anchor_conflicts_total", "Audit anchors refused because another digest of the source holds "
+    "their position (the source was rolled back and signed again)", ["source"], registry=REGISTRY,
 )  # fmt: skip
 
 

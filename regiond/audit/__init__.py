@@ -4,7 +4,9 @@
     committer.py  GroupCommitter, the AuditSink: one chained, durable batched write (one CALL)
                   shared by concurrent requests (docs/AUDIT.md)
     chain.py      the per-region hash chain and Ed25519-signed digests (formats documented there)
-    verify.py     find changed, deleted, inserted and reordered events and forged digests
+    anchors.py    the node's anchor file: every signed digest, held outside the database
+    verify.py     find changed, deleted, inserted and reordered events, edited query columns,
+                  forged digests and rollbacks (digests anchored outside that the database lacks)
     query.py      filter events for ``regiond audit query``
     export.py     hourly gzip JSON-lines files with a signed digest each, for a SIEM
 

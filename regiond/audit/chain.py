@@ -34,11 +34,14 @@ from dataclasses import dataclass
 import orjson
 
 from regiond.crypto import sign
+from regiond.domain.audit_anchor import DIGEST_LABEL_V1, Anchor, parse_anchor
+from regiond.store.audit import DigestRow
 
 __all__ = [
     "HASH_BYTES",
     "Digest",
     "digest_hash",
+    "digest_of",
     "event_hash",
     "genesis_hash",
 ]
@@ -46,7 +49,7 @@ __all__ = [
 HASH_BYTES = 32
 _GENESIS_LABEL = b"regionkms.audit.genesis.v1\x00"
 _EVENT_LABEL = b"regionkms.audit.event.v1\x00"
-_DIGEST_LABEL = b"regionkms.audit.digest.v1\x00"
+_DIGEST_LABEL = DIGEST_LABEL_V1  # anchors read digests by this label (regiond.domain.audit_anchor)
 
 
 def genesis_hash(region: str) -> bytes:
@@ -95,6 +98,10 @@ class Digest:
             key.public_bytes(), key.sign(self.message()),
         )  # fmt: skip
 
+    def anchor(self) -> Anchor:
+        """This digest as an anchor, to be held outside the database (``regiond.domain.audit_anchor``)."""
+        return parse_anchor(self.message(), self.signature)
+
     def signature_valid(self, public_key: bytes | None = None) -> bool:
         """True if signed by ``public_key`` (default: the key recorded with the digest)."""
         return sign.verify(public_key if public_key is not None else self.public_key, self.message(), self.signature)
@@ -103,3 +110,10 @@ class Digest:
 def digest_hash(digest: Digest) -> bytes:
     """The link the next digest carries as ``previousDigestHash``."""
     return hashlib.sha256(digest.message()).digest()
+
+
+def digest_of(row: DigestRow) -> Digest:
+    """The digest a stored row holds (its message is rebuilt from the columns, which the signature covers)."""
+    return Digest(row.region, row.first_seq, row.last_seq, bytes(row.last_hash),
+                  bytes(row.prev_digest) if row.prev_digest is not None else None, row.digest_time,
+                  bytes(row.public_key), bytes(row.signature))  # fmt: skip

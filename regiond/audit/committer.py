@@ -31,8 +31,11 @@ longer than a minute.
 The writer also keeps the chain's checkpoints (a digest signed with the region identity key
 every ``checkpoint_events`` events, started right after the batch that crosses the mark, or every
 ``checkpoint_interval_s`` from a timer; either way in a task beside the writer, under the chain
-head's row lock, committed without waiting for a flush) and applies retention (deletes signed,
-expired events in small chunks, keeping the chain anchor).
+head's row lock, committed without waiting for a flush), anchors each digest outside the database
+once it is durable (appended to the node's anchor file, ``regiond.audit.anchors``; the replication
+senders push it to the other regions), refuses to sign over a database that no longer holds the
+last digest it anchored (a rollback), and applies retention (deletes signed, expired events in
+small chunks, keeping the chain anchor).
 ``close`` drains the queue, links what is pending and writes a last digest.
 """
 
@@ -43,15 +46,19 @@ import contextlib
 import datetime as dt
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from regiond.audit import chain, events
+from regiond.audit.anchors import ANCHOR_FILE_NAME, AnchorFile
+from regiond.audit.verify import column_mismatches
 from regiond.calls import CallRecord
 from regiond.clock import Clock, SystemClock
 from regiond.config import Settings
 from regiond.crypto.sign import RegionIdentityKey
+from regiond.domain.audit_anchor import Anchor
 from regiond.metrics import REGISTRY
 from regiond.store import audit as audit_store
 from regiond.store.pool import ACQUIRE_TIMEOUT_S, Conn, Pool, transaction
@@ -73,6 +80,11 @@ AUDIT_WRITE_SECONDS = Histogram(
 AUDIT_WRITE_FAILURES = Counter(
     "regionkms_audit_write_failures_total", "Group-commit batches that could not be made durable", registry=REGISTRY
 )
+AUDIT_ROLLBACK = Gauge(
+    "regionkms_audit_rollback_detected",
+    "1 once this process found its last anchored digest missing from the database (digests stop)",
+    registry=REGISTRY,
+)
 
 RETENTION_CHUNK_EVENTS = 5000
 RETENTION_EVERY_S = 3600.0
@@ -93,10 +105,12 @@ class CommitOptions:
     checkpoint_interval_s: float = 300.0
     retention_days: int = 0  # 0: keep forever
     write_timeout_s: float = 5.0
+    anchor_path: Path | None = None  # the node's anchor file (None: digests are anchored nowhere here)
 
     @classmethod
     def from_settings(cls, s: Settings) -> CommitOptions:
         return cls(
+            anchor_path=s.state_dir / ANCHOR_FILE_NAME if s.state_dir is not None else None,
             linger_s=s.audit_batch_linger_ms / 1000.0,
             max_batch_events=s.audit_max_batch_events,
             max_in_flight=s.audit_max_in_flight,
@@ -130,8 +144,12 @@ class GroupCommitter:
         self._checkpointing: asyncio.Task[None] | None = None
         # The writer keeps its connections: a pool release costs a reset query (a round trip) per batch.
         self._idle: list[Conn] = []
+        self._anchors = AnchorFile(options.anchor_path) if options.anchor_path is not None else None
+        self._last_anchor: Anchor | None = None  # the newest digest this process knows was anchored
 
     async def start(self) -> None:
+        if self._anchors is not None and self._signer is not None:
+            self._last_anchor = await asyncio.to_thread(self._anchors.last)
         async with transaction(self._pool) as con:
             await audit_store.ensure_head(con, self._region, self._genesis)
         try:  # events a crashed writer (of any node) left durable but unchained
@@ -305,20 +323,35 @@ class GroupCommitter:
 
     # --- checkpoints and retention -----------------------------------------------------
 
-    async def _write_digest(self, con: Conn, head: audit_store.ChainHead, last_seq: int, last_hash: bytes) -> None:
-        if self._signer is None:
-            return
-        d = chain.Digest(
-            region=self._region, first_seq=head.digest_seq + 1, last_seq=last_seq, last_hash=last_hash,
+    def _digest(self, head: audit_store.ChainHead) -> chain.Digest:
+        assert self._signer is not None
+        return chain.Digest(
+            region=self._region, first_seq=head.digest_seq + 1, last_seq=head.seq, last_hash=head.hash,
             prev_digest=head.digest_hash, digest_time=self._clock.now(),
         ).signed(self._signer)  # fmt: skip
-        row = audit_store.DigestRow(
-            d.region, d.first_seq, d.last_seq, d.digest_time, d.last_hash, d.prev_digest, d.public_key, d.signature
-        )
-        await audit_store.add_digest(con, row, chain.digest_hash(d))
+
+    async def _rolled_back(self, con: Conn, head: audit_store.ChainHead) -> bool:
+        """True if the database no longer holds the last digest this process anchored: it was rolled
+        back (or restored from an older backup). Signing on top would make the shortened trail look
+        whole, so no digest is signed until an operator has looked (docs/AUDIT.md, "Anchors")."""
+        last = self._last_anchor
+        if last is None or last.position <= head.pruned_seq:  # nothing anchored yet, or removed by retention
+            return False
+        stored = await audit_store.digest_at(con, self._region, last.position)
+        if stored is not None and chain.digest_hash(chain.digest_of(stored)) == last.digest_hash:
+            return False
+        AUDIT_ROLLBACK.set(1)
+        log.error("audit.rollback_detected", region=self._region, anchored_position=last.position,
+                  anchored_time=last.digest_time, head_seq=head.seq, head_digest_seq=head.digest_seq,
+                  found="another digest" if stored is not None else "no digest")  # fmt: skip
+        return True
 
     async def checkpoint(self, *, force: bool = False) -> bool:
-        """Sign a digest now if events are undigested and one is due (or ``force``); True if written."""
+        """Sign a digest now if events are undigested and one is due (or ``force``); True if written.
+
+        The digest is then anchored outside the database: once it is durable, it is appended to the
+        node's anchor file (the other regions get it from the replication senders).
+        """
         if self._signer is None:
             return False
         await self.link()  # a digest covers the chain: chain what is durable first
@@ -333,8 +366,26 @@ class GroupCommitter:
             age = (now - head.digest_time).total_seconds() if head.digest_time is not None else None
             if not force and age is not None and age < self._opt.checkpoint_interval_s:
                 return False
-            await self._write_digest(con, head, head.seq, head.hash)
-            return True
+            if await self._rolled_back(con, head):
+                return False
+            d = self._digest(head)
+            row = audit_store.DigestRow(d.region, d.first_seq, d.last_seq, d.digest_time, d.last_hash, d.prev_digest,
+                                        d.public_key, d.signature, d.message())  # fmt: skip
+            await audit_store.add_digest(con, row, chain.digest_hash(d))
+        await self._anchor(d.anchor())
+        return True
+
+    async def _anchor(self, anchor: Anchor) -> None:
+        self._last_anchor = anchor
+        if self._anchors is None:
+            return
+        async with asyncio.timeout(self._opt.write_timeout_s), self._pool.acquire() as con:
+            await audit_store.flush_wal(con)  # the anchor must never name a digest a crash could lose
+        try:
+            await asyncio.to_thread(self._anchors.append, anchor)
+        except OSError as exc:
+            log.error("audit.anchor_write_failed", region=self._region, position=anchor.position,
+                      error=type(exc).__name__)  # fmt: skip
 
     async def apply_retention(self) -> int:
         """Delete events older than the retention period that a signed digest covers; return how many."""
@@ -351,8 +402,24 @@ class GroupCommitter:
                 if due is None:
                     return deleted
                 seq, anchor, through = due
+                if not await self._retention_may_take(con, seq, cutoff):
+                    return deleted
                 deleted += await audit_store.prune(con, self._region, seq, anchor, through)
                 log.info("audit.retention", region=self._region, through_seq=seq, deleted=deleted)
+
+    async def _retention_may_take(self, con: Conn, seq: int, cutoff: dt.datetime) -> bool:
+        """Whether the hashed record of the last event a retention chunk would delete is old enough.
+
+        Retention selects on the ``event_time`` column, which the chain does not hash: a back-dated
+        column must not make it delete recent events (``verify`` reports such a column too).
+        """
+        row = await audit_store.event_at(con, self._region, seq)
+        if (row is not None and chain.event_hash(row.prev_hash, row.record) == row.hash
+                and not column_mismatches(row) and row.event_time < cutoff):  # fmt: skip
+            return True
+        log.error("audit.retention_refused", region=self._region, seq=seq,
+                  reason="the event's record does not match its columns: run regiond audit verify")  # fmt: skip
+        return False
 
     async def _tick_loop(self) -> None:
         period_s = min(max(self._opt.checkpoint_interval_s / 4, 0.05), 60.0, LINK_EVERY_S)

@@ -19,6 +19,15 @@ How each tampering shows (chain.py explains why the seq is not hashed):
 * **digest-mismatch** - a validly signed digest whose ``lastEventHash`` is not the hash of the
   stored event at its ``lastSeq``: the events before it were rewritten after it was signed.
 * **digest-missing** - the digests' own chain has a hole or a stray member.
+* **column-changed** - an event whose query columns (``event_time``, ``event_name``,
+  ``principal_arn``, ``key_arns``, ``error_code``, ``event_source``, ``read_only``, ``event_id``,
+  ``region``) disagree with its hashed record: ``audit query``, ``--from/--to`` and retention
+  select on them, so a changed column could hide an event or make retention take it early.
+* **rolled-back** - a digest anchored outside the database (the node's anchor file, another
+  region's copy) that the database no longer holds, or holds a different digest in its place:
+  the newest events and digests were removed (and perhaps written and signed again since).
+* **anchor-invalid** - an anchor that is not a digest of this region signed by its key, or an
+  unreadable line of an anchor file.
 * **unchained** - events stored durably but not linked into the chain (``audit_pending``, where
   nodes of the 0007 release stage them) for longer than ``UNCHAINED_AFTER_S``: every node links
   them on start and every few seconds, so this means no chainer is running or someone keeps it
@@ -35,13 +44,18 @@ import datetime as dt
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from regiond.audit import chain
+from regiond.calls import utc_second_text
 from regiond.crypto import sign
+from regiond.domain.audit_anchor import Anchor
 from regiond.store import audit as audit_store
 from regiond.store.pool import Pool, transaction
 
-__all__ = ["Finding", "Report", "verify_region", "walk_events"]
+__all__ = ["AnchorSet", "Finding", "Report", "column_mismatches", "verify_region", "walk_events"]
 
 WINDOW_EVENTS = 1024
 UNCHAINED_AFTER_S = 60.0
@@ -68,6 +82,7 @@ class Report:
     last_seq: int = 0
     events_checked: int = 0
     digests_checked: int = 0
+    anchors_checked: int = 0
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -79,6 +94,54 @@ class Report:
         self.findings.append(Finding(kind, self.region, seq, detail, event_id))
 
 
+@dataclass(frozen=True, slots=True)
+class AnchorSet:
+    """Anchors from one place outside the database: ``name`` says where (a file, a peer region)."""
+
+    name: str
+    anchors: Sequence[Anchor]
+    bad_lines: Sequence[tuple[int, str]] = ()
+
+
+def column_mismatches(row: audit_store.EventRow) -> list[str]:
+    """The query columns of ``row`` that disagree with its record (the hashed bytes), by name.
+
+    ``event_time`` keeps the microseconds the record's ``eventTime`` (CloudTrail: to the second)
+    does not, so it must lie within that second.
+    """
+    try:
+        event: Any = orjson.loads(row.record)
+    except orjson.JSONDecodeError:
+        return ["record"]
+    if not isinstance(event, dict):
+        return ["record"]
+    identity = event.get("userIdentity")
+    resources = event.get("resources") or []
+    expected: dict[str, object] = {
+        "region": event.get("awsRegion"),
+        "event_id": event.get("eventID"),
+        "event_time": event.get("eventTime"),
+        "event_source": event.get("eventSource"),
+        "event_name": event.get("eventName"),
+        "principal_arn": identity.get("arn") if isinstance(identity, dict) else None,
+        "key_arns": [r.get("ARN") for r in resources if isinstance(r, dict)] if isinstance(resources, list) else None,
+        "error_code": event.get("errorCode"),
+        "read_only": event.get("readOnly"),
+    }
+    stored: dict[str, object] = {
+        "region": row.region,
+        "event_id": str(row.event_id),
+        "event_time": utc_second_text(row.event_time),
+        "event_source": row.event_source,
+        "event_name": row.event_name,
+        "principal_arn": row.principal_arn,
+        "key_arns": list(row.key_arns),
+        "error_code": row.error_code,
+        "read_only": row.read_only,
+    }
+    return [name for name, value in expected.items() if stored[name] != value]
+
+
 def _span(first: int, last: int) -> str:
     return f"seq {first}" if first == last else f"seqs {first}..{last}"
 
@@ -86,8 +149,11 @@ def _span(first: int, last: int) -> str:
 class _ChainWalk:
     """Checks events one by one in seq order, with a window of neighbours on both sides."""
 
-    def __init__(self, report: Report, anchor: bytes | None, first_seq: int, boundaries: set[int]) -> None:
+    def __init__(
+        self, report: Report, anchor: bytes | None, first_seq: int, boundaries: set[int], *, columns: bool = False
+    ) -> None:
         self.r = report
+        self.columns = columns
         self.expected_prev = anchor
         self.expected_seq = first_seq
         self.behind: OrderedDict[bytes, int] = OrderedDict()  # hash -> seq, last WINDOW_EVENTS evaluated
@@ -103,6 +169,10 @@ class _ChainWalk:
         self_ok = chain.event_hash(row.prev_hash, row.record) == row.hash
         if not self_ok:
             r.add("changed", row.seq, "its content no longer matches its hash", event_id)
+        elif self.columns:
+            for column in column_mismatches(row):
+                r.add("column-changed", row.seq, f"its {column} column disagrees with its hashed record "
+                      "(queries, time ranges and retention select on it)", event_id)  # fmt: skip
         if row.seq in self.boundaries:
             self.boundary_hashes[row.seq] = row.hash if self_ok else None
         gap = row.seq > self.expected_seq
@@ -238,6 +308,68 @@ def _check_digests(
         report.add("digest-missing", head.digest_seq, "the chain head records a digest but none is stored")
 
 
+def _check_anchors(
+    report: Report, sets: Sequence[AnchorSet], stored: Sequence[audit_store.DigestRow], trusted: Sequence[bytes],
+    head: audit_store.ChainHead,
+) -> None:  # fmt: skip
+    """Every anchor must name a digest the database holds, byte for byte (module docstring: rolled-back)."""
+    if not sets:
+        report.notes.append("no anchor held outside the database was checked, so a rollback of the newest events "
+                            "and digests cannot be seen (give --state-dir, --anchor FILE or --cluster)")  # fmt: skip
+        return
+    by_position = {d.last_seq: d for d in stored}
+    newest_stored = max(by_position, default=0)
+    keys = list(trusted) or sorted({bytes(d.public_key) for d in stored})
+    for anchor_set in sets:
+        for number, why in anchor_set.bad_lines:
+            report.add("anchor-invalid", None, f"{anchor_set.name} line {number}: {why}")
+        missing: list[Anchor] = []
+        changed: list[Anchor] = []
+        reached = 0
+        for a in anchor_set.anchors:
+            if a.region != report.region:
+                report.add("anchor-invalid", a.position, f"{anchor_set.name} holds an anchor of region {a.region}")
+                continue
+            if not any(sign.verify(k, a.message, a.signature) for k in keys):
+                report.add("anchor-invalid", a.position, f"{anchor_set.name}: its signature does not verify with "
+                           "the region identity key")  # fmt: skip
+                continue
+            report.anchors_checked += 1
+            if a.position <= head.pruned_seq:
+                continue  # its digest went with the events retention removed
+            row = by_position.get(a.position)
+            if row is None:
+                missing.append(a)
+            elif chain.digest_hash(chain.digest_of(row)) != a.digest_hash:
+                changed.append(a)
+            else:
+                reached = max(reached, a.position)
+        _report_rollback(report, anchor_set.name, missing, changed, newest_stored)
+        if reached and not (missing or changed):
+            report.notes.append(f"the database holds every digest anchored in {anchor_set.name} "
+                                f"(newest: seq {reached})")  # fmt: skip
+
+
+def _report_rollback(report: Report, name: str, missing: list[Anchor], changed: list[Anchor], newest: int) -> None:
+    if changed:
+        first = min(changed, key=lambda a: a.position)
+        more = f" ({len(changed)} anchored digests in all)" if len(changed) > 1 else ""
+        detail = (f"the database holds another digest here than the one signed at {first.digest_time} and "
+                  f"anchored in {name}{more}: the trail was rolled back and signed again")  # fmt: skip
+        report.add("rolled-back", first.position, detail)
+    if missing:
+        first, last = min(missing, key=lambda a: a.position), max(missing, key=lambda a: a.position)
+        if first.position > newest:
+            detail = (f"the digest signed at {first.digest_time} and anchored in {name} is not in the database, "
+                      f"whose newest digest ends at seq {newest}: the newest events and digests were removed "
+                      f"(anchored up to seq {last.position})")  # fmt: skip
+        else:
+            detail = (f"the digest signed at {first.digest_time} and anchored in {name} is not in the database "
+                      f"({len(missing)} anchored digests missing, up to seq {last.position}): the trail was rolled "
+                      "back and written again, or digests were deleted")  # fmt: skip
+        report.add("rolled-back", first.position, detail)
+
+
 def _check_pending(report: Report, pending: audit_store.PendingStats, after_s: float) -> None:
     if pending.stale:
         oldest = f"{pending.oldest:%Y-%m-%dT%H:%M:%SZ}" if pending.oldest is not None else "?"
@@ -251,12 +383,13 @@ def _check_pending(report: Report, pending: audit_store.PendingStats, after_s: f
 async def verify_region(
     pool: Pool, region: str, *, trusted_keys: Sequence[bytes] = (),
     since: dt.datetime | None = None, until: dt.datetime | None = None,
-    unchained_after_s: float = UNCHAINED_AFTER_S,
+    unchained_after_s: float = UNCHAINED_AFTER_S, anchors: Sequence[AnchorSet] = (),
 ) -> Report:  # fmt: skip
     """Verify ``region``'s trail (all of it, or the events with ``since <= eventTime < until``).
 
     Events not yet chained are checked whatever the range: they are the newest, and a chainer
-    that stopped is a finding however old the range asked for is.
+    that stopped is a finding however old the range asked for is. ``anchors`` (whatever the
+    range) must all be held by the database: that is what detects a rollback.
     """
     trusted = [bytes(k) for k in trusted_keys if len(k) == sign.PUBLIC_KEY_BYTES]
     report = Report(region)
@@ -289,7 +422,7 @@ async def verify_region(
         report.first_seq, report.last_seq = first, last
         digest_rows = await audit_store.digests(con, region, None if full else first, None if full else last)
         boundaries = {d.last_seq for d in digest_rows}
-        window = _Window(_ChainWalk(report, anchor, first, boundaries))
+        window = _Window(_ChainWalk(report, anchor, first, boundaries, columns=True))
         async for row in audit_store.iter_events(con, region, first, last):
             window.feed(row)
         walk = window.finish()
@@ -299,6 +432,8 @@ async def verify_region(
         if full and head.pruned_seq > 0 and digest_rows:
             before = None  # the digest before the first kept one was pruned with its events
         _check_digests(report, digest_rows, before, walk, trusted, head, full, first, last)
+        all_digests = digest_rows if full else await audit_store.digests(con, region)
+        _check_anchors(report, anchors, all_digests, trusted, head)
         undigested = max(0, (walk.last.seq if walk.last else 0) - head.digest_seq)
         if undigested:
             report.notes.append(f"{undigested} newest events are not yet covered by a signed digest "

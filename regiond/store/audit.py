@@ -54,6 +54,8 @@ class EventRow:
     record: bytes
     prev_hash: bytes
     hash: bytes
+    event_source: str
+    read_only: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +83,15 @@ class DigestRow:
     prev_digest: bytes | None
     public_key: bytes
     signature: bytes
+    message: bytes | None = None  # the exact signed message (migration 0009; NULL in older rows)
 
 
 _HEAD_COLUMNS = "region, seq, hash, digest_seq, digest_hash, digest_time, pruned_seq, pruned_hash, pruned_through"
 _EVENT_COLUMNS = (
-    "region, seq, event_id, event_time, event_name, principal_arn, key_arns, error_code, record, prev_hash, hash"
+    "region, seq, event_id, event_time, event_name, principal_arn, key_arns, error_code, record, prev_hash, hash,"
+    " event_source, read_only"
 )
-_DIGEST_COLUMNS = "region, first_seq, last_seq, digest_time, last_hash, prev_digest, public_key, signature"
+_DIGEST_COLUMNS = "region, first_seq, last_seq, digest_time, last_hash, prev_digest, public_key, signature, message"
 
 
 def _head(row: object) -> ChainHead:
@@ -254,13 +258,80 @@ async def pending_stats(con: Conn, region: str, older_than_s: float) -> PendingS
 
 async def add_digest(con: Conn, d: DigestRow, digest_hash: bytes) -> None:
     await con.execute(
-        f"INSERT INTO audit_digests ({_DIGEST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        f"INSERT INTO audit_digests ({_DIGEST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         d.region, d.first_seq, d.last_seq, d.digest_time, d.last_hash, d.prev_digest, d.public_key, d.signature,
+        d.message,
     )  # fmt: skip
     await con.execute(
         "UPDATE audit_chain_head SET digest_seq = $2, digest_hash = $3, digest_time = $4 WHERE region = $1",
         d.region, d.last_seq, digest_hash, d.digest_time,
     )  # fmt: skip
+
+
+async def flush_wal(con: Conn) -> None:
+    """Wait until everything committed before now is on disk: a synchronous commit of one WAL record.
+
+    A digest commits without waiting for the flush (it holds the chain head lock); its anchor may be
+    written outside the database only once the digest is durable, or a crash could leave an anchor
+    naming a digest the database never kept. ``con`` must not be in a transaction.
+    """
+    async with con.transaction():
+        await con.execute("SET LOCAL synchronous_commit = on")
+        await con.execute("SELECT pg_logical_emit_message(true, 'regionkms.audit.flush', '')")
+
+
+async def digest_at(con: Conn, region: str, position: int) -> DigestRow | None:
+    """The digest of ``region`` at an anchor's ``position`` (its ``last_seq`` for v1 digests)."""
+    row = await con.fetchrow(
+        f"SELECT {_DIGEST_COLUMNS} FROM audit_digests WHERE region = $1 AND last_seq = $2", region, position
+    )
+    return DigestRow(*row) if row is not None else None
+
+
+async def newest_signed_digests(con: Conn, region: str, after_position: int, limit: int) -> list[tuple[bytes, bytes]]:
+    """The (message, signature) of up to ``limit`` of ``region``'s newest digests past ``after_position``,
+    oldest first: what a replication sender pushes to the other regions as anchors."""
+    rows = await con.fetch(
+        "SELECT message, signature FROM (SELECT last_seq, message, signature FROM audit_digests"
+        " WHERE region = $1 AND last_seq > $2 AND message IS NOT NULL ORDER BY last_seq DESC LIMIT $3) d"
+        " ORDER BY last_seq",
+        region, after_position, limit,
+    )  # fmt: skip
+    return [(bytes(r[0]), bytes(r[1])) for r in rows]
+
+
+PEER_ANCHORS_KEPT = 100_000  # per source region: the newest ones (a day or more of digests)
+
+
+async def store_peer_anchor(
+    con: Conn, source: str, position: int, digest_hash: bytes, message: bytes, signature: bytes
+) -> str:
+    """Keep another region's anchor (its signature already checked); ``"stored"``, ``"held"`` (the same
+    anchor was already here) or ``"conflict"`` (another digest holds that position: never replaced)."""
+    inserted = await con.fetchval(
+        "INSERT INTO audit_peer_anchors (source, position, digest_hash, message, signature)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, position) DO NOTHING RETURNING true",
+        source, position, digest_hash, message, signature,
+    )  # fmt: skip
+    if inserted:
+        await con.execute(
+            "DELETE FROM audit_peer_anchors WHERE source = $1 AND position <= (SELECT position FROM"
+            " audit_peer_anchors WHERE source = $1 ORDER BY position DESC OFFSET $2 LIMIT 1)",
+            source, PEER_ANCHORS_KEPT,
+        )  # fmt: skip
+        return "stored"
+    held = await con.fetchval(
+        "SELECT digest_hash FROM audit_peer_anchors WHERE source = $1 AND position = $2", source, position
+    )
+    return "held" if held is not None and bytes(held) == digest_hash else "conflict"
+
+
+async def peer_anchors(con: Conn, source: str) -> list[tuple[bytes, bytes]]:
+    """Every anchor of ``source`` this region holds, as (message, signature), by position."""
+    rows = await con.fetch(
+        "SELECT message, signature FROM audit_peer_anchors WHERE source = $1 ORDER BY position", source
+    )
+    return [(bytes(r[0]), bytes(r[1])) for r in rows]
 
 
 def _event(row: object) -> EventRow:

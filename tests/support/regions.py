@@ -97,6 +97,7 @@ class Cluster:
     network: InMemoryNetwork | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
+    audited: tuple[str, ...] = ()  # regions whose nodes write the audit trail (the others do not)
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -133,7 +134,8 @@ class Cluster:
         transport = self.network.transport(region) if self.network is not None else None
         listen = None if self.network is not None else f"127.0.0.1:{self.repl_ports[region]}"
         node = await self.factory.start(
-            region, database_url=self.databases[region], state_dir=self.state_dirs[region], audit=False,
+            region, database_url=self.databases[region], state_dir=self.state_dirs[region],
+            audit=region in self.audited,
             replication_transport=transport, peers_file=self.peers_files[region], replication_listen=listen,
             **self.settings,
         )  # fmt: skip
@@ -260,7 +262,7 @@ class Cluster:
 @contextlib.asynccontextmanager
 async def replicated_cluster(
     factory: NodeFactory, regions: Sequence[str] = REGIONS, *, proxies: bool = False, in_memory: bool = False,
-    process: Sequence[str] = (), **settings: Any,
+    process: Sequence[str] = (), audit: Sequence[str] = (), **settings: Any,
 ) -> AsyncIterator[Cluster]:  # fmt: skip
     """Start ``regions`` as one replicated cluster (IAM home: the first region); see module docstring."""
     names = tuple(regions)
@@ -277,7 +279,7 @@ async def replicated_cluster(
             (state_dirs[region] / "identity.ed25519.pub").read_bytes(),
             (state_dirs[region] / "encryption.hpke.pub").read_bytes(),
         )
-    cluster = Cluster(factory, names, databases, state_dirs, repl_ports, {}, {**FAST, **settings})
+    cluster = Cluster(factory, names, databases, state_dirs, repl_ports, {}, {**FAST, **settings}, audited=tuple(audit))
     if in_memory:
         cluster.network = InMemoryNetwork()
     elif proxies:

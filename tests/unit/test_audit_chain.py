@@ -30,7 +30,8 @@ def _chain(n: int) -> list[EventRow]:
     for seq in range(1, n + 1):
         record = orjson.dumps({"eventName": "Encrypt", "n": seq})
         h = chain.event_hash(prev, record)
-        rows.append(EventRow(REGION, seq, uuid.uuid4(), T0, "Encrypt", None, [], None, record, prev, h))
+        rows.append(EventRow(REGION, seq, uuid.uuid4(), T0, "Encrypt", None, [], None, record, prev, h,
+                             "kms.amazonaws.com", False))  # fmt: skip
         prev = h
     return rows
 
@@ -67,7 +68,7 @@ def test_inserted_event_that_links_correctly_is_still_reported() -> None:
     rows = _chain(10)
     forged_record = orjson.dumps({"eventName": "Decrypt", "forged": True})
     forged = EventRow(REGION, 6, uuid.uuid4(), T0, "Decrypt", None, [], None, forged_record, rows[4].hash,
-                      chain.event_hash(rows[4].hash, forged_record))  # fmt: skip
+                      chain.event_hash(rows[4].hash, forged_record), "kms.amazonaws.com", False)  # fmt: skip
     shifted = [dataclasses.replace(r, seq=r.seq + 1) for r in rows[5:]]
     assert _kinds([*rows[:5], forged, *shifted]) == [("inserted", 6)]
 

@@ -72,6 +72,7 @@ def test_kind_numbers_are_stable() -> None:
         "IAM_CHANGE": 6,
         "HEARTBEAT": 7,
         "KEY_UPDATED": 8,
+        "AUDIT_ANCHORS": 9,
     }
 
 
@@ -146,7 +147,7 @@ def test_unknown_versions_are_refused(version: object) -> None:
         frames.decode(msgpack.packb(fields))
 
 
-@pytest.mark.parametrize("kind", [0, 9, 255, -1, "KEY_MATERIAL", True])
+@pytest.mark.parametrize("kind", [0, 10, 255, -1, "KEY_MATERIAL", True])
 def test_unknown_kinds_are_refused(kind: object) -> None:
     fields = raw_fields(make_frame())
     fields[1] = kind

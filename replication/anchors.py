@@ -1,0 +1,85 @@
+"""Audit anchors across regions: every region keeps the other regions' signed audit digests.
+
+A region's database can be rolled back (its newest events and digests deleted, its chain head
+rewound) without anything left in it looking wrong; the region's node keeps its own anchor file,
+but a restore of the node's disk takes that with it. So each region's replication senders also
+push the region's newest signed digests to every peer, and each peer stores them
+(``audit_peer_anchors``), where the source region's database and disks cannot reach.
+``regiond audit verify --cluster`` then checks that the source's database still holds every
+digest its peers hold (docs/AUDIT.md, "Anchors").
+
+A peer cannot forge an anchor: each is the digest exactly as signed by the source's identity key
+(``regiond.domain.audit_anchor``), checked here with the key the peers file names for the source,
+on top of the frame's own signature and the mutual TLS identity of the connection. A peer can only
+keep or lose what it was sent, and a source cannot take an anchor back: a second, different digest
+for a position already held is refused and logged (a rolled-back source signing its history again
+reuses positions), never stored over the first.
+
+Frame ``AUDIT_ANCHORS`` (outside the outbox stream: seq 0, applied by nothing, never acked as a
+seq), body version 1::
+
+    {"anchors": [{"message": bin, "signature": bin}, ...]}   1..MAX_ANCHORS_PER_FRAME, oldest first
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from regiond.crypto import sign
+from regiond.domain.audit_anchor import Anchor, AnchorError, parse_anchor
+from regiond.store import audit as audit_store
+from regiond.store.pool import Pool, transaction
+from replication.status import ANCHOR_CONFLICTS
+
+log = structlog.get_logger("replication.anchors")
+
+__all__ = ["MAX_ANCHORS_PER_FRAME", "anchors_body", "keep_anchors", "parse_anchors_body"]
+
+MAX_ANCHORS_PER_FRAME = 64
+
+
+def anchors_body(signed: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The frame body for ``(message, signature)`` pairs, oldest first."""
+    return {"anchors": [{"message": m, "signature": s} for m, s in signed[-MAX_ANCHORS_PER_FRAME:]]}
+
+
+def parse_anchors_body(body: Mapping[str, Any], source: str, source_key: bytes) -> list[Anchor]:
+    """The anchors of an authenticated frame from ``source``; ``AnchorError`` if any is not a digest of
+    ``source`` signed by ``source_key`` (the whole frame is refused: a source never sends such a thing)."""
+    items = body.get("anchors")
+    if set(body) != {"anchors"} or not isinstance(items, list) or not 0 < len(items) <= MAX_ANCHORS_PER_FRAME:
+        raise AnchorError(f"an anchors frame holds 1 to {MAX_ANCHORS_PER_FRAME} anchors and nothing else")
+    anchors = []
+    for item in items:
+        if not isinstance(item, dict) or set(item) != {"message", "signature"}:
+            raise AnchorError("an anchor is a map of message and signature")
+        message, signature = item["message"], item["signature"]
+        if not isinstance(message, bytes) or not isinstance(signature, bytes):
+            raise AnchorError("an anchor's message and signature are bytes")
+        anchor = parse_anchor(message, signature)
+        if anchor.region != source:
+            raise AnchorError(f"an anchor of region {anchor.region} sent by {source}")
+        if not sign.verify(source_key, anchor.message, anchor.signature):
+            raise AnchorError(f"an anchor not signed by {source}'s identity key")
+        anchors.append(anchor)
+    return anchors
+
+
+async def keep_anchors(pool: Pool, source: str, anchors: Sequence[Anchor]) -> int:
+    """Store ``anchors`` of ``source`` (checked by ``parse_anchors_body``); return how many were new."""
+    stored = 0
+    async with transaction(pool) as con:
+        for a in anchors:
+            outcome = await audit_store.store_peer_anchor(con, source, a.position, a.digest_hash, a.message,
+                                                          a.signature)  # fmt: skip
+            if outcome == "stored":
+                stored += 1
+            elif outcome == "conflict":
+                ANCHOR_CONFLICTS.labels(source).inc()
+                log.error("audit.anchor_conflict", source=source, position=a.position, digest_time=a.digest_time,
+                          reason="another digest of this region already holds the position: it was rolled back "
+                          "and signed again")  # fmt: skip
+    return stored
