@@ -16,15 +16,13 @@ for a position already held is refused and logged (a rolled-back source signing 
 reuses positions), never stored over the first.
 
 Frame ``AUDIT_ANCHORS`` (outside the outbox stream: seq 0, applied by nothing, never acked as a
-seq), body version 1::
-
-    {"anchors": [{"message": bin, "signature": bin}, ...]}   1..MAX_ANCHORS_PER_FRAME, oldest first
+seq), message ``replication.messages.AuditAnchors``: 1..MAX_ANCHORS_PER_FRAME signed digests,
+oldest first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import structlog
 
@@ -32,34 +30,29 @@ from regiond.crypto import sign
 from regiond.domain.audit_anchor import Anchor, AnchorError, parse_anchor
 from regiond.store import audit as audit_store
 from regiond.store.pool import Pool, transaction
+from replication.messages import AuditAnchors, SignedDigest
 from replication.status import ANCHOR_CONFLICTS
 
 log = structlog.get_logger("replication.anchors")
 
-__all__ = ["MAX_ANCHORS_PER_FRAME", "anchors_body", "keep_anchors", "parse_anchors_body"]
+__all__ = ["MAX_ANCHORS_PER_FRAME", "anchors_message", "check_anchors", "keep_anchors"]
 
 MAX_ANCHORS_PER_FRAME = 64
 
 
-def anchors_body(signed: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
-    """The frame body for ``(message, signature)`` pairs, oldest first."""
-    return {"anchors": [{"message": m, "signature": s} for m, s in signed[-MAX_ANCHORS_PER_FRAME:]]}
+def anchors_message(signed: Sequence[tuple[bytes, bytes]]) -> AuditAnchors:
+    """The message for ``(message, signature)`` pairs, oldest first (the newest ``MAX_ANCHORS_PER_FRAME``)."""
+    return AuditAnchors(tuple(SignedDigest(m, s) for m, s in signed[-MAX_ANCHORS_PER_FRAME:]))
 
 
-def parse_anchors_body(body: Mapping[str, Any], source: str, source_key: bytes) -> list[Anchor]:
+def check_anchors(message: AuditAnchors, source: str, source_key: bytes) -> list[Anchor]:
     """The anchors of an authenticated frame from ``source``; ``AnchorError`` if any is not a digest of
     ``source`` signed by ``source_key`` (the whole frame is refused: a source never sends such a thing)."""
-    items = body.get("anchors")
-    if set(body) != {"anchors"} or not isinstance(items, list) or not 0 < len(items) <= MAX_ANCHORS_PER_FRAME:
-        raise AnchorError(f"an anchors frame holds 1 to {MAX_ANCHORS_PER_FRAME} anchors and nothing else")
+    if not 0 < len(message.anchors) <= MAX_ANCHORS_PER_FRAME:
+        raise AnchorError(f"an anchors frame holds 1 to {MAX_ANCHORS_PER_FRAME} anchors")
     anchors = []
-    for item in items:
-        if not isinstance(item, dict) or set(item) != {"message", "signature"}:
-            raise AnchorError("an anchor is a map of message and signature")
-        message, signature = item["message"], item["signature"]
-        if not isinstance(message, bytes) or not isinstance(signature, bytes):
-            raise AnchorError("an anchor's message and signature are bytes")
-        anchor = parse_anchor(message, signature)
+    for item in message.anchors:
+        anchor = parse_anchor(item.message, item.signature)
         if anchor.region != source:
             raise AnchorError(f"an anchor of region {anchor.region} sent by {source}")
         if not sign.verify(source_key, anchor.message, anchor.signature):
@@ -69,7 +62,7 @@ def parse_anchors_body(body: Mapping[str, Any], source: str, source_key: bytes) 
 
 
 async def keep_anchors(pool: Pool, source: str, anchors: Sequence[Anchor]) -> int:
-    """Store ``anchors`` of ``source`` (checked by ``parse_anchors_body``); return how many were new."""
+    """Store ``anchors`` of ``source`` (checked by ``check_anchors``); return how many were new."""
     stored = 0
     async with transaction(pool) as con:
         for a in anchors:

@@ -17,6 +17,7 @@ One class per frame kind (IAM_CHANGE is one message with an ``op`` per IAM row t
     HEARTBEAT       Heartbeat              (empty)
     KEY_UPDATED     KeyUpdated             key_id primary_region replica_regions [current_version] [| shared |]
                                            [material]
+    AUDIT_ANCHORS   AuditAnchors           anchors (each: message signature; replication.anchors)
 
     | shared | = the key's shared state, flattened into the body: ``materials`` (each backing
                  version's rotation record) and ``rotation`` (the automatic-rotation schedule, nil:
@@ -44,7 +45,7 @@ A field is added only with a default and is left out of the body while at that d
 it; upgrade receivers before senders use it. Fields are never removed, renamed or retyped; a
 new meaning takes a new field or a new kind, and kind numbers are never reused.
 
-Adding a kind (for example an audit anchor): a new ``FrameKind`` number in ``frames``, a
+Adding a kind: a new ``FrameKind`` number in ``frames``, a
 frozen dataclass here subclassing ``Message`` with ``KIND`` and its fields (each with a codec
 in ``wire(...)``), an entry in ``MESSAGES``. The property tests (tests/unit/test_messages.py)
 cover every class in ``MESSAGES`` from the codecs alone, and a test fails while a kind has no
@@ -69,6 +70,7 @@ __all__ = [
     "IAM_MESSAGES",
     "MESSAGES",
     "RESERVED_KINDS",
+    "AuditAnchors",
     "Heartbeat",
     "IamAccessKey",
     "IamAccessKeyDeleted",
@@ -92,6 +94,7 @@ __all__ = [
     "Rotation",
     "SealedVersion",
     "SharedState",
+    "SignedDigest",
     "UnknownFieldError",
     "VersionRecord",
     "decode",
@@ -539,6 +542,24 @@ class Heartbeat(Message):
     KIND: ClassVar[FrameKind] = FrameKind.HEARTBEAT
 
 
+@dataclass(frozen=True, slots=True)
+class SignedDigest(Record):
+    """One signed audit digest, exactly as its region signed it (``regiond.domain.audit_anchor``)."""
+
+    WHAT: ClassVar[str] = "anchors[]"
+    message: bytes = field(metadata=wire(BytesCodec()))
+    signature: bytes = field(metadata=wire(BytesCodec()))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAnchors(Message):
+    """The source's newest signed audit digests, for the destination to keep (``replication.anchors``,
+    which also checks each one's signature). Outside the outbox stream (seq 0): applies nothing."""
+
+    KIND: ClassVar[FrameKind] = FrameKind.AUDIT_ANCHORS
+    anchors: tuple[SignedDigest, ...] = field(metadata=wire(ListCodec(RecordCodec(SignedDigest))))
+
+
 KeyMessage = KeyCreated | KeyMaterial | KeyUpdated | PrimaryMoved | KeyDeleted
 
 
@@ -635,7 +656,8 @@ IAM_MESSAGES: dict[str, type[IamChange]] = {
 }  # fmt: skip
 
 MESSAGES: dict[FrameKind, type[Message]] = {
-    m.KIND: m for m in (KeyCreated, KeyMaterial, KeyDeleted, PrimaryMoved, IamChange, Heartbeat, KeyUpdated)
+    m.KIND: m
+    for m in (KeyCreated, KeyMaterial, KeyDeleted, PrimaryMoved, IamChange, Heartbeat, KeyUpdated, AuditAnchors)
 }
 
 

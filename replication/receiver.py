@@ -40,7 +40,7 @@ from regiond.store import replication as repl_store
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Conn, Pool, connection, transaction
 from replication import frames
-from replication.anchors import keep_anchors, parse_anchors_body
+from replication.anchors import check_anchors, keep_anchors
 from replication.apply import ApplyContext, ApplyError, Outcome, Result, apply_frame
 from replication.channel import (
     FRAMES_PATH,
@@ -52,6 +52,7 @@ from replication.channel import (
     encode_ack,
 )
 from replication.frames import FrameKind
+from replication.messages import AuditAnchors, MessageError
 from replication.peers import Topology
 from replication.status import APPLIED_SEQ, FRAMES_APPLIED, FRAMES_REFUSED
 
@@ -156,8 +157,9 @@ class Receiver:
     async def _keep_anchors(self, frame: frames.Frame, source_key: bytes) -> tuple[str, str] | None:
         """Keep the audit anchors of an authenticated frame; a refusal if they are not the source's."""
         try:
-            anchors = parse_anchors_body(frame.body, frame.source, source_key)
-        except AnchorError as exc:
+            message = AuditAnchors.from_body(frame.body, path=FrameKind.AUDIT_ANCHORS.name)
+            anchors = check_anchors(message, frame.source, source_key)
+        except (MessageError, AnchorError) as exc:
             return Refusal.MALFORMED, f"audit anchors: {exc}"
         await keep_anchors(self._pool, frame.source, anchors)
         return None

@@ -52,7 +52,7 @@ from regiond.store import replication as repl_store
 from regiond.store.outbox import OutboxEntry
 from regiond.store.pool import Conn, Pool, connection, transaction
 from replication import frames
-from replication.anchors import MAX_ANCHORS_PER_FRAME, anchors_body
+from replication.anchors import MAX_ANCHORS_PER_FRAME, anchors_message
 from replication.apply import ACCESS_KEY_SECRET_VERSION, access_key_aad
 from replication.channel import MAX_BATCH_BYTES, Ack, ChannelError, Transport, TransportError
 from replication.frames import Frame
@@ -131,9 +131,7 @@ class FrameBuilder:
         return self._frame(Heartbeat(), peer, seq=0, epoch=0)
 
     def audit_anchors(self, peer: Peer, signed: list[tuple[bytes, bytes]]) -> bytes:
-        body = anchors_body(signed)
-        frame = Frame(1, FrameKind.AUDIT_ANCHORS, self._region, peer.region, 0, 0, body, _ms(self._clock.now()))
-        return self._sign(frame)
+        return self._frame(anchors_message(signed), peer, seq=0, epoch=0)
 
     async def build(self, con: Conn, entry: OutboxEntry, peer: Peer) -> bytes:
         """The entry's message with its secrets sealed to ``peer``, signed."""

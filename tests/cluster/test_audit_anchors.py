@@ -22,6 +22,7 @@ from regiond.crypto.sign import RegionIdentityKey
 from regiond.init import load_identity
 from regiond.store import audit as audit_store
 from replication import frames
+from replication.anchors import anchors_message
 from replication.channel import Refusal
 from replication.frames import Frame, FrameKind
 from replication.memory import InMemoryNetwork
@@ -118,7 +119,7 @@ async def test_a_peer_keeps_the_first_digest_of_a_position_and_refuses_anchors_n
             return chain.Digest(region, 1, 7, last_hash, None, dt.datetime.now(dt.UTC)).signed(key)
 
         def envelope(*ds: chain.Digest) -> bytes:
-            body = {"anchors": [{"message": d.message(), "signature": d.signature} for d in ds]}
+            body = anchors_message([(d.message(), d.signature) for d in ds]).to_body()
             frame = Frame(1, FrameKind.AUDIT_ANCHORS, US, EU, 0, 0, body, int(time.time() * 1000))
             return frames.sign_frame(frames.encode(frame), identity)
 

@@ -58,7 +58,9 @@ MRK = "mrk-0123456789abcdef0123456789abcdef"
 CONCRETE: list[type[messages.Message]] = [m for m in MESSAGES.values() if m is not IamChange] + list(
     IAM_MESSAGES.values()
 )
-PARTS: list[type[messages.Record]] = [VersionRecord, Rotation, SharedState, SealedVersion, ReplicaProperties]
+PARTS: list[type[messages.Record]] = [
+    VersionRecord, Rotation, SharedState, SealedVersion, ReplicaProperties, messages.SignedDigest,
+]  # fmt: skip
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 
 
