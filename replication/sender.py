@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import random
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,7 +46,7 @@ from regiond.crypto.sign import RegionIdentityKey
 from regiond.domain.audit_anchor import AnchorError, parse_anchor
 from regiond.store import audit as audit_store
 from regiond.store import keys as key_store
-from regiond.store import outbox
+from regiond.store import locks, outbox
 from regiond.store import replication as repl_store
 from regiond.store.outbox import OutboxEntry
 from regiond.store.pool import Conn, Pool, connection, transaction
@@ -62,17 +61,10 @@ from replication.status import ACKED_SEQ, ANCHORS_PUSHED, FRAMES_SENT, SEND_ERRO
 
 log = structlog.get_logger("replication.sender")
 
-__all__ = ["SENDER_LOCK_CLASS", "Backoff", "FrameBuilder", "Sender", "SenderSettings", "lock_key"]
+__all__ = ["Backoff", "FrameBuilder", "Sender", "SenderSettings"]
 
-SENDER_LOCK_CLASS = 0x726B6D73  # "rkms": advisory lock namespace (int4 pair form) of the senders
 MIN_DELAY_S = 0.01
 BATCH_BYTES_TARGET = MAX_BATCH_BYTES // 2  # a batch stops growing here (one frame may be up to 4 MiB)
-
-
-def lock_key(dest: str) -> int:
-    """The second half of a sender's advisory lock: a stable signed int4 from the destination."""
-    value = zlib.crc32(dest.encode())
-    return value - 2**32 if value >= 2**31 else value
 
 
 @dataclass(frozen=True)
@@ -303,18 +295,13 @@ class Sender:
         while not stop.is_set():
             try:
                 async with connection(self._pool) as lock_con:
-                    held = await lock_con.fetchval(
-                        "SELECT pg_try_advisory_lock($1, $2)", SENDER_LOCK_CLASS, lock_key(self.dest)
-                    )
-                    if held:
+                    if await locks.try_sender_lock(lock_con, self.dest):
                         log.info("replication.sender_started", peer=self.dest)
                         try:
                             await self._pump_until(stop, lock_con)
                         finally:
                             with contextlib.suppress(Exception):
-                                await lock_con.execute(
-                                    "SELECT pg_advisory_unlock($1, $2)", SENDER_LOCK_CLASS, lock_key(self.dest)
-                                )
+                                await locks.sender_unlock(lock_con, self.dest)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -24,14 +24,14 @@ from regiond.background.periodic import run_periodically
 from regiond.clock import Clock
 from regiond.service.importing import ImportService
 from regiond.store import imports as import_store
-from regiond.store import keys as key_store
+from regiond.store import locks
+from regiond.store.locks import LockId
 from regiond.store.pool import Pool, transaction
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["IMPORT_EXPIRY_LOCK_ID", "ImportExpirySweeper"]
+__all__ = ["ImportExpirySweeper"]
 
-IMPORT_EXPIRY_LOCK_ID = 0x72_6B_6D_73_04  # "rkms" + 4 (the rotation scheduler is + 3)
 DEFAULT_INTERVAL_S = 60.0
 BATCH = 100
 TOKEN_RETENTION = dt.timedelta(hours=1)
@@ -60,7 +60,7 @@ class ImportExpirySweeper:
     async def _round(self, now: dt.datetime) -> tuple[list[tuple[str, int]], bool]:
         done: list[tuple[str, int]] = []
         async with transaction(self._pool) as con:
-            if not await key_store.try_lock(con, IMPORT_EXPIRY_LOCK_ID):
+            if not await locks.try_lock_xact(con, LockId.IMPORT_EXPIRY):
                 return done, False
             due = await import_store.expired_materials(con, now, limit=BATCH)
             for key_id, version in due:

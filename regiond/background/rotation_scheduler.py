@@ -29,15 +29,16 @@ from regiond.clock import Clock
 from regiond.errors import KmsError
 from regiond.service.rotation import RotationService
 from regiond.store import keys as key_store
+from regiond.store import locks
 from regiond.store import rotation as rotation_store
+from regiond.store.locks import LockId
 from regiond.store.pool import Pool, transaction
 from regiond.store.rotation import RotationType
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["ROTATION_LOCK_ID", "Rotated", "RotationScheduler"]
+__all__ = ["Rotated", "RotationScheduler"]
 
-ROTATION_LOCK_ID = 0x72_6B_6D_73_03  # "rkms" + 3 (migrations + 1, deletion sweeper + 2)
 DEFAULT_INTERVAL_S = 300.0
 BATCH = 100
 
@@ -70,7 +71,7 @@ class RotationScheduler:
     async def _round(self, now: dt.datetime) -> tuple[list[Rotated], bool]:
         done: list[Rotated] = []
         async with transaction(self._pool) as con:
-            if not await key_store.try_lock(con, ROTATION_LOCK_ID):
+            if not await locks.try_lock_xact(con, LockId.ROTATION_SCHEDULER):
                 return done, False
             due = await rotation_store.due_for_rotation(con, now, limit=BATCH)
             for key_id, rotation_type in due:

@@ -24,14 +24,15 @@ from regiond.background.periodic import run_periodically
 from regiond.clock import Clock
 from regiond.domain.key import KeyEvent, apply
 from regiond.store import keys as key_store
+from regiond.store import locks
+from regiond.store.locks import LockId
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Pool, transaction
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["SWEEPER_LOCK_ID", "DeletionSweeper"]
+__all__ = ["DeletionSweeper"]
 
-SWEEPER_LOCK_ID = 0x72_6B_6D_73_02  # "rkms" + 2 (migrations use + 1)
 DEFAULT_INTERVAL_S = 60.0
 BATCH = 100
 
@@ -59,7 +60,7 @@ class DeletionSweeper:
     async def _sweep_batch(self, now: dt.datetime) -> list[str]:
         done: list[str] = []
         async with transaction(self._pool) as con:
-            if not await key_store.try_lock(con, SWEEPER_LOCK_ID):
+            if not await locks.try_lock_xact(con, LockId.DELETION_SWEEPER):
                 return done
             for record in await key_store.due_for_deletion(con, now, limit=BATCH):
                 apply(record.key, KeyEvent.DESTROY)  # raises unless still PendingDeletion

@@ -58,6 +58,7 @@ from regiond.service.authz import Authorizer, Requester, access_denied
 from regiond.service.keycache import CachedKey, KeyCache
 from regiond.store import aliases as alias_store
 from regiond.store import keys as key_store
+from regiond.store import locks
 from regiond.store import rotation as rotation_store
 from regiond.store import tags as tag_store
 from regiond.store.pool import Conn, Pool, connection, transaction
@@ -245,7 +246,7 @@ class KeyService:
             return None
         now = self._clock.now()
         async with transaction(self._pool) as con:
-            await key_store.lock_name(con, f"aws-managed:{account}:{service}")
+            await locks.lock_name(con, f"aws-managed:{account}:{service}")
             existing = await alias_store.resolve(con, account, alias_name)
             if existing is not None:
                 return existing

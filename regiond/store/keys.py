@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from regiond.domain.decision import GrantView
+from regiond.domain.grants import constraints_from_json
 from regiond.domain.ids import MRK_PREFIX, key_arn
 from regiond.domain.key import (
     ExpirationModel,
@@ -30,7 +31,6 @@ from regiond.domain.key import (
     Origin,
 )
 from regiond.errors import AlreadyExistsException
-from regiond.store.grants import constraints_from_json
 from regiond.store.pool import Conn
 
 __all__ = [
@@ -48,9 +48,7 @@ __all__ = [
     "list_keys",
     "load_key",
     "load_keys",
-    "lock_name",
     "record_usage",
-    "try_lock",
     "update_description",
     "update_state",
     "versions",
@@ -258,11 +256,6 @@ async def delete_key(con: Conn, key_id: str) -> None:
     await con.execute("DELETE FROM keys WHERE key_id = $1", key_id)
 
 
-async def lock_name(con: Conn, name: str) -> None:
-    """A transaction-scoped advisory lock on an arbitrary name (e.g. one AWS managed key)."""
-    await con.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name)
-
-
 async def record_usage(con: Conn, uses: dict[str, LastUsage]) -> None:
     """Upsert last uses in one statement; keys deleted meanwhile are skipped, older uses never win."""
     await con.execute(
@@ -281,8 +274,3 @@ async def record_usage(con: Conn, uses: dict[str, LastUsage]) -> None:
 async def last_usage(con: Conn, key_id: str) -> LastUsage | None:
     row = await con.fetchrow("SELECT operation, used_at, request_id FROM key_last_usage WHERE key_id = $1", key_id)
     return LastUsage(row["operation"], row["used_at"], row["request_id"]) if row is not None else None
-
-
-async def try_lock(con: Conn, lock_id: int) -> bool:
-    """``pg_try_advisory_xact_lock``: true if this transaction now holds ``lock_id``."""
-    return bool(await con.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_id))

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 
+from regiond.store import locks
+from regiond.store.locks import LockId
 from regiond.store.pool import Pool, transaction
-
-MIGRATION_LOCK_ID = 0x72_6B_6D_73_01  # "rkms" + 1: the advisory lock every migrating node takes
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ async def migrate(pool: Pool) -> list[int]:
     """Apply every pending migration; return the versions applied by this call."""
     done: list[int] = []
     async with transaction(pool) as con:
-        await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+        await locks.lock_xact(con, LockId.MIGRATIONS)
         await con.execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
             " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"

@@ -14,12 +14,13 @@ from regiond.crypto.pki import make_cluster_ca
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.service.iam import access_key_aad as service_access_key_aad
 from regiond.store import outbox
+from regiond.store.locks import sender_lock_key as lock_key
 from regiond.store.outbox import Outbox, OutboxKind
 from replication import channel
 from replication.apply import access_key_aad, epoch_admits
 from replication.channel import Ack, ChannelError
 from replication.peers import PeersFileError, parse_topology, server_name, topology_document
-from replication.sender import MIN_DELAY_S, Backoff, lock_key
+from replication.sender import MIN_DELAY_S, Backoff
 
 MRK = "mrk-0123456789abcdef0123456789abcdef"
 SRK = "0b3f1e2a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
