@@ -70,7 +70,7 @@ from regiond.config import Settings  # noqa: E402
 from regiond.crypto.keyring import load_file_keyring  # noqa: E402
 from regiond.devdb import LocalPostgres  # noqa: E402
 from regiond.init import init_state_dir  # noqa: E402
-from regiond.protocol import routes, shapes  # noqa: E402
+from regiond.protocol import routes, shapes, sigv4  # noqa: E402
 from regiond.protocol.context import OpContext  # noqa: E402
 from regiond.protocol.ops import KMS_OPERATIONS  # noqa: E402
 from regiond.randomids import uuid4_str  # noqa: E402
@@ -243,9 +243,11 @@ async def _components(bench: Bench, key_id: str, n: int) -> dict[str, float]:
     now = services.clock.now()
     raw = orjson.loads(body)
     validated = shapes.validate_request("Encrypt", raw)
-    caller = await services.authn.authenticate(
-        method="POST", path="/", query="", headers=request.headers, body=body, now=now
-    )
+    authenticated = await services.authn.authenticate(
+        method="POST", path="/", query="", headers=sigv4.HeaderView(request.headers), body=body, now=now,
+        source_ip="127.0.0.1",
+    )  # fmt: skip
+    caller = authenticated.caller
 
     def record() -> CallRecord:
         return CallRecord(
@@ -261,8 +263,9 @@ async def _components(bench: Bench, key_id: str, n: int) -> dict[str, float]:
 
     async def authn() -> Any:
         return await services.authn.authenticate(
-            method="POST", path="/", query="", headers=request.headers, body=body, now=now
-        )
+            method="POST", path="/", query="", headers=sigv4.HeaderView(request.headers), body=body, now=now,
+            source_ip="127.0.0.1",
+        )  # fmt: skip
 
     async def operation() -> Any:
         r = record()

@@ -58,6 +58,8 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         trusted_proxies=tuple(p for p in (args.trusted_proxies or "").split(",") if p),
         cache_ttl_s=args.cache_ttl,
+        auth_failure_burst=args.auth_failure_burst,
+        auth_failure_refill_per_s=args.auth_failure_refill,
         cache_preload_max_keys=args.cache_preload_max_keys,
         audit_enabled=not args.no_audit,
         audit_retention_days=args.audit_retention_days,
@@ -122,6 +124,18 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=int(env("WORKERS", "1") or 1))
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     p.add_argument("--trusted-proxies", default=env("TRUSTED_PROXIES", ""))
+    p.add_argument(
+        "--auth-failure-burst",
+        type=int,
+        default=int(env("AUTH_FAILURE_BURST", "20") or 20),
+        help="failed authentications a source may make before further failures are throttled (0: no throttle)",
+    )
+    p.add_argument(
+        "--auth-failure-refill",
+        type=float,
+        default=float(env("AUTH_FAILURE_REFILL", "0.5") or 0.5),
+        help="failed authentications per second a throttled source gets back",
+    )
     p.add_argument(
         "--cache-ttl",
         type=float,

@@ -24,6 +24,7 @@ from regiond.config import Settings
 from regiond.crypto.keyring import RootKeyring
 from regiond.protocol.routes import AUDIT, MAX_BODY_BYTES, SERVICES, handle
 from regiond.service.aliases import AliasService
+from regiond.service.auth_failures import FailureThrottle
 from regiond.service.authn import Authenticator
 from regiond.service.authz import Authorizer
 from regiond.service.container import Services
@@ -118,9 +119,11 @@ def create_app(
         topology = load_cluster(settings)  # None: this node does not replicate
         outbox = outbox_for(settings, topology)
         iam = IamService(pool, keyring, outbox=outbox)
+        throttle = FailureThrottle(burst=settings.auth_failure_burst, refill_per_s=settings.auth_failure_refill_per_s)
         authn = Authenticator(
-            pool, keyring, region=settings.region, max_skew_s=settings.max_clock_skew_s, ttl_s=settings.cache_ttl_s
-        )
+            pool, keyring, region=settings.region, max_skew_s=settings.max_clock_skew_s, ttl_s=settings.cache_ttl_s,
+            throttle=throttle,
+        )  # fmt: skip
         iam_authz = IamAuthorizer(iam, ttl_s=settings.cache_ttl_s)
         listener.subscribe(IAM_CHANNEL, authn.invalidate)
         listener.subscribe(IAM_CHANNEL, iam_authz.invalidate)

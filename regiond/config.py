@@ -45,6 +45,10 @@ class Settings:
     log_json: bool = True
     max_clock_skew_s: int = 900
     trusted_proxies: tuple[str, ...] = ()
+    # Failed authentications a source may make before its failures are answered ThrottlingException,
+    # and how many per second it gets back (regiond.service.auth_failures; per worker; 0 turns it off).
+    auth_failure_burst: int = 20
+    auth_failure_refill_per_s: float = 0.5
     home_region: str | None = None
     # LISTEN/NOTIFY is what invalidates caches (its connection is pinged every second, so a dead one
     # empties them within seconds); the TTL is only the backstop for a change never notified. Each

@@ -28,6 +28,17 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+AUTH_FAILURES = Counter(
+    "regionkms_auth_failures_total",
+    "Requests that failed authentication, by access key id (bounded: see regiond.service.auth_failures) and error",
+    ["access_key_id", "error"],
+    registry=REGISTRY,
+)
+AUTH_THROTTLED = Counter(
+    "regionkms_auth_throttled_total",
+    "Failed authentications answered ThrottlingException because their source had failed too often",
+    registry=REGISTRY,
+)
 CACHE_EVENTS = Counter(
     "regionkms_cache_events_total", "Hot-path cache hits and misses", ["cache", "event"], registry=REGISTRY
 )

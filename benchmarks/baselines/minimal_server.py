@@ -122,20 +122,22 @@ class _Work:
         headers = {"x-amzn-RequestId": request_id, "Content-Type": CONTENT_TYPE}
         body = await request.read()
         try:
-            auth = sigv4.parse(request.headers)
+            view = sigv4.HeaderView(request.headers)
+            auth = sigv4.parse(view)
             sigv4.check_scope(auth, region=self.region, now=dt.datetime.now(dt.UTC), max_skew_s=MAX_SKEW_S)
             if auth.access_key_id != self.access_key_id:
                 raise LookupError("UnrecognizedClientException")
-            sigv4.verify(
+            path, _, query = request.raw_path.partition("?")
+            signed = sigv4.verify(
                 auth,
                 method=request.method,
-                path=request.raw_path,
-                query=request.query_string,
-                headers=request.headers,
+                path=path,
+                query=query,
+                headers=view,
                 body=body,
                 signing_key=self.signing_key(auth.date),
             )
-            operation = request.headers.get("X-Amz-Target", "").partition(".")[2]
+            operation = signed.get("x-amz-target", "").partition(".")[2]
             params = orjson.loads(body)
             result = self.dispatch(operation, params)
             payload = orjson.dumps(result)

@@ -2,7 +2,10 @@
 
 Every request takes the same path: request id -> read body (1 MiB cap) -> SigV4 ->
 ``X-Amz-Target`` lookup -> JSON -> shape validation -> handler -> render -> audit ->
-response. Any ``KmsError`` becomes ``{"__type", "message"}`` with its status; anything
+response. Headers are read through one ``sigv4.HeaderView`` (SigV4's canonical values, a
+repeated header being the comma-joined list of its values), and the operation is looked up
+from the signed headers ``verify`` returns: a request is dispatched on exactly what its
+signature covers (DESIGN section 2). Any ``KmsError`` becomes ``{"__type", "message"}`` with its status; anything
 else is logged with its traceback and answered as ``KMSInternalException`` without
 detail. The audit event is durable before the response leaves (DESIGN section 7).
 
@@ -12,6 +15,7 @@ path: each aiohttp middleware layer costs a coroutine per request.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 
@@ -27,14 +31,15 @@ from regiond.errors import (
     SerializationException,
     UnknownOperationException,
     UnsupportedOperationException,
+    ValidationException,
 )
 from regiond.metrics import REQUEST_LATENCY, REQUESTS
-from regiond.protocol import shapes
+from regiond.protocol import shapes, sigv4
 from regiond.protocol.context import OpContext, OpHandler
 from regiond.protocol.ops import IAM_OPERATIONS, KMS_OPERATIONS
 from regiond.protocol.ops.iam import TARGET_PREFIX as IAM_PREFIX
 from regiond.randomids import uuid4_str
-from regiond.service.authn import Caller
+from regiond.service.authn import Authenticated
 from regiond.service.container import Services
 
 log = structlog.get_logger("regiond.request")
@@ -114,15 +119,29 @@ def _resolve(target: str) -> tuple[str, str, OpHandler]:
     raise UnknownOperationException(f"Unknown operation {target[:80]!r}")
 
 
-def _source_ip(request: web.Request, trusted_proxies: tuple[str, ...]) -> str:
+def _source_ip(request: web.Request, headers: sigv4.HeaderView, trusted_proxies: tuple[str, ...]) -> str:
+    """The caller's address: the peer, or behind trusted proxies the nearest untrusted hop of
+    X-Forwarded-For (all of its headers, joined as one list). That hop was written by one of our
+    proxies, so it must be an IP address; anything else is a proxy that does not append, and is
+    refused rather than passed on to ``aws:SourceIp`` conditions as a value no condition can read."""
     peer = request.remote or ""
-    if trusted_proxies and peer in trusted_proxies:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-        # Walk from the nearest hop outwards, skipping our own proxies.
-        for hop in reversed(hops):
-            if hop not in trusted_proxies:
-                return hop
+    if not (trusted_proxies and peer in trusted_proxies):
+        return peer
+    try:
+        forwarded = headers.get("x-forwarded-for") or ""
+    except sigv4.NotUtf8Header:
+        forwarded = "\ufffd"
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    # Walk from the nearest hop outwards, skipping our own proxies.
+    for hop in reversed(hops):
+        try:
+            address = str(ipaddress.ip_address(hop))
+        except ValueError:
+            raise ValidationException(
+                "X-Forwarded-For from a trusted proxy holds a hop that is not an IP address"
+            ) from None
+        if address not in trusted_proxies:
+            return address
     return peer
 
 
@@ -142,6 +161,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     _bind_log_context(request_id)
     operation = "unknown"
+    source_ip = request.remote or ""
     record: CallRecord | None = None
     try:
         content_length = request.content_length
@@ -152,26 +172,23 @@ async def handle(request: web.Request) -> web.StreamResponse:
         except web.HTTPRequestEntityTooLarge as exc:
             raise RequestEntityTooLargeException("Request body exceeds the 1 MiB limit") from exc
         now = services.clock.now()
-        path, has_query, _ = request.raw_path.partition("?")
-        headers = request.headers
-        caller: Caller = await services.authn.authenticate(
-            method=request.method,
-            path=path,
-            query=request.query_string if has_query else "",
-            headers=headers,
-            body=body,
-            now=now,
+        path, _, query = request.raw_path.partition("?")  # as sent: SigV4 signs the encoded target
+        headers = sigv4.HeaderView(request.headers)
+        source_ip = _source_ip(request, headers, services.settings.trusted_proxies)
+        authenticated: Authenticated = await services.authn.authenticate(
+            method=request.method, path=path, query=query, headers=headers, body=body, now=now, source_ip=source_ip
         )
+        caller = authenticated.caller
         structlog.contextvars.bind_contextvars(principal=caller.principal.arn)
-        event_source, operation, handler = _resolve(headers.get("X-Amz-Target", ""))
+        event_source, operation, handler = _resolve(authenticated.signed.get("x-amz-target", ""))
         record = CallRecord(
             operation=operation,
             event_source=event_source,
             request_id=request_id,
             event_time=now,
             region=services.settings.region,
-            source_ip=_source_ip(request, services.settings.trusted_proxies),
-            user_agent=headers.get("User-Agent", "")[:1024],
+            source_ip=source_ip,
+            user_agent=headers.lossy("user-agent")[:1024],
             principal=caller.principal,
             access_key_id=caller.access_key_id,
         )
@@ -215,7 +232,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             )
     REQUESTS.labels(operation, failure.code).inc()
     if failure.status >= 500:
-        log.error("request.error", operation=operation, error=failure.code)
+        log.error("request.error", operation=operation, error=failure.code, source_ip=source_ip)
     else:
-        log.info("request.rejected", operation=operation, error=failure.code)
+        log.info("request.rejected", operation=operation, error=failure.code, source_ip=source_ip)
     return _error_response(failure, request_id)

@@ -4,30 +4,50 @@ Access keys are looked up once and cached with their unwrapped secret's *signing
 only (per access key, date, region and service, as SigV4 allows), so the hot path does
 no database round trip and no key derivation in the steady state. Any IAM change
 (LISTEN/NOTIFY on ``regionkms_iam``) drops the cache.
+
+A failure is logged with the source address and the access key id the request claimed (never
+its signature), counted per access key id with bounded labels, and throttled per source
+(``regiond.service.auth_failures``). It is not audited, as AWS does not record a call that
+has no identity.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import structlog
 
 from kmsclient import sigv4 as core
 from regiond.cache import TtlCache
 from regiond.crypto.keyring import KeyringError, RootKeyring
 from regiond.domain.principal import Principal
-from regiond.errors import KMSInternalException, UnrecognizedClientException
+from regiond.errors import KmsError, KMSInternalException, ThrottlingException, UnrecognizedClientException
+from regiond.metrics import AUTH_FAILURES, AUTH_THROTTLED
 from regiond.protocol import sigv4
+from regiond.service.auth_failures import FailureThrottle, KeyLabels
 from regiond.service.iam import access_key_aad
 from regiond.store import iam as iam_store
 from regiond.store.pool import Pool, connection
+
+log = structlog.get_logger("regiond.authn")
+
+_INVALID_TOKEN = "The security token included in the request is invalid."
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
     principal: Principal
     access_key_id: str
+
+
+class Authenticated(NamedTuple):
+    """Who signed the request, and the values of the headers the signature covers (what dispatch reads)."""
+
+    caller: Caller
+    signed: sigv4.SignedHeaders
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +61,25 @@ class _KeyEntry:
 
 
 class Authenticator:
-    def __init__(self, pool: Pool, keyring: RootKeyring, *, region: str, max_skew_s: int, ttl_s: float) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        keyring: RootKeyring,
+        *,
+        region: str,
+        max_skew_s: int,
+        ttl_s: float,
+        throttle: FailureThrottle | None = None,
+    ) -> None:
         self._pool = pool
         self._keyring = keyring
         self._region = region
         self._max_skew_s = max_skew_s
-        self._keys: TtlCache[str, _KeyEntry | None] = TtlCache(ttl_s=ttl_s)
+        # Only keys that exist are cached: a miss is not remembered, so ids an attacker makes up
+        # cannot push real keys out (the throttle bounds what their lookups cost instead).
+        self._keys: TtlCache[str, _KeyEntry] = TtlCache(ttl_s=ttl_s)
+        self._throttle = throttle or FailureThrottle(burst=0, refill_per_s=0.0)
+        self._labels = KeyLabels()
 
     def invalidate(self, _payload: str | None = None) -> None:
         self._keys.invalidate()
@@ -67,7 +100,8 @@ class Authenticator:
             entry = _KeyEntry(
                 row.principal, row.status == "Active", Caller(row.principal, access_key_id), secret.encode()
             )
-        self._keys.put(access_key_id, entry, generation=generation)
+        if entry is not None:
+            self._keys.put(access_key_id, entry, generation=generation)
         return entry
 
     def _signing_key(self, entry: _KeyEntry, date: str) -> hmac.HMAC:
@@ -80,20 +114,60 @@ class Authenticator:
         return key
 
     async def authenticate(
-        self, *, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes, now: dt.datetime
-    ) -> Caller:
-        auth = sigv4.parse(headers)
-        sigv4.check_scope(auth, region=self._region, now=now, max_skew_s=self._max_skew_s)
-        entry = await self._entry(auth.access_key_id)
-        if entry is None or not entry.active:
-            raise UnrecognizedClientException("The security token included in the request is invalid.")
-        sigv4.verify(
-            auth,
-            method=method,
-            path=path,
-            query=query,
-            headers=headers,
-            body=body,
-            signing_key=self._signing_key(entry, auth.date),
-        )
-        return entry.caller
+        self,
+        *,
+        method: str,
+        path: str,
+        query: str,
+        headers: sigv4.HeaderView,
+        body: bytes,
+        now: dt.datetime,
+        source_ip: str,
+    ) -> Authenticated:
+        throttled = self._throttle.exhausted(source_ip)
+        access_key_id: str | None = None
+        label = "none"
+        try:
+            auth = sigv4.parse(headers)
+            access_key_id = auth.access_key_id
+            if not sigv4.well_formed_access_key_id(access_key_id):
+                label = "malformed"
+                raise UnrecognizedClientException(_INVALID_TOKEN)
+            label = "unknown"
+            sigv4.check_scope(auth, region=self._region, now=now, max_skew_s=self._max_skew_s)
+            if "x-amz-security-token" in headers:
+                # A session token beside a long-term access key: AWS refuses it rather than ignore it.
+                raise UnrecognizedClientException(_INVALID_TOKEN)
+            entry = self._keys.get(access_key_id) if throttled else await self._entry(access_key_id)
+            if entry is None:
+                raise UnrecognizedClientException(_INVALID_TOKEN)
+            label = self._labels.label(access_key_id)
+            if not entry.active:
+                raise UnrecognizedClientException(_INVALID_TOKEN)
+            signed = sigv4.verify(
+                auth,
+                method=method,
+                path=path,
+                query=query,
+                headers=headers,
+                body=body,
+                signing_key=self._signing_key(entry, auth.date),
+            )
+        except KmsError as exc:
+            self._failed(exc, source_ip=source_ip, access_key_id=access_key_id, label=label, throttled=throttled)
+            raise
+        return Authenticated(entry.caller, signed)
+
+    def _failed(
+        self, exc: KmsError, *, source_ip: str, access_key_id: str | None, label: str, throttled: bool
+    ) -> None:
+        """Count, log and throttle one failed authentication; raise ``ThrottlingException`` if throttled."""
+        AUTH_FAILURES.labels(label, exc.code).inc()
+        emptied = self._throttle.failed(source_ip)
+        if throttled:
+            AUTH_THROTTLED.inc()
+            raise ThrottlingException("Rate exceeded") from None
+        shown = access_key_id if label != "malformed" else "<malformed>"
+        log.info("auth.failed", source_ip=source_ip, access_key_id=shown, error=exc.code, reason=exc.message)
+        if emptied:
+            log.warning("auth.throttling_source", source_ip=source_ip)

@@ -51,11 +51,14 @@ def _signed(now: dt.datetime, body: bytes = b"{}", region: str = "us-east-1") ->
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 
-def _verify(headers: dict[str, str], body: bytes = b"{}", *, now: dt.datetime = NOW, secret: str = SECRET) -> None:
-    auth = sigv4.parse(headers)
+def _verify(
+    headers: dict[str, str], body: bytes = b"{}", *, now: dt.datetime = NOW, secret: str = SECRET
+) -> sigv4.SignedHeaders:
+    view = sigv4.HeaderView.of(headers)
+    auth = sigv4.parse(view)
     sigv4.check_scope(auth, region="us-east-1", now=now, max_skew_s=900)
     key = core.signing_key(secret, auth.date, "us-east-1", "kms")
-    sigv4.verify(auth, method="POST", path="/", query="", headers=headers, body=body, signing_key=key)
+    return sigv4.verify(auth, method="POST", path="/", query="", headers=view, body=body, signing_key=key)
 
 
 def test_client_signature_verifies_on_the_server() -> None:
@@ -104,7 +107,7 @@ def test_malformed_authorization_headers(authorization: str | None, error: type[
     if authorization is not None:
         headers["Authorization"] = authorization
     with pytest.raises(error):
-        sigv4.parse(headers)
+        sigv4.parse(sigv4.HeaderView.of(headers))
 
 
 def test_amz_date_parsing_is_strict() -> None:
