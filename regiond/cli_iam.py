@@ -145,6 +145,8 @@ def _run_endpoint(args: argparse.Namespace) -> dict[str, Any]:
     result = call_iam(args.endpoint, args.region, operation, params)
     if cmd == "create-access-key":
         key = result["AccessKey"]
+        if kind is PrincipalKind.ROOT and key.get("UserName"):  # no name given: the key is the caller's (a user)
+            kind, name = PrincipalKind.USER, key["UserName"]
         return {
             "access_key_id": key["AccessKeyId"],
             "secret_access_key": key["SecretAccessKey"],

@@ -40,7 +40,12 @@ async def _authorize(ctx: OpContext, action: str, resource_arn: str) -> None:
 
 
 def _target(ctx: OpContext, params: Params) -> tuple[PrincipalKind, str, str]:
-    """The user or role a call names, or the caller's account root when it names neither."""
+    """The user or role an access-key call names, or the caller itself when it names neither.
+
+    AWS IAM: "If you do not specify a user name, IAM determines the user name implicitly based
+    on the access key ID signing the request" (CreateAccessKey, ListAccessKeys, UpdateAccessKey,
+    DeleteAccessKey). Never the account root: a user's unnamed call acts on the user.
+    """
     if params.get("UserName"):
         name = require_name(_str(params, "UserName"), "UserName")
         kind = PrincipalKind.USER
@@ -48,8 +53,16 @@ def _target(ctx: OpContext, params: Params) -> tuple[PrincipalKind, str, str]:
         name = require_name(_str(params, "RoleName"), "RoleName")
         kind = PrincipalKind.ROLE
     else:
-        return PrincipalKind.ROOT, "", principal_arn(ctx.account_id, PrincipalKind.ROOT, "")
+        caller = ctx.caller.principal
+        return caller.kind, caller.name, caller.arn
     return kind, name, principal_arn(ctx.account_id, kind, name)
+
+
+def _policy_target(ctx: OpContext, params: Params, kind: PrincipalKind) -> str:
+    """The user or role an inline-policy call names: required, as in AWS (``UserName`` for the
+    ``*UserPolicy`` operations, ``RoleName`` for ``*RolePolicy``)."""
+    member = "UserName" if kind is PrincipalKind.USER else "RoleName"
+    return principal_arn(ctx.account_id, kind, require_name(_str(params, member), member))
 
 
 def _entity(kind: PrincipalKind, name: str, principal_id: str, arn: str) -> dict[str, Any]:
@@ -118,29 +131,37 @@ async def delete_access_key(ctx: OpContext, params: Params) -> Result:
     return {}
 
 
-async def put_policy(ctx: OpContext, params: Params) -> Result:
-    kind, _name, arn = _target(ctx, params)
-    action = "PutUserPolicy" if kind is PrincipalKind.USER else "PutRolePolicy"
-    await _authorize(ctx, action, arn)
-    await ctx.services.iam.put_identity_policy(arn, _str(params, "PolicyName"), _str(params, "PolicyDocument"))
-    return {}
+def _policy_ops(kind: PrincipalKind) -> tuple[OpHandler, OpHandler, OpHandler]:
+    """Put, Get and Delete of inline policies of users (``*UserPolicy``) or roles (``*RolePolicy``),
+    each authorized as its own IAM action."""
+    label = "User" if kind is PrincipalKind.USER else "Role"
+
+    async def put_policy(ctx: OpContext, params: Params) -> Result:
+        arn = _policy_target(ctx, params, kind)
+        await _authorize(ctx, f"Put{label}Policy", arn)
+        await ctx.services.iam.put_identity_policy(arn, _str(params, "PolicyName"), _str(params, "PolicyDocument"))
+        return {}
+
+    async def get_policy(ctx: OpContext, params: Params) -> Result:
+        arn = _policy_target(ctx, params, kind)
+        await _authorize(ctx, f"Get{label}Policy", arn)
+        policy_name = _str(params, "PolicyName")
+        docs = await ctx.services.iam.identity_policies(arn)
+        if policy_name not in docs:
+            raise NoSuchEntity(f"The policy {policy_name} was not found for {arn}")
+        return {"PolicyName": policy_name, "PolicyDocument": docs[policy_name]}
+
+    async def delete_policy(ctx: OpContext, params: Params) -> Result:
+        arn = _policy_target(ctx, params, kind)
+        await _authorize(ctx, f"Delete{label}Policy", arn)
+        await ctx.services.iam.delete_identity_policy(arn, _str(params, "PolicyName"))
+        return {}
+
+    return put_policy, get_policy, delete_policy
 
 
-async def get_policy(ctx: OpContext, params: Params) -> Result:
-    _kind, _name, arn = _target(ctx, params)
-    await _authorize(ctx, "GetUserPolicy", arn)
-    policy_name = _str(params, "PolicyName")
-    docs = await ctx.services.iam.identity_policies(arn)
-    if policy_name not in docs:
-        raise NoSuchEntity(f"The policy {policy_name} was not found for {arn}")
-    return {"PolicyName": policy_name, "PolicyDocument": docs[policy_name]}
-
-
-async def delete_policy(ctx: OpContext, params: Params) -> Result:
-    _kind, _name, arn = _target(ctx, params)
-    await _authorize(ctx, "DeleteUserPolicy", arn)
-    await ctx.services.iam.delete_identity_policy(arn, _str(params, "PolicyName"))
-    return {}
+_put_user_policy, _get_user_policy, _delete_user_policy = _policy_ops(PrincipalKind.USER)
+_put_role_policy, _get_role_policy, _delete_role_policy = _policy_ops(PrincipalKind.ROLE)
 
 
 async def get_caller_identity(ctx: OpContext, params: Params) -> Result:
@@ -157,11 +178,11 @@ HANDLERS: dict[str, OpHandler] = {
     "ListAccessKeys": list_access_keys,
     "UpdateAccessKey": update_access_key,
     "DeleteAccessKey": delete_access_key,
-    "PutUserPolicy": put_policy,
-    "PutRolePolicy": put_policy,
-    "GetUserPolicy": get_policy,
-    "GetRolePolicy": get_policy,
-    "DeleteUserPolicy": delete_policy,
-    "DeleteRolePolicy": delete_policy,
+    "PutUserPolicy": _put_user_policy,
+    "PutRolePolicy": _put_role_policy,
+    "GetUserPolicy": _get_user_policy,
+    "GetRolePolicy": _get_role_policy,
+    "DeleteUserPolicy": _delete_user_policy,
+    "DeleteRolePolicy": _delete_role_policy,
     "GetCallerIdentity": get_caller_identity,
 }
