@@ -43,7 +43,7 @@ from regiond.service.preload import Preloader
 from regiond.service.rotation import RotationService
 from regiond.store import migrate as migrations
 from regiond.store.notify import Listener
-from regiond.store.pool import Pool, connection, create_pool
+from regiond.store.pool import Pool, create_pool, ping
 from replication.channel import Transport
 from replication.runtime import OUTBOX_CHANNEL, ReplicationNode, load_cluster, outbox_for
 
@@ -83,8 +83,7 @@ async def healthz(_request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     try:
-        async with connection(request.app[POOL]) as con:
-            await con.fetchval("SELECT 1")
+        await ping(request.app[POOL])
         missing = await migrations.pending(request.app[POOL])
     except Exception as exc:
         return web.json_response({"status": "unavailable", "reason": type(exc).__name__}, status=503)

@@ -35,14 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-
 from regiond import private_files
 from regiond.crypto import pki, sign
 from regiond.crypto.hpke import RegionEncryptionPublicKey
 from regiond.crypto.keyring import RootKeyring
 
 __all__ = [
+    "CERT_RENEW_BEFORE",
     "PEERS_FILE_VERSION",
     "TLS_KEY_AAD",
     "Peer",
@@ -63,6 +62,8 @@ PEERS_FILE_VERSION = 1
 SERVER_NAME_SUFFIX = "replication.regionkms.internal"
 TLS_KEY_AAD = b"region-tls-key"
 TLS_DIR = "tls"
+CERT_RENEW_BEFORE = dt.timedelta(days=7)
+"""A region certificate this close to expiry is reissued at start."""
 
 
 def server_name(region: str) -> str:
@@ -256,21 +257,9 @@ def ensure_region_cert(
     """
     if region_tls_exists(state_dir):
         cert = (state_dir / TLS_DIR / "region.crt").read_bytes()
-        if _issued_by(cert, ca_cert_pem):
+        if pki.issued_by(cert, ca_cert_pem, valid_for=CERT_RENEW_BEFORE):
             return cert
     names = (*hostnames, server_name(region))
     cert, key = pki.issue_region_cert(ca_cert_pem, ca_key_pem, region, names)
     write_region_tls(state_dir, keyring, cert, key)
     return cert
-
-
-def _issued_by(cert_pem: bytes, ca_cert_pem: bytes) -> bool:
-    from cryptography import x509
-
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-        ca = x509.load_pem_x509_certificate(ca_cert_pem)
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=7)

@@ -45,6 +45,7 @@ from regiond.crypto.keyring import KeyringError, RootKeyring
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.domain.audit_anchor import AnchorError, parse_anchor
 from regiond.store import audit as audit_store
+from regiond.store import iam as iam_store
 from regiond.store import keys as key_store
 from regiond.store import locks, outbox
 from regiond.store import replication as repl_store
@@ -153,10 +154,10 @@ class FrameBuilder:
         return tuple(out)
 
     async def _sealed_secret(self, con: Conn, access_key_id: str, peer: Peer) -> bytes | None:
-        wrapped = await con.fetchval("SELECT secret_wrapped FROM access_keys WHERE access_key_id = $1", access_key_id)
+        wrapped = await iam_store.wrapped_secret(con, access_key_id)
         if wrapped is None:
             return None
-        secret = self._keyring.unwrap(bytes(wrapped), access_key_aad(access_key_id))
+        secret = self._keyring.unwrap(wrapped, access_key_aad(access_key_id))
         return hpke.seal_to_region(
             peer.encryption_public_key, secret, key_id=access_key_id, version=ACCESS_KEY_SECRET_VERSION,
             source_region=self._region, dest_region=peer.region,

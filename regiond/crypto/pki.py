@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -44,6 +45,7 @@ __all__ = [
     "REGION_CERT_VALID_DAYS",
     "PeerIdentityError",
     "issue_region_cert",
+    "issued_by",
     "make_cluster_ca",
     "peer_region_from_cert",
     "ssl_client_context",
@@ -236,6 +238,21 @@ def ssl_client_context(
     ctx.check_hostname = check_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED  # setting check_hostname=False must not relax this
     return ctx
+
+
+def issued_by(cert_pem: bytes, ca_cert_pem: bytes, *, valid_for: dt.timedelta = dt.timedelta(0)) -> bool:
+    """Whether ``cert_pem`` was signed by ``ca_cert_pem``'s key and stays valid ``valid_for`` longer.
+
+    False for anything unreadable. Used to keep a region certificate across restarts only while
+    it belongs to the current cluster CA and is not about to expire.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        ca = x509.load_pem_x509_certificate(ca_cert_pem)
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return cert.not_valid_after_utc > _now() + valid_for
 
 
 def peer_region_from_cert(cert: bytes | Mapping[str, Any]) -> str:

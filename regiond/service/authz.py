@@ -45,7 +45,8 @@ from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
 from regiond.cache import TtlCache, remember
-from regiond.domain.decision import Decision, DecisionReason, GrantConstraints, GrantView, decide, lockout_check
+from regiond.domain.decision import Decision, DecisionReason, GrantView, decide, lockout_check
+from regiond.domain.grants import CONSTRAINT_FREE_ACTIONS, NewGrant, applicable_grants
 from regiond.domain.key import Key
 from regiond.domain.policy import Policy, RequestContext
 from regiond.domain.principal import Principal
@@ -57,12 +58,9 @@ __all__ = [
     "Authorizer",
     "GrantSource",
     "KeyPolicySource",
-    "NewGrant",
     "Requester",
     "access_denied",
-    "applicable_grants",
     "evaluate",
-    "grant_admits",
     "in_region",
     "make_grant_token",
     "parse_grant_token",
@@ -82,9 +80,6 @@ CROSS_ACCOUNT_ACTIONS = frozenset(
     )
 )  # fmt: skip
 """AWS KMS's "Cross-account use: Yes" operations; any other action on another account's key is denied."""
-
-_CONSTRAINT_FREE_ACTIONS = frozenset({"kms:describekey", "kms:retiregrant"})
-"""AWS: a grant's encryption-context constraint does not apply to DescribeKey and RetireGrant."""
 
 _MAX_FINGERPRINTS = 256
 """Distinct request-value combinations remembered per (principal, key, action)."""
@@ -107,14 +102,6 @@ class Requester(NamedTuple):
     @property
     def account(self) -> str:
         return self.principal.account_id
-
-
-@dataclass(frozen=True, slots=True)
-class NewGrant:
-    """The grant a CreateGrant call would make: what a parent grant must admit."""
-
-    operations: frozenset[str]
-    constraints: GrantConstraints | None
 
 
 class KeyPolicySource(Protocol):
@@ -200,67 +187,6 @@ def access_denied(principal: Principal, action: str, resource: str) -> AccessDen
     )
 
 
-def _holds_within(pairs: Mapping[str, str] | None, required: Mapping[str, str]) -> bool:
-    return pairs is not None and all(pairs.get(k) == v for k, v in required.items())
-
-
-def grant_admits(parent: GrantConstraints | None, child: GrantConstraints | None) -> bool:
-    """May a grantee whose grant has ``parent`` constraints create a grant with ``child`` ones?
-
-    AWS: only with an equally strict or stricter encryption-context constraint, i.e. every
-    context the child grant accepts must be accepted by the parent.
-    """
-    if parent is None:
-        return True
-    if child is None:
-        return False
-    if parent.encryption_context_equals is not None and (
-        child.encryption_context_equals is None
-        or dict(child.encryption_context_equals) != dict(parent.encryption_context_equals)
-    ):
-        return False
-    required = parent.encryption_context_subset
-    if required is not None:
-        # Every context the child accepts holds its Equals pairs (if any), else its Subset pairs.
-        narrowest = child.encryption_context_equals
-        if narrowest is None:
-            narrowest = child.encryption_context_subset
-        return _holds_within(narrowest, required)
-    return True
-
-
-def _unconstrained(grant: GrantView) -> GrantView:
-    if grant.constraints is None:
-        return grant
-    return GrantView(grant.grant_id, grant.grantee_principal, grant.operations)
-
-
-def applicable_grants(
-    grants: Sequence[GrantView], principal_arn: str, action_key: str, new_grant: NewGrant | None = None
-) -> tuple[GrantView, ...]:
-    """The caller's grants as they apply to this action (``action_key`` lower-cased).
-
-    DescribeKey and RetireGrant ignore encryption-context constraints. For CreateGrant, a grant
-    counts only if the new grant asks for no operation it lacks and a constraint at least as
-    strict as its own (a grant can never be used to widen itself).
-    """
-    mine = [g for g in grants if g.grantee_principal == principal_arn]
-    if not mine:
-        return ()
-    if action_key in _CONSTRAINT_FREE_ACTIONS:
-        return tuple(_unconstrained(g) for g in mine)
-    if action_key == "kms:creategrant":
-        if new_grant is None:
-            return ()
-        wanted = {op.lower() for op in new_grant.operations}
-        return tuple(
-            _unconstrained(g)
-            for g in mine
-            if wanted <= {op.lower() for op in g.operations} and grant_admits(g.constraints, new_grant.constraints)
-        )
-    return tuple(mine)
-
-
 def evaluate(
     *,
     principal: Principal,
@@ -307,7 +233,7 @@ def _memo(
 ) -> _Memo:
     keys = _condition_keys((key_policy, *identity))
     context_keys = {k for k in keys if k.startswith("kms:encryptioncontext")}
-    constrained = action_key not in _CONSTRAINT_FREE_ACTIONS and any(
+    constrained = action_key not in CONSTRAINT_FREE_ACTIONS and any(
         g.constraints is not None and g.grantee_principal == principal_arn for g in grants
     )
     return _Memo(key_policy, identity, grants, tuple(sorted(keys - context_keys)), bool(context_keys) or constrained)

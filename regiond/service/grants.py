@@ -37,6 +37,7 @@ import structlog
 
 from regiond.cache import LoadWindow, LoadWindows, TtlCache
 from regiond.domain.decision import GrantConstraints, GrantView
+from regiond.domain.grants import GrantRecord, NewGrant, constraints_to_json
 from regiond.domain.key import Key, KeySpec, KeyUsage, require_state
 from regiond.errors import (
     DryRunOperationException,
@@ -49,12 +50,11 @@ from regiond.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.service.authz import NewGrant, Requester, access_denied, make_grant_token, parse_grant_token
+from regiond.service.authz import Requester, access_denied, make_grant_token, parse_grant_token
 from regiond.service.keys import KeyService, Page
 from regiond.store import grants as grant_store
 from regiond.store import iam as iam_store
 from regiond.store import keys as key_store
-from regiond.store.grants import GrantRecord
 from regiond.store.pool import Pool, connection, transaction
 
 log = structlog.get_logger(__name__)
@@ -213,7 +213,7 @@ def _request_digest(
 ) -> str:
     """What makes a named CreateGrant a retry of an earlier one (AWS: all parameters equal)."""
     canonical = json.dumps(
-        [name, grantee, retiring, sorted(operations), grant_store.constraints_to_json(constraints)],
+        [name, grantee, retiring, sorted(operations), constraints_to_json(constraints)],
         sort_keys=True, separators=(",", ":"),
     )  # fmt: skip
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -283,7 +283,7 @@ class GrantService:
             values["kms:RetiringPrincipal"] = (retiring,)
         if constraints is not None:
             values["kms:GrantConstraintType"] = tuple(
-                name for name in grant_store.constraints_to_json(constraints) or {}
+                name for name in constraints_to_json(constraints) or {}
             )
         await self._authz.authorize(
             who.principal, "kms:CreateGrant", key, request_values=values, grant_tokens=who.grant_tokens,

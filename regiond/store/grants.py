@@ -9,20 +9,15 @@ fires the ``regionkms_grants`` NOTIFY trigger, whose payload is the key id.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from regiond.domain.decision import GrantConstraints, GrantView
+from regiond.domain.grants import GrantRecord, constraints_from_json, constraints_to_json
 from regiond.store.pool import Conn
 
 __all__ = [
     "CHANNEL",
-    "GrantRecord",
     "by_ids",
-    "constraints_from_json",
-    "constraints_to_json",
     "count",
     "delete",
     "find_named",
@@ -39,47 +34,6 @@ _COLUMNS = (
     "grant_id, key_id, account_id, name, grantee_principal, retiring_principal, issuing_principal,"
     " operations, constraints, creation_date, seq"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class GrantRecord:
-    grant_id: str
-    key_id: str
-    account: str  # the issuing account: the key's account
-    name: str | None
-    grantee_principal: str
-    retiring_principal: str | None
-    issuing_principal: str
-    operations: tuple[str, ...]
-    constraints: GrantConstraints | None
-    creation_date: dt.datetime
-    seq: int = 0
-
-    def view(self) -> GrantView:
-        """What the authorizer needs of this grant."""
-        return GrantView(self.grant_id, self.grantee_principal, frozenset(self.operations), self.constraints)
-
-
-def constraints_to_json(constraints: GrantConstraints | None) -> dict[str, dict[str, str]] | None:
-    """The ``Constraints`` member as AWS renders it (and as the row stores it)."""
-    if constraints is None:
-        return None
-    out: dict[str, dict[str, str]] = {}
-    if constraints.encryption_context_equals is not None:
-        out["EncryptionContextEquals"] = dict(constraints.encryption_context_equals)
-    if constraints.encryption_context_subset is not None:
-        out["EncryptionContextSubset"] = dict(constraints.encryption_context_subset)
-    return out
-
-
-def constraints_from_json(raw: Mapping[str, Mapping[str, str]] | None) -> GrantConstraints | None:
-    if not raw:
-        return None
-    equals, subset = raw.get("EncryptionContextEquals"), raw.get("EncryptionContextSubset")
-    return GrantConstraints(
-        encryption_context_equals=dict(equals) if equals is not None else None,
-        encryption_context_subset=dict(subset) if subset is not None else None,
-    )
 
 
 def _record(row: Any) -> GrantRecord:

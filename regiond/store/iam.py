@@ -90,6 +90,12 @@ async def get_access_key(con: Conn, access_key_id: str) -> AccessKeyRow | None:
     return AccessKeyRow(row["access_key_id"], _principal(row), bytes(row["secret_wrapped"]), row["status"])
 
 
+async def wrapped_secret(con: Conn, access_key_id: str) -> bytes | None:
+    """An access key's secret as stored (sealed under the root key), or None if the key is gone."""
+    wrapped = await con.fetchval("SELECT secret_wrapped FROM access_keys WHERE access_key_id = $1", access_key_id)
+    return None if wrapped is None else bytes(wrapped)
+
+
 async def list_access_keys(con: Conn, principal_arn: str) -> list[tuple[str, str]]:
     rows = await con.fetch(
         "SELECT access_key_id, status FROM access_keys WHERE principal_arn = $1 ORDER BY created_at", principal_arn

@@ -48,3 +48,9 @@ async def transaction(pool: Pool, *, isolation: str = "read_committed") -> Async
 async def connection(pool: Pool) -> AsyncIterator[Conn]:
     async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con:
         yield con
+
+
+async def ping(pool: Pool) -> None:
+    """One round trip on a pooled connection (readiness); raises what the pool or server raises."""
+    async with connection(pool) as con:
+        await con.fetchval("SELECT 1")

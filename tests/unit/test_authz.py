@@ -11,16 +11,14 @@ from typing import Any
 import pytest
 
 from regiond.domain.decision import DecisionReason, GrantConstraints, GrantView, default_key_policy
+from regiond.domain.grants import NewGrant, applicable_grants, grant_admits
 from regiond.domain.key import Key, KeyState
 from regiond.domain.policy import Policy, PolicyKind, RequestContext, parse_policy
 from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import AccessDeniedException, InvalidGrantTokenException
 from regiond.service.authz import (
     Authorizer,
-    NewGrant,
-    applicable_grants,
     evaluate,
-    grant_admits,
     make_grant_token,
     parse_grant_token,
 )

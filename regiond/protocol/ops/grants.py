@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from regiond.domain import ids
+from regiond.domain.grants import GrantRecord, constraints_to_json
 from regiond.domain.principal import root_arn
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
 from regiond.protocol.ops.keys import requester
 from regiond.service.grants import CreateGrantRequest
-from regiond.store.grants import GrantRecord, constraints_to_json
 
 __all__ = ["HANDLERS", "grant_entry"]
 
