@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -61,6 +63,10 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         auth_failure_burst=args.auth_failure_burst,
         auth_failure_refill_per_s=args.auth_failure_refill,
         cache_preload_max_keys=args.cache_preload_max_keys,
+        http_header_timeout_s=args.http_header_timeout,
+        http_body_timeout_s=args.http_body_timeout,
+        http_idle_timeout_s=args.http_idle_timeout,
+        http_max_connections=int(args.http_max_connections),
         audit_enabled=not args.no_audit,
         audit_retention_days=args.audit_retention_days,
         peers_file=Path(args.peers_file) if args.peers_file else None,
@@ -116,6 +122,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
 
 
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
+
+
 def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", default=env("REGION", "us-east-1"))
     p.add_argument("--database-url", default=env("DATABASE_URL"), required=env("DATABASE_URL") is None)
@@ -150,6 +167,15 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
         help="keys each worker loads into its caches in the background at start and after losing its change"
         " notifications (at most 100,000, the key cache's size; a few KiB per key per worker; 0: off)",
     )
+    p.add_argument("--http-header-timeout", type=_positive(float), default=env("HTTP_HEADER_TIMEOUT", "10"),
+                   help="seconds a request's header block may take, from its first byte (default 10)")
+    p.add_argument("--http-body-timeout", type=_positive(float), default=env("HTTP_BODY_TIMEOUT", "30"),
+                   help="seconds a request's whole body may take after its headers; then 408 (default 30)")
+    p.add_argument("--http-idle-timeout", type=_positive(float), default=env("HTTP_IDLE_TIMEOUT", "75"),
+                   help="seconds a kept-alive connection may wait for its next request (default 75; keep it"
+                   " above a load balancer's idle timeout)")
+    p.add_argument("--http-max-connections", type=_positive(int), default=env("HTTP_MAX_CONNECTIONS", "1024"),
+                   help="open client connections per worker process; more are refused (default 1024)")
     p.add_argument("--no-audit", action="store_true", help="benchmarks only: skip the audit trail")
     p.add_argument("--audit-retention-days", type=int, default=int(env("AUDIT_RETENTION_DAYS", "0") or 0),
                    help="delete signed audit events older than this many days (0: keep forever)")  # fmt: skip

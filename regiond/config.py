@@ -44,6 +44,13 @@ class Settings:
     log_level: str = "info"
     log_json: bool = True
     max_clock_skew_s: int = 900
+    # Slow and greedy clients (regiond.listener): a request's headers and its body each within their
+    # bound, a kept-alive connection idle at most idle_timeout (above a load balancer's, usually 60 s),
+    # and at most http_max_connections open connections per worker process.
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    http_idle_timeout_s: float = 75.0
+    http_max_connections: int = 1024
     trusted_proxies: tuple[str, ...] = ()
     # Failed authentications a source may make before its failures are answered ThrottlingException,
     # and how many per second it gets back (regiond.service.auth_failures; per worker; 0 turns it off).

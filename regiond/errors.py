@@ -6,7 +6,7 @@ without a lookup table. Messages must never contain key material, plaintext or s
 
     KmsError (400)
     ├── protocol:   SerializationException, UnknownOperationException, ValidationException,
-    │               RequestEntityTooLargeException (413), ThrottlingException
+    │               RequestEntityTooLargeException (413), ThrottlingException, RequestTimeoutException (408)
     ├── auth:       MissingAuthenticationToken (403), IncompleteSignature, InvalidSignatureException,
     │               UnrecognizedClientException, AccessDeniedException
     ├── kms 4xx:    NotFoundException, AlreadyExistsException, DisabledException, KMSInvalidStateException,
@@ -56,6 +56,12 @@ class RequestEntityTooLargeException(KmsError):
 
 class ThrottlingException(KmsError):
     code, status = "ThrottlingException", 400
+
+
+class RequestTimeoutException(KmsError):
+    """The request's body did not arrive in time (regiond.listener); the AWS SDKs retry this code."""
+
+    code, status = "RequestTimeoutException", 408
 
 
 # Authentication and authorization

@@ -56,6 +56,20 @@ REPLICATION_LAG_SECONDS = Gauge(
     ["peer"],
     registry=REGISTRY,
 )
+HTTP_CONNECTIONS = Gauge(
+    "regionkms_http_connections", "Open client connections (regiond.listener)", registry=REGISTRY
+)
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "regionkms_http_connections_refused",
+    "Client connections refused at once because the worker had --http-max-connections open",
+    registry=REGISTRY,
+)
+HTTP_TIMEOUTS = Counter(
+    "regionkms_http_timeouts",
+    "Client connections cut off for sending a request too slowly, by phase (header: closed; body: answered 408)",
+    ["phase"],
+    registry=REGISTRY,
+)
 
 # How each gauge is combined over a node's live workers (a dead worker's gauges are dropped);
 # prometheus_client's multiprocess names. A gauge not listed gets one series per worker
@@ -69,6 +83,8 @@ GAUGE_MODES: dict[str, str] = {
     "regionkms_replication_sent_seq": "livemax",
     "regionkms_replication_acked_seq": "livemax",
     "regionkms_replication_applied_seq": "livemax",
+    # Each worker counts its own connections: the node's are their sum.
+    "regionkms_http_connections": "livesum",
 }
 
 

@@ -1,8 +1,9 @@
 """Running the HTTP node: one process per worker, all bound to one port with SO_REUSEPORT.
 
 The parent process only supervises: it starts N workers, forwards SIGTERM/SIGINT to them
-and waits. Each worker runs the full application (its own pool, caches and listener);
-background tasks elect one runner per region through PostgreSQL advisory locks.
+and waits. Each worker runs the full application (its own pool, caches and listener,
+regiond.listener); background tasks elect one runner per region through PostgreSQL
+advisory locks.
 
 Metrics: the parent makes a directory private to the node (regiond.node_metrics) where each
 worker publishes a snapshot of its registry every second, so any worker's ``/metrics`` shows
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import multiprocessing
+import resource
 import signal
 import sys
 import tempfile
@@ -28,6 +30,7 @@ from aiohttp import web
 from regiond import heap, metrics, node_metrics
 from regiond import logging as regiond_logging
 from regiond.config import Settings
+from regiond.listener import HttpLimits, listen
 
 log = structlog.get_logger(__name__)
 
@@ -47,15 +50,15 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 async def _serve(settings: Settings, factory: AppFactory, reuse_port: bool) -> None:
     app = factory(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_port=reuse_port, backlog=1024)
-    await site.start()
-    log.info("node.listening", host=settings.listen_host, port=settings.listen_port)
+    listener = await listen(
+        app, settings.listen_host, settings.listen_port, HttpLimits.from_settings(settings),
+        reuse_port=reuse_port, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    log.info("node.listening", host=settings.listen_host, port=listener.port)
     node = node_metrics.current()
     publishing = None
     if node is not None:
@@ -65,17 +68,43 @@ async def _serve(settings: Settings, factory: AppFactory, reuse_port: bool) -> N
         )
     await stop.wait()
     log.info("node.draining")
-    await runner.cleanup()
+    await listener.close()
     if node is not None and publishing is not None:
         await publishing
         node.publish(metrics.REGISTRY)  # what the drain counted
 
 
+# Descriptors a worker needs beside its client connections: its pool, listener, logs, imports.
+SPARE_FILE_DESCRIPTORS = 256
+
+
+def _allow_open_files(needed: int) -> None:
+    """Raise this process's soft limit on open files to ``needed`` if the hard limit allows; warn if not.
+
+    Past the limit, accept() fails (EMFILE) and the node stops taking connections well before
+    ``--http-max-connections``: the usual soft limit is 1024, the default connection limit too.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning("node.open_files_limit", limit=target, needed=needed, hint="raise LimitNOFILE / ulimit -n")
+
+
 def run_worker(
-    settings: Settings, factory: AppFactory, reuse_port: bool, metrics_dir: Path | None = None, worker: str = "0"
+    settings: Settings,
+    factory: AppFactory,
+    reuse_port: bool,
+    metrics_dir: Path | None = None,
+    worker: str = "0",
 ) -> None:
+    """One worker process: the application on the node's port until SIGTERM."""
     regiond_logging.configure(settings.log_level, json=settings.log_json)
     heap.enable()  # a serving process: its caches may be frozen out of GC walks (regiond.heap)
+    _allow_open_files(settings.http_max_connections + SPARE_FILE_DESCRIPTORS)
     if metrics_dir is not None:
         node_metrics.join(metrics_dir, worker, metrics.GAUGE_MODES)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from aiohttp import web
 
 from regiond.clock import Clock
 from regiond.config import Settings, parse_listen
@@ -30,6 +29,7 @@ from regiond.crypto.hpke import RegionEncryptionPrivateKey
 from regiond.crypto.keyring import RootKeyring
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.init import ENCRYPTION_AAD, IDENTITY_AAD
+from regiond.listener import HttpLimits, Listener, listen
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Pool
 from replication.channel import HttpsTransport, Transport
@@ -118,7 +118,7 @@ class ReplicationNode:
         }
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
         self.bound_port: int | None = None
 
     def on_outbox_notify(self, payload: str | None) -> None:
@@ -135,12 +135,11 @@ class ReplicationNode:
             cert, key = load_region_tls(self.settings.state_dir, self._keyring)
             context = pki.ssl_server_context(cert, key, self.topology.ca_cert_pem)
             host, port = parse_listen(self.settings.replication_listen)
-            self._runner = web.AppRunner(make_receiver_app(self.receiver), access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, host, port, ssl_context=context, reuse_port=self.settings.workers > 1)
-            await site.start()
-            addresses = self._runner.addresses
-            self.bound_port = int(addresses[0][1]) if addresses else port
+            self._listener = await listen(
+                make_receiver_app(self.receiver), host, port, HttpLimits.from_settings(self.settings),
+                ssl_context=context, reuse_port=self.settings.workers > 1,
+            )  # fmt: skip
+            self.bound_port = self._listener.port
             log.info("replication.receiver_listening", host=host, port=self.bound_port)
         for region, sender in self.senders.items():
             self._tasks.append(asyncio.create_task(sender.run(self._stop), name=f"replication-sender-{region}"))
@@ -156,8 +155,8 @@ class ReplicationNode:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks.clear()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         if self._own_transport:
             await self.transport.close()

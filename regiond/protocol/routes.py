@@ -15,6 +15,7 @@ path: each aiohttp middleware layer costs a coroutine per request.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from typing import Any
@@ -28,12 +29,13 @@ from regiond.errors import (
     KmsError,
     KMSInternalException,
     RequestEntityTooLargeException,
+    RequestTimeoutException,
     SerializationException,
     UnknownOperationException,
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.metrics import REQUEST_LATENCY, REQUESTS
+from regiond.metrics import HTTP_TIMEOUTS, REQUEST_LATENCY, REQUESTS
 from regiond.protocol import shapes, sigv4
 from regiond.protocol.context import OpContext, OpHandler
 from regiond.protocol.ops import IAM_OPERATIONS, KMS_OPERATIONS
@@ -154,6 +156,39 @@ def _parse_json(body: bytes) -> Any:
         raise SerializationException("Request body is not valid JSON") from exc
 
 
+class _ClientGone(Exception):
+    """The client closed (or lost) its connection before its request body was read."""
+
+
+async def _read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The whole request body, within ``timeout_s`` of the end of its headers.
+
+    A body that stalls (headers, 2 of 100 bytes, then silence) held its handler and connection
+    for good; one that dribbles in a byte at a time is bounded too, since the bound is on the
+    whole body (regiond.listener has the other bounds).
+    """
+    try:
+        if request.content.is_eof():  # the body came with the headers (nearly every call): no timer
+            return await request.read()
+        bound = asyncio.timeout(timeout_s)
+        try:
+            async with bound:
+                return await request.read()
+        except TimeoutError:
+            if not bound.expired():
+                raise  # the connection's own ETIMEDOUT (TCP keep-alive): the client is gone
+            HTTP_TIMEOUTS.labels("body").inc()
+            raise RequestTimeoutException(
+                "Your socket connection to the server was not read from or written to within the timeout period"
+            ) from None
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise RequestEntityTooLargeException("Request body exceeds the 1 MiB limit") from exc
+    except web.RequestPayloadError as exc:  # a malformed chunked encoding or compressed body
+        raise SerializationException("The request body could not be read") from exc
+    except OSError as exc:  # ConnectionResetError: aiohttp's "Connection lost"
+        raise _ClientGone from exc
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     audit = request.app[AUDIT]
@@ -168,9 +203,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if content_length is not None and content_length > MAX_BODY_BYTES:
             raise RequestEntityTooLargeException("Request body exceeds the 1 MiB limit")
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            raise RequestEntityTooLargeException("Request body exceeds the 1 MiB limit") from exc
+            body = await _read_body(request, services.settings.http_body_timeout_s)
+        except _ClientGone as exc:
+            # Nothing was authenticated (the signature covers the body), so nothing is audited,
+            # and there is no one to answer: not a server error, not worth a traceback.
+            log.info("request.client_disconnected", source_ip=source_ip, error=type(exc.__cause__).__name__)
+            REQUESTS.labels(operation, "ClientDisconnected").inc()
+            return web.Response(status=400, headers={"x-amzn-RequestId": request_id})  # never delivered
         now = services.clock.now()
         path, _, query = request.raw_path.partition("?")  # as sent: SigV4 signs the encoded target
         headers = sigv4.HeaderView(request.headers)

@@ -27,6 +27,7 @@ from regiond.crypto.keyring import AesRootKeyring, load_file_keyring
 from regiond.devdb import LocalPostgres
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.init import init_state_dir
+from regiond.listener import HttpLimits, Listener, listen
 from regiond.service.iam import IamService
 from regiond.store import migrate as migrations
 from regiond.store.pool import create_pool
@@ -100,7 +101,7 @@ class Node:
     database_url: str
     keyring: AesRootKeyring
     clock: ManualClock
-    runner: web.AppRunner
+    listener: Listener
     app: web.Application
     state_dir: Path
 
@@ -156,22 +157,18 @@ class NodeFactory:
         app = create_app(
             cfg, keyring, clock=clock, audit_factory=audit_factory, replication_transport=replication_transport
         )
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        node = Node(region, f"http://127.0.0.1:{port}", url, keyring, clock, runner, app, sdir)
+        listener = await listen(app, "127.0.0.1", 0, HttpLimits.from_settings(cfg))  # as regiond serve does
+        node = Node(region, f"http://127.0.0.1:{listener.port}", url, keyring, clock, listener, app, sdir)
         self.nodes.append(node)
         return node
 
     async def stop(self, node: Node) -> None:
-        await node.runner.cleanup()
+        await node.listener.close()
         self.nodes.remove(node)
 
     async def close(self) -> None:
         for node in list(self.nodes):
-            await node.runner.cleanup()
+            await node.listener.close()
         self.nodes.clear()
         for url in self._databases:
             await self.pg.drop_database(url)
