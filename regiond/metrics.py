@@ -71,6 +71,13 @@ HTTP_TIMEOUTS = Counter(
     registry=REGISTRY,
 )
 
+# The supervisor of `regiond serve --workers N` (regiond.supervisor) publishes this registry into the
+# node's view as one more member; its counters are summed with the workers'.
+SUPERVISOR_REGISTRY = CollectorRegistry()
+WORKER_RESTARTS = Counter(
+    "regionkms_worker_restarts", "Worker processes respawned after they died", registry=SUPERVISOR_REGISTRY
+)
+
 # How each gauge is combined over a node's live workers (a dead worker's gauges are dropped);
 # prometheus_client's multiprocess names. A gauge not listed gets one series per worker
 # (``liveall``, label ``worker``): summing per-process figures is rarely meaningful.

@@ -1,14 +1,15 @@
 """Running the HTTP node: one process per worker, all bound to one port with SO_REUSEPORT.
 
-The parent process only supervises: it starts N workers, forwards SIGTERM/SIGINT to them
-and waits. Each worker runs the full application (its own pool, caches and listener,
-regiond.listener); background tasks elect one runner per region through PostgreSQL
-advisory locks.
+The parent process only supervises (regiond.supervisor): it starts N workers, respawns one
+that dies, and stops them all on SIGTERM/SIGINT. Each worker runs the full application (its
+own pool, caches and listener, regiond.listener); background tasks elect one runner per
+region through PostgreSQL advisory locks.
 
 Metrics: the parent makes a directory private to the node (regiond.node_metrics) where each
 worker publishes a snapshot of its registry every second, so any worker's ``/metrics`` shows
 the whole node; the parent marks a worker that exits as dead there (its gauges leave the view,
-its counters stay) and removes the directory when the node stops.
+its counters stay), publishes its own counters there (worker restarts) and removes the
+directory when the node stops.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable
-from multiprocessing.connection import wait
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import structlog
@@ -31,6 +32,7 @@ from regiond import heap, metrics, node_metrics
 from regiond import logging as regiond_logging
 from regiond.config import Settings
 from regiond.listener import HttpLimits, listen
+from regiond.supervisor import Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +50,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         return asyncio.new_event_loop
 
 
-async def _serve(settings: Settings, factory: AppFactory, reuse_port: bool) -> None:
+async def _serve(settings: Settings, factory: AppFactory, reuse_port: bool, ready: Event | None) -> None:
     app = factory(settings)
     listener = await listen(
         app, settings.listen_host, settings.listen_port, HttpLimits.from_settings(settings),
@@ -59,6 +61,8 @@ async def _serve(settings: Settings, factory: AppFactory, reuse_port: bool) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("node.listening", host=settings.listen_host, port=listener.port)
+    if ready is not None:
+        ready.set()
     node = node_metrics.current()
     publishing = None
     if node is not None:
@@ -100,15 +104,16 @@ def run_worker(
     reuse_port: bool,
     metrics_dir: Path | None = None,
     worker: str = "0",
+    ready: Event | None = None,
 ) -> None:
-    """One worker process: the application on the node's port until SIGTERM."""
+    """One worker process: the application on the node's port until SIGTERM; ``ready`` is set once it listens."""
     regiond_logging.configure(settings.log_level, json=settings.log_json)
     heap.enable()  # a serving process: its caches may be frozen out of GC walks (regiond.heap)
     _allow_open_files(settings.http_max_connections + SPARE_FILE_DESCRIPTORS)
     if metrics_dir is not None:
         node_metrics.join(metrics_dir, worker, metrics.GAUGE_MODES)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_serve(settings, factory, reuse_port))
+        runner.run(_serve(settings, factory, reuse_port, ready))
 
 
 def _importable(factory: AppFactory) -> AppFactory:
@@ -134,39 +139,15 @@ def serve(settings: Settings, factory: AppFactory) -> int:
         return 0
     factory = _importable(factory)
     metrics_dir = _metrics_directory(settings)
-    ctx = multiprocessing.get_context("spawn")
-    workers = [
-        ctx.Process(
-            target=run_worker, args=(settings, factory, True, metrics_dir, str(i)), name=f"regiond-worker-{i}",
-            daemon=False,
-        )
-        for i in range(settings.workers)
-    ]  # fmt: skip
-    for w in workers:
-        w.start()
-
-    def forward(_signum: int, _frame: object) -> None:
-        for w in workers:
-            if w.is_alive():
-                w.terminate()  # SIGTERM: each worker drains and flushes its audit writer
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    running = {w.sentinel: w for w in workers}
     try:
-        while running:
-            ready = wait(list(running))
-            for w in [w for sentinel, w in running.items() if sentinel in ready]:
-                del running[w.sentinel]
-                w.join()
-                if metrics_dir is not None and w.pid is not None:
-                    node_metrics.mark_dead(metrics_dir, w.pid)
-                if running:
-                    log.warning("node.worker_exited", worker=w.name, exitcode=w.exitcode)
+        supervisor = Supervisor(
+            multiprocessing.get_context("spawn"), run_worker, (settings, factory, True, metrics_dir),
+            settings.workers, metrics_dir,
+        )  # fmt: skip
+        return supervisor.run()
     finally:
         if metrics_dir is not None:
             node_metrics.remove_directory(metrics_dir)
-    return max((w.exitcode or 0) for w in workers)
 
 
 def _metrics_directory(settings: Settings) -> Path | None:

@@ -1,96 +1,43 @@
 """`regiond serve --workers 2`: any worker's /metrics shows the whole node, and a killed worker's
-counts stay in it (regiond.node_metrics; the merge rules are unit-tested in tests/unit)."""
+counts stay in it (regiond.node_metrics; the merge rules are unit-tested in tests/unit). That the
+killed worker is respawned is tests/integration/test_supervisor.py's."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from regiond.devdb import free_port
-from regiond.init import init_state_dir
-from regiond.node_metrics import DIR_PREFIX
 from tests.support.cluster import NodeFactory
 from tests.support.regions import wait_until
+from tests.support.served import Served, serve_workers
 
 REJECTED = {"operation": "unknown", "outcome": "MissingAuthenticationTokenException"}
 
 
-@dataclass
-class Served:
-    endpoint: str
-    proc: subprocess.Popen[bytes]
-    tmp: Path
-
-    def metrics_dir(self) -> Path:
-        (found,) = self.tmp.glob(f"{DIR_PREFIX}*")
-        return found
-
-    def snapshots(self) -> dict[int, float]:
-        """Each worker's published count of the rejected requests, by pid (white box)."""
-        out = {}
-        for path in self.metrics_dir().glob("*.json"):
-            doc = orjson.loads(path.read_bytes())
-            out[doc["pid"]] = sum(
-                s[2] for f in doc["families"] if f["name"] == "regionkms_requests" for s in f["samples"]
-                if s[0] == "regionkms_requests_total" and s[1] == REJECTED
-            )  # fmt: skip
-        return out
-
-
 @pytest.fixture
 async def served(nodes: NodeFactory, tmp_path: Path) -> AsyncIterator[Served]:
-    url = await nodes.database()
-    state_dir = tmp_path / "state"
-    init_state_dir(state_dir, region="us-east-1")
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIOND_")}
-    env["TMPDIR"] = str(tmp)  # where the node makes its metrics directory
-    with (tmp_path / "regiond.log").open("wb") as log_file:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - a long-running server, not awaited
-            [sys.executable, "-m", "regiond", "serve", "--region", "us-east-1", "--database-url", url,
-             "--listen", f"127.0.0.1:{port}", "--state-dir", str(state_dir), "--workers", "2", "--no-audit"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    node = Served(f"http://127.0.0.1:{port}", proc, tmp)
-    try:
-        await wait_until(lambda: _healthy(node), what="regiond serve to answer")
-        # Each worker publishes a first snapshot once it listens: until both do, one takes every connection.
-        await wait_until(lambda: _workers_listening(node, 2), what="both workers to listen")
+    async with serve_workers(nodes, tmp_path) as node:
         yield node
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout=30)
-            except TimeoutError:
-                proc.kill()
-                proc.wait()
 
 
-async def _healthy(node: Served) -> bool:
-    assert node.proc.poll() is None, "regiond serve exited early"
-    with contextlib.suppress(aiohttp.ClientError):
-        async with aiohttp.ClientSession() as session, session.get(node.endpoint + "/healthz") as resp:
-            return resp.status == 200
-    return False
+def _rejected_by_worker(node: Served) -> dict[int, float]:
+    """Each worker's published count of the rejected requests, by pid (white box)."""
+    return {pid: _rejected(doc) for pid, doc in node.worker_snapshots().items()}
 
 
-async def _workers_listening(node: Served, n: int) -> bool:
-    return len(list(node.tmp.glob(f"{DIR_PREFIX}*/*.json"))) >= n
+def _rejected(snapshot: dict[str, Any]) -> float:
+    return sum(
+        s[2] for f in snapshot["families"] if f["name"] == "regionkms_requests" for s in f["samples"]
+        if s[0] == "regionkms_requests_total" and s[1] == REJECTED
+    )  # fmt: skip
 
 
 def _session() -> aiohttp.ClientSession:
@@ -128,7 +75,7 @@ async def _scrapes_agree(node: Served, expected: float, scrapes: int = 4) -> boo
 async def test_any_workers_metrics_show_the_whole_nodes_requests(served: Served) -> None:
     await _reject(served, 200)
     await wait_until(lambda: _scrapes_agree(served, 200), what="every scrape to show the node's 200 requests")
-    per_worker = served.snapshots()
+    per_worker = _rejected_by_worker(served)
     assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker  # both workers served
     assert sum(per_worker.values()) == 200
     for _ in range(10):  # whichever worker answers
@@ -138,13 +85,13 @@ async def test_any_workers_metrics_show_the_whole_nodes_requests(served: Served)
 async def test_a_killed_workers_counts_stay_in_the_node_view(served: Served) -> None:
     await _reject(served, 100)
     await wait_until(lambda: _scrapes_agree(served, 100), what="every scrape to show the node's 100 requests")
-    victim = next(pid for pid, n in served.snapshots().items() if n > 0)
+    victim = next(pid for pid, n in _rejected_by_worker(served).items() if n > 0)
     os.kill(victim, signal.SIGKILL)
     await wait_until(lambda: _dead(served, victim), what="the supervisor to mark the killed worker dead")
     for _ in range(5):
-        assert await _scrape(served) == (100, 100)  # the survivor answers, with the dead worker's share
+        assert await _scrape(served) == (100, 100)  # the survivor (or the respawned worker), with the dead one's share
     await _reject(served, 10)
-    assert await _scrape(served) == (110, 110)  # the survivor counted these itself: no staleness
+    await wait_until(lambda: _scrapes_agree(served, 110), what="every scrape to show the 10 more")
 
     metrics_dir = served.metrics_dir()
     served.proc.send_signal(signal.SIGTERM)
