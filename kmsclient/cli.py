@@ -71,14 +71,21 @@ def _keyring(client: KmsClient, keys: Sequence[str]) -> Keyring:
 
 
 class _Progress:
-    def __init__(self, total: int | None, enabled: bool) -> None:
+    """A progress bar on stderr for inputs of 8 MiB and more, when stderr is a terminal.
+
+    It measures how much of the input was read (``src.tell()``), so encrypt and decrypt both end at 100%.
+    """
+
+    def __init__(self, src: BinaryIO, total: int | None, quiet: bool) -> None:
+        self.src = src
         self.total = total
-        self.enabled = enabled and total is not None and total >= PROGRESS_THRESHOLD_BYTES
+        self.enabled = not quiet and sys.stderr.isatty() and total is not None and total >= PROGRESS_THRESHOLD_BYTES
         self.shown = -1
 
-    def __call__(self, done: int) -> None:
+    def __call__(self, _plaintext_bytes: int) -> None:
         if not self.enabled or self.total is None:
             return
+        done = self.src.tell()
         pct = done * 100 // max(self.total, 1)
         if pct != self.shown:
             self.shown = pct
@@ -136,7 +143,7 @@ async def _encrypt(args: argparse.Namespace) -> dict[str, Any]:
         if args.require_context:
             source = RequiredEncryptionContextCmm(keyring, args.require_context)
         with _input(args.input) as (src, size), _output(args.output, args.force) as dst:
-            progress = _Progress(size, not args.quiet)
+            progress = _Progress(src, size, args.quiet)
             info = await encrypt_stream(
                 source, src, dst, encryption_context=context, suite=SUITES[args.suite],
                 frame_length=args.frame_length, plaintext_length=size, progress=progress,
@@ -163,7 +170,7 @@ async def _decrypt(args: argparse.Namespace) -> dict[str, Any]:
             source = RequiredEncryptionContextCmm(keyring, args.require_context)
         release = "streaming" if args.output != "-" or args.streaming_release else "verified"
         with _input(args.input) as (src, size), _output(args.output, args.force) as dst:
-            progress = _Progress(size, not args.quiet)
+            progress = _Progress(src, size, args.quiet)
             info = await decrypt_stream(
                 source, src, dst, encryption_context=context, release=release,  # type: ignore[arg-type]
                 progress=progress, legacy_client=client,

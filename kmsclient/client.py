@@ -72,6 +72,11 @@ IDEMPOTENT_OPERATIONS = frozenset(
 )
 """Calls with no effect but their answer: repeating one (in any region) changes nothing."""
 
+REPLICA_UNUSABLE_CODES = frozenset(
+    {"NotFoundException", "KMSInvalidStateException", "DisabledException", "KeyUnavailableException"}
+)
+"""Answers that say a region's replica of a multi-region key cannot serve: another region's may."""
+
 T = TypeVar("T")
 
 
@@ -217,9 +222,12 @@ class KmsClient:
                     placement is not None
                     and placement.key.multi_region
                     and len(regions) > 1
-                    and exc.code == "NotFoundException"
+                    and exc.code in REPLICA_UNUSABLE_CODES
                 ):
-                    self.router.mark_no_replica(placement.key, region)  # this region holds no replica
+                    # This region holds no usable replica (none, or one that is still being created,
+                    # disabled there, or pending deletion): refused, so surely not applied; try the next.
+                    if exc.code == "NotFoundException":
+                        self.router.mark_no_replica(placement.key, region)
                     skipped.add(region)
                     continue
                 if not exc.retryable or not (safe_to_repeat or exc.surely_not_applied):
@@ -232,7 +240,7 @@ class KmsClient:
             out["_region"] = region
             return out
         last = errors[-1] if errors else None
-        if isinstance(last, ServiceError) and last.code == "NotFoundException":
+        if isinstance(last, ServiceError) and last.code in REPLICA_UNUSABLE_CODES:
             raise last
         tried = ", ".join(dict.fromkeys(e.region or "?" for e in errors))
         raise NoRegionAvailableError(

@@ -202,7 +202,7 @@ class CachingCmm:
         if max_age_s <= 0 or not 1 <= max_messages <= MAX_MESSAGES_PER_KEY or max_bytes < 0:
             raise ConfigurationError("max_age_s > 0, 1 <= max_messages <= 2^32 and max_bytes >= 0 are needed")
         self.underlying = as_cmm(underlying)
-        self.cache = cache or LocalCache()
+        self.cache = cache if cache is not None else LocalCache()
         self.max_age_s = max_age_s
         self.max_messages = max_messages
         self.max_bytes = max_bytes

@@ -223,9 +223,12 @@ class Router:
             return Placement(key, tuple(self.nearest_first(holding)), "multi-region key: nearest region holding it")
         region = key.region or self.home_region
         self.endpoint(region)
-        why = "single-region key: its own region only" if not key.multi_region else "multi-region key, pinned"
-        if key.region is None:
-            why += " (the home region)"
+        if key.multi_region:
+            why = "multi-region key, strict keyring: the region of its ARN only"
+        elif key.resource_type == "alias":
+            why = "alias: the region of its ARN only" if key.is_arn else "alias: the home region only (per region)"
+        else:
+            why = "single-region key: its own region only" + ("" if key.is_arn else " (a bare id: the home region)")
         return Placement(key, (region,), why)
 
     async def ordered(self) -> list[str]:

@@ -50,6 +50,7 @@ class FakeKms:
     lost: set[str] = field(default_factory=set)
     throttled: dict[str, int] = field(default_factory=dict)
     latency_s: dict[str, float] = field(default_factory=dict)
+    disabled: set[tuple[str, str]] = field(default_factory=set)  # (region, key id): disabled there only
     calls: list[Call] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -121,6 +122,8 @@ class FakeKms:
             key_id = self.aliases[region][key_id]
         if key_id not in self.keys[region]:
             raise _Fail("NotFoundException", f"Key '{key_id}' does not exist")
+        if (region, key_id) in self.disabled:
+            raise _Fail("DisabledException", f"{self._arn(region, key_id)} is disabled.")
         return key_id
 
     def _arn(self, region: str, key_id: str) -> str:

@@ -54,6 +54,20 @@ async def test_a_region_without_the_replica_is_skipped_and_remembered(kms: FakeK
         assert (await client.placement(mrk)).regions == (EU, US)
 
 
+async def test_a_replica_disabled_in_the_nearest_region_is_passed_over(kms: FakeKms) -> None:
+    mrk = kms.create_key(US, multi_region=True, replicas=(EU, AP))
+    kms.latency_s.update({US: 0.03, EU: 0.015})
+    kms.disabled.add((AP, mrk.rsplit("/", 1)[1]))  # enabled state is per region
+    async with kms.client(US) as client:
+        assert (await client.generate_data_key(mrk)).key_arn == mrk.replace(US, EU)
+    srk = kms.create_key(AP)
+    kms.disabled.add((AP, srk.rsplit("/", 1)[1]))
+    async with kms.client(US) as client:
+        with pytest.raises(kmsclient.ServiceError) as info:
+            await client.generate_data_key(srk)  # a single-region key has nowhere else to go
+        assert info.value.code == "DisabledException"
+
+
 @pytest.mark.parametrize("fault", ["down", "lost", "throttled"])
 async def test_idempotent_calls_fail_over_without_an_error(kms: FakeKms, fault: str) -> None:
     mrk = kms.create_key(US, multi_region=True, replicas=(EU, AP))
