@@ -38,6 +38,7 @@ from regiond.service.keycache import CHANNEL as KEYS_CHANNEL
 from regiond.service.keycache import KeyCache
 from regiond.service.keys import KeyService
 from regiond.service.multiregion import MultiRegionService
+from regiond.service.peer_authz import PeerAuthorizationAnswerer
 from regiond.service.policies import KeyPolicyService
 from regiond.service.preload import Preloader
 from regiond.service.rotation import RotationService
@@ -171,10 +172,16 @@ def create_app(
         app[PRELOADER] = preloader
         replication = None
         if topology is not None:
+            answerer = PeerAuthorizationAnswerer(iam, keys)
             replication = ReplicationNode(
                 settings=settings, topology=topology, keyring=keyring, pool=pool, clock=the_clock, outbox=outbox,
                 transport=replication_transport,
+                authorize=lambda q: answerer.decide(
+                    source=q.source, principal_arn=q.principal_arn, action=q.action, key_id=q.key_id, values=q.values,
+                ),
             )  # fmt: skip
+            assert services.multiregion is not None
+            services.multiregion.peers = replication  # UpdatePrimaryRegion asks the replica's region
             listener.subscribe(OUTBOX_CHANNEL, replication.on_outbox_notify)
             app[REPLICATION] = replication
         await listener.start()

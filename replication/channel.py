@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import aiohttp
 import msgpack
 
+from replication.authorize import AUTHORIZE_PATH, MAX_QUERY_BYTES
 from replication.peers import Peer, server_name
 
 __all__ = [
@@ -97,6 +98,10 @@ class Ack:
 class Transport(Protocol):
     async def send(self, peer: Peer, envelopes: Sequence[bytes]) -> Ack:
         """Deliver ``envelopes`` (in order) to ``peer``; ``TransportError`` if it cannot."""
+
+    async def ask(self, peer: Peer, envelope: bytes) -> bytes:
+        """Send one signed query to ``peer`` and return its signed answer (``replication.authorize``);
+        ``TransportError`` if it cannot be reached or refuses the query."""
 
     async def close(self) -> None: ...
 
@@ -193,6 +198,23 @@ class HttpsTransport:
         if ack.region != peer.region:
             raise TransportError(f"answer from {ack.region!r}, expected {peer.region!r}")
         return ack
+
+    async def ask(self, peer: Peer, envelope: bytes) -> bytes:
+        try:
+            async with self._client().post(
+                peer.endpoint + AUTHORIZE_PATH, data=bytes(envelope),
+                headers={"Content-Type": "application/x-msgpack"}, server_hostname=server_name(peer.region),
+            ) as resp:
+                if resp.status != 200:
+                    raise TransportError(f"HTTP {resp.status}: query refused by {peer.region}")
+                data = bytearray()
+                async for chunk in resp.content.iter_chunked(16 * 1024):
+                    data += chunk
+                    if len(data) > MAX_QUERY_BYTES:
+                        raise TransportError(f"answer from {peer.region} is too large")
+        except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        return bytes(data)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -120,6 +120,8 @@ class FrameKind(IntEnum):
     HEARTBEAT = 7
     KEY_UPDATED = 8
     AUDIT_ANCHORS = 9  # the source's newest signed audit digests (outside the outbox stream: seq 0)
+    AUTHORIZE_QUERY = 10  # not sequenced (seq 0): replication.authorize, never in a batch
+    AUTHORIZE_ANSWER = 11
 
 
 def _check_region(value: object, field: str) -> None:

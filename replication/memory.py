@@ -88,5 +88,16 @@ class InMemoryTransport:
             raise TransportError(f"ack lost: {peer.region} -> {self._source}")
         return ack
 
+    async def ask(self, peer: Peer, envelope: bytes) -> bytes:
+        if (self._source, peer.region) in self._network._cut or (peer.region, self._source) in self._network._cut:
+            raise TransportError(f"partitioned: {self._source} <-> {peer.region}")
+        receiver = self._network.receivers.get(peer.region)
+        if receiver is None:
+            raise TransportError(f"no receiver for {peer.region}")
+        answer = await receiver.answer(self._source, bytes(envelope))
+        if answer is None:
+            raise TransportError(f"query refused by {peer.region}")
+        return answer
+
     async def close(self) -> None:
         return None

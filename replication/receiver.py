@@ -26,7 +26,7 @@ identity key and kept (``replication.anchors``), or the frame is refused as malf
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from aiohttp import web
@@ -35,6 +35,7 @@ from regiond.clock import Clock
 from regiond.crypto.hpke import RegionEncryptionPrivateKey
 from regiond.crypto.keyring import RootKeyring
 from regiond.crypto.pki import PeerIdentityError, peer_region_from_cert
+from regiond.crypto.sign import RegionIdentityKey
 from regiond.domain.audit_anchor import AnchorError
 from regiond.store import replication as repl_store
 from regiond.store.outbox import Outbox
@@ -42,6 +43,14 @@ from regiond.store.pool import Conn, Pool, connection, transaction
 from replication import frames
 from replication.anchors import check_anchors, keep_anchors
 from replication.apply import ApplyContext, ApplyError, Outcome, Result, apply_frame
+from replication.authorize import (
+    AUTHORIZE_PATH,
+    MAX_QUERY_BYTES,
+    AuthorizeError,
+    AuthorizeQuery,
+    answer_envelope,
+    open_query,
+)
 from replication.channel import (
     FRAMES_PATH,
     MAX_BATCH_BYTES,
@@ -73,16 +82,22 @@ REFUSAL_STATUS = {
 
 
 _OUTSIDE_THE_STREAM = frozenset({FrameKind.HEARTBEAT, FrameKind.AUDIT_ANCHORS})  # seq 0: nothing to apply
+_NEVER_IN_A_BATCH = frozenset({FrameKind.AUTHORIZE_QUERY, FrameKind.AUTHORIZE_ANSWER})  # replication.authorize
 
 
 class _FrameFailed(Exception):
     """A frame failed on the fast path: the batch is retried frame by frame."""
 
 
+AuthorizeHandler = Callable[[AuthorizeQuery], Awaitable[bool]]
+"""Decides a peer's authorization query in this region (``regiond.service.peer_authz``); wired by the app."""
+
+
 class Receiver:
     def __init__(
         self, *, pool: Pool, topology: Topology, keyring: RootKeyring, encryption_key: RegionEncryptionPrivateKey,
-        outbox: Outbox, clock: Clock,
+        outbox: Outbox, clock: Clock, identity: RegionIdentityKey | None = None,
+        authorize: AuthorizeHandler | None = None,
     ) -> None:  # fmt: skip
         self._pool = pool
         self.topology = topology
@@ -90,6 +105,8 @@ class Receiver:
         self._encryption_key = encryption_key
         self._outbox = outbox
         self._clock = clock
+        self._identity = identity
+        self.authorize = authorize
 
     @property
     def region(self) -> str:
@@ -134,6 +151,8 @@ class Receiver:
             else:
                 if source is not None and frame.source != source:
                     refusal = (Refusal.PEER_MISMATCH, f"frame from {frame.source} on {source}'s connection")
+                elif frame.kind in _NEVER_IN_A_BATCH:
+                    refusal = (Refusal.MALFORMED, f"a {frame.kind.name} frame is never part of a batch")
                 else:
                     source = frame.source
                     verified.append(frame)
@@ -163,6 +182,25 @@ class Receiver:
             return Refusal.MALFORMED, f"audit anchors: {exc}"
         await keep_anchors(self._pool, frame.source, anchors)
         return None
+
+    async def answer(self, peer_region: str | None, envelope: bytes) -> bytes | None:
+        """Decide a peer's signed authorization query here (``replication.authorize``); ``None`` if
+        the query is refused (not authentic, not fresh, not for this region, nothing to decide it)."""
+        if self._identity is None or self.authorize is None:
+            return None
+        now_ms = int(self._clock.now().timestamp() * 1000)
+        try:
+            query = open_query(
+                envelope, self.topology.identity_keys(), local_region=self.region, peer_region=peer_region,
+                now_ms=now_ms,
+            )  # fmt: skip
+        except AuthorizeError as exc:
+            log.warning("replication.authorize_refused", peer=peer_region or "unknown", detail=str(exc)[:300])
+            return None
+        allowed = await self.authorize(query)
+        log.info("replication.authorize_answered", peer=query.source, action=query.action, key_id=query.key_id,
+                 principal=query.principal_arn, allowed=allowed)  # fmt: skip
+        return answer_envelope(self._identity, query, local_region=self.region, allowed=allowed, now_ms=now_ms)
 
     async def _apply_batch(self, source: str, batch: list[frames.Frame]) -> Ack | None:
         """Apply ``batch`` exactly once, in one transaction.
@@ -270,6 +308,20 @@ def make_receiver_app(receiver: Receiver) -> web.Application:
         status = 200 if ack.error is None else REFUSAL_STATUS.get(ack.error, 400)
         return web.Response(status=status, body=encode_ack(ack), content_type="application/x-msgpack")
 
+    async def authorize(request: web.Request) -> web.Response:
+        peer = _peer_region(request)
+        if peer is None:
+            return web.Response(status=403, text="no verified client certificate")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            body = b""
+        answer = await receiver.answer(peer, body) if 0 < len(body) <= MAX_QUERY_BYTES else None
+        if answer is None:
+            return web.Response(status=403, text="query refused")
+        return web.Response(status=200, body=answer, content_type="application/x-msgpack")
+
     app = web.Application(client_max_size=MAX_BATCH_BYTES)
     app.router.add_post(FRAMES_PATH, handle)
+    app.router.add_post(AUTHORIZE_PATH, authorize)
     return app

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +33,10 @@ from regiond.init import ENCRYPTION_AAD, IDENTITY_AAD
 from regiond.listener import HttpLimits, Listener, listen
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Pool
-from replication.channel import HttpsTransport, Transport
+from replication.authorize import AuthorizeError, open_answer, query_envelope
+from replication.channel import HttpsTransport, Transport, TransportError
 from replication.peers import PeersFileError, Topology, load_region_tls, load_topology
-from replication.receiver import Receiver, make_receiver_app
+from replication.receiver import AuthorizeHandler, Receiver, make_receiver_app
 from replication.sender import Backoff, FrameBuilder, Sender, SenderSettings
 
 log = structlog.get_logger("replication.runtime")
@@ -43,6 +45,8 @@ __all__ = ["OUTBOX_CHANNEL", "ReplicationNode", "load_cluster", "outbox_for"]
 
 OUTBOX_CHANNEL = "regionkms_outbox"
 STOP_GRACE_S = 3.0
+ASK_TIMEOUT_S = 10.0
+"""How long an operation waits for another region's authorization answer before refusing."""
 
 
 def load_cluster(settings: Settings) -> Topology | None:
@@ -86,6 +90,7 @@ class ReplicationNode:
     def __init__(
         self, *, settings: Settings, topology: Topology, keyring: RootKeyring, pool: Pool, clock: Clock,
         outbox: Outbox, transport: Transport | None = None, sender_settings: SenderSettings | None = None,
+        authorize: AuthorizeHandler | None = None,
     ) -> None:  # fmt: skip
         if settings.state_dir is None:
             raise PeersFileError("replication needs --state-dir (identity, encryption and TLS keys)")
@@ -101,9 +106,10 @@ class ReplicationNode:
             cert, key = load_region_tls(settings.state_dir, keyring)
             transport = HttpsTransport(pki.ssl_client_context(cert, key, topology.ca_cert_pem, check_hostname=True))
         self.transport = transport
+        self._identity = secrets.identity
         self.receiver = Receiver(
             pool=pool, topology=topology, keyring=keyring, encryption_key=secrets.encryption, outbox=outbox,
-            clock=clock,
+            clock=clock, identity=secrets.identity, authorize=authorize,
         )  # fmt: skip
         builder = FrameBuilder(region=settings.region, keyring=keyring, identity=secrets.identity, clock=clock)
         tuning = sender_settings or SenderSettings(
@@ -120,6 +126,29 @@ class ReplicationNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: Listener | None = None
         self.bound_port: int | None = None
+
+    async def authorize_remote(
+        self, region: str, *, principal_arn: str, action: str, key_id: str, values: Mapping[str, tuple[str, ...]]
+    ) -> bool:
+        """Ask ``region`` whether ``principal_arn`` may perform ``action`` on its copy of ``key_id``
+        (``replication.authorize``). ``AuthorizeError`` when there is no authentic answer in time:
+        the caller refuses the operation."""
+        try:
+            peer = self.topology.peer(region)
+        except PeersFileError:
+            raise AuthorizeError(f"{region} is not a peer of {self.settings.region}") from None
+        envelope, nonce = query_envelope(
+            self._identity, source=self.settings.region, dest=region, principal_arn=principal_arn, action=action,
+            key_id=key_id, values=values, now_ms=int(self._clock.now().timestamp() * 1000),
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(ASK_TIMEOUT_S):
+                answer = await self.transport.ask(peer, envelope)
+        except (TransportError, TimeoutError) as exc:
+            raise AuthorizeError(f"{region} did not answer: {str(exc)[:200]}") from None
+        return open_answer(
+            answer, self.topology.identity_keys(), local_region=self.settings.region, asked=region, nonce=nonce
+        )
 
     def on_outbox_notify(self, payload: str | None) -> None:
         """Listener callback: wake the sender of the destination (all of them after a reconnect)."""

@@ -44,13 +44,15 @@ from regiond.domain.key_conditions import new_key_values
 from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.errors import (
     AlreadyExistsException,
+    KMSInternalException,
     MalformedPolicyDocumentException,
     NotFoundException,
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.service.authz import Requester, in_region
+from regiond.service.authz import Requester, access_denied, in_region
 from regiond.service.keys import LOCKOUT_MESSAGE, KeyService, validate_tags
+from regiond.service.peer_authz import PeerAuthorizer
 from regiond.store import keys as key_store
 from regiond.store import replication as repl_store
 from regiond.store.outbox import Outbox, shared_snapshot
@@ -96,10 +98,11 @@ class Replicated:
 
 
 class MultiRegionService:
-    def __init__(self, pool: Pool, keys: KeyService, outbox: Outbox) -> None:
+    def __init__(self, pool: Pool, keys: KeyService, outbox: Outbox, peers: PeerAuthorizer | None = None) -> None:
         self._pool = pool
         self._keys = keys
         self._outbox = outbox
+        self.peers = peers  # set once the replication node exists (regiond.app)
 
     @property
     def region(self) -> str:
@@ -204,13 +207,43 @@ class MultiRegionService:
             replica_arn = ids.key_arn(replica_region, key.account, key.key_id)
             await authz.authorize_identity(who.principal, "kms:TagResource", replica_arn, request_values=there)
 
+    async def _authorize_on_replica(
+        self, who: Requester, key: Key, region: str, values: dict[str, tuple[str, ...]]
+    ) -> None:
+        replica_arn = ids.key_arn(region, key.account, key.key_id)
+        if self.peers is None:
+            raise KMSInternalException(f"Region {region} cannot be asked to authorize this call from this node")
+        try:
+            allowed = await self.peers.authorize_remote(
+                region, principal_arn=who.principal.arn, action="kms:UpdatePrimaryRegion", key_id=key.key_id,
+                values=values,
+            )  # fmt: skip
+        except Exception as exc:  # no authentic answer: refuse, and say which region could not decide
+            log.warning("key.peer_authorization_failed", key_id=key.key_id, region=region, error=str(exc)[:300])
+            raise KMSInternalException(
+                f"Region {region} could not be reached to authorize kms:UpdatePrimaryRegion on {replica_arn}"
+            ) from None
+        if not allowed:
+            raise access_denied(who.principal, "kms:UpdatePrimaryRegion", replica_arn)
+
     async def update_primary_region(self, who: Requester, key_param: str, primary_region: str, now: dt.datetime) -> Key:
+        """AWS's "Required permissions": kms:UpdatePrimaryRegion on the current primary key (in the
+        primary key's Region) *and* on the current replica key (in the replica key's Region, its key
+        policy). The replica's policy and grants exist only in its region, which is asked
+        (``PeerAuthorizer``) before anything changes; no authentic "allowed" means no change.
+        ``kms:PrimaryRegion`` is the requested new primary Region on both sides."""
         entry = await self._keys.resolve(who, key_param, allow_alias=False)
         key = entry.key
-        await self._keys.authz.authorize(who.principal, "kms:UpdatePrimaryRegion", key, request_values=who.values)
+        values = {**who.values, "kms:PrimaryRegion": (primary_region,)}
+        await self._keys.authz.authorize(who.principal, "kms:UpdatePrimaryRegion", key, request_values=values)
         require_primary(key)
         if primary_region == self.region:
             return key  # already the primary: nothing to move
+        config = key.multi_region_configuration
+        assert config is not None
+        if primary_region not in {r.region for r in config.replica_keys}:
+            raise NotFoundException(f"Key '{ids.key_arn(primary_region, key.account, key.key_id)}' does not exist")
+        await self._authorize_on_replica(who, key, primary_region, in_region(values, primary_region))
         async with transaction(self._pool) as con:
             record = await key_store.get_key(con, key.key_id, for_update=True)
             if record is None:

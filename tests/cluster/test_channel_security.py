@@ -22,7 +22,8 @@ from regiond.crypto.sign import RegionIdentityKey
 from regiond.init import load_identity
 from regiond.protocol.routes import SERVICES
 from replication import frames
-from replication.channel import Ack, HttpsTransport, Refusal
+from replication.authorize import open_answer, query_envelope
+from replication.channel import Ack, HttpsTransport, Refusal, TransportError
 from replication.frames import Frame, FrameKind
 from replication.peers import Peer, ensure_cluster_ca, load_region_tls, load_topology, server_name
 from tests.support.cluster import ACCOUNT_ID, NodeFactory
@@ -195,4 +196,40 @@ async def test_a_frame_that_cannot_be_applied_stops_the_batch_after_the_frames_b
         # the sender retries from where the peer stands: a readable frame then goes through
         ack = await attacker.send(policy(second, "two"), policy(third, "three"))
         assert ack.ok and ack.applied == third and {"one", "two", "three"} <= await names()
+        await attacker.transport.close()
+
+
+async def test_authorization_queries_are_answered_only_for_the_connected_peer_and_known_actions(
+    nodes: NodeFactory,
+) -> None:
+    """eu-west-1 decides a query with its own key policy; a forged, misattributed or unanswerable
+    query gets no "allowed" (``replication.authorize``, ``regiond.service.peer_authz``)."""
+    async with replicated_cluster(nodes, regions=(US, EU)) as cluster:
+        admin = await cluster.admin()
+        kms = cluster.nodes[US].client(admin)
+        key_id = (await asyncio.to_thread(kms.create_key, MultiRegion=True))["KeyMetadata"]["KeyId"]
+        await asyncio.to_thread(kms.replicate_key, KeyId=key_id, ReplicaRegion=EU)
+        await wait_until(cluster.drained, what="the replica")
+        attacker = Attacker(cluster)
+        keys = {EU: attacker.peer.identity_public_key}
+
+        async def ask(action: str, *, key: RegionIdentityKey | None = None, principal: str = admin.arn) -> bool:
+            envelope, nonce = query_envelope(
+                key or attacker.identity, source=US, dest=EU, principal_arn=principal, action=action, key_id=key_id,
+                values={}, now_ms=int(time.time() * 1000),
+            )  # fmt: skip
+            answer = await attacker.transport.ask(attacker.peer, envelope)
+            return open_answer(answer, keys, local_region=US, asked=EU, nonce=nonce)
+
+        assert await ask("kms:UpdatePrimaryRegion") is True  # admin: the replica's default policy + IAM kms:*
+        assert await ask("kms:Decrypt") is False  # not a question another region may ask
+        assert await ask("kms:UpdatePrimaryRegion", principal=f"arn:aws:iam::{ACCOUNT_ID}:user/nobody") is False
+        with pytest.raises(TransportError, match="403"):
+            await ask("kms:UpdatePrimaryRegion", key=RegionIdentityKey.generate())  # not us-east-1's identity
+        stale, _ = query_envelope(
+            attacker.identity, source=US, dest=EU, principal_arn=admin.arn, action="kms:UpdatePrimaryRegion",
+            key_id=key_id, values={}, now_ms=int(time.time() * 1000) - 120_000,
+        )  # fmt: skip
+        with pytest.raises(TransportError, match="403"):
+            await attacker.transport.ask(attacker.peer, stale)
         await attacker.transport.close()

@@ -149,3 +149,79 @@ async def test_replicate_key_policy_condition_kms_replica_region(nodes: NodeFact
         assert await error_code(as_ops.replicate_key, KeyId=key_id, ReplicaRegion=EU) == "AccessDeniedException"
         out = await call(as_ops.replicate_key, KeyId=key_id, ReplicaRegion=AP)
         assert out["ReplicaKeyMetadata"]["Arn"].startswith(f"arn:aws:kms:{AP}:")
+
+
+async def test_update_primary_region_needs_the_permission_on_the_replica_in_its_region(nodes: NodeFactory) -> None:
+    """Issue 13, finding 8. AWS: kms:UpdatePrimaryRegion on the current primary key (in its Region)
+    *and* on the current replica key (in the replica key's Region, its key policy). The replica's
+    policy lives only in its region, which the primary asks before changing anything."""
+    async with replicated_cluster(nodes, regions=(US, EU), proxies=True) as cluster:
+        admin = await cluster.admin()
+        kms = {r: cluster.nodes[r].client(admin) for r in cluster.regions}
+        ops = await user(cluster, "ops", iam_allow("kms:DescribeKey"))
+        for region in cluster.regions:
+            await cluster.wait_for_access_key(region, ops.access_key_id)
+        move = allow(ops.arn, "kms:UpdatePrimaryRegion")
+        key_id = (await call(kms[US].create_key, MultiRegion=True, Policy=document(allow(ROOT, "kms:*"), move)))[
+            "KeyMetadata"]["KeyId"]  # fmt: skip
+        await call(kms[US].replicate_key, KeyId=key_id, ReplicaRegion=EU, Policy=document(allow(ROOT, "kms:*")))
+        await wait_until(cluster.drained, what="the replica to arrive")
+        as_ops = cluster.nodes[US].client(ops)
+
+        # allowed by the primary's key policy only: refused, and nothing moves
+        assert await error_code(as_ops.update_primary_region, KeyId=key_id, PrimaryRegion=EU) == (
+            "AccessDeniedException"
+        )
+        md = (await call(kms[US].describe_key, KeyId=key_id))["KeyMetadata"]
+        assert (md["KeyState"], md["MultiRegionConfiguration"]["MultiRegionKeyType"]) == ("Enabled", "PRIMARY")
+
+        # the replica's key policy allows it too, but only towards another primary Region (kms:PrimaryRegion)
+        only_ap = {**move, "Condition": {"StringEquals": {"kms:PrimaryRegion": AP}}}
+        await call(kms[EU].put_key_policy, KeyId=key_id, Policy=document(allow(ROOT, "kms:*"), only_ap))
+        assert await error_code(as_ops.update_primary_region, KeyId=key_id, PrimaryRegion=EU) == (
+            "AccessDeniedException"
+        )
+        await call(kms[EU].put_key_policy, KeyId=key_id, Policy=document(allow(ROOT, "kms:*"), move))
+
+        # the replica's region cannot be reached: refused (no authentic answer), nothing moves
+        cluster.cut(US, EU)
+        assert await error_code(as_ops.update_primary_region, KeyId=key_id, PrimaryRegion=EU) == (
+            "KMSInternalException"
+        )
+        md = (await call(kms[US].describe_key, KeyId=key_id))["KeyMetadata"]
+        assert md["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY"
+        cluster.heal(US, EU)
+
+        # both key policies allow it: the primary moves
+        await call(as_ops.update_primary_region, KeyId=key_id, PrimaryRegion=EU)
+
+        async def moved() -> bool:
+            md = (await call(kms[EU].describe_key, KeyId=key_id))["KeyMetadata"]
+            return bool(md["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY")
+
+        await wait_until(moved, what="eu-west-1 to become the primary")
+
+
+async def test_replica_deletion_is_decided_by_the_replicas_own_key_policy(nodes: NodeFactory) -> None:
+    """AWS: "To schedule the deletion of a multi-Region key, you need only ... kms:ScheduleKeyDeletion",
+    on that key in its Region: the primary's key policy neither gives nor takes it for a replica."""
+    async with replicated_cluster(nodes, regions=(US, EU)) as cluster:
+        admin = await cluster.admin()
+        kms = {r: cluster.nodes[r].client(admin) for r in cluster.regions}
+        ops = await user(cluster, "ops", iam_allow("kms:DescribeKey"))
+        await cluster.wait_for_access_key(EU, ops.access_key_id)
+        deleter = allow(ops.arn, "kms:ScheduleKeyDeletion")
+        key_id = (await call(kms[US].create_key, MultiRegion=True, Policy=document(allow(ROOT, "kms:*"), deleter)))[
+            "KeyMetadata"]["KeyId"]  # fmt: skip
+        await call(kms[US].replicate_key, KeyId=key_id, ReplicaRegion=EU, Policy=document(allow(ROOT, "kms:*")))
+        await wait_until(cluster.drained, what="the replica to arrive")
+        in_eu = cluster.nodes[EU].client(ops)
+        assert await error_code(in_eu.schedule_key_deletion, KeyId=key_id, PendingWindowInDays=7) == (
+            "AccessDeniedException"
+        )
+        await call(kms[EU].put_key_policy, KeyId=key_id, Policy=document(allow(ROOT, "kms:*"), deleter))
+        out = await call(in_eu.schedule_key_deletion, KeyId=key_id, PendingWindowInDays=7)
+        assert out["KeyState"] == "PendingDeletion"
+        # the primary with a replica (now pending deletion) is the primary's policy's to decide
+        out = await call(cluster.nodes[US].client(ops).schedule_key_deletion, KeyId=key_id, PendingWindowInDays=7)
+        assert out["KeyState"] == "PendingReplicaDeletion"

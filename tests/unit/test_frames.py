@@ -73,6 +73,8 @@ def test_kind_numbers_are_stable() -> None:
         "HEARTBEAT": 7,
         "KEY_UPDATED": 8,
         "AUDIT_ANCHORS": 9,
+        "AUTHORIZE_QUERY": 10,
+        "AUTHORIZE_ANSWER": 11,
     }
 
 
@@ -147,7 +149,7 @@ def test_unknown_versions_are_refused(version: object) -> None:
         frames.decode(msgpack.packb(fields))
 
 
-@pytest.mark.parametrize("kind", [0, 10, 255, -1, "KEY_MATERIAL", True])
+@pytest.mark.parametrize("kind", [0, 12, 255, -1, "KEY_MATERIAL", True])
 def test_unknown_kinds_are_refused(kind: object) -> None:
     fields = raw_fields(make_frame())
     fields[1] = kind
