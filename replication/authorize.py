@@ -14,11 +14,9 @@ Wire format, version 1 (one exchange on the replication channel's mutual-TLS lis
 
 Both are ordinary frames (``replication.frames``: canonical msgpack, Ed25519-signed envelope),
 not sequenced (``seq`` and ``epoch`` 0); the frame kind keeps a query or an answer from ever
-being taken for a replication frame, and the reverse. Bodies:
-
-    query   {"nonce": bin(16), "principal": str, "action": str, "key_id": str,
-             "values": {str: [str, ...]}}          # the request's condition values
-    answer  {"nonce": bin(16), "allowed": bool}
+being taken for a replication frame, and the reverse. Their bodies are the messages
+``messages.AuthorizeQuery`` (a 16-byte nonce, principal, action, key id and the request's
+condition values) and ``messages.AuthorizeAnswer`` (the nonce and the decision).
 
 The answering region checks that the query is signed by the region on the other end of the
 TLS connection, is addressed to it and is fresh (``sent_at_ms`` within ``MAX_AGE_S``). The
@@ -33,10 +31,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from regiond.crypto.sign import RegionIdentityKey
-from replication import frames
+from replication import frames, messages
 from replication.frames import Frame, FrameKind
 
 __all__ = [
@@ -58,6 +56,8 @@ NONCE_BYTES = 16
 MAX_VALUES = 64
 MAX_TEXT_CHARS = 2048
 
+M = TypeVar("M", messages.AuthorizeQuery, messages.AuthorizeAnswer)
+
 
 class AuthorizeError(Exception):
     """No authentic answer: the caller must refuse the operation."""
@@ -76,31 +76,15 @@ class AuthorizeQuery:
     nonce: bytes
 
 
-def _text(body: Mapping[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_TEXT_CHARS:
-        raise AuthorizeError(f"query field {name!r} is missing or malformed")
-    return value
-
-
-def _nonce(body: Mapping[str, Any]) -> bytes:
-    nonce = body.get("nonce")
-    if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
-        raise AuthorizeError("nonce is missing or malformed")
-    return nonce
-
-
-def _values(raw: object) -> dict[str, tuple[str, ...]]:
-    if not isinstance(raw, dict) or len(raw) > MAX_VALUES:
-        raise AuthorizeError("query values are malformed")
-    out: dict[str, tuple[str, ...]] = {}
-    for key, items in raw.items():
-        if not isinstance(key, str) or not isinstance(items, list) or len(items) > MAX_VALUES:
-            raise AuthorizeError("query values are malformed")
-        if not all(isinstance(v, str) and len(v) <= MAX_TEXT_CHARS for v in items):
-            raise AuthorizeError("query values are malformed")
-        out[key] = tuple(items)
-    return out
+def _message(frame: Frame, kind: type[M]) -> M:
+    try:
+        message = messages.decode(frame.kind, frame.body)
+    except messages.MessageError as exc:
+        raise AuthorizeError(str(exc)[:300]) from None
+    assert isinstance(message, kind)
+    if len(message.nonce) != NONCE_BYTES:
+        raise AuthorizeError("nonce is malformed")
+    return message
 
 
 def _open(envelope: bytes, keys: Mapping[str, bytes], local_region: str, kind: FrameKind) -> Frame:
@@ -115,18 +99,22 @@ def _open(envelope: bytes, keys: Mapping[str, bytes], local_region: str, kind: F
     return frame
 
 
+def _signed(identity: RegionIdentityKey, message: messages.Message, source: str, dest: str, now_ms: int) -> bytes:
+    frame = Frame(frames.FRAME_VERSION, message.KIND, source, dest, 0, 0, message.to_body(), now_ms)
+    return frames.sign_frame(frames.encode(frame), identity)
+
+
 def query_envelope(
     identity: RegionIdentityKey, *, source: str, dest: str, principal_arn: str, action: str, key_id: str,
     values: Mapping[str, tuple[str, ...]], now_ms: int,
 ) -> tuple[bytes, bytes]:  # fmt: skip
     """A signed query and its nonce (keep the nonce to check the answer with)."""
     nonce = os.urandom(NONCE_BYTES)
-    body = {
-        "nonce": nonce, "principal": principal_arn, "action": action, "key_id": key_id,
-        "values": {k: list(v) for k, v in values.items()},
-    }  # fmt: skip
-    frame = Frame(frames.FRAME_VERSION, FrameKind.AUTHORIZE_QUERY, source, dest, 0, 0, body, now_ms)
-    return frames.sign_frame(frames.encode(frame), identity), nonce
+    query = messages.AuthorizeQuery(
+        nonce=nonce, principal=principal_arn, action=action, key_id=key_id,
+        values=tuple(messages.ConditionValue(k, tuple(v)) for k, v in values.items()),
+    )  # fmt: skip
+    return _signed(identity, query, source, dest, now_ms), nonce
 
 
 def open_query(
@@ -138,18 +126,25 @@ def open_query(
         raise AuthorizeError(f"query from {frame.source} on {peer_region}'s connection")
     if abs(now_ms - frame.sent_at_ms) > MAX_AGE_S * 1000:
         raise AuthorizeError("query is not fresh")
-    body = frame.body
+    query = _message(frame, messages.AuthorizeQuery)
+    texts = (query.principal, query.action, query.key_id)
+    if not all(0 < len(t) <= MAX_TEXT_CHARS for t in texts) or len(query.values) > MAX_VALUES:
+        raise AuthorizeError("query fields are out of bounds")
+    values: dict[str, tuple[str, ...]] = {}
+    for item in query.values:
+        if len(item.values) > MAX_VALUES or any(len(v) > MAX_TEXT_CHARS for v in (item.key, *item.values)):
+            raise AuthorizeError("query values are out of bounds")
+        values[item.key] = item.values
     return AuthorizeQuery(
-        source=frame.source, principal_arn=_text(body, "principal"), action=_text(body, "action"),
-        key_id=_text(body, "key_id"), values=_values(body.get("values")), nonce=_nonce(body),
+        source=frame.source, principal_arn=query.principal, action=query.action, key_id=query.key_id,
+        values=values, nonce=query.nonce,
     )  # fmt: skip
 
 
 def answer_envelope(identity: RegionIdentityKey, query: AuthorizeQuery, *, local_region: str, allowed: bool,
                     now_ms: int) -> bytes:  # fmt: skip
-    body = {"nonce": query.nonce, "allowed": allowed}
-    frame = Frame(frames.FRAME_VERSION, FrameKind.AUTHORIZE_ANSWER, local_region, query.source, 0, 0, body, now_ms)
-    return frames.sign_frame(frames.encode(frame), identity)
+    answer = messages.AuthorizeAnswer(nonce=query.nonce, allowed=allowed)
+    return _signed(identity, answer, local_region, query.source, now_ms)
 
 
 def open_answer(
@@ -159,9 +154,7 @@ def open_answer(
     frame = _open(envelope, keys, local_region, FrameKind.AUTHORIZE_ANSWER)
     if frame.source != asked:
         raise AuthorizeError(f"answer from {frame.source}, asked {asked}")
-    if _nonce(frame.body) != nonce:
+    answer = _message(frame, messages.AuthorizeAnswer)
+    if answer.nonce != nonce:
         raise AuthorizeError("answer is for another query")
-    allowed = frame.body.get("allowed")
-    if not isinstance(allowed, bool):
-        raise AuthorizeError("answer has no decision")
-    return allowed
+    return answer.allowed

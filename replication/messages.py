@@ -18,6 +18,8 @@ One class per frame kind (IAM_CHANGE is one message with an ``op`` per IAM row t
     KEY_UPDATED     KeyUpdated             key_id primary_region replica_regions [current_version] [| shared |]
                                            [material]
     AUDIT_ANCHORS   AuditAnchors           anchors (each: message signature; replication.anchors)
+    AUTHORIZE_QUERY AuthorizeQuery         nonce principal action key_id values[{key values}]   (not sequenced)
+    AUTHORIZE_ANSWER AuthorizeAnswer       nonce allowed                                         (not sequenced)
 
     | shared | = the key's shared state, flattened into the body: ``materials`` (each backing
                  version's rotation record) and ``rotation`` (the automatic-rotation schedule, nil:
@@ -71,6 +73,9 @@ __all__ = [
     "MESSAGES",
     "RESERVED_KINDS",
     "AuditAnchors",
+    "AuthorizeAnswer",
+    "AuthorizeQuery",
+    "ConditionValue",
     "Heartbeat",
     "IamAccessKey",
     "IamAccessKeyDeleted",
@@ -563,6 +568,37 @@ class AuditAnchors(Message):
 KeyMessage = KeyCreated | KeyMaterial | KeyUpdated | PrimaryMoved | KeyDeleted
 
 
+@dataclass(frozen=True, slots=True)
+class ConditionValue(Record):
+    """One condition key of a request and its values (``aws:SourceIp``: ``["10.0.0.1"]``)."""
+
+    WHAT: ClassVar[str] = "values[]"
+    key: str = field(metadata=wire(TEXT))
+    values: tuple[str, ...] = field(metadata=wire(ListCodec(TEXT)))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeQuery(Message):
+    """Another region asks: may ``principal`` perform ``action`` on this region's copy of ``key_id``,
+    with these condition ``values``? Not sequenced, never in a batch (``replication.authorize``)."""
+
+    KIND: ClassVar[FrameKind] = FrameKind.AUTHORIZE_QUERY
+    nonce: bytes = field(metadata=wire(BytesCodec()))
+    principal: str = field(metadata=wire(TEXT))
+    action: str = field(metadata=wire(TEXT))
+    key_id: str = field(metadata=wire(TEXT))
+    values: tuple[ConditionValue, ...] = field(metadata=wire(ListCodec(RecordCodec(ConditionValue))))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeAnswer(Message):
+    """The answer to the ``AuthorizeQuery`` with ``nonce``."""
+
+    KIND: ClassVar[FrameKind] = FrameKind.AUTHORIZE_ANSWER
+    nonce: bytes = field(metadata=wire(BytesCodec()))
+    allowed: bool = field(metadata=wire(BoolCodec()))
+
+
 class IamChange(Message):
     """An IAM row changed in the home region; ``op`` says which kind of row."""
 
@@ -657,8 +693,9 @@ IAM_MESSAGES: dict[str, type[IamChange]] = {
 
 MESSAGES: dict[FrameKind, type[Message]] = {
     m.KIND: m
-    for m in (KeyCreated, KeyMaterial, KeyDeleted, PrimaryMoved, IamChange, Heartbeat, KeyUpdated, AuditAnchors)
-}
+    for m in (KeyCreated, KeyMaterial, KeyDeleted, PrimaryMoved, IamChange, Heartbeat, KeyUpdated, AuditAnchors,
+              AuthorizeQuery, AuthorizeAnswer)
+}  # fmt: skip
 
 
 def decode(kind: FrameKind, body: Mapping[str, Any]) -> Message:

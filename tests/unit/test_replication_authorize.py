@@ -106,18 +106,27 @@ def test_replication_frames_queries_and_answers_are_never_taken_for_one_another(
                    now_ms=NOW_MS)  # fmt: skip
 
 
+GOOD_VALUES = [{"key": "aws:SourceIp", "values": ["10.0.0.1"]}]
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        {"nonce": b"short", "principal": ALICE, "action": "a", "key_id": KEY_ID, "values": {}},
-        {"nonce": b"\0" * 16, "principal": "", "action": "a", "key_id": KEY_ID, "values": {}},
-        {"nonce": b"\0" * 16, "principal": ALICE, "action": "a", "key_id": KEY_ID, "values": {"k": "not a list"}},
-        {"nonce": b"\0" * 16, "principal": ALICE, "action": "a", "key_id": KEY_ID, "values": {"k": [1]}},
+        {"nonce": b"short", "principal": ALICE, "action": "a", "key_id": KEY_ID, "values": GOOD_VALUES},
+        {"nonce": b"\0" * 16, "principal": "", "action": "a", "key_id": KEY_ID, "values": GOOD_VALUES},
+        {"nonce": b"\0" * 16, "principal": ALICE, "action": "a", "key_id": KEY_ID, "values": {"k": ["v"]}},
+        {"nonce": b"\0" * 16, "principal": ALICE, "action": "a", "key_id": KEY_ID,
+         "values": [{"key": "k", "values": [1]}]},
         {"nonce": b"\0" * 16, "principal": ALICE, "action": "a", "key_id": KEY_ID},
-        {"nonce": b"\0" * 16, "principal": ALICE, "action": "x" * 5000, "key_id": KEY_ID, "values": {}},
+        {"nonce": b"\0" * 16, "principal": ALICE, "action": "x" * 5000, "key_id": KEY_ID, "values": GOOD_VALUES},
+        {"nonce": b"\0" * 16, "principal": ALICE, "action": "a", "key_id": KEY_ID,
+         "values": [{"key": f"k{i}", "values": []} for i in range(65)]},
+        {"nonce": b"\0" * 16, "principal": ALICE, "action": "a", "key_id": KEY_ID, "values": GOOD_VALUES,
+         "extra": True},
     ],
-    ids=["short-nonce", "empty-principal", "values-not-lists", "values-not-strings", "no-values", "huge-action"],
-)
+    ids=["short-nonce", "empty-principal", "values-a-map", "values-not-strings", "no-values", "huge-action",
+         "too-many-values", "unknown-field"],
+)  # fmt: skip
 def test_a_malformed_query_body_is_refused(body: dict[str, Any]) -> None:
     frame = Frame(1, FrameKind.AUTHORIZE_QUERY, US, EU, 0, 0, body, NOW_MS)
     with pytest.raises(AuthorizeError):
