@@ -127,6 +127,7 @@ def create_app(
         iam_authz = IamAuthorizer(iam, ttl_s=settings.cache_ttl_s)
         listener.subscribe(IAM_CHANNEL, authn.invalidate)
         listener.subscribe(IAM_CHANNEL, iam_authz.invalidate)
+        iam.on_change += [authn.invalidate, iam_authz.invalidate]  # this process at once, before the NOTIFY
         grant_cache = GrantCache(pool, ttl_s=settings.cache_ttl_s)
         key_cache = KeyCache(pool, keyring, ttl_s=settings.cache_ttl_s, grants=grant_cache)
         listener.subscribe(KEYS_CHANNEL, key_cache.invalidate)

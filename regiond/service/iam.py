@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from regiond.crypto.keyring import RootKeyring
@@ -77,6 +78,14 @@ class IamService:
         self._pool = pool
         self._keyring = keyring
         self._outbox = outbox
+        self.on_change: list[Callable[[], None]] = []
+        """Called after every committed write: this process's caches (authentication, identity
+        policies) drop what they hold at once, before the NOTIFY that tells every other process
+        arrives, so a new Deny or a deactivated key takes effect here with the answer."""
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            callback()
 
     def _require_home(self) -> None:
         if self._outbox is not None and not self._outbox.is_iam_home:
@@ -99,6 +108,7 @@ class IamService:
             await iam_store.insert_account(con, account_id)
             await iam_store.insert_principal(con, root)
             await self._replicate(con, IamAccount(account_id, root_principal_id=account_id))
+        self._changed()
         return root
 
     async def ensure_account(self, account_id: str) -> Principal:
@@ -115,6 +125,7 @@ class IamService:
         async with transaction(self._pool) as con:
             await iam_store.insert_principal(con, p)
             await self._replicate(con, IamPrincipal(p.arn, account_id, kind, name, p.principal_id))
+        self._changed()
         return p
 
     async def get_principal(self, arn: str) -> Principal:
@@ -135,6 +146,7 @@ class IamService:
             await iam_store.insert_access_key(con, access_key_id, principal_arn_, wrapped)
             # The secret is not in the entry: the sender reads it and seals it to each region.
             await self._replicate(con, IamAccessKey(access_key_id, principal_arn_, "Active"))
+        self._changed()
         return NewAccessKey(access_key_id, secret, principal_arn_)
 
     async def import_access_key(self, principal_arn_: str, access_key_id: str, secret: str) -> None:
@@ -145,6 +157,7 @@ class IamService:
             if await iam_store.get_access_key(con, access_key_id) is None:
                 await iam_store.insert_access_key(con, access_key_id, principal_arn_, wrapped)
                 await self._replicate(con, IamAccessKey(access_key_id, principal_arn_, "Active"))
+        self._changed()
 
     async def list_access_keys(self, principal_arn_: str) -> list[tuple[str, str]]:
         async with connection(self._pool) as con:
@@ -157,12 +170,14 @@ class IamService:
         async with transaction(self._pool) as con:
             await iam_store.set_access_key_status(con, principal_arn_, access_key_id, status)
             await self._replicate(con, IamAccessKeyStatus(access_key_id, status))
+        self._changed()
 
     async def delete_access_key(self, principal_arn_: str, access_key_id: str) -> None:
         self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.delete_access_key(con, principal_arn_, access_key_id)
             await self._replicate(con, IamAccessKeyDeleted(access_key_id))
+        self._changed()
 
     async def put_identity_policy(self, principal_arn_: str, name: str, document: str) -> None:
         if not POLICY_NAME.match(name):
@@ -173,12 +188,14 @@ class IamService:
             await iam_store.get_principal(con, principal_arn_)
             await iam_store.put_identity_policy(con, principal_arn_, name, document)
             await self._replicate(con, IamPolicy(principal_arn_, name, document))
+        self._changed()
 
     async def delete_identity_policy(self, principal_arn_: str, name: str) -> None:
         self._require_home()
         async with transaction(self._pool) as con:
             await iam_store.delete_identity_policy(con, principal_arn_, name)
             await self._replicate(con, IamPolicyDeleted(principal_arn_, name))
+        self._changed()
 
     async def identity_policies(self, principal_arn_: str) -> dict[str, str]:
         async with connection(self._pool) as con:
