@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from regiond.devdb import LocalPostgres, free_port
-    from regiond.init import init_state_dir
+    from regiond.statedir import init_state_dir
 
     work = Path(tempfile.mkdtemp(prefix="regionkms-audit-bench-"))
     pg = LocalPostgres(work / "pg", durable=not args.no_fsync)

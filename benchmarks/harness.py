@@ -286,7 +286,7 @@ class RegionKmsServer(_OwnPostgres):
         self._log_offset = 0
 
     def start(self) -> None:
-        from regiond.init import init_state_dir
+        from regiond.statedir import init_state_dir
 
         self._state_dir = self.workdir / "state"
         init_state_dir(self._state_dir, region=REGION)

@@ -69,11 +69,11 @@ from regiond.calls import CallRecord  # noqa: E402
 from regiond.config import Settings  # noqa: E402
 from regiond.crypto.keyring import load_file_keyring  # noqa: E402
 from regiond.devdb import LocalPostgres  # noqa: E402
-from regiond.init import init_state_dir  # noqa: E402
 from regiond.protocol import routes, shapes, sigv4  # noqa: E402
 from regiond.protocol.context import OpContext  # noqa: E402
 from regiond.protocol.ops import KMS_OPERATIONS  # noqa: E402
 from regiond.randomids import uuid4_str  # noqa: E402
+from regiond.statedir import init_state_dir  # noqa: E402
 from regiond.store.pool import create_pool  # noqa: E402
 
 REGION = "us-east-1"

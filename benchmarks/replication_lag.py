@@ -54,8 +54,8 @@ from kmsclient.sigv4 import Credentials  # noqa: E402
 from regiond.crypto.keyring import load_file_keyring  # noqa: E402
 from regiond.devdb import LocalPostgres, free_port  # noqa: E402
 from regiond.domain.principal import PrincipalKind, principal_arn  # noqa: E402
-from regiond.init import init_state_dir  # noqa: E402
 from regiond.service.iam import IamService  # noqa: E402
+from regiond.statedir import init_state_dir  # noqa: E402
 from regiond.store import migrate as migrations  # noqa: E402
 from regiond.store.pool import create_pool  # noqa: E402
 from replication.peers import ensure_cluster_ca, ensure_region_cert, topology_document  # noqa: E402

@@ -84,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from regiond.init import init_state_dir
+    from regiond.statedir import init_state_dir
 
     created = init_state_dir(Path(args.state_dir), region=args.region)
     print(f"initialised {args.state_dir}: {', '.join(created) or 'nothing new'}")

@@ -8,7 +8,7 @@ created before ``yield`` and closed after it, in reverse order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from regiond import metrics
 from regiond.background.import_expiry import ImportExpirySweeper
+from regiond.background.periodic import run_periodically
 from regiond.background.rotation_scheduler import RotationScheduler
 from regiond.background.sweeper import DeletionSweeper
 from regiond.calls import AuditSink
@@ -67,15 +68,13 @@ def _interval_s(settings: Settings, name: str, default: float) -> float:
     return float(settings.extra.get(name, default))
 
 
-async def _flush_usage(keys: KeyService, pool: Pool, stop: asyncio.Event, interval_s: float) -> None:
+async def _flush_usage(keys: KeyService, pool: Pool, clock: Clock, stop: asyncio.Event, interval_s: float) -> None:
     """Write GetKeyLastUsage data in batches, off the hot path; a last flush on shutdown."""
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        try:
-            await keys.usage.flush(pool)
-        except Exception:
-            log.exception("key_usage.flush_failed")
+
+    async def flush(_now: dt.datetime) -> None:
+        await keys.usage.flush(pool)
+
+    await run_periodically("key_usage", flush, clock=clock, interval_s=interval_s, stop=stop, final_round=True)
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -194,7 +193,7 @@ def create_app(
             asyncio.create_task(rotation_scheduler.run(stop), name="rotation-scheduler"),
             asyncio.create_task(import_expiry.run(stop), name="import-expiry-sweeper"),
             asyncio.create_task(
-                _flush_usage(keys, pool, stop, _interval_s(settings, "usage_flush_interval_s", 5.0)),
+                _flush_usage(keys, pool, the_clock, stop, _interval_s(settings, "usage_flush_interval_s", 5.0)),
                 name="key-usage-flusher",
             ),
             asyncio.create_task(preloader.run(stop), name="cache-preloader"),

@@ -35,8 +35,8 @@ from regiond import private_files
 from regiond.crypto.keyring import load_file_keyring
 from regiond.devdb import LocalPostgres, free_port
 from regiond.domain.principal import PrincipalKind, principal_arn
-from regiond.init import init_state_dir
 from regiond.service.iam import IamService
+from regiond.statedir import init_state_dir
 from regiond.store import migrate as migrations
 from regiond.store.pool import create_pool
 from replication.peers import ensure_cluster_ca, ensure_region_cert, topology_document

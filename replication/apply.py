@@ -37,6 +37,7 @@ import structlog
 
 from regiond.crypto import hpke, import_wrap, wrap
 from regiond.crypto.keyring import RootKeyring
+from regiond.crypto.wrap import access_key_aad
 from regiond.domain.ids import KeyIdKind, is_valid_key_id, key_arn, key_id_kind
 from regiond.domain.key import (
     Key,
@@ -83,19 +84,12 @@ __all__ = [
     "ApplyError",
     "Outcome",
     "Result",
-    "access_key_aad",
     "apply_frame",
     "epoch_admits",
 ]
 
 ACCESS_KEY_SECRET_VERSION = 0
 """HPKE ``info`` version slot for access-key secrets (key material uses its backing version)."""
-
-
-def access_key_aad(access_key_id: str) -> bytes:
-    """The root-key AAD of a stored access-key secret; must equal ``regiond.service.iam``'s
-    (replication may not import services; a unit test pins the two together)."""
-    return b"access_key\x00" + access_key_id.encode()
 
 
 class Outcome(enum.Enum):

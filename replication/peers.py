@@ -39,11 +39,11 @@ from regiond import private_files
 from regiond.crypto import pki, sign
 from regiond.crypto.hpke import RegionEncryptionPublicKey
 from regiond.crypto.keyring import RootKeyring
+from regiond.crypto.wrap import REGION_TLS_KEY_AAD
 
 __all__ = [
     "CERT_RENEW_BEFORE",
     "PEERS_FILE_VERSION",
-    "TLS_KEY_AAD",
     "Peer",
     "PeersFileError",
     "Topology",
@@ -60,7 +60,6 @@ __all__ = [
 
 PEERS_FILE_VERSION = 1
 SERVER_NAME_SUFFIX = "replication.regionkms.internal"
-TLS_KEY_AAD = b"region-tls-key"
 TLS_DIR = "tls"
 CERT_RENEW_BEFORE = dt.timedelta(days=7)
 """A region certificate this close to expiry is reissued at start."""
@@ -208,7 +207,7 @@ def write_region_tls(state_dir: Path, keyring: RootKeyring, cert_pem: bytes, key
     """Store the region's mTLS certificate and its private key (wrapped by the root key)."""
     tls = private_files.make_dir(state_dir / TLS_DIR)
     private_files.write_file(tls / "region.crt", cert_pem)
-    private_files.write_file(tls / "region.key", keyring.wrap(key_pem, TLS_KEY_AAD))
+    private_files.write_file(tls / "region.key", keyring.wrap(key_pem, REGION_TLS_KEY_AAD))
 
 
 def load_region_tls(state_dir: Path, keyring: RootKeyring) -> tuple[bytes, bytes]:
@@ -222,7 +221,7 @@ def load_region_tls(state_dir: Path, keyring: RootKeyring) -> tuple[bytes, bytes
             "no replication TLS certificate in the state directory: issue one with"
             " `regiond replication issue-cert` (or run `regiond dev`)"
         ) from None
-    return cert, keyring.unwrap(wrapped, TLS_KEY_AAD)
+    return cert, keyring.unwrap(wrapped, REGION_TLS_KEY_AAD)
 
 
 def region_tls_exists(state_dir: Path) -> bool:

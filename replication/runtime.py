@@ -29,8 +29,8 @@ from regiond.crypto import pki
 from regiond.crypto.hpke import RegionEncryptionPrivateKey
 from regiond.crypto.keyring import RootKeyring
 from regiond.crypto.sign import RegionIdentityKey
-from regiond.init import ENCRYPTION_AAD, IDENTITY_AAD
 from regiond.listener import HttpLimits, Listener, listen
+from regiond.statedir import load_encryption_key, load_identity
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Pool
 from replication.authorize import AuthorizeError, open_answer, query_envelope
@@ -77,13 +77,7 @@ class _Secrets:
 
     @classmethod
     def load(cls, state_dir: Path, keyring: RootKeyring) -> _Secrets:
-        identity = RegionIdentityKey.from_material(
-            keyring.unwrap((state_dir / "identity.ed25519").read_bytes(), IDENTITY_AAD)
-        )
-        encryption = RegionEncryptionPrivateKey.from_material(
-            keyring.unwrap((state_dir / "encryption.hpke").read_bytes(), ENCRYPTION_AAD)
-        )
-        return cls(identity, encryption)
+        return cls(load_identity(state_dir, keyring), load_encryption_key(state_dir, keyring))
 
 
 class ReplicationNode:

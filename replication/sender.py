@@ -43,6 +43,7 @@ from regiond.clock import Clock
 from regiond.crypto import hpke, wrap
 from regiond.crypto.keyring import KeyringError, RootKeyring
 from regiond.crypto.sign import RegionIdentityKey
+from regiond.crypto.wrap import access_key_aad
 from regiond.domain.audit_anchor import AnchorError, parse_anchor
 from regiond.store import audit as audit_store
 from regiond.store import iam as iam_store
@@ -53,7 +54,7 @@ from regiond.store.outbox import OutboxEntry
 from regiond.store.pool import Conn, Pool, connection, transaction
 from replication import frames
 from replication.anchors import MAX_ANCHORS_PER_FRAME, anchors_message
-from replication.apply import ACCESS_KEY_SECRET_VERSION, access_key_aad
+from replication.apply import ACCESS_KEY_SECRET_VERSION
 from replication.channel import MAX_BATCH_BYTES, Ack, ChannelError, Transport, TransportError
 from replication.frames import Frame
 from replication.messages import Heartbeat, IamAccessKey, KeyCreated, KeyMaterial, KeyUpdated, Message, SealedVersion

@@ -20,7 +20,7 @@ from regiond.audit.committer import AuditUnavailableError, CommitOptions, GroupC
 from regiond.config import Settings
 from regiond.crypto.keyring import env_keyring, load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey
-from regiond.init import load_identity
+from regiond.statedir import load_identity
 from regiond.store.pool import Pool
 
 __all__ = ["AuditUnavailableError", "CommitOptions", "GroupCommitter", "load_signer", "make_audit_sink"]

@@ -1,7 +1,8 @@
 """The loop every background task shares: a round every interval until told to stop.
 
 A failed round is logged and retried at the next interval (a task must never die silently);
-``stop`` interrupts the wait at once, and a round in progress finishes its unit of work.
+``stop`` interrupts the wait at once, and a round in progress finishes its unit of work. With
+``final_round``, one more round runs after ``stop`` (a flush that must not drop what is pending).
 """
 
 from __future__ import annotations
@@ -26,11 +27,18 @@ async def run_periodically(
     clock: Clock,
     interval_s: float,
     stop: asyncio.Event,
+    final_round: bool = False,
 ) -> None:
     while not stop.is_set():
-        try:
-            await round_(clock.now())
-        except Exception:
-            log.exception(f"{name}.round_failed")
+        await _round(name, round_, clock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
+    if final_round:
+        await _round(name, round_, clock)
+
+
+async def _round(name: str, round_: Callable[[dt.datetime], Awaitable[Any]], clock: Clock) -> None:
+    try:
+        await round_(clock.now())
+    except Exception:
+        log.exception(f"{name}.round_failed")

@@ -28,7 +28,7 @@ that one is the caller's input, not a probe of the wrapping key.
 
 The private half lives only in a ``WrappingPrivateKey`` (redacted ``repr``, no pickling) and,
 at rest, sealed under the root keyring with AAD that binds the KMS key id and the import
-token id (``private_key_aad``), so a wrapped private key copied onto another token's row does
+token id (``wrap.private_key_aad``), so a wrapped private key copied onto another token's row does
 not open.
 
 ``key_material_id`` is the ``KeyMaterialId`` of a material: SHA-256 over a domain label, the
@@ -70,7 +70,6 @@ __all__ = [
     "generate_wrapping_key",
     "key_material_id",
     "open_private_key",
-    "private_key_aad",
     "seal_private_key",
     "unwrap_key_material",
     "wrap_key_material",
@@ -78,7 +77,6 @@ __all__ = [
 
 PUBLIC_EXPONENT = 65537
 EPHEMERAL_AES_KEY_BYTES = 32  # AWS: "a 256-bit AES symmetric encryption key" for RSA_AES_KEY_WRAP_*
-_PRIVATE_KEY_AAD_PREFIX = b"regionkms-import-wrapping-key-v1\x00"
 _MATERIAL_ID_PREFIX = b"regionkms-key-material-id-v1\x00"
 
 
@@ -155,11 +153,6 @@ def generate_wrapping_key(spec: WrappingKeySpec) -> WrappingKeyPair:
     key = rsa.generate_private_key(public_exponent=PUBLIC_EXPONENT, key_size=spec.bits)
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return WrappingKeyPair(WrappingPrivateKey(key), public)
-
-
-def private_key_aad(key_id: str, token_id: str) -> bytes:
-    """The AAD that ties a stored wrapping private key to its KMS key and import token."""
-    return _PRIVATE_KEY_AAD_PREFIX + key_id.encode("ascii") + b"\x00" + token_id.encode("ascii")
 
 
 def seal_private_key(keyring: RootKeyring, private: WrappingPrivateKey, aad: bytes) -> bytes:

@@ -1,4 +1,5 @@
-"""Backing key material: make it, wrap it under the root key, unwrap it, and use it.
+"""Backing key material (make it, wrap it under the root key, unwrap it, use it), and every AAD
+that binds a value sealed under the root key to its place.
 
 A KMS key's backing key versions are 256-bit AES keys. At rest each one is sealed by the
 region's root keyring with AAD that binds the KMS key id and the version number
@@ -7,6 +8,20 @@ unwrap: an attacker with write access to the database cannot make key A decrypt 
 material.
 
     AAD = b"regionkms-backing-key-v1\\x00" || UTF-8(key id) || b"\\x00" || u32be(version)
+
+Every value at rest is sealed by the root keyring (``keyring.py``: version byte, nonce,
+AES-256-GCM, AAD prefixed with ``regionkms-root-v1``) under one of these AADs, all defined here:
+
+    backing key version     backing_key_aad(key id, version)   (above)
+    access-key secret       access_key_aad(access key id)      b"access_key\x00" || UTF-8(id)
+    import wrapping key     private_key_aad(key id, token id)  b"regionkms-import-wrapping-key-v1\x00" ||
+                                                                ASCII(key id) || b"\x00" || ASCII(token id)
+    region identity key     REGION_IDENTITY_AAD                b"region-identity-ed25519"
+    region HPKE key         REGION_ENCRYPTION_AAD              b"region-encryption-hpke"
+    region mTLS key         REGION_TLS_KEY_AAD                 b"region-tls-key"
+
+Material that crosses regions is sealed with HPKE instead (``hpke.py``, whose ``info`` binds
+key id, version and both regions). These byte strings are stored formats: never change one.
 
 Unwrapped material lives only in an ``UnwrappedKey`` (Tink's ``KeysetHandle`` idea, STYLE.md
 item 10): it refuses to be printed or pickled, and the raw bytes are reachable only through
@@ -25,9 +40,14 @@ from regiond.crypto.keyring import KeyringError, RootKeyring
 
 __all__ = [
     "BACKING_KEY_BYTES",
+    "REGION_ENCRYPTION_AAD",
+    "REGION_IDENTITY_AAD",
+    "REGION_TLS_KEY_AAD",
     "UnwrappedKey",
+    "access_key_aad",
     "backing_key_aad",
     "new_backing_key",
+    "private_key_aad",
     "seal",
     "unseal",
     "unwrap",
@@ -36,6 +56,11 @@ __all__ = [
 
 BACKING_KEY_BYTES = aead.KEY_BYTES  # AES-256
 _AAD_PREFIX = b"regionkms-backing-key-v1\x00"
+_ACCESS_KEY_AAD_PREFIX = b"access_key\x00"
+_IMPORT_PRIVATE_KEY_AAD_PREFIX = b"regionkms-import-wrapping-key-v1\x00"
+REGION_IDENTITY_AAD = b"region-identity-ed25519"
+REGION_ENCRYPTION_AAD = b"region-encryption-hpke"
+REGION_TLS_KEY_AAD = b"region-tls-key"
 _U32 = struct.Struct(">I")
 
 
@@ -82,6 +107,16 @@ def backing_key_aad(key_id: str, version: int) -> bytes:
     if version < 1:
         raise ValueError("backing versions start at 1")
     return _AAD_PREFIX + key_id.encode("ascii") + b"\x00" + _U32.pack(version)
+
+
+def access_key_aad(access_key_id: str) -> bytes:
+    """The AAD of a stored access-key secret (the home region's and every replica's)."""
+    return _ACCESS_KEY_AAD_PREFIX + access_key_id.encode()
+
+
+def private_key_aad(key_id: str, token_id: str) -> bytes:
+    """The AAD that ties a stored import wrapping private key to its KMS key and import token."""
+    return _IMPORT_PRIVATE_KEY_AAD_PREFIX + key_id.encode("ascii") + b"\x00" + token_id.encode("ascii")
 
 
 def new_backing_key() -> UnwrappedKey:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from regiond.crypto.keyring import RootKeyring
+from regiond.crypto.wrap import access_key_aad as access_key_aad  # service/authn.py imports it from here
 from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.domain.principal import (
     POLICY_NAME,
@@ -54,10 +55,6 @@ def new_principal_id(kind: PrincipalKind) -> str:
     return {PrincipalKind.USER: "AIDA", PrincipalKind.ROLE: "AROA", PrincipalKind.ROOT: "ROOT"}[kind] + _random(
         _ID_ALPHABET, 17
     )
-
-
-def access_key_aad(access_key_id: str) -> bytes:
-    return b"access_key\x00" + access_key_id.encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,7 +195,7 @@ class ImportService:
         pair = await asyncio.to_thread(import_wrap.generate_wrapping_key, wrapping_spec)
         token_id = uuid.uuid4()
         sealed = import_wrap.seal_private_key(
-            self._keyring, pair.private, import_wrap.private_key_aad(key.key_id, str(token_id))
+            self._keyring, pair.private, wrap.private_key_aad(key.key_id, str(token_id))
         )
         valid_to = now + PARAMETERS_VALID_FOR
         async with transaction(self._pool) as con:
@@ -222,7 +222,7 @@ class ImportService:
             )
         try:
             private = import_wrap.open_private_key(
-                self._keyring, params.private_key_sealed, import_wrap.private_key_aad(key.key_id, str(token_id))
+                self._keyring, params.private_key_sealed, wrap.private_key_aad(key.key_id, str(token_id))
             )
         except KeyringError as exc:
             log.error("key.import_wrapping_key_unreadable", key_id=key.key_id)

@@ -19,7 +19,7 @@ from regiond.audit import chain
 from regiond.audit.anchors import ANCHOR_FILE_NAME, read_anchor_file
 from regiond.crypto.keyring import load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey
-from regiond.init import load_identity
+from regiond.statedir import load_identity
 from regiond.store import audit as audit_store
 from replication import frames
 from replication.anchors import anchors_message

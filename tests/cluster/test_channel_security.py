@@ -19,8 +19,8 @@ import structlog
 from regiond.crypto import pki
 from regiond.crypto.keyring import load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey
-from regiond.init import load_identity
 from regiond.protocol.routes import SERVICES
+from regiond.statedir import load_identity
 from replication import frames
 from replication.authorize import open_answer, query_envelope
 from replication.channel import Ack, HttpsTransport, Refusal, TransportError

@@ -36,8 +36,8 @@ from regiond.crypto.keyring import load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.devdb import free_port
 from regiond.domain.principal import PrincipalKind, principal_arn
-from regiond.init import init_state_dir, load_identity
 from regiond.service.iam import IamService
+from regiond.statedir import init_state_dir, load_identity
 from regiond.store import audit as audit_store
 from regiond.store.pool import create_pool
 from tests.support.cluster import ACCOUNT_ID, Identity, Node, NodeFactory

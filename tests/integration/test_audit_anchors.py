@@ -19,7 +19,7 @@ from regiond.audit.anchors import ANCHOR_FILE_NAME, read_anchor_file
 from regiond.calls import CallRecord
 from regiond.clock import ManualClock
 from regiond.crypto.keyring import load_file_keyring
-from regiond.init import init_state_dir, load_identity
+from regiond.statedir import init_state_dir, load_identity
 from regiond.store.pool import create_pool
 from tests.support.cluster import Node, NodeFactory
 

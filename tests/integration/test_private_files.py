@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from regiond import private_files
-from regiond.init import init_state_dir
+from regiond.statedir import init_state_dir
 from tests.support.modes import loose_modes
 
 

@@ -16,7 +16,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from regiond.devdb import free_port
-from regiond.init import init_state_dir
+from regiond.statedir import init_state_dir
 from tests.support.cluster import NodeFactory
 from tests.support.regions import wait_until
 from tests.support.served import Served, serve_workers

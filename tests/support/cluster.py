@@ -26,9 +26,9 @@ from regiond.config import Settings
 from regiond.crypto.keyring import AesRootKeyring, load_file_keyring
 from regiond.devdb import LocalPostgres
 from regiond.domain.principal import PrincipalKind, principal_arn
-from regiond.init import init_state_dir
 from regiond.listener import HttpLimits, Listener, listen
 from regiond.service.iam import IamService
+from regiond.statedir import init_state_dir
 from regiond.store import migrate as migrations
 from regiond.store.pool import create_pool
 

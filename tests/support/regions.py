@@ -33,8 +33,8 @@ from regiond.app import REPLICATION
 from regiond.crypto.keyring import load_file_keyring
 from regiond.devdb import free_port
 from regiond.domain.principal import PrincipalKind, principal_arn
-from regiond.init import init_state_dir
 from regiond.protocol.routes import SERVICES
+from regiond.statedir import init_state_dir
 from replication.memory import InMemoryNetwork
 from replication.peers import ensure_cluster_ca, ensure_region_cert, topology_document
 from tests.support.cluster import ACCOUNT_ID, Identity, Node, NodeFactory

@@ -17,8 +17,8 @@ import aiohttp
 import orjson
 
 from regiond.devdb import free_port
-from regiond.init import init_state_dir
 from regiond.node_metrics import DIR_PREFIX
+from regiond.statedir import init_state_dir
 from regiond.supervisor import SUPERVISOR_WORKER
 from tests.support.cluster import NodeFactory
 from tests.support.regions import wait_until

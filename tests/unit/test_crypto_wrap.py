@@ -64,3 +64,13 @@ def test_seal_and_unseal_with_a_backing_key() -> None:
     assert wrap.unseal(key, sealed, b"other aad") is None
     assert wrap.unseal(wrap.new_backing_key(), sealed, b"aad") is None
     assert wrap.unseal(key, sealed[:10], b"aad") is None
+
+
+def test_every_root_key_aad_is_the_stored_format() -> None:
+    # values at rest were sealed under these bytes: changing one makes them unreadable
+    assert wrap.backing_key_aad("k", 2) == b"regionkms-backing-key-v1\x00k\x00\x00\x00\x00\x02"
+    assert wrap.access_key_aad("AKIAEXAMPLE") == b"access_key\x00AKIAEXAMPLE"
+    assert wrap.private_key_aad("k", "t") == b"regionkms-import-wrapping-key-v1\x00k\x00t"
+    assert wrap.REGION_IDENTITY_AAD == b"region-identity-ed25519"
+    assert wrap.REGION_ENCRYPTION_AAD == b"region-encryption-hpke"
+    assert wrap.REGION_TLS_KEY_AAD == b"region-tls-key"

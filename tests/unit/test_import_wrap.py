@@ -114,14 +114,14 @@ def test_public_key_is_der_subject_public_key_info_of_the_requested_size() -> No
 
 def test_sealed_private_key_opens_only_for_its_key_and_token(pair: import_wrap.WrappingKeyPair) -> None:
     keyring = AesRootKeyring(bytes(range(32)))
-    aad = import_wrap.private_key_aad(KEY_ID, TOKEN_ID)
+    aad = wrap.private_key_aad(KEY_ID, TOKEN_ID)
     sealed = import_wrap.seal_private_key(keyring, pair.private, aad)
     opened = import_wrap.open_private_key(keyring, sealed, aad)
     encrypted = import_wrap.wrap_key_material(pair.public_key_der, WrappingAlgorithm.RSAES_OAEP_SHA_256, bytes(32))
     assert import_wrap.unwrap_key_material(opened, WrappingAlgorithm.RSAES_OAEP_SHA_256, encrypted).material() == bytes(
         32
     )
-    for other_aad in (import_wrap.private_key_aad(OTHER_ID, TOKEN_ID), import_wrap.private_key_aad(KEY_ID, OTHER_ID)):
+    for other_aad in (wrap.private_key_aad(OTHER_ID, TOKEN_ID), wrap.private_key_aad(KEY_ID, OTHER_ID)):
         with pytest.raises(KeyringError):
             import_wrap.open_private_key(keyring, sealed, other_aad)
     with pytest.raises(KeyringError):

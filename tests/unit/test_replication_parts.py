@@ -12,12 +12,11 @@ import pytest
 from regiond.crypto.hpke import RegionEncryptionPrivateKey
 from regiond.crypto.pki import make_cluster_ca
 from regiond.crypto.sign import RegionIdentityKey
-from regiond.service.iam import access_key_aad as service_access_key_aad
 from regiond.store import outbox
 from regiond.store.locks import sender_lock_key as lock_key
 from regiond.store.outbox import Outbox, OutboxKind
 from replication import channel
-from replication.apply import access_key_aad, epoch_admits
+from replication.apply import epoch_admits
 from replication.channel import Ack, ChannelError
 from replication.peers import PeersFileError, parse_topology, server_name, topology_document
 from replication.sender import MIN_DELAY_S, Backoff
@@ -62,14 +61,6 @@ def test_same_epoch_is_admitted_only_from_its_primary() -> None:
 def test_stale_epoch_is_refused_even_from_the_old_primary() -> None:
     assert not epoch_admits(1, "us-east-1", 2, "eu-west-1")
     assert not epoch_admits(1, "us-east-1", 2, "us-east-1")
-
-
-# --- access-key secrets -------------------------------------------------------------------------
-
-
-def test_access_key_aad_matches_the_iam_service() -> None:
-    # replication may not import regiond.service, so it keeps its own copy: they must agree
-    assert access_key_aad("AKIAEXAMPLE") == service_access_key_aad("AKIAEXAMPLE")
 
 
 # --- peers file ---------------------------------------------------------------------------------

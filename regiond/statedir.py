@@ -1,4 +1,4 @@
-"""``regiond init``: a region's state directory.
+"""A region's state directory: the one place that writes (``regiond init``) and reads it.
 
     DIR/root.key              32 random bytes, mode 0600: the root key (never in the database)
     DIR/identity.ed25519      Ed25519 region identity (signs replication frames and audit digests),
@@ -9,9 +9,11 @@
     DIR/encryption.hpke.pub   its public half
     DIR/region                the region name this directory belongs to
 
-Every file is mode 0600 and the directory 0700 (regiond.private_files). Running it again
+    DIR/tls/                  the replication mTLS certificate and key (replication/peers.py)
+
+Every file is mode 0600 and the directory 0700 (regiond.private_files). Running init again
 creates only what is missing and narrows the modes of what exists, so it is safe in start-up
-scripts.
+scripts. The wrapped files are sealed by the root keyring under the AADs of ``crypto/wrap.py``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from regiond import private_files
-from regiond.crypto.hpke import RegionEncryptionPrivateKey, RegionEncryptionPublicKey
-from regiond.crypto.keyring import AesRootKeyring, create_root_key_file, load_file_keyring
+from regiond.crypto.hpke import RegionEncryptionPrivateKey
+from regiond.crypto.keyring import RootKeyring, create_root_key_file, load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey
+from regiond.crypto.wrap import REGION_ENCRYPTION_AAD, REGION_IDENTITY_AAD
 
-IDENTITY_AAD = b"region-identity-ed25519"
-ENCRYPTION_AAD = b"region-encryption-hpke"
+__all__ = ["init_state_dir", "load_encryption_key", "load_identity"]
 
 
 # What init writes besides root.key, whose loader refuses a wide mode rather than narrow it: a key
@@ -48,13 +50,13 @@ def init_state_dir(state_dir: Path, *, region: str) -> list[str]:
     keyring = load_file_keyring(root)
     if not (state_dir / "identity.ed25519").exists():
         identity = RegionIdentityKey.generate()
-        wrapped = keyring.wrap(identity.material(), IDENTITY_AAD)
+        wrapped = keyring.wrap(identity.material(), REGION_IDENTITY_AAD)
         private_files.write_file(state_dir / "identity.ed25519", wrapped, exclusive=True)
         private_files.write_file(state_dir / "identity.ed25519.pub", identity.public_bytes())
         created.append("identity.ed25519")
     if not (state_dir / "encryption.hpke").exists():
         enc = RegionEncryptionPrivateKey.generate()
-        wrapped = keyring.wrap(enc.material(), ENCRYPTION_AAD)
+        wrapped = keyring.wrap(enc.material(), REGION_ENCRYPTION_AAD)
         private_files.write_file(state_dir / "encryption.hpke", wrapped, exclusive=True)
         private_files.write_file(state_dir / "encryption.hpke.pub", enc.public_key().to_bytes())
         created.append("encryption.hpke")
@@ -63,15 +65,13 @@ def init_state_dir(state_dir: Path, *, region: str) -> list[str]:
     return created
 
 
-def load_identity(state_dir: Path, keyring: AesRootKeyring) -> RegionIdentityKey:
-    return RegionIdentityKey.from_material(keyring.unwrap((state_dir / "identity.ed25519").read_bytes(), IDENTITY_AAD))
+def load_identity(state_dir: Path, keyring: RootKeyring) -> RegionIdentityKey:
+    """The region's Ed25519 identity (signs replication frames and audit digests)."""
+    wrapped = (state_dir / "identity.ed25519").read_bytes()
+    return RegionIdentityKey.from_material(keyring.unwrap(wrapped, REGION_IDENTITY_AAD))
 
 
-def load_encryption_key(state_dir: Path, keyring: AesRootKeyring) -> RegionEncryptionPrivateKey:
-    return RegionEncryptionPrivateKey.from_material(
-        keyring.unwrap((state_dir / "encryption.hpke").read_bytes(), ENCRYPTION_AAD)
-    )
-
-
-def load_encryption_public(state_dir: Path) -> RegionEncryptionPublicKey:
-    return RegionEncryptionPublicKey.from_bytes((state_dir / "encryption.hpke.pub").read_bytes())
+def load_encryption_key(state_dir: Path, keyring: RootKeyring) -> RegionEncryptionPrivateKey:
+    """The region's HPKE private key (replicated key material is sealed to its public half)."""
+    wrapped = (state_dir / "encryption.hpke").read_bytes()
+    return RegionEncryptionPrivateKey.from_material(keyring.unwrap(wrapped, REGION_ENCRYPTION_AAD))
