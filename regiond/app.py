@@ -135,7 +135,7 @@ def create_app(
         # (on connecting) starts it, and each later one (a lost connection) runs it again.
         preloader = Preloader(pool, key_cache, grant_cache, max_keys=settings.cache_preload_max_keys)
         listener.subscribe(KEYS_CHANNEL, preloader.request)
-        authz = Authorizer(iam_authz, key_cache, grant_cache, ttl_s=settings.cache_ttl_s)
+        authz = Authorizer(iam_authz, key_cache, grant_cache, ttl_s=settings.cache_ttl_s, region=settings.region)
         keys = KeyService(pool, keyring, key_cache, authz, region=settings.region, clock=the_clock)
         services = Services(
             settings=settings, clock=the_clock, authn=authn, iam=iam, iam_authz=iam_authz, authz=authz,

@@ -31,6 +31,7 @@ from regiond import cluster_file
 from regiond.cluster_file import UsageError
 from regiond.domain import ids
 from regiond.domain.decision import Decision, PolicySource
+from regiond.domain.key_conditions import key_values
 from regiond.domain.policy import Policy, PolicyKind, RequestContext, parse_policy
 from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import KmsError
@@ -184,7 +185,7 @@ async def simulate(
         principal_account=principal.account_id,
         action=action,
         resource_arn=record.key.arn,
-        values=values,
+        values={**values, **key_values(record.key)},
         encryption_context=context,
     )
     decision = evaluate(

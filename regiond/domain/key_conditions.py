@@ -1,4 +1,4 @@
-"""Condition keys that describe a KMS key, for the operations that create one.
+"""Condition keys that describe a KMS key: of the key a request uses, and of one it creates.
 
 AWS KMS lets a policy test the key a request creates: ``kms:KeySpec``, ``kms:KeyUsage``,
 ``kms:KeyOrigin``, ``kms:MultiRegion``, ``kms:MultiRegionKeyType`` and
@@ -11,6 +11,11 @@ not include the BypassPolicyLockoutSafetyCheck parameter" with ``Null``). The de
 ``kms:CustomerMasterKeySpec`` / ``kms:CustomerMasterKeyUsage`` carry the same values as their
 successors. ``kms:MultiRegionKeyType`` exists only for multi-Region keys.
 
+For an operation on an existing key the same keys describe that key (``key_values``): AWS
+"Conditions for KMS keys used in API operations" -- kms:KeySpec, kms:KeyUsage, kms:KeyOrigin,
+kms:MultiRegion and kms:MultiRegionKeyType "control access to ... any operation that uses an
+existing KMS key, such as Encrypt or EnableKey".
+
 The AWS documentation's own examples depend on these: an IAM ``Deny`` of ``kms:CreateKey``
 with ``"Bool": {"kms:MultiRegion": true}``, or with
 ``"Bool": {"kms:BypassPolicyLockoutSafetyCheck": true}``, must refuse the request; without
@@ -19,9 +24,15 @@ the values such a Deny would see a missing key and never apply.
 
 from __future__ import annotations
 
-from regiond.domain.key import KeySpec, KeyUsage, MultiRegionKeyType, Origin
+from regiond.domain.key import Key, KeySpec, KeyUsage, MultiRegionKeyType, Origin
 
-__all__ = ["bypass_values", "new_key_values"]
+__all__ = ["KEY_CONDITION_KEYS", "bypass_values", "key_values", "new_key_values"]
+
+KEY_CONDITION_KEYS = frozenset(
+    {"kms:keyspec", "kms:customermasterkeyspec", "kms:keyusage", "kms:customermasterkeyusage", "kms:keyorigin",
+     "kms:multiregion", "kms:multiregionkeytype"}
+)  # fmt: skip
+"""The condition keys ``key_values`` supplies, lower-cased as the evaluator compares them."""
 
 Values = dict[str, tuple[str, ...]]
 
@@ -57,3 +68,15 @@ def new_key_values(
 def bypass_values(bypass_lockout: bool | None) -> Values:
     """``kms:BypassPolicyLockoutSafetyCheck`` for CreateKey and PutKeyPolicy: only if the parameter was sent."""
     return {} if bypass_lockout is None else {"kms:BypassPolicyLockoutSafetyCheck": _bool(bypass_lockout)}
+
+
+def key_values(key: Key) -> Values:
+    """The condition values describing an existing ``key`` (lower-cased names, ``KEY_CONDITION_KEYS``)."""
+    config = key.multi_region_configuration
+    values = new_key_values(
+        spec=key.key_spec, usage=key.key_usage, origin=key.origin,
+        key_type=None if config is None else config.key_type, bypass_lockout=None,
+    )  # fmt: skip
+    if config is None and key.multi_region:  # an mrk- key before its configuration is known: still multi-Region
+        values["kms:MultiRegion"] = ("true",)
+    return {k.lower(): v for k, v in values.items()}

@@ -48,6 +48,8 @@ from regiond.cache import TtlCache, remember
 from regiond.domain.decision import Decision, DecisionReason, GrantView, decide, lockout_check
 from regiond.domain.grants import CONSTRAINT_FREE_ACTIONS, NewGrant, applicable_grants
 from regiond.domain.key import Key
+from regiond.domain.key_conditions import KEY_CONDITION_KEYS, key_values
+from regiond.domain.permissions import DecidedBy, Permission, keyless_resource
 from regiond.domain.policy import Policy, RequestContext
 from regiond.domain.principal import Principal
 from regiond.errors import AccessDeniedException, InvalidGrantTokenException
@@ -222,6 +224,7 @@ class _Memo:
     grants: tuple[GrantView, ...]
     value_keys: tuple[str, ...]  # lower-cased condition keys other than the encryption context's
     reads_context: bool
+    reads_key: bool  # some of value_keys describe the key (kms:KeySpec, kms:MultiRegionKeyType, ...)
     decisions: dict[Hashable, Decision] = field(default_factory=dict)
 
     def current(self, key_policy: Policy, identity: tuple[Policy, ...], grants: tuple[GrantView, ...]) -> bool:
@@ -236,7 +239,11 @@ def _memo(
     constrained = action_key not in CONSTRAINT_FREE_ACTIONS and any(
         g.constraints is not None and g.grantee_principal == principal_arn for g in grants
     )
-    return _Memo(key_policy, identity, grants, tuple(sorted(keys - context_keys)), bool(context_keys) or constrained)
+    value_keys = tuple(sorted(keys - context_keys))
+    return _Memo(
+        key_policy, identity, grants, value_keys, bool(context_keys) or constrained,
+        not KEY_CONDITION_KEYS.isdisjoint(value_keys),
+    )  # fmt: skip
 
 
 class Authorizer:
@@ -247,7 +254,9 @@ class Authorizer:
         grants: GrantSource | None = None,
         *,
         ttl_s: float = 30.0,
+        region: str | None = None,
     ) -> None:
+        self.region = region  # the node's: operations without a key are decided on arn:aws:kms:<region>:<account>:*
         self._iam = iam_authz
         self._policies = policies
         self.grants: GrantSource = grants or _NoGrants()
@@ -276,7 +285,8 @@ class Authorizer:
         token_grant_ids = [parse_grant_token(t) for t in grant_tokens]
         identity = await self._iam.identity_policies(principal)
         if key is None:
-            self._authorize_identity(principal, action, "*", identity, encryption_context, request_values)
+            resource = "*" if self.region is None else keyless_resource(self.region, principal.account_id)
+            self._authorize_identity(principal, action, resource, identity, encryption_context, request_values)
             return None
         if key_policy is None:
             key_policy = await self._policies.key_policy(key)
@@ -310,7 +320,7 @@ class Authorizer:
             principal_account=principal.account_id,
             action=action,
             resource_arn=key.arn,
-            values=values,
+            values={**values, **key_values(key)},
             encryption_context=context,
         )
         return evaluate(
@@ -331,6 +341,8 @@ class Authorizer:
         fingerprint: Hashable = ()
         if memo.value_keys:
             lowered = {k.lower(): tuple(v) for k, v in values.items()}
+            if memo.reads_key:  # the key's own values: a primary move changes kms:MultiRegionKeyType
+                lowered.update(key_values(key))
             fingerprint = tuple(lowered.get(k) for k in memo.value_keys)
         if memo.reads_context:
             fingerprint = (fingerprint, tuple(sorted(context.items())))
@@ -340,16 +352,24 @@ class Authorizer:
             remember(memo.decisions, fingerprint, decision, _MAX_FINGERPRINTS)
         return decision
 
-    async def authorize_identity(
-        self, principal: Principal, action: str, resource: str, *, request_values: RequestValues | None = None
+    async def require(
+        self, principal: Principal, permission: Permission, request_values: RequestValues, *, key: Key | None = None
     ) -> None:
-        """A permission AWS grants in IAM policies only ("kms:TagResource (IAM policy)" for tags given
-        to a key that is being created), for ``resource``; else ``AccessDeniedException``.
+        """Decide one declared permission (``regiond.domain.permissions``) here; else ``AccessDeniedException``.
 
-        An explicit Deny refuses; otherwise an Allow of the caller's identity policies is needed,
-        except for the account root (IAM allows it everything in its account)."""
-        identity = await self._iam.identity_policies(principal)
-        self._authorize_identity(principal, action, resource, identity, None, request_values)
+        ``DecidedBy.IAM``: the caller's identity policies alone, on ``permission.resource`` (an
+        explicit Deny refuses; an Allow is needed, except for the account root, whom IAM allows
+        everything in its account). ``DecidedBy.KEY``: ``authorize`` on ``key``, which must be the
+        permission's resource, held in this region. Either way the request's values are seen as
+        in the permission's region (``aws:RequestedRegion``), with the permission's own values."""
+        values = {**in_region(request_values, permission.region), **permission.values}
+        if permission.decided_by is DecidedBy.IAM:
+            identity = await self._iam.identity_policies(principal)
+            self._authorize_identity(principal, permission.action, permission.resource, identity, None, values)
+            return
+        if key is None or key.arn != permission.resource or (self.region is not None and key.region != self.region):
+            raise ValueError(f"{permission.action} must be decided where {permission.resource} is held")
+        await self.authorize(principal, permission.action, key, request_values=values)
 
     async def allows_put_key_policy_later(
         self, principal: Principal, policy: Policy, *, key_arn: str, key_account: str,
@@ -405,7 +425,7 @@ class Authorizer:
             principal_account=principal.account_id,
             action="kms:RetireGrant",
             resource_arn=key.arn,
-            values=request_values or {},
+            values={**(request_values or {}), **key_values(key)},
         )
         denied = any(p.evaluate(ctx).explicit_deny for p in (key_policy, *identity))
         named = principal.arn == retiring_principal or (

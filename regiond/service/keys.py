@@ -28,7 +28,7 @@ from regiond.cache import remember
 from regiond.clock import Clock
 from regiond.crypto import wrap
 from regiond.crypto.keyring import RootKeyring
-from regiond.domain import ids
+from regiond.domain import ids, permissions
 from regiond.domain.decision import aws_managed_key_policy, default_key_policy
 from regiond.domain.key import (
     Key,
@@ -44,7 +44,6 @@ from regiond.domain.key import (
     apply,
     require_state,
 )
-from regiond.domain.key_conditions import new_key_values
 from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.errors import (
     InvalidMarkerException,
@@ -281,16 +280,14 @@ class KeyService:
         spec = _key_spec(request)
         usage = KeyUsage(request.key_usage)
         origin = Origin(request.origin)
-        creating = new_key_values(
+        key_id = ids.new_key_id(request.multi_region)
+        for permission in permissions.create_key(
+            region=self.region, account=who.account, new_key_arn=ids.key_arn(self.region, who.account, key_id),
             spec=spec, usage=usage, origin=origin,
             key_type=MultiRegionKeyType.PRIMARY if request.multi_region else None,
-            bypass_lockout=request.bypass_policy_lockout_safety_check,
-        )  # fmt: skip
-        await self.authz.authorize(who.principal, "kms:CreateKey", None, request_values={**who.values, **creating})
-        key_id = ids.new_key_id(request.multi_region)
-        key_arn = ids.key_arn(self.region, who.account, key_id)
-        if request.tags:  # IAM only: "Including this permission in the key policy of the new KMS key isn't sufficient"
-            await self.authz.authorize_identity(who.principal, "kms:TagResource", key_arn, request_values=who.values)
+            bypass_lockout=request.bypass_policy_lockout_safety_check, tags=bool(request.tags),
+        ):  # fmt: skip
+            await self.authz.require(who.principal, permission, who.values)
         if request.custom_key_store_id is not None or request.xks_key_id is not None:
             raise UnsupportedOperationException("Custom key stores are not supported by regionkms")
         if usage is not KeyUsage.ENCRYPT_DECRYPT or spec is not KeySpec.SYMMETRIC_DEFAULT:

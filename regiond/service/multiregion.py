@@ -16,6 +16,11 @@ the primary's row, so the change and its propagation commit together:
   ``Updating`` and queues ``PRIMARY_MOVED`` for every member. The new primary, on applying it,
   re-sends the complete shared state at the new epoch, which ends this region's Updating state;
   frames this region queued under the old epoch are refused from then on (``replication.apply``).
+
+Before either changes anything, every permission AWS requires for it (``regiond.domain.permissions``)
+is decided: ReplicateKey's kms:ReplicateKey here and its kms:CreateKey / kms:TagResource in IAM
+for the replica Region; UpdatePrimaryRegion's kms:UpdatePrimaryRegion here and, by asking the
+replica's region (``PeerAuthorizer``), on the replica there.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from regiond.domain import ids
+from regiond.domain import ids, permissions
 from regiond.domain.decision import default_key_policy
 from regiond.domain.key import (
     Key,
@@ -40,7 +45,7 @@ from regiond.domain.key import (
     apply,
     require_state,
 )
-from regiond.domain.key_conditions import new_key_values
+from regiond.domain.permissions import DecidedBy, Permission
 from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.errors import (
     AlreadyExistsException,
@@ -116,7 +121,9 @@ class MultiRegionService:
         entry = await self._keys.resolve(who, key_param, allow_alias=False)
         key = entry.key
         bypass = bool(bypass_policy_lockout_safety_check)
-        await self._authorize_replicate(who, key, replica_region, bypass_policy_lockout_safety_check, tags)
+        # kms:ReplicateKey here; kms:CreateKey (and kms:TagResource) in IAM, in the replica Region
+        await self._require(who, key, permissions.replicate_key(
+            key, replica_region, tags=bool(tags), bypass_lockout=bypass_policy_lockout_safety_check))
         require_primary(key)
         require_state("ReplicateKey", key)
         if replica_region == self.region:
@@ -176,55 +183,33 @@ class MultiRegionService:
         )
         return Replicated(replica, policy, valid_tags)
 
-    async def _authorize_replicate(
-        self, who: Requester, key: Key, replica_region: str, bypass: bool | None, tags: Sequence[tuple[str, str]]
-    ) -> None:
-        """ReplicateKey's permissions, as AWS lists them ("Required permissions"):
-
-        - ``kms:ReplicateKey`` on the primary key, in the primary key's Region (its key policy;
-          ``kms:ReplicaRegion`` is the requested replica Region);
-        - ``kms:CreateKey`` in an IAM policy in the replica Region: the caller creates a key and
-          the key policy that authorizes its use ("Use caution when allowing these permissions.
-          They allow principals to create KMS keys and the key policies that authorize their
-          use"). IAM is global (replicated to every region), so it is decided here, for resource
-          ``*`` as CreateKey always is, with ``aws:RequestedRegion`` the replica Region and the
-          new replica's ``kms:KeySpec`` / ``kms:MultiRegionKeyType`` (``REPLICA``) / ... values;
-        - with ``Tags``, ``kms:TagResource`` in an IAM policy in the replica Region, on the
-          replica's ARN (a key policy cannot give it: the key does not exist yet).
-        """
-        authz = self._keys.authz
-        await authz.authorize(
-            who.principal, "kms:ReplicateKey", key,
-            request_values={**who.values, "kms:ReplicaRegion": (replica_region,)},
-        )  # fmt: skip
-        there = in_region(who.values, replica_region)
-        creating = new_key_values(
-            spec=key.key_spec, usage=key.key_usage, origin=key.origin, key_type=MultiRegionKeyType.REPLICA,
-            bypass_lockout=bypass,
-        )  # fmt: skip
-        await authz.authorize(who.principal, "kms:CreateKey", None, request_values={**there, **creating})
-        if tags:
-            replica_arn = ids.key_arn(replica_region, key.account, key.key_id)
-            await authz.authorize_identity(who.principal, "kms:TagResource", replica_arn, request_values=there)
-
-    async def _authorize_on_replica(
-        self, who: Requester, key: Key, region: str, values: dict[str, tuple[str, ...]]
-    ) -> None:
-        replica_arn = ids.key_arn(region, key.account, key.key_id)
-        if self.peers is None:
-            raise KMSInternalException(f"Region {region} cannot be asked to authorize this call from this node")
-        try:
-            allowed = await self.peers.authorize_remote(
-                region, principal_arn=who.principal.arn, action="kms:UpdatePrimaryRegion", key_id=key.key_id,
-                values=values,
-            )  # fmt: skip
-        except Exception as exc:  # no authentic answer: refuse, and say which region could not decide
-            log.warning("key.peer_authorization_failed", key_id=key.key_id, region=region, error=str(exc)[:300])
-            raise KMSInternalException(
-                f"Region {region} could not be reached to authorize kms:UpdatePrimaryRegion on {replica_arn}"
-            ) from None
-        if not allowed:
-            raise access_denied(who.principal, "kms:UpdatePrimaryRegion", replica_arn)
+    async def _require(self, who: Requester, key: Key, needed: Sequence[Permission]) -> None:
+        """Carry out declared permissions (``regiond.domain.permissions``): IAM ones and this region's
+        key here (IAM is replicated everywhere); another region's key by asking that region, whose
+        key policy and grants exist only there. No authentic answer from it refuses the call."""
+        for permission in needed:
+            if permission.decided_by is DecidedBy.IAM or permission.region == self.region:
+                local_key = key if permission.decided_by is DecidedBy.KEY else None
+                await self._keys.authz.require(who.principal, permission, who.values, key=local_key)
+                continue
+            if self.peers is None:
+                raise KMSInternalException(
+                    f"Region {permission.region} cannot be asked to authorize this call from this node"
+                )
+            try:
+                allowed = await self.peers.authorize_remote(
+                    permission.region, principal_arn=who.principal.arn, action=permission.action,
+                    key_id=key.key_id, values={**in_region(who.values, permission.region), **permission.values},
+                )  # fmt: skip
+            except Exception as exc:  # no authentic answer: refuse, and say which region could not decide
+                log.warning("key.peer_authorization_failed", key_id=key.key_id, region=permission.region,
+                            error=str(exc)[:300])  # fmt: skip
+                raise KMSInternalException(
+                    f"Region {permission.region} could not be reached to authorize {permission.action} "
+                    f"on {permission.resource}"
+                ) from None
+            if not allowed:
+                raise access_denied(who.principal, permission.action, permission.resource)
 
     async def update_primary_region(self, who: Requester, key_param: str, primary_region: str, now: dt.datetime) -> Key:
         """AWS's "Required permissions": kms:UpdatePrimaryRegion on the current primary key (in the
@@ -234,8 +219,8 @@ class MultiRegionService:
         ``kms:PrimaryRegion`` is the requested new primary Region on both sides."""
         entry = await self._keys.resolve(who, key_param, allow_alias=False)
         key = entry.key
-        values = {**who.values, "kms:PrimaryRegion": (primary_region,)}
-        await self._keys.authz.authorize(who.principal, "kms:UpdatePrimaryRegion", key, request_values=values)
+        needed = permissions.update_primary_region(key, primary_region)
+        await self._require(who, key, [p for p in needed if p.region == self.region])
         require_primary(key)
         if primary_region == self.region:
             return key  # already the primary: nothing to move
@@ -243,7 +228,7 @@ class MultiRegionService:
         assert config is not None
         if primary_region not in {r.region for r in config.replica_keys}:
             raise NotFoundException(f"Key '{ids.key_arn(primary_region, key.account, key.key_id)}' does not exist")
-        await self._authorize_on_replica(who, key, primary_region, in_region(values, primary_region))
+        await self._require(who, key, [p for p in needed if p.region != self.region])
         async with transaction(self._pool) as con:
             record = await key_store.get_key(con, key.key_id, for_update=True)
             if record is None:

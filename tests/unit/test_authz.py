@@ -12,7 +12,7 @@ import pytest
 
 from regiond.domain.decision import DecisionReason, GrantConstraints, GrantView, default_key_policy
 from regiond.domain.grants import NewGrant, applicable_grants, grant_admits
-from regiond.domain.key import Key, KeyState
+from regiond.domain.key import Key, KeyState, MultiRegionConfiguration, MultiRegionKey, MultiRegionKeyType
 from regiond.domain.policy import Policy, PolicyKind, RequestContext, parse_policy
 from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import AccessDeniedException, InvalidGrantTokenException
@@ -253,3 +253,23 @@ def test_only_cross_account_operations_reach_another_accounts_key(action: str, a
     ctx = RequestContext(CAROL.arn, OTHER, action, KEY.arn)
     decision = evaluate(principal=CAROL, key=KEY, key_policy=policy, identity=[identity], grants=[], ctx=ctx)
     assert decision.allowed is allowed
+
+
+async def test_a_cached_decision_follows_the_keys_own_condition_values() -> None:
+    """kms:MultiRegionKeyType describes the key: after a primary move the same key id, under the very
+    same (shared) policy object, is a replica, and a decision made for the primary must not be reused."""
+    key_id = "mrk-0123456789abcdef0123456789abcdef"
+
+    def mrk(key_type: MultiRegionKeyType) -> Key:
+        home = MultiRegionKey(f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{key_id}", "us-east-1")
+        return Key(key_id=key_id, account=ACCOUNT, region="us-east-1", creation_date=KEY.creation_date,
+                   key_state=KeyState.ENABLED, multi_region_configuration=MultiRegionConfiguration(key_type, home))
+
+    only_replicas = allow(BOB.arn, "kms:ScheduleKeyDeletion",
+                          Condition={"StringEquals": {"kms:MultiRegionKeyType": "REPLICA"}})  # fmt: skip
+    authz = authorizer(key_policy(only_replicas))
+    await authz.authorize(BOB, "kms:ScheduleKeyDeletion", mrk(MultiRegionKeyType.REPLICA))
+    with pytest.raises(AccessDeniedException):
+        await authz.authorize(BOB, "kms:ScheduleKeyDeletion", mrk(MultiRegionKeyType.PRIMARY))
+    await authz.authorize(BOB, "kms:ScheduleKeyDeletion", mrk(MultiRegionKeyType.REPLICA))
+    assert authz.evaluations == 2  # cached per key value, still
