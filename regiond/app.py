@@ -30,6 +30,7 @@ from regiond.service.authn import Authenticator
 from regiond.service.authz import Authorizer
 from regiond.service.container import Services
 from regiond.service.cryptops import CryptoService
+from regiond.service.datakeypairs import DataKeyPairService
 from regiond.service.grants import CHANNEL as GRANTS_CHANNEL
 from regiond.service.grants import GrantCache, GrantService
 from regiond.service.iam import IamService
@@ -38,6 +39,7 @@ from regiond.service.importing import ImportService
 from regiond.service.keycache import CHANNEL as KEYS_CHANNEL
 from regiond.service.keycache import KeyCache
 from regiond.service.keys import KeyService
+from regiond.service.mac import MacService
 from regiond.service.multiregion import MultiRegionService
 from regiond.service.peer_authz import PeerAuthorizationAnswerer
 from regiond.service.policies import KeyPolicyService
@@ -137,10 +139,12 @@ def create_app(
         listener.subscribe(KEYS_CHANNEL, preloader.request)
         authz = Authorizer(iam_authz, key_cache, grant_cache, ttl_s=settings.cache_ttl_s, region=settings.region)
         keys = KeyService(pool, keyring, key_cache, authz, region=settings.region, clock=the_clock)
+        cryptops = CryptoService(keys)
         services = Services(
             settings=settings, clock=the_clock, authn=authn, iam=iam, iam_authz=iam_authz, authz=authz,
-            keys=keys, aliases=AliasService(pool, keys), cryptops=CryptoService(keys),
-            grants=GrantService(pool, keys, grant_cache), policies=KeyPolicyService(pool, keys),
+            keys=keys, aliases=AliasService(pool, keys), cryptops=cryptops,
+            grants=GrantService(pool, keys, grant_cache), policies=KeyPolicyService(pool, keys), macs=MacService(keys),
+            asymmetric=cryptops.asymmetric, data_key_pairs=DataKeyPairService(cryptops),
             multiregion=MultiRegionService(pool, keys, outbox),
         )  # fmt: skip
         services.rotation = rotation = RotationService(pool, keyring, keys, material_listener=outbox)

@@ -15,7 +15,8 @@ without a lookup table. Messages must never contain key material, plaintext or s
     │               InvalidGrantIdException, InvalidGrantTokenException, MalformedPolicyDocumentException,
     │               TagException, LimitExceededException, UnsupportedOperationException,
     │               ConflictException, DryRunOperationException, IncorrectKeyMaterialException,
-    │               ExpiredImportTokenException, InvalidImportTokenException, KeyUnavailableException
+    │               ExpiredImportTokenException, InvalidImportTokenException, KeyUnavailableException,
+    │               KMSInvalidSignatureException, KMSInvalidMacException
     ├── iam:        EntityAlreadyExists, NoSuchEntity, MalformedPolicyDocument (IAM admin API)
     └── server 5xx: KMSInternalException (500), DependencyTimeoutException (503), ServiceUnavailable (503)
 """
@@ -177,6 +178,18 @@ class InvalidImportTokenException(KmsError):
 
 class KeyUnavailableException(KmsError):
     code = "KeyUnavailableException"
+
+
+class KMSInvalidSignatureException(KmsError):
+    """Verify: the signature is not valid for the key, message and algorithm (never a false result)."""
+
+    code = "KMSInvalidSignatureException"
+
+
+class KMSInvalidMacException(KmsError):
+    """VerifyMac: the MAC is not valid for the key, message and algorithm."""
+
+    code = "KMSInvalidMacException"
 
 
 # IAM admin API (IAM error names, as the AWS IAM API spells them)

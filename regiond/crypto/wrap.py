@@ -1,7 +1,9 @@
 """Backing key material (make it, wrap it under the root key, unwrap it, use it), and every AAD
 that binds a value sealed under the root key to its place.
 
-A KMS key's backing key versions are 256-bit AES keys. At rest each one is sealed by the
+A symmetric encryption KMS key's backing key versions are 256-bit AES keys; the other key
+specs (HMAC keys, asymmetric private keys: ``crypto.keymaterial``) keep their material in the
+same column, as bytes of their own format. At rest each one is sealed by the
 region's root keyring with AAD that binds the KMS key id and the version number
 (``backing_key_aad``), so a wrapped value copied onto another key's or version's row does not
 unwrap: an attacker with write access to the database cannot make key A decrypt with key B's
@@ -23,10 +25,11 @@ AES-256-GCM, AAD prefixed with ``regionkms-root-v1``) under one of these AADs, a
 Material that crosses regions is sealed with HPKE instead (``hpke.py``, whose ``info`` binds
 key id, version and both regions). These byte strings are stored formats: never change one.
 
-Unwrapped material lives only in an ``UnwrappedKey`` (Tink's ``KeysetHandle`` idea, STYLE.md
+Unwrapped material lives only in a ``SecretMaterial`` (Tink's ``KeysetHandle`` idea, STYLE.md
 item 10): it refuses to be printed or pickled, and the raw bytes are reachable only through
-``material()``, which a reviewer can grep for. ``seal``/``unseal`` here (through the key's
-cached ``aead.AeadKey``) are the only users of ``material()`` outside tests.
+``material()``, which a reviewer can grep for. ``UnwrappedKey`` is the AES-256 kind, with the
+``seal``/``unseal`` here (through the key's cached ``aead.AeadKey``); the other kinds are opened
+only by ``crypto.keymaterial``'s handles (``crypto.mac``, ``crypto.asymmetric``).
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ from regiond.crypto.keyring import KeyringError, RootKeyring
 
 __all__ = [
     "BACKING_KEY_BYTES",
+    "MAX_MATERIAL_BYTES",
     "REGION_ENCRYPTION_AAD",
     "REGION_IDENTITY_AAD",
     "REGION_TLS_KEY_AAD",
+    "SecretMaterial",
     "UnwrappedKey",
     "access_key_aad",
     "backing_key_aad",
@@ -51,6 +56,7 @@ __all__ = [
     "seal",
     "unseal",
     "unwrap",
+    "unwrap_material",
     "wrap",
 ]
 
@@ -64,35 +70,31 @@ REGION_TLS_KEY_AAD = b"region-tls-key"
 _U32 = struct.Struct(">I")
 
 
-class UnwrappedKey:
-    """Backing key material in memory: never printed, compared, copied by pickle, or logged."""
+MAX_MATERIAL_BYTES = 8192
+"""Upper bound on any kind of key material (an RSA-4096 PKCS#8 key is about 2.4 KB)."""
 
-    __slots__ = ("_aead", "_material")
+
+class SecretMaterial:
+    """Key material of any kind in memory: never printed, compared, copied by pickle, or logged."""
+
+    __slots__ = ("_material",)
 
     def __init__(self, material: bytes) -> None:
-        if len(material) != BACKING_KEY_BYTES:
-            raise ValueError("backing key material must be 32 bytes")
+        if not 1 <= len(material) <= MAX_MATERIAL_BYTES:
+            raise ValueError("key material has an impossible length")
         self._material = bytes(material)
-        self._aead: aead.AeadKey | None = None  # built on first use (most cached keys may never be used)
 
     def material(self) -> bytes:
-        """The raw key bytes, for the AEAD call and for wrapping; nothing else."""
+        """The raw key bytes, for the primitive that uses them and for wrapping; nothing else."""
         return self._material
 
-    def _cipher(self) -> aead.AeadKey:
-        """This key's AES-GCM cipher, built once: for ``seal``/``unseal`` below only."""
-        cipher = self._aead
-        if cipher is None:
-            cipher = self._aead = aead.AeadKey(self.material())
-        return cipher
-
     def __repr__(self) -> str:
-        return "UnwrappedKey(<redacted>)"
+        return f"{type(self).__name__}(<redacted>)"
 
     __str__ = __repr__
 
     def __reduce__(self) -> tuple[object, ...]:
-        raise TypeError("an unwrapped key cannot be pickled")
+        raise TypeError("key material cannot be pickled")
 
     def __eq__(self, other: object) -> bool:
         # Identity only: a value comparison could be used as a timing oracle on key bytes.
@@ -101,6 +103,24 @@ class UnwrappedKey:
     def __hash__(self) -> int:
         return id(self)
 
+
+class UnwrappedKey(SecretMaterial):
+    """A symmetric backing key (AES-256) in memory, with its cipher built on first use."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, material: bytes) -> None:
+        if len(material) != BACKING_KEY_BYTES:
+            raise ValueError("backing key material must be 32 bytes")
+        self._material = bytes(material)
+        self._aead: aead.AeadKey | None = None  # built on first use (most cached keys may never be used)
+
+    def _cipher(self) -> aead.AeadKey:
+        """This key's AES-GCM cipher, built once: for ``seal``/``unseal`` below only."""
+        cipher = self._aead
+        if cipher is None:
+            cipher = self._aead = aead.AeadKey(self.material())
+        return cipher
 
 def backing_key_aad(key_id: str, version: int) -> bytes:
     """The AAD that ties a wrapped backing key to its KMS key id and version number."""
@@ -124,9 +144,19 @@ def new_backing_key() -> UnwrappedKey:
     return UnwrappedKey(aead.generate_key())
 
 
-def wrap(keyring: RootKeyring, key_id: str, version: int, key: UnwrappedKey) -> bytes:
-    """Seal ``key`` under the root key for storage in ``key_versions.material_wrapped``."""
+def wrap(keyring: RootKeyring, key_id: str, version: int, key: SecretMaterial) -> bytes:
+    """Seal ``key`` (of any kind) under the root key for storage in ``key_versions.material_wrapped``."""
     return keyring.wrap(key.material(), backing_key_aad(key_id, version))
+
+
+def unwrap_material(keyring: RootKeyring, key_id: str, version: int, wrapped: bytes) -> SecretMaterial:
+    """Open stored material of any kind (replication seals it as it is; ``crypto.keymaterial``
+    opens non-symmetric kinds); ``KeyringError`` if it was not wrapped for this key and version."""
+    material = keyring.unwrap(wrapped, backing_key_aad(key_id, version))
+    try:
+        return SecretMaterial(material)
+    except ValueError as exc:
+        raise KeyringError("unwrapped key material has an impossible length") from exc
 
 
 def unwrap(keyring: RootKeyring, key_id: str, version: int, wrapped: bytes) -> UnwrappedKey:

@@ -81,9 +81,11 @@ __all__ = [
     "MIN_PENDING_WINDOW_IN_DAYS",
     "TRANSITIONS",
     "BackingKeyVersion",
+    "EncapsulationAlgorithm",
     "EncryptionAlgorithm",
     "ExpirationModel",
     "Key",
+    "KeyAgreementAlgorithm",
     "KeyEvent",
     "KeyManager",
     "KeySpec",
@@ -198,6 +200,18 @@ class SigningAlgorithm(enum.StrEnum):
     ED25519_PH_SHA_512 = "ED25519_PH_SHA_512"
 
 
+class KeyAgreementAlgorithm(enum.StrEnum):
+    """``KeyAgreementAlgorithmSpec``."""
+
+    ECDH = "ECDH"
+
+
+class EncapsulationAlgorithm(enum.StrEnum):
+    """``EncapsulationAlgorithmSpec``."""
+
+    ML_KEM = "ML_KEM"
+
+
 class MacAlgorithm(enum.StrEnum):
     """``MacAlgorithmSpec``."""
 
@@ -257,6 +271,8 @@ _ENCRYPTION_BY_SPEC: Mapping[KeySpec, tuple[EncryptionAlgorithm, ...]] = Mapping
         KeySpec.SM2: (EncryptionAlgorithm.SM2PKE,),
     }
 )
+_ECDH_SPECS = frozenset({KeySpec.ECC_NIST_P256, KeySpec.ECC_NIST_P384, KeySpec.ECC_NIST_P521, KeySpec.SM2})
+_ML_KEM_SPECS = frozenset({KeySpec.ML_KEM_512, KeySpec.ML_KEM_768, KeySpec.ML_KEM_1024})
 _MAC_BY_SPEC: Mapping[KeySpec, tuple[MacAlgorithm, ...]] = MappingProxyType(
     {
         KeySpec.HMAC_224: (MacAlgorithm.HMAC_SHA_224,),
@@ -401,6 +417,20 @@ class Key:
         if self.key_usage is not KeyUsage.GENERATE_VERIFY_MAC:
             return ()
         return _MAC_BY_SPEC.get(self.key_spec, ())
+
+    @property
+    def key_agreement_algorithms(self) -> tuple[KeyAgreementAlgorithm, ...]:
+        """Present only for ``KEY_AGREEMENT`` keys."""
+        if self.key_usage is not KeyUsage.KEY_AGREEMENT or self.key_spec not in _ECDH_SPECS:
+            return ()
+        return (KeyAgreementAlgorithm.ECDH,)
+
+    @property
+    def encapsulation_algorithms(self) -> tuple[EncapsulationAlgorithm, ...]:
+        """Present only for ``ENCAPSULATE_DECAPSULATE`` keys."""
+        if self.key_usage is not KeyUsage.ENCAPSULATE_DECAPSULATE or self.key_spec not in _ML_KEM_SPECS:
+            return ()
+        return (EncapsulationAlgorithm.ML_KEM,)
 
 
 def _require_aware(value: datetime, name: str) -> None:

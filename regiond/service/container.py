@@ -7,14 +7,17 @@ from dataclasses import dataclass
 from regiond.clock import Clock
 from regiond.config import Settings
 from regiond.service.aliases import AliasService
+from regiond.service.asymmetric import AsymmetricService
 from regiond.service.authn import Authenticator
 from regiond.service.authz import Authorizer
 from regiond.service.cryptops import CryptoService
+from regiond.service.datakeypairs import DataKeyPairService
 from regiond.service.grants import GrantService
 from regiond.service.iam import IamService
 from regiond.service.iam_authz import IamAuthorizer
 from regiond.service.importing import ImportService
 from regiond.service.keys import KeyService
+from regiond.service.mac import MacService
 from regiond.service.multiregion import MultiRegionService
 from regiond.service.policies import KeyPolicyService
 from regiond.service.rotation import RotationService
@@ -33,6 +36,9 @@ class Services:
     cryptops: CryptoService
     grants: GrantService
     policies: KeyPolicyService
+    macs: MacService
+    asymmetric: AsymmetricService
+    data_key_pairs: DataKeyPairService
     multiregion: MultiRegionService | None = None
     rotation: RotationService | None = None
     importing: ImportService | None = None

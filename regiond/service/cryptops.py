@@ -8,15 +8,24 @@ policies and unwrapped backing keys come from ``KeyCache``; identity policies fr
 Blobs are ``domain.ciphertext`` format version 1: ``header || nonce || ciphertext || tag`` with
 AAD = header || canonical encryption context (``domain.context``), sealed by the key's current
 backing version. Decrypt reads the key id and backing version from the header, so it needs
-no KeyId. Every way a blob can fail to open (bad framing, unknown key, missing backing
-version, wrong context, any changed byte) is the same ``InvalidCiphertextException`` with no
-message (STYLE.md item 4): a prober learns nothing about which part was wrong.
+no KeyId. Every way a blob can fail to open (bad framing, missing backing version, wrong
+context, any changed byte) is the same ``InvalidCiphertextException`` with no message (STYLE.md
+item 4): a prober learns nothing about which part was wrong. A blob whose key is not in this
+Region (another Region's single-Region key, a deleted key) is AccessDeniedException with AWS's
+wording, which names no key.
+
+An RSA key (``ENCRYPT_DECRYPT`` with an asymmetric spec) encrypts with RSAES-OAEP instead; its
+ciphertexts carry no header, so Decrypt needs the KeyId (``service.asymmetric``). The hot path
+tells the two apart by one attribute, ``CachedKey.handle``, which only non-symmetric keys have.
+
+``DryRun`` with ``DryRunModifiers`` IGNORE_CIPHERTEXT (Decrypt, ReEncrypt) checks only the key
+named by KeyId (SourceKeyId): authorization, state and usage, and no ciphertext.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
 
 from regiond.crypto import wrap
@@ -24,6 +33,7 @@ from regiond.domain import ciphertext
 from regiond.domain.context import canonical_bytes, normalize
 from regiond.domain.key import EncryptionAlgorithm, Key, KeySpec, KeyUsage, require_usable_for_crypto
 from regiond.errors import (
+    AccessDeniedException,
     DryRunOperationException,
     IncorrectKeyException,
     InvalidKeyUsageException,
@@ -31,6 +41,7 @@ from regiond.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
+from regiond.service.asymmetric import AsymmetricService
 from regiond.service.authz import Requester
 from regiond.service.keycache import CachedKey
 from regiond.service.keys import KeyService
@@ -40,6 +51,12 @@ __all__ = ["DATA_KEY_SPEC_BYTES", "CryptoService", "Decrypted", "Encrypted"]
 DATA_KEY_SPEC_BYTES = {"AES_256": 32, "AES_128": 16}
 DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is set."
 INCORRECT_KEY_MESSAGE = "The key ID in the request does not identify a CMK that can perform this operation."
+KEY_NOT_HERE_MESSAGE = (
+    "The ciphertext refers to a customer master key that does not exist, does not exist in this region, "
+    "or you are not allowed to access."
+)
+IGNORE_CIPHERTEXT = "IGNORE_CIPHERTEXT"
+SYMMETRIC = EncryptionAlgorithm.SYMMETRIC_DEFAULT.value
 
 
 # Named tuples rather than frozen dataclasses: one is built per call, at half the cost.
@@ -47,12 +64,14 @@ class Encrypted(NamedTuple):
     blob: bytes
     key: Key
     key_arn: str  # ``key.arn``, as the cache computed it once
+    algorithm: str = SYMMETRIC
 
 
 class Decrypted(NamedTuple):
     plaintext: bytes
     key: Key
     key_arn: str
+    algorithm: str = SYMMETRIC
 
 
 def _require_symmetric(key: Key, operation: str, algorithm: str | None) -> None:
@@ -63,24 +82,38 @@ def _require_symmetric(key: Key, operation: str, algorithm: str | None) -> None:
 
 
 class CryptoService:
-    def __init__(self, keys: KeyService) -> None:
+    def __init__(self, keys: KeyService, asymmetric: AsymmetricService | None = None) -> None:
         self._keys = keys
         self._cache = keys.cache
         self._authz = keys.authz
         self._usage = keys.usage
+        self.asymmetric = asymmetric or AsymmetricService(keys)
 
     async def _usable(
         self, who: Requester, entry: CachedKey, operation: str, *, action: str | None = None,
         context: Mapping[str, str], algorithm: str | None = None,
     ) -> None:  # fmt: skip
         """Authorize, then the state and usage checks every cryptographic operation shares."""
+        await self._authorized(who, entry, operation, action=action, context=context)
+        _require_symmetric(entry.key, operation, algorithm)
+
+    async def _authorized(
+        self, who: Requester, entry: CachedKey, operation: str, *, action: str | None, context: Mapping[str, str],
+        values: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:  # fmt: skip
         await self._authz.authorize(
             who.principal, action or f"kms:{operation}", entry.key,
-            encryption_context=context, request_values=who.values, grant_tokens=who.grant_tokens,
+            encryption_context=context, request_values=values or who.values, grant_tokens=who.grant_tokens,
             key_policy=entry.policy,
         )  # fmt: skip
         require_usable_for_crypto(entry.key, operation)
-        _require_symmetric(entry.key, operation, algorithm)
+
+    async def _authorized_asymmetric(
+        self, who: Requester, entry: CachedKey, operation: str, *, action: str | None, context: Mapping[str, str],
+        algorithm: str | None,
+    ) -> None:  # fmt: skip
+        values = {**who.values, "kms:EncryptionAlgorithm": (algorithm or SYMMETRIC,)}
+        await self._authorized(who, entry, operation, action=action, context=context, values=values)
 
     def _seal(self, entry: CachedKey, plaintext: bytes, context: Mapping[str, str]) -> bytes:
         current = entry.current
@@ -98,6 +131,8 @@ class CryptoService:
     ) -> Encrypted:  # fmt: skip
         ctx = normalize(context)
         entry = await self._keys.resolve(who, key_param)
+        if entry.handle is not None:  # an HMAC or asymmetric key
+            return await self._encrypt_asymmetric(who, entry, "Encrypt", None, plaintext, ctx, algorithm, dry_run)
         await self._usable(who, entry, "Encrypt", context=ctx, algorithm=algorithm)
         if dry_run:
             raise DryRunOperationException(DRY_RUN_MESSAGE)
@@ -105,53 +140,102 @@ class CryptoService:
         self._usage.record(entry.key.key_id, "Encrypt", who.request_id)
         return Encrypted(blob, entry.key, entry.arn)
 
+    async def _encrypt_asymmetric(
+        self, who: Requester, entry: CachedKey, operation: str, action: str | None, plaintext: bytes,
+        ctx: Mapping[str, str], algorithm: str | None, dry_run: bool,
+    ) -> Encrypted:  # fmt: skip
+        await self._authorized_asymmetric(who, entry, operation, action=action, context=ctx, algorithm=algorithm)
+        if dry_run:
+            self.asymmetric.check_encryption_key(entry, operation, algorithm, ctx)
+            raise DryRunOperationException(DRY_RUN_MESSAGE)
+        blob, chosen = self.asymmetric.encrypt(entry, operation, plaintext, algorithm, ctx)
+        self._usage.record(entry.key.key_id, operation, who.request_id)
+        return Encrypted(blob, entry.key, entry.arn, chosen.value)
+
     async def _open(
         self, who: Requester, blob: bytes, context: Mapping[str, str], key_param: str | None,
-        *, operation: str, action: str, algorithm: str | None,
+        *, operation: str, action: str, algorithm: str | None, ignore_ciphertext: bool = False,
     ) -> Decrypted:  # fmt: skip
-        header, sealed = ciphertext.unpack(blob)
+        """Open ``blob``; with ``ignore_ciphertext`` (a DryRun), check the named key and raise DryRun."""
         if key_param is not None:
             named = await self._keys.resolve(who, key_param)
+            if ignore_ciphertext:
+                await self._check_only(who, named, operation, action, context, algorithm)
+            if named.handle is not None:  # an HMAC or asymmetric key: RSAES-OAEP, no header
+                await self._authorized_asymmetric(
+                    who, named, operation, action=action, context=context, algorithm=algorithm
+                )
+                plaintext, chosen = self.asymmetric.decrypt(named, operation, blob, algorithm, context)
+                return Decrypted(plaintext, named.key, named.arn, chosen.value)
+            header, sealed = ciphertext.unpack(blob)
             if named.key.key_id != header.key_id:
                 raise IncorrectKeyException(INCORRECT_KEY_MESSAGE)
+        elif ignore_ciphertext:
+            raise ValidationException("KeyId is required when DryRunModifiers includes IGNORE_CIPHERTEXT.")
+        else:
+            header, sealed = ciphertext.unpack(blob)
         entry = await self._cache.get(header.key_id)
         if entry is None:
-            raise ciphertext.invalid_ciphertext()
+            raise AccessDeniedException(KEY_NOT_HERE_MESSAGE)
         await self._usable(who, entry, operation, action=action, context=context, algorithm=algorithm)
         material = entry.backing.get(header.backing_version)
         if material is None:
             raise ciphertext.invalid_ciphertext()
         aad = ciphertext.aad(blob[: ciphertext.HEADER_BYTES], canonical_bytes(context))
-        plaintext = wrap.unseal(material, sealed, aad)
-        if plaintext is None:
+        opened = wrap.unseal(material, sealed, aad)
+        if opened is None:
             raise ciphertext.invalid_ciphertext()
-        return Decrypted(plaintext, entry.key, entry.arn)
+        return Decrypted(opened, entry.key, entry.arn)
+
+    async def _check_only(
+        self, who: Requester, entry: CachedKey, operation: str, action: str | None, context: Mapping[str, str],
+        algorithm: str | None,
+    ) -> None:  # fmt: skip
+        """DryRun with IGNORE_CIPHERTEXT: the key's checks, then DryRunOperationException."""
+        if entry.handle is not None:
+            await self._authorized_asymmetric(
+                who, entry, operation, action=action, context=context, algorithm=algorithm
+            )
+            self.asymmetric.check_encryption_key(entry, operation, algorithm, context)
+        else:
+            await self._usable(who, entry, operation, action=action, context=context, algorithm=algorithm)
+        raise DryRunOperationException(DRY_RUN_MESSAGE)
 
     async def decrypt(
-        self, who: Requester, blob: bytes, context: Mapping[str, str] | None, key_param: str | None = None,
-        *, algorithm: str | None = None, dry_run: bool = False,
+        self, who: Requester, blob: bytes | None, context: Mapping[str, str] | None, key_param: str | None = None,
+        *, algorithm: str | None = None, dry_run: bool = False, ignore_ciphertext: bool = False,
     ) -> Decrypted:  # fmt: skip
         ctx = normalize(context)
         result = await self._open(
-            who, blob, ctx, key_param, operation="Decrypt", action="kms:Decrypt", algorithm=algorithm
-        )
+            who, blob or b"", ctx, key_param, operation="Decrypt", action="kms:Decrypt", algorithm=algorithm,
+            ignore_ciphertext=dry_run and ignore_ciphertext,
+        )  # fmt: skip
         if dry_run:
             raise DryRunOperationException(DRY_RUN_MESSAGE)
         self._usage.record(result.key.key_id, "Decrypt", who.request_id)
         return result
 
     async def re_encrypt(
-        self, who: Requester, blob: bytes, *, source_context: Mapping[str, str] | None,
+        self, who: Requester, blob: bytes | None, *, source_context: Mapping[str, str] | None,
         source_key: str | None, destination_key: str, destination_context: Mapping[str, str] | None,
         source_algorithm: str | None = None, destination_algorithm: str | None = None, dry_run: bool = False,
-    ) -> tuple[Key, Encrypted]:  # fmt: skip
-        """Decrypt under the source key and encrypt under the destination: (source key, result)."""
+        ignore_ciphertext: bool = False,
+    ) -> tuple[Decrypted, Encrypted]:  # fmt: skip
+        """Decrypt under the source key and encrypt under the destination: (source side, result)."""
         src_ctx, dst_ctx = normalize(source_context), normalize(destination_context)
         opened = await self._open(
-            who, blob, src_ctx, source_key,
+            who, blob or b"", src_ctx, source_key,
             operation="ReEncrypt", action="kms:ReEncryptFrom", algorithm=source_algorithm,
+            ignore_ciphertext=dry_run and ignore_ciphertext,
         )  # fmt: skip
         destination = await self._keys.resolve(who, destination_key)
+        if destination.handle is not None:
+            result = await self._encrypt_asymmetric(
+                who, destination, "ReEncrypt", "kms:ReEncryptTo", opened.plaintext, dst_ctx, destination_algorithm,
+                dry_run,
+            )  # fmt: skip
+            self._usage.record(opened.key.key_id, "ReEncrypt", who.request_id)
+            return opened, result
         await self._usable(
             who, destination, "ReEncrypt", action="kms:ReEncryptTo", context=dst_ctx, algorithm=destination_algorithm
         )
@@ -160,7 +244,7 @@ class CryptoService:
         new_blob = self._seal(destination, opened.plaintext, dst_ctx)
         self._usage.record(opened.key.key_id, "ReEncrypt", who.request_id)
         self._usage.record(destination.key.key_id, "ReEncrypt", who.request_id)
-        return opened.key, Encrypted(new_blob, destination.key, destination.arn)
+        return opened, Encrypted(new_blob, destination.key, destination.arn)
 
     async def generate_data_key(
         self, who: Requester, key_param: str, context: Mapping[str, str] | None,
@@ -183,6 +267,22 @@ class CryptoService:
         blob = self._seal(entry, data_key, ctx)
         self._usage.record(entry.key.key_id, operation, who.request_id)
         return data_key, Encrypted(blob, entry.key, entry.arn)
+
+    async def seal_new(
+        self, who: Requester, key_param: str, context: Mapping[str, str] | None, *, operation: str,
+        make: Callable[[], Awaitable[bytes]], dry_run: bool = False,
+    ) -> tuple[bytes, Encrypted]:  # fmt: skip
+        """Like GenerateDataKey, for secrets that ``make`` produces once the key has passed every
+        check (GenerateDataKeyPair*: a private key)."""
+        ctx = normalize(context)
+        entry = await self._keys.resolve(who, key_param)
+        await self._usable(who, entry, operation, context=ctx)
+        if dry_run:
+            raise DryRunOperationException(DRY_RUN_MESSAGE)
+        secret = await make()
+        blob = self._seal(entry, secret, ctx)
+        self._usage.record(entry.key.key_id, operation, who.request_id)
+        return secret, Encrypted(blob, entry.key, entry.arn)
 
     async def generate_random(
         self, who: Requester, number_of_bytes: int | None, *, custom_key_store_id: str | None = None

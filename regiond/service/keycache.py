@@ -27,7 +27,9 @@ Aliases are cached separately as ``(account, alias name) -> key id``. Any key no
 drops every alias entry: alias changes are rare, and the trigger names only key ids.
 
 Unwrapped material is held in ``UnwrappedKey`` objects (redacted ``repr``, no pickling), and a
-``CachedKey``'s ``repr`` leaves them out.
+``CachedKey``'s ``repr`` leaves them out. A symmetric encryption key's versions are in
+``backing``; any other key spec (HMAC, asymmetric) has one material, whose usable form is
+``handle`` (``crypto.keymaterial``: a ``MacKey`` or a ``PrivateKey``, parsed on first use).
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ from typing import Protocol
 import structlog
 
 from regiond.cache import LoadWindow, LoadWindows, TtlCache
-from regiond.crypto import wrap
+from regiond.crypto import keymaterial, wrap
 from regiond.crypto.keyring import KeyringError, RootKeyring
 from regiond.domain.decision import GrantView
-from regiond.domain.key import Key
+from regiond.domain.key import Key, KeySpec
 from regiond.domain.policy import Policy, PolicyKind, parse_policy
 from regiond.errors import KmsError, KMSInternalException, NotFoundException
 from regiond.store import aliases as alias_store
@@ -73,6 +75,7 @@ class CachedKey:
     current_version: int | None
     aws_service: str | None
     backing: Mapping[int, wrap.UnwrappedKey] = field(repr=False, default_factory=dict)
+    handle: keymaterial.KeyHandle | None = field(repr=False, default=None)  # non-symmetric keys only
     arn: str = field(init=False, repr=False)  # ``key.arn``, which re-validates its parts on every read
 
     def __post_init__(self) -> None:
@@ -199,11 +202,19 @@ class KeyCache:
                 log.error("key.policy_unreadable", key_id=record.key.key_id)
             raise KMSInternalException("The key policy of this key cannot be read") from exc
         backing: dict[int, wrap.UnwrappedKey] = {}
+        handle: keymaterial.KeyHandle | None = None
+        spec = record.key.key_spec
         for version in wrapped:
             try:
-                backing[version.version] = wrap.unwrap(
-                    self._keyring, record.key.key_id, version.version, version.material_wrapped
-                )
+                if spec is KeySpec.SYMMETRIC_DEFAULT:
+                    backing[version.version] = wrap.unwrap(
+                        self._keyring, record.key.key_id, version.version, version.material_wrapped
+                    )
+                elif version.version == record.current_version:
+                    opened = wrap.unwrap_material(
+                        self._keyring, record.key.key_id, version.version, version.material_wrapped
+                    )
+                    handle = keymaterial.handle(spec, opened)
             except KeyringError as exc:
                 if log_failure:
                     log.error("key.material_unwrap_failed", key_id=record.key.key_id, version=version.version)
@@ -214,6 +225,7 @@ class KeyCache:
             current_version=record.current_version,
             aws_service=record.aws_service,
             backing=MappingProxyType(backing),
+            handle=handle,
         )
 
     async def key_policy(self, key: Key) -> Policy:

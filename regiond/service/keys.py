@@ -16,6 +16,7 @@ second line.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 from collections.abc import Sequence
@@ -26,9 +27,9 @@ import structlog
 
 from regiond.cache import remember
 from regiond.clock import Clock
-from regiond.crypto import wrap
+from regiond.crypto import keymaterial, wrap
 from regiond.crypto.keyring import RootKeyring
-from regiond.domain import ids, permissions
+from regiond.domain import ids, keyspec, permissions
 from regiond.domain.decision import aws_managed_key_policy, default_key_policy
 from regiond.domain.key import (
     Key,
@@ -36,7 +37,6 @@ from regiond.domain.key import (
     KeyManager,
     KeySpec,
     KeyState,
-    KeyUsage,
     MultiRegionConfiguration,
     MultiRegionKey,
     MultiRegionKeyType,
@@ -101,7 +101,7 @@ def _key_reference(value: str) -> ids.KeyRef:
 @dataclass(frozen=True)
 class CreateKeyRequest:
     description: str = ""
-    key_usage: str = KeyUsage.ENCRYPT_DECRYPT.value
+    key_usage: str | None = None  # required for every spec but SYMMETRIC_DEFAULT (domain.keyspec)
     key_spec: str | None = None
     customer_master_key_spec: str | None = None
     origin: str = Origin.AWS_KMS.value
@@ -268,8 +268,10 @@ class KeyService:
         log.info("key.aws_managed_created", key_id=key.key_id, service=service)
         return key.key_id
 
-    async def _insert_material(self, con: Conn, key_id: str, now: dt.datetime) -> None:
-        material = wrap.new_backing_key()
+    async def _insert_material(
+        self, con: Conn, key_id: str, now: dt.datetime, material: wrap.SecretMaterial | None = None
+    ) -> None:
+        material = material or wrap.new_backing_key()
         await key_store.insert_version(con, key_id, 1, wrap.wrap(self._keyring, key_id, 1, material), now)
 
     # --- CreateKey / DescribeKey / ListKeys ---------------------------------------------------
@@ -278,7 +280,7 @@ class KeyService:
         """AWS's "Required permissions": kms:CreateKey (IAM policy) and, to use the Tags parameter,
         kms:TagResource (IAM policy); the new key policy must pass the lockout safety check."""
         spec = _key_spec(request)
-        usage = KeyUsage(request.key_usage)
+        usage = keyspec.key_usage_for(spec, request.key_usage)
         origin = Origin(request.origin)
         key_id = ids.new_key_id(request.multi_region)
         for permission in permissions.create_key(
@@ -290,12 +292,7 @@ class KeyService:
             await self.authz.require(who.principal, permission, who.values)
         if request.custom_key_store_id is not None or request.xks_key_id is not None:
             raise UnsupportedOperationException("Custom key stores are not supported by regionkms")
-        if usage is not KeyUsage.ENCRYPT_DECRYPT or spec is not KeySpec.SYMMETRIC_DEFAULT:
-            if spec is KeySpec.SYMMETRIC_DEFAULT and usage is not KeyUsage.ENCRYPT_DECRYPT:
-                raise ValidationException(f"KeyUsage {usage} is not compatible with KeySpec {spec}")
-            raise UnsupportedOperationException(
-                f"KeySpec {spec} with KeyUsage {usage} is not supported by this regionkms version yet"
-            )
+        keyspec.require_available(spec)
         if origin not in (Origin.AWS_KMS, Origin.EXTERNAL):
             raise UnsupportedOperationException(f"Origin {origin} is not supported by regionkms")
         tags = validate_tags(request.tags)
@@ -323,13 +320,17 @@ class KeyService:
                 who.principal, parsed, key_arn=key.arn, key_account=who.account, request_values=who.values
             ):
                 raise MalformedPolicyDocumentException(LOCKOUT_MESSAGE)
+        material: wrap.SecretMaterial | None = None
+        if origin is Origin.AWS_KMS and spec is not KeySpec.SYMMETRIC_DEFAULT:
+            # RSA-4096 takes a second of CPU: not on the event loop.
+            material = await asyncio.to_thread(keymaterial.generate, spec)
         async with transaction(self._pool) as con:
             current = None if origin is Origin.EXTERNAL else 1
             await key_store.insert_key(con, key, policy=policy, current_version=current)
             if current is not None:
-                await self._insert_material(con, key.key_id, now)
+                await self._insert_material(con, key.key_id, now, material)
             await tag_store.upsert(con, key.key_id, tags)
-        log.info("key.created", key_id=key.key_id, origin=origin.value)
+        log.info("key.created", key_id=key.key_id, origin=origin.value, key_spec=spec.value)
         return key
 
     async def describe_key(self, who: Requester, value: str) -> Key:

@@ -64,7 +64,8 @@ async def test_key_pending_deletion_refuses_decrypt_and_the_sweeper_destroys_it(
     later = node.clock.now() + dt.timedelta(days=7, minutes=1)
     assert await sweeper.run_once(later) == [md["KeyId"]]
     err = await expect_error(kms.decrypt, CiphertextBlob=blob)
-    assert error_code(err) == "InvalidCiphertextException"
+    assert error_code(err) == "AccessDeniedException"  # the blob's key no longer exists (AWS's wording)
+    assert "does not exist" in err.response["Error"]["Message"]
     assert error_code(await expect_error(kms.describe_key, KeyId=md["KeyId"])) == "NotFoundException"
     assert error_code(await expect_error(kms.describe_key, KeyId="alias/doomed")) == "NotFoundException"
     assert [k["KeyId"] for k in (await aws_call(kms.list_keys))["Keys"]] == [keep["KeyId"]]

@@ -66,7 +66,7 @@ async def test_create_key_options_and_refusals(nodes: NodeFactory) -> None:
     assert err.response["Error"]["Message"] == f"{external['Arn']} is pending import."
     mrk = (await aws_call(kms.create_key, MultiRegion=True))["KeyMetadata"]  # replication: tests/cluster/
     assert mrk["KeyId"].startswith("mrk-") and mrk["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY"
-    assert error_code(await expect_error(kms.create_key, KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")) == (
+    assert error_code(await expect_error(kms.create_key, KeySpec="SM2", KeyUsage="SIGN_VERIFY")) == (
         "UnsupportedOperationException"
     )
     assert error_code(await expect_error(kms.create_key, Policy="{not json")) == "MalformedPolicyDocumentException"

@@ -7,25 +7,29 @@ context and key id; never plaintext, data keys or blobs.
 
 from __future__ import annotations
 
-from regiond.domain.key import EncryptionAlgorithm
-from regiond.errors import UnsupportedOperationException, ValidationException
+from regiond.errors import ValidationException
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
 from regiond.protocol.ops.keys import requester
+from regiond.service.cryptops import IGNORE_CIPHERTEXT
+from regiond.service.recipient import refuse_recipient
 
 __all__ = ["HANDLERS"]
 
-SYMMETRIC = EncryptionAlgorithm.SYMMETRIC_DEFAULT.value
-
 
 def _no_recipient(params: Params) -> None:
-    if params.get("Recipient") is not None:
-        raise UnsupportedOperationException("Recipient (Nitro Enclaves attestation) is not supported by regionkms")
+    refuse_recipient(params.get("Recipient"))
 
 
-def _blob(params: Params) -> bytes:
-    # Optional in the model (Recipient flows), required by every flow regionkms supports.
+def _ignores_ciphertext(params: Params) -> bool:
+    return IGNORE_CIPHERTEXT in (params.get("DryRunModifiers") or ())
+
+
+def _blob(params: Params) -> bytes | None:
+    # Optional in the model (Recipient flows, IGNORE_CIPHERTEXT dry runs), required otherwise.
     blob = params.get("CiphertextBlob")
     if blob is None:
+        if params.get("DryRun") and _ignores_ciphertext(params):
+            return None
         raise ValidationException(
             "1 validation error detected: Value at 'ciphertextBlob' failed to satisfy constraint: "
             "Member must not be null"
@@ -47,7 +51,7 @@ async def encrypt(ctx: OpContext, params: Params) -> Result:
         algorithm=params.get("EncryptionAlgorithm"), dry_run=bool(params.get("DryRun", False)),
     )  # fmt: skip
     _audit(ctx, result.key_arn, context)
-    return {"CiphertextBlob": result.blob, "KeyId": result.key_arn, "EncryptionAlgorithm": SYMMETRIC}
+    return {"CiphertextBlob": result.blob, "KeyId": result.key_arn, "EncryptionAlgorithm": result.algorithm}
 
 
 async def decrypt(ctx: OpContext, params: Params) -> Result:
@@ -57,9 +61,10 @@ async def decrypt(ctx: OpContext, params: Params) -> Result:
     result = await ctx.services.cryptops.decrypt(
         requester(ctx), blob, context, params.get("KeyId"),
         algorithm=params.get("EncryptionAlgorithm"), dry_run=bool(params.get("DryRun", False)),
+        ignore_ciphertext=_ignores_ciphertext(params),
     )  # fmt: skip
     _audit(ctx, result.key_arn, context)
-    return {"KeyId": result.key_arn, "Plaintext": result.plaintext, "EncryptionAlgorithm": SYMMETRIC}
+    return {"KeyId": result.key_arn, "Plaintext": result.plaintext, "EncryptionAlgorithm": result.algorithm}
 
 
 async def re_encrypt(ctx: OpContext, params: Params) -> Result:
@@ -71,16 +76,15 @@ async def re_encrypt(ctx: OpContext, params: Params) -> Result:
         destination_context=params.get("DestinationEncryptionContext"),
         source_algorithm=params.get("SourceEncryptionAlgorithm"),
         destination_algorithm=params.get("DestinationEncryptionAlgorithm"),
-        dry_run=bool(params.get("DryRun", False)),
+        dry_run=bool(params.get("DryRun", False)), ignore_ciphertext=_ignores_ciphertext(params),
     )  # fmt: skip
-    source_arn = source.arn
-    ctx.record.resources.extend([source_arn, result.key_arn])
+    ctx.record.resources.extend([source.key_arn, result.key_arn])
     return {
         "CiphertextBlob": result.blob,
-        "SourceKeyId": source_arn,
+        "SourceKeyId": source.key_arn,
         "KeyId": result.key_arn,
-        "SourceEncryptionAlgorithm": SYMMETRIC,
-        "DestinationEncryptionAlgorithm": SYMMETRIC,
+        "SourceEncryptionAlgorithm": source.algorithm,
+        "DestinationEncryptionAlgorithm": result.algorithm,
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from regiond.calls import utc_second_text
 from regiond.domain.key import Key, pending_window_in_days
+from regiond.domain.keyspec import LEGACY_CUSTOMER_MASTER_KEY_SPECS
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
 from regiond.service.authz import Requester
 from regiond.service.keys import CreateKeyRequest
@@ -46,11 +47,13 @@ def key_metadata(key: Key) -> dict[str, Any]:
         "Origin": key.origin.value,
         "ExpirationModel": key.expiration_model.value if key.expiration_model else None,
         "KeyManager": key.key_manager.value,
-        "CustomerMasterKeySpec": key.key_spec.value,
+        "CustomerMasterKeySpec": key.key_spec.value if key.key_spec in LEGACY_CUSTOMER_MASTER_KEY_SPECS else None,
         "KeySpec": key.key_spec.value,
         "EncryptionAlgorithms": [a.value for a in key.encryption_algorithms] or None,
         "SigningAlgorithms": [a.value for a in key.signing_algorithms] or None,
         "MacAlgorithms": [a.value for a in key.mac_algorithms] or None,
+        "KeyAgreementAlgorithms": [a.value for a in key.key_agreement_algorithms] or None,
+        "EncapsulationAlgorithms": [a.value for a in key.encapsulation_algorithms] or None,
         "MultiRegion": key.multi_region,
         "MultiRegionConfiguration": None
         if config is None
@@ -70,7 +73,7 @@ def _touched(ctx: OpContext, key: Key) -> None:
 async def create_key(ctx: OpContext, params: Params) -> Result:
     request = CreateKeyRequest(
         description=params.get("Description", ""),
-        key_usage=params.get("KeyUsage", "ENCRYPT_DECRYPT"),
+        key_usage=params.get("KeyUsage"),
         key_spec=params.get("KeySpec"),
         customer_master_key_spec=params.get("CustomerMasterKeySpec"),
         origin=params.get("Origin", "AWS_KMS"),
