@@ -1,34 +1,52 @@
 """The error tree: every failure a client can see, with its AWS wire identity.
 
-Each class knows the ``__type`` it renders as and its HTTP status, so the protocol
-middleware can turn any ``KmsError`` into ``{"__type": e.code, "message": str(e)}``
-without a lookup table. Messages must never contain key material, plaintext or secrets.
+Each class knows the ``__type`` it renders as (``code``) and its HTTP status, so
+``protocol/routes.py`` (``handle``, the one request function; there is no middleware stack)
+turns any ``KmsError`` into ``{"__type": e.code, "message": str(e)}`` without a lookup table.
+Anything that is not a ``KmsError`` is logged and answered as KMSInternalException (500)
+without detail. Messages must never contain key material, plaintext or secrets.
 
-    KmsError (400)
-    ├── protocol:   SerializationException, UnknownOperationException, ValidationException,
-    │               RequestEntityTooLargeException (413), ThrottlingException, RequestTimeoutException (408)
-    ├── auth:       MissingAuthenticationToken (403), IncompleteSignature, InvalidSignatureException,
-    │               UnrecognizedClientException, AccessDeniedException
-    ├── kms 4xx:    NotFoundException, AlreadyExistsException, DisabledException, KMSInvalidStateException,
-    │               InvalidCiphertextException, IncorrectKeyException, InvalidKeyUsageException,
-    │               InvalidAliasNameException, InvalidArnException, InvalidMarkerException,
-    │               InvalidGrantIdException, InvalidGrantTokenException, MalformedPolicyDocumentException,
-    │               TagException, LimitExceededException, UnsupportedOperationException,
-    │               ConflictException, DryRunOperationException, IncorrectKeyMaterialException,
-    │               ExpiredImportTokenException, InvalidImportTokenException, KeyUnavailableException,
-    │               KMSInvalidSignatureException, KMSInvalidMacException
-    ├── iam:        EntityAlreadyExists, NoSuchEntity, MalformedPolicyDocument (IAM admin API)
-    └── server 5xx: KMSInternalException (500), DependencyTimeoutException (503), ServiceUnavailable (503)
+``KmsError`` itself is abstract: it is never raised, and if it were it would render as the
+server fault it would be (KMSInternalException, 500). Every subclass names its own ``code``;
+its status is 400 unless it says otherwise (as AWS: client faults are 400 for this protocol).
+
+    KmsError (abstract; 500 KMSInternalException if raised)
+    ├── protocol (400):  SerializationException, UnknownOperationException, ValidationException,
+    │                    ThrottlingException; RequestEntityTooLargeException (413), RequestTimeoutException (408)
+    ├── auth (400):      MissingAuthenticationToken, IncompleteSignature, InvalidSignatureException,
+    │                    UnrecognizedClientException, AccessDeniedException
+    ├── kms (400):       NotFoundException, AlreadyExistsException, DisabledException, KMSInvalidStateException,
+    │                    InvalidCiphertextException, IncorrectKeyException, InvalidKeyUsageException,
+    │                    InvalidAliasNameException, InvalidArnException, InvalidMarkerException,
+    │                    InvalidGrantIdException, InvalidGrantTokenException, MalformedPolicyDocumentException,
+    │                    TagException, LimitExceededException, UnsupportedOperationException,
+    │                    ConflictException, DryRunOperationException, IncorrectKeyMaterialException,
+    │                    ExpiredImportTokenException, InvalidImportTokenException, KeyUnavailableException,
+    │                    KMSInvalidSignatureException, KMSInvalidMacException, NotAuthorizedException
+    ├── iam (400):       EntityAlreadyExists, NoSuchEntity (the IAM admin API's names)
+    └── server:          KMSInternalException (500), DependencyTimeoutException (503), ServiceUnavailable (503)
+
+(tests/unit/test_errors.py checks that this drawing names every class and each status.)
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class KmsError(Exception):
-    """Base of every client-visible failure; ``code`` is the AWS ``__type``."""
+    """Base of every client-visible failure; ``code`` is the AWS ``__type``. Raise a subclass."""
 
-    code = "KMSInternalException"
-    status = 400
+    code: ClassVar[str] = "KMSInternalException"
+    status: ClassVar[int] = 500
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if KmsError in cls.__bases__:
+            if "code" not in cls.__dict__:
+                raise TypeError(f"{cls.__name__} must name its AWS __type in code")
+            if "status" not in cls.__dict__:
+                cls.status = 400
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message or self.code)

@@ -56,6 +56,7 @@ from regiond.store import tags as tag_store
 from regiond.store.outbox import Outbox, shared_snapshot
 from regiond.store.pool import Conn
 from replication import messages
+from replication.errors import ReplicationError
 from replication.frames import Frame, FrameKind
 from replication.messages import (
     IamAccessKey,
@@ -107,7 +108,7 @@ class Result:
 APPLIED = Result(Outcome.APPLIED)
 
 
-class ApplyError(Exception):
+class ApplyError(ReplicationError):
     """The frame cannot be applied now; roll back and let the sender retry."""
 
 

@@ -35,6 +35,7 @@ from typing import TypeVar
 
 from regiond.crypto.sign import RegionIdentityKey
 from replication import frames, messages
+from replication.errors import ReplicationError
 from replication.frames import Frame, FrameKind
 
 __all__ = [
@@ -59,7 +60,7 @@ MAX_TEXT_CHARS = 2048
 M = TypeVar("M", messages.AuthorizeQuery, messages.AuthorizeAnswer)
 
 
-class AuthorizeError(Exception):
+class AuthorizeError(ReplicationError):
     """No authentic answer: the caller must refuse the operation."""
 
 

@@ -36,6 +36,7 @@ import aiohttp
 import msgpack
 
 from replication.authorize import AUTHORIZE_PATH, MAX_QUERY_BYTES
+from replication.errors import ReplicationError
 from replication.peers import Peer, server_name
 
 __all__ = [
@@ -75,11 +76,11 @@ class Refusal:
     NOT_CONFIGURED = "not_configured"
 
 
-class ChannelError(Exception):
+class ChannelError(ReplicationError):
     """A malformed batch or ack (a bug or an attack, never retried into success)."""
 
 
-class TransportError(Exception):
+class TransportError(ReplicationError):
     """The peer could not be reached or did not answer: retry later with backoff."""
 
 

@@ -53,6 +53,7 @@ from typing import Any
 import msgpack
 
 from regiond.crypto import sign
+from replication.errors import ReplicationError
 
 __all__ = [
     "ENVELOPE_VERSION",
@@ -89,7 +90,7 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
 
-class FrameError(ValueError):
+class FrameError(ReplicationError, ValueError):
     """A frame or envelope is malformed, of an unknown version or kind, or not authentic."""
 
 

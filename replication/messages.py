@@ -66,6 +66,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from regiond.domain.key import KeySpec, KeyUsage, Origin
 from regiond.domain.principal import PrincipalKind
+from replication.errors import ReplicationError
 from replication.frames import REGION_PATTERN, FrameKind
 
 __all__ = [
@@ -128,7 +129,7 @@ def from_us(value: int) -> dt.datetime:
 # --- errors -----------------------------------------------------------------------------------
 
 
-class MessageError(ValueError):
+class MessageError(ReplicationError, ValueError):
     """A frame body is not the message its kind defines; the subclass says how, the text where."""
 
 

@@ -40,6 +40,7 @@ from regiond.crypto import pki, sign
 from regiond.crypto.hpke import RegionEncryptionPublicKey
 from regiond.crypto.keyring import RootKeyring
 from regiond.crypto.wrap import REGION_TLS_KEY_AAD
+from replication.errors import ReplicationError
 
 __all__ = [
     "CERT_RENEW_BEFORE",
@@ -76,7 +77,7 @@ def server_name(region: str) -> str:
     return f"{region}.{SERVER_NAME_SUFFIX}"
 
 
-class PeersFileError(ValueError):
+class PeersFileError(ReplicationError, ValueError):
     """The peers file is missing, malformed, or does not describe this region."""
 
 

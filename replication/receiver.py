@@ -60,6 +60,7 @@ from replication.channel import (
     decode_batch,
     encode_ack,
 )
+from replication.errors import ReplicationError
 from replication.frames import FrameKind
 from replication.messages import AuditAnchors, MessageError
 from replication.peers import Topology
@@ -85,7 +86,7 @@ _OUTSIDE_THE_STREAM = frozenset({FrameKind.HEARTBEAT, FrameKind.AUDIT_ANCHORS}) 
 _NEVER_IN_A_BATCH = frozenset({FrameKind.AUTHORIZE_QUERY, FrameKind.AUTHORIZE_ANSWER})  # replication.authorize
 
 
-class _FrameFailed(Exception):
+class _FrameFailed(ReplicationError):
     """A frame failed on the fast path: the batch is retried frame by frame."""
 
 

@@ -56,6 +56,7 @@ from replication import frames
 from replication.anchors import MAX_ANCHORS_PER_FRAME, anchors_message
 from replication.apply import ACCESS_KEY_SECRET_VERSION
 from replication.channel import MAX_BATCH_BYTES, Ack, ChannelError, Transport, TransportError
+from replication.errors import ReplicationError
 from replication.frames import Frame
 from replication.messages import Heartbeat, IamAccessKey, KeyCreated, KeyMaterial, KeyUpdated, Message, SealedVersion
 from replication.peers import Peer
@@ -165,7 +166,7 @@ class FrameBuilder:
         )  # fmt: skip
 
 
-class Refused(Exception):
+class Refused(ReplicationError):
     """The peer answered with a refusal code: back off and retry (it may be transient, e.g. a gap)."""
 
     def __init__(self, ack: Ack) -> None:

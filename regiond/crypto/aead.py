@@ -2,8 +2,8 @@
 
 cryptography's docs warn never to reuse a GCM nonce, so this wrapper makes a fresh
 random 96-bit nonce for every ``seal`` and gives callers no way to pass one. ``unseal``
-raises ``InvalidTag`` (cryptography's one failure for every bad decrypt); callers map it
-to their own single error.
+raises ``DecryptError`` (``crypto/errors.py``; cryptography's ``InvalidTag``, one failure for
+every bad decrypt); callers map it to their own single error.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from regiond.crypto.errors import DecryptError
 
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -53,7 +56,10 @@ class AeadKey:
         return Sealed(nonce, self._aesgcm.encrypt(nonce, plaintext, aad))
 
     def unseal(self, sealed: Sealed, aad: bytes) -> bytes:
-        return self._aesgcm.decrypt(sealed.nonce, sealed.ciphertext, aad)
+        try:
+            return self._aesgcm.decrypt(sealed.nonce, sealed.ciphertext, aad)
+        except InvalidTag:
+            raise DecryptError from None
 
     def __repr__(self) -> str:
         return "AeadKey(<redacted>)"
@@ -72,4 +78,7 @@ def seal(key: bytes, plaintext: bytes, aad: bytes) -> Sealed:
 
 
 def unseal(key: bytes, sealed: Sealed, aad: bytes) -> bytes:
-    return AESGCM(key).decrypt(sealed.nonce, sealed.ciphertext, aad)
+    try:
+        return AESGCM(key).decrypt(sealed.nonce, sealed.ciphertext, aad)
+    except InvalidTag:
+        raise DecryptError from None

@@ -49,6 +49,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
+from regiond.crypto.errors import SealedMaterialError
+
 __all__ = [
     "PRIVATE_KEY_BYTES",
     "PUBLIC_KEY_BYTES",
@@ -77,19 +79,6 @@ MIN_SEALED_BYTES = 1 + ENC_BYTES + TAG_BYTES
 INFO_LABEL = b"regionkms/hpke/key-material/v1\x00"
 U16_MAX = 0xFFFF
 U32_MAX = 0xFFFF_FFFF
-
-_OPEN_FAILED = "sealed key material could not be opened"
-
-
-class SealedMaterialError(Exception):
-    """Sealed key material did not open: tampered, truncated, misaddressed or wrong key.
-
-    Deliberately one class with one message, whatever went wrong (see the module docstring).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(_OPEN_FAILED)
-
 
 class RegionEncryptionPublicKey:
     """A region's public encryption key: safe to publish, store and compare."""

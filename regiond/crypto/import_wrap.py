@@ -56,7 +56,8 @@ from cryptography.hazmat.primitives.keywrap import (
 )
 
 from regiond.crypto import wrap
-from regiond.crypto.keyring import KeyringError, RootKeyring
+from regiond.crypto.errors import ImportUnwrapError, KeyringError, MaterialLengthError
+from regiond.crypto.keyring import RootKeyring
 
 __all__ = [
     "EPHEMERAL_AES_KEY_BYTES",
@@ -109,14 +110,6 @@ class WrappingKeySpec(enum.StrEnum):
     @property
     def bits(self) -> int:
         return int(self.value.removeprefix("RSA_"))
-
-
-class ImportUnwrapError(Exception):
-    """``EncryptedKeyMaterial`` did not open under the wrapping key (one failure for every cause)."""
-
-
-class MaterialLengthError(ValueError):
-    """The material opened but is not a 256-bit symmetric key."""
 
 
 class WrappingPrivateKey:

@@ -19,17 +19,23 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.exceptions import InvalidTag
-
 from regiond.crypto import aead
+from regiond.crypto.errors import DecryptError, KeyringError
+
+__all__ = [
+    "ROOT_KEY_BYTES",
+    "WRAP_VERSION",
+    "AesRootKeyring",
+    "KeyringError",
+    "RootKeyring",
+    "create_root_key_file",
+    "env_keyring",
+    "load_file_keyring",
+]
 
 WRAP_VERSION = 1
 ROOT_KEY_BYTES = 32
 _AAD_PREFIX = b"regionkms-root-v1\x00"
-
-
-class KeyringError(Exception):
-    """The root key is missing, malformed, or a wrapped value does not unwrap."""
 
 
 class RootKeyring(Protocol):
@@ -71,7 +77,7 @@ class AesRootKeyring:
             raise KeyringError("unsupported wrapped value")
         try:
             return aead.unseal(self._key, aead.Sealed.from_bytes(wrapped[1:]), _AAD_PREFIX + aad)
-        except (InvalidTag, ValueError) as exc:
+        except (DecryptError, ValueError) as exc:
             raise KeyringError("wrapped value does not unwrap under this root key") from exc
 
 

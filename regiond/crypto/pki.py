@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from regiond.crypto.errors import PeerIdentityError
+
 __all__ = [
     "CA_VALID_DAYS",
     "DEFAULT_HOSTNAMES",
@@ -57,10 +59,6 @@ REGION_CERT_VALID_DAYS = 397
 CLOCK_SKEW_S = 300
 DEFAULT_HOSTNAMES: tuple[str, ...] = ("127.0.0.1", "localhost")
 CN_MAX_CHARS = 64  # RFC 5280 ub-common-name
-
-
-class PeerIdentityError(ValueError):
-    """The authenticated peer certificate does not name exactly one region."""
 
 
 def _now() -> dt.datetime:

@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import struct
 
-from cryptography.exceptions import InvalidTag
-
 from regiond.crypto import aead
-from regiond.crypto.keyring import KeyringError, RootKeyring
+from regiond.crypto.errors import DecryptError, KeyringError
+from regiond.crypto.keyring import RootKeyring
 
 __all__ = [
     "BACKING_KEY_BYTES",
@@ -173,9 +172,9 @@ def seal(key: UnwrappedKey, plaintext: bytes, aad: bytes) -> aead.Sealed:
     return key._cipher().seal(plaintext, aad)
 
 
-def unseal(key: UnwrappedKey, sealed: bytes, aad: bytes) -> bytes | None:
-    """Open ``nonce || ciphertext || tag``; ``None`` on any failure (one failure for all causes)."""
+def unseal(key: UnwrappedKey, sealed: bytes, aad: bytes) -> bytes:
+    """Open ``nonce || ciphertext || tag``; ``DecryptError`` on any failure (one failure for all causes)."""
     try:
         return key._cipher().unseal(aead.Sealed.from_bytes(sealed), aad)
-    except (InvalidTag, ValueError):
-        return None
+    except ValueError:  # too short to be sealed
+        raise DecryptError from None

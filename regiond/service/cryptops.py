@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
 
 from regiond.crypto import wrap
+from regiond.crypto.errors import DecryptError
 from regiond.domain import ciphertext
 from regiond.domain.context import canonical_bytes, normalize
 from regiond.domain.key import EncryptionAlgorithm, Key, KeySpec, KeyUsage, require_usable_for_crypto
@@ -182,9 +183,10 @@ class CryptoService:
         if material is None:
             raise ciphertext.invalid_ciphertext()
         aad = ciphertext.aad(blob[: ciphertext.HEADER_BYTES], canonical_bytes(context))
-        opened = wrap.unseal(material, sealed, aad)
-        if opened is None:
-            raise ciphertext.invalid_ciphertext()
+        try:
+            opened = wrap.unseal(material, sealed, aad)
+        except DecryptError:
+            raise ciphertext.invalid_ciphertext() from None
         return Decrypted(opened, entry.key, entry.arn)
 
     async def _check_only(

@@ -6,7 +6,8 @@ import pickle
 
 import pytest
 
-from regiond.crypto import wrap
+from regiond.crypto import aead, wrap
+from regiond.crypto.errors import CryptoError, DecryptError
 from regiond.crypto.keyring import AesRootKeyring, KeyringError
 
 KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -61,9 +62,34 @@ def test_seal_and_unseal_with_a_backing_key() -> None:
     key = wrap.new_backing_key()
     sealed = wrap.seal(key, b"data", b"aad").to_bytes()
     assert wrap.unseal(key, sealed, b"aad") == b"data"
-    assert wrap.unseal(key, sealed, b"other aad") is None
-    assert wrap.unseal(wrap.new_backing_key(), sealed, b"aad") is None
-    assert wrap.unseal(key, sealed[:10], b"aad") is None
+    for wrong_key, data, aad in ((key, sealed, b"other aad"), (wrap.new_backing_key(), sealed, b"aad"),
+                                 (key, sealed[:10], b"aad")):  # fmt: skip
+        with pytest.raises(DecryptError) as failure:
+            wrap.unseal(wrong_key, data, aad)
+        assert str(failure.value) == "decryption failed"  # one failure, whatever the cause
+
+
+def test_aead_unseal_raises_the_crypto_error_not_cryptographys() -> None:
+    raw = aead.generate_key()
+    sealed = aead.seal(raw, b"data", b"aad")
+    assert aead.unseal(raw, sealed, b"aad") == b"data"
+    with pytest.raises(DecryptError):
+        aead.unseal(raw, sealed, b"other")
+    with pytest.raises(DecryptError):
+        aead.AeadKey(raw).unseal(sealed, b"other")
+
+
+def test_every_crypto_failure_descends_from_one_root() -> None:
+    import inspect
+
+    from regiond.crypto import errors, hpke, import_wrap, keyring, pki, sign
+
+    for module in (aead, errors, hpke, import_wrap, keyring, pki, sign, wrap):
+        for name, value in vars(module).items():
+            if inspect.isclass(value) and issubclass(value, Exception) and value.__module__.startswith("regiond"):
+                assert issubclass(value, CryptoError), f"{module.__name__}.{name}"
+    assert issubclass(hpke.SealedMaterialError, DecryptError)
+    assert issubclass(import_wrap.ImportUnwrapError, DecryptError)
 
 
 def test_every_root_key_aad_is_the_stored_format() -> None:
