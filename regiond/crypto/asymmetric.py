@@ -45,6 +45,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, padding, rsa, utils
 
+from regiond.crypto.errors import CryptoError, DecryptError
 from regiond.crypto.wrap import SecretMaterial
 from regiond.domain.key import EncryptionAlgorithm, KeySpec, SigningAlgorithm
 from regiond.domain.keyspec import KeyFamily, family
@@ -89,7 +90,7 @@ PublicKeyObject: TypeAlias = (
 )
 
 
-class AsymmetricError(Exception):
+class AsymmetricError(CryptoError):
     """Root of every failure of this module (messages never carry key bytes)."""
 
 
@@ -97,7 +98,7 @@ class MaterialError(AsymmetricError, ValueError):
     """Material that is not a PKCS#8 private key of the expected spec."""
 
 
-class DecryptionError(AsymmetricError):
+class DecryptionError(AsymmetricError, DecryptError):
     """A ciphertext that does not open (one failure for every cause)."""
 
 

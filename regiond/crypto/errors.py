@@ -5,12 +5,18 @@
     │   │                         one class and one message for every cause (cryptography's InvalidTag)
     │   │                         raised by aead.unseal / AeadKey.unseal and wrap.unseal
     │   ├── SealedMaterialError   HPKE-sealed key material did not open (hpke.open_from_region)
-    │   └── ImportUnwrapError     EncryptedKeyMaterial did not open under the wrapping key (import_wrap)
+    │   ├── ImportUnwrapError     EncryptedKeyMaterial did not open under the wrapping key (import_wrap)
+    │   └── DecryptionError       an asymmetric ciphertext did not open (asymmetric.py; also an AsymmetricError)
     ├── KeyringError              the root key is missing or malformed, or a stored value does not
     │                             unwrap under it (keyring, wrap.unwrap)
     ├── MaterialLengthError       imported material opened but is not a 256-bit key (also a ValueError)
-    └── PeerIdentityError         a peer certificate does not name exactly one region (pki; also a ValueError)
+    ├── PeerIdentityError         a peer certificate does not name exactly one region (pki; also a ValueError)
+    ├── (keymaterial, mac) MaterialError   imported material does not fit the key spec (also a ValueError)
+    └── AsymmetricError           asymmetric keys (asymmetric.py): DecryptionError (above), MaterialError
+                                  and PeerKeyError (ValueErrors)
 
+The module-specific classes live beside the code that raises them (``asymmetric.py``,
+``keymaterial.py``, ``mac.py``); the rest here, importable from their modules as well.
 Caller bugs (an empty key id, a version out of range, a malformed public key handed in by code)
 stay ``ValueError``/``TypeError``: they are not failures of cryptography but of the caller.
 Messages never carry key bytes, plaintext or anything derived from them.

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TypeAlias
 
 from regiond.crypto import asymmetric, mac, wrap
+from regiond.crypto.errors import CryptoError
 from regiond.domain.key import KeySpec, MacAlgorithm
 from regiond.domain.keyspec import KeyFamily, family
 
@@ -35,7 +36,7 @@ _MAC_ALGORITHM = {
 }
 
 
-class MaterialError(ValueError):
+class MaterialError(CryptoError, ValueError):
     """Imported material that does not fit the key's spec (the message says why, never the bytes)."""
 
 

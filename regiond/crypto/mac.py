@@ -21,6 +21,7 @@ from types import MappingProxyType
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, hmac
 
+from regiond.crypto.errors import CryptoError
 from regiond.crypto.wrap import SecretMaterial
 from regiond.domain.key import KeySpec, MacAlgorithm
 
@@ -46,7 +47,7 @@ _HASHES: Mapping[MacAlgorithm, type[hashes.HashAlgorithm]] = MappingProxyType(
 )
 
 
-class MaterialError(ValueError):
+class MaterialError(CryptoError, ValueError):
     """Imported material does not fit the key spec (its message names the rule, never the bytes)."""
 
 

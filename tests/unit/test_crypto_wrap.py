@@ -80,23 +80,18 @@ def test_aead_unseal_raises_the_crypto_error_not_cryptographys() -> None:
 
 
 def test_every_crypto_failure_descends_from_one_root() -> None:
+    import importlib
     import inspect
+    import pkgutil
 
-    from regiond.crypto import errors, hpke, import_wrap, keyring, pki, sign
+    import regiond.crypto
+    from regiond.crypto import errors, hpke, import_wrap
 
-    for module in (aead, errors, hpke, import_wrap, keyring, pki, sign, wrap):
+    for info in pkgutil.iter_modules(regiond.crypto.__path__):
+        module = importlib.import_module(f"regiond.crypto.{info.name}")
         for name, value in vars(module).items():
-            if inspect.isclass(value) and issubclass(value, Exception) and value.__module__.startswith("regiond"):
+            if inspect.isclass(value) and issubclass(value, Exception) and value.__module__ == module.__name__:
                 assert issubclass(value, CryptoError), f"{module.__name__}.{name}"
+                assert name in (errors.__doc__ or ""), f"{name} is not drawn in crypto/errors.py"
     assert issubclass(hpke.SealedMaterialError, DecryptError)
     assert issubclass(import_wrap.ImportUnwrapError, DecryptError)
-
-
-def test_every_root_key_aad_is_the_stored_format() -> None:
-    # values at rest were sealed under these bytes: changing one makes them unreadable
-    assert wrap.backing_key_aad("k", 2) == b"regionkms-backing-key-v1\x00k\x00\x00\x00\x00\x02"
-    assert wrap.access_key_aad("AKIAEXAMPLE") == b"access_key\x00AKIAEXAMPLE"
-    assert wrap.private_key_aad("k", "t") == b"regionkms-import-wrapping-key-v1\x00k\x00t"
-    assert wrap.REGION_IDENTITY_AAD == b"region-identity-ed25519"
-    assert wrap.REGION_ENCRYPTION_AAD == b"region-encryption-hpke"
-    assert wrap.REGION_TLS_KEY_AAD == b"region-tls-key"
