@@ -128,7 +128,10 @@ def render_markdown(status: Mapping[str, str], notes: Mapping[str, str]) -> str:
         "implemented or partial operation, and no other, has a handler.",
         "",
         "Every request is validated against the model before it reaches a handler "
-        "(types, lengths, ranges, enums, required members), whatever the status below.",
+        "(types, lengths, ranges, enums, patterns, required members), whatever the status below; "
+        "text that PostgreSQL cannot store (U+0000, an unpaired surrogate) is refused with "
+        "`ValidationException` in every string member but encryption-context keys and values, "
+        "which may hold U+0000 (docs/SECURITY.md, Input validation).",
         "",
         "| Status | Operations |",
         "|---|---|",

@@ -36,10 +36,9 @@ from regiond.errors import (
     ValidationException,
 )
 from regiond.metrics import HTTP_TIMEOUTS, REQUEST_LATENCY, REQUESTS
-from regiond.protocol import shapes, sigv4
+from regiond.protocol import iam_shapes, shapes, sigv4
 from regiond.protocol.context import OpContext, OpHandler
 from regiond.protocol.ops import IAM_OPERATIONS, KMS_OPERATIONS
-from regiond.protocol.ops.iam import TARGET_PREFIX as IAM_PREFIX
 from regiond.randomids import uuid4_str
 from regiond.service.authn import Authenticated
 from regiond.service.container import Services
@@ -116,7 +115,7 @@ def _resolve(target: str) -> tuple[str, str, OpHandler]:
         if not shapes.is_kms_operation(operation):
             raise UnknownOperationException(f"Unknown operation {operation[:64]!r}")
         return EVENT_SOURCE_KMS, operation, KMS_OPERATIONS.get(operation, _not_implemented)
-    if prefix == IAM_PREFIX and operation in IAM_OPERATIONS:
+    if prefix == iam_shapes.TARGET_PREFIX and operation in IAM_OPERATIONS:
         return EVENT_SOURCE_IAM, operation, IAM_OPERATIONS[operation]
     raise UnknownOperationException(f"Unknown operation {target[:80]!r}")
 
@@ -234,10 +233,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         raw = _parse_json(body)
         if event_source == EVENT_SOURCE_KMS:
             params = shapes.validate_request(operation, raw)
-        elif isinstance(raw, dict):
-            params = raw
         else:
-            raise SerializationException("Request body must be a JSON object")
+            params = iam_shapes.validate_request(operation, raw)
         record.params = params
         result = await handler(OpContext(services, caller, record, now), params)
         record.result = result

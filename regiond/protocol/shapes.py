@@ -34,6 +34,14 @@ AWS behaviour reproduced here (AWS KMS is a Coral service speaking ``awsJson1_1`
   (code points, as the Smithy ``@length`` trait specifies).
 * Patterns are checked with ``fullmatch`` in ASCII mode (Java's ``\\w``/``\\d``/``\\s`` are
   ASCII-only); patterns that could backtrack badly are skipped, see ``_safe_pattern``.
+* **Text that cannot be stored is refused** (ours: the model is silent). PostgreSQL's ``text``
+  and ``jsonb`` cannot hold U+0000 and an unpaired surrogate has no UTF-8 form, so every string
+  member also satisfies ``[^\\u0000\\uD800-\\uDFFF]*`` (reported in AWS's pattern wording,
+  beside the model's own pattern, which may admit both: ``.+`` does). Keys and values of an
+  encryption context are exempt from the NUL half: AWS takes any text there, and a context is
+  only hashed into the AAD and recorded as JSON bytes, never stored as text; the exception is
+  a grant's constraints, which are stored (``_STORED_STRUCTURES``). A value holding either
+  character is never echoed in a message (``Value at ...``).
 
 Known departures: enum value sets are listed in botocore's order (AWS uses its own internal
 order, which the model does not carry); the SerializationException wording for blob and
@@ -51,7 +59,7 @@ from __future__ import annotations
 import binascii
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -62,7 +70,7 @@ from botocore.loaders import Loader
 
 from regiond.errors import SerializationException, UnknownOperationException, ValidationException
 
-__all__ = ["is_kms_operation", "operation_names", "render_response", "validate_request"]
+__all__ = ["RequestValidator", "is_kms_operation", "operation_names", "render_response", "validate_request"]
 
 SERVICE_NAME: Final = "kms"
 API_VERSION: Final = "2014-11-01"
@@ -155,6 +163,36 @@ _REVIEWED_PATTERNS: Final = frozenset(
 )
 
 
+_SURROGATES: Final = re.compile("[\ud800-\udfff]")
+
+STORABLE_PATTERN: Final = "[^\\u0000\\uD800-\\uDFFF]*"
+"""The rule every string member satisfies besides its model constraints, as its messages show it."""
+
+ENCODABLE_PATTERN: Final = "[^\\uD800-\\uDFFF]*"
+"""The rule for encryption-context text, which is hashed but never stored as text."""
+
+_HASHED_TEXT: Final = frozenset({"EncryptionContextKey", "EncryptionContextValue"})
+"""String shapes whose values are only hashed into the AAD and recorded as JSON bytes."""
+
+_STORED_STRUCTURES: Final = frozenset({"GrantConstraints"})
+"""Structures stored as ``jsonb``: the strings below them follow the stored-text rule, always."""
+
+
+def _storable(text: str) -> bool:
+    """No U+0000 and no unpaired surrogate; ``isascii`` is O(1), so ASCII text costs one scan."""
+    return "\x00" not in text and (text.isascii() or _SURROGATES.search(text) is None)
+
+
+def _encodable(text: str) -> bool:
+    """No unpaired surrogate: the text has a UTF-8 form (it may hold U+0000)."""
+    return text.isascii() or _SURROGATES.search(text) is None
+
+
+def _echoable(text: str) -> str | None:
+    """``text`` if a message may quote it; None for text holding NUL or a surrogate."""
+    return text if _storable(text) else None
+
+
 def _safe_pattern(pattern: str) -> re.Pattern[str] | None:
     """Compile a model pattern, or return None if it is not cheap and safe to run.
 
@@ -173,7 +211,11 @@ def _safe_pattern(pattern: str) -> re.Pattern[str] | None:
 
 @dataclass(frozen=True, slots=True)
 class _Limits:
-    """The constraints of one scalar-ish shape; ``unit`` is "length" or "value"."""
+    """The constraints of one scalar-ish shape; ``unit`` is "length" or "value".
+
+    ``text_ok`` is the text rule of a string shape (``_storable`` or ``_encodable``, see the
+    module docstring), ``text_rule`` the pattern its failure is reported as; None elsewhere.
+    """
 
     lo: int | None
     hi: int | None
@@ -182,9 +224,11 @@ class _Limits:
     pattern: str | None
     regex: re.Pattern[str] | None
     unit: str
+    text_ok: Callable[[str], bool] | None = None
+    text_rule: str = ""
 
     @classmethod
-    def of(cls, shape: Mapping[str, Any], unit: str) -> _Limits:
+    def of(cls, shape: Mapping[str, Any], unit: str, *, text_ok: Callable[[str], bool] | None = None) -> _Limits:
         enum = shape.get("enum")
         pattern = shape.get("pattern")
         regex = _safe_pattern(pattern) if pattern is not None else None
@@ -196,11 +240,15 @@ class _Limits:
             pattern=pattern if regex is not None else None,
             regex=regex,
             unit=unit,
+            text_ok=text_ok,
+            text_rule=STORABLE_PATTERN if text_ok is _storable else ENCODABLE_PATTERN if text_ok is not None else "",
         )
 
     @property
     def empty(self) -> bool:
-        return self.lo is None and self.hi is None and self.enum is None and self.regex is None
+        return (
+            self.lo is None and self.hi is None and self.enum is None and self.regex is None and self.text_ok is None
+        )
 
     def ok(self, measure: int, text: str | None) -> bool:
         """Fast predicate for the hot path; ``failures`` explains a False."""
@@ -213,7 +261,17 @@ class _Limits:
                 return False
             if self.regex is not None and self.regex.fullmatch(text) is None:
                 return False
+            if self.text_ok is not None and not self.text_ok(text):
+                return False
         return True
+
+    def text_fails(self, text: str) -> bool:
+        """The text rule is broken and is the news: the model's pattern and enum, if any, hold."""
+        if self.text_ok is None or self.text_ok(text):
+            return False
+        if self.enum is not None and text not in self.enum:
+            return False
+        return self.regex is None or self.regex.fullmatch(text) is not None
 
     def failures(self, measure: int, text: str | None) -> list[str]:
         out: list[str] = []
@@ -226,10 +284,15 @@ class _Limits:
                 out.append(f"Member must satisfy regular expression pattern: {self.pattern}")
             if self.enum is not None and text not in self.enum:
                 out.append(f"Member must satisfy enum value set: {self.enum_text}")
+            if self.text_fails(text):
+                out.append(f"Member must satisfy regular expression pattern: {self.text_rule}")
         return out
 
-    def describe(self) -> str:
-        """Every constraint, bracketed: the form AWS uses for list elements and map keys."""
+    def describe(self, *, text_rule: bool = False) -> str:
+        """Every model constraint, bracketed: the form AWS uses for list elements and map keys.
+
+        ``text_rule`` adds ours (module docstring), for when it is the one an element broke.
+        """
         parts: list[str] = []
         if self.hi is not None:
             parts.append(f"Member must have {self.unit} less than or equal to {self.hi}")
@@ -239,6 +302,8 @@ class _Limits:
             parts.append(f"Member must satisfy regular expression pattern: {self.pattern}")
         if self.enum is not None:
             parts.append(f"Member must satisfy enum value set: {self.enum_text}")
+        if text_rule and self.text_ok is not None:
+            parts.append(f"Member must satisfy regular expression pattern: {self.text_rule}")
         return "[" + ", ".join(parts) + "]"
 
 
@@ -258,31 +323,37 @@ class _Node:
 
 
 class _RequestCompiler:
-    """Turns model shapes into converters, once; memoised by shape name."""
+    """Turns model shapes into converters, once; memoised by shape name and text rule.
+
+    ``stored`` is set below a structure of ``_STORED_STRUCTURES``: there, encryption-context
+    text is stored, so it follows the stored-text rule (the same shape compiles twice).
+    """
 
     def __init__(self, shapes: Mapping[str, Mapping[str, Any]]) -> None:
         self._shapes = shapes
-        self._done: dict[str, _Node] = {}
-        self._building: dict[str, list[_Converter]] = {}
+        self._done: dict[tuple[str, bool], _Node] = {}
+        self._building: dict[tuple[str, bool], list[_Converter]] = {}
 
-    def node(self, name: str) -> _Node:
-        done = self._done.get(name)
+    def node(self, name: str, stored: bool = False) -> _Node:
+        key = (name, stored)
+        done = self._done.get(key)
         if done is not None:
             return done
-        if name in self._building:  # a recursive shape: refer to it through a cell
-            cell = self._building[name]
+        if key in self._building:  # a recursive shape: refer to it through a cell
+            cell = self._building[key]
             return _Node(lambda v, e, p: cell[0](v, e, p), "structure", None, False, False, False)
-        self._building[name] = []
-        node = self._build(self._shapes[name])
-        self._building.pop(name).append(node.convert)
-        self._done[name] = node
+        self._building[key] = []
+        node = self._build(name, self._shapes[name], stored or name in _STORED_STRUCTURES)
+        self._building.pop(key).append(node.convert)
+        self._done[key] = node
         return node
 
-    def _build(self, shape: Mapping[str, Any]) -> _Node:
+    def _build(self, name: str, shape: Mapping[str, Any], stored: bool) -> _Node:
         kind = shape["type"]
         sens = bool(shape.get("sensitive"))
         if kind == "string":
-            limits = _Limits.of(shape, "length")
+            text_ok = _encodable if name in _HASHED_TEXT and not stored else _storable
+            limits = _Limits.of(shape, "length", text_ok=text_ok)
             return _Node(_string(limits, sens), "scalar", limits, sens, sens, True)
         if kind in ("integer", "long"):
             limits = _Limits.of(shape, "value")
@@ -298,18 +369,18 @@ class _RequestCompiler:
             limits = _Limits.of(shape, "length")
             return _Node(_blob(limits), "blob", limits, True, sens, False)
         if kind == "list":
-            return _Node(self._list(shape), "list", None, sens, sens, False)
+            return _Node(self._list(shape, stored), "list", None, sens, sens, False)
         if kind == "map":
-            return _Node(self._map(shape), "map", None, sens, sens, False)
+            return _Node(self._map(shape, stored), "map", None, sens, sens, False)
         if kind == "structure":
-            return _Node(self._structure(shape), "structure", None, sens, sens, False)
+            return _Node(self._structure(shape, stored), "structure", None, sens, sens, False)
         raise ValueError(f"unsupported shape type {kind!r} in the KMS model")
 
-    def _structure(self, shape: Mapping[str, Any]) -> _Converter:
+    def _structure(self, shape: Mapping[str, Any], stored: bool) -> _Converter:
         required = frozenset(shape.get("required", ()))
         members: list[tuple[str, str, _Converter, bool, bool]] = []
         for name, ref in shape.get("members", {}).items():
-            child = self.node(ref["shape"])
+            child = self.node(ref["shape"], stored)
             members.append((name, _lower_camel(name), child.convert, name in required, child.sensitive))
         plan = tuple(members)
 
@@ -330,9 +401,9 @@ class _RequestCompiler:
 
         return convert
 
-    def _list(self, shape: Mapping[str, Any]) -> _Converter:
+    def _list(self, shape: Mapping[str, Any], stored: bool) -> _Converter:
         limits = _Limits.of(shape, "length")
-        elem = self.node(shape["member"]["shape"])
+        elem = self.node(shape["member"]["shape"], stored)
         elem_conv = elem.convert
         elem_limits = elem.limits if elem.limits is not None and not elem.limits.empty else None
         nested = elem.kind in ("list", "map", "structure")
@@ -355,17 +426,19 @@ class _RequestCompiler:
                         raise SerializationException("Unexpected null element in a list")
                     out.append(elem_conv(v, sink, path))
                 if sink and elem_limits is not None:  # only constrained elements can fail
-                    shown = _java_str(value) if shows_values else None
-                    errors.append(_violation(path, shown, f"Member must satisfy constraint: {elem_limits.describe()}"))
+                    described = elem_limits.describe(text_rule=_any_text_fails(elem_limits, value))
+                    errors.append(
+                        _violation(path, _shown(value, shows_values), f"Member must satisfy constraint: {described}")
+                    )
             _check_count(limits, value, shows_values, path, errors)
             return out
 
         return convert
 
-    def _map(self, shape: Mapping[str, Any]) -> _Converter:
+    def _map(self, shape: Mapping[str, Any], stored: bool) -> _Converter:
         limits = _Limits.of(shape, "length")
-        key = self.node(shape["key"]["shape"])
-        val = self.node(shape["value"]["shape"])
+        key = self.node(shape["key"]["shape"], stored)
+        val = self.node(shape["value"]["shape"], stored)
         key_limits = key.limits if key.limits is not None and not key.limits.empty else None
         val_conv = val.convert
         val_limits = val.limits if val.limits is not None and not val.limits.empty else None
@@ -390,44 +463,86 @@ class _RequestCompiler:
                         raise SerializationException("Unexpected null value in a map")
                     out[k] = val_conv(v, errors if nested else sink, f"{path}.{k}" if nested else path)
                 if sink and val_limits is not None:  # only constrained values can fail
-                    shown = _java_str(value) if shows_values else None
-                    described = val_limits.describe()
+                    described = val_limits.describe(text_rule=_any_text_fails(val_limits, value.values()))
+                    shown = _shown(value, shows_values)
                     errors.append(_violation(path, shown, f"Map value must satisfy constraint: {described}"))
             if key_limits is not None and not all(key_limits.ok(len(k), k) for k in out):
-                shown = _java_str(value) if shows_values else None
-                errors.append(_violation(path, shown, f"Map keys must satisfy constraint: {key_limits.describe()}"))
+                described = key_limits.describe(text_rule=_any_text_fails(key_limits, out))
+                errors.append(
+                    _violation(path, _shown(value, shows_values), f"Map keys must satisfy constraint: {described}")
+                )
             _check_count(limits, value, shows_values, path, errors)
             return out
 
+        if _text_only(key.limits) and _text_only(val.limits):
+            return _text_map(convert, key.limits, val.limits, limits.empty)
         return convert
+
+
+def _text_only(limits: _Limits | None) -> bool:
+    """A string shape with no model constraint: only the text rule applies."""
+    return (
+        limits is not None and limits.text_ok is not None
+        and limits.lo is None and limits.hi is None and limits.enum is None and limits.regex is None
+    )  # fmt: skip
+
+
+def _text_map(checked: _Converter, key: _Limits | None, val: _Limits | None, uncounted: bool) -> _Converter:
+    """A map of unconstrained strings (the encryption context): one pass over it, and the full
+    converter ``checked`` only when something may be wrong, to report it."""
+    key_nul = key is not None and key.text_ok is _storable
+    val_nul = val is not None and val.text_ok is _storable
+
+    def convert(value: Any, errors: list[str], path: str) -> dict[str, Any]:
+        if type(value) is not dict or not uncounted:
+            return checked(value, errors, path)  # type: ignore[no-any-return]
+        for k, v in value.items():
+            if type(v) is not str:
+                return checked(value, errors, path)  # type: ignore[no-any-return]
+            if not (k.isascii() and v.isascii()) or (key_nul and "\x00" in k) or (val_nul and "\x00" in v):
+                return checked(value, errors, path)  # type: ignore[no-any-return]
+        return dict(value)
+
+    return convert
+
+
+def _shown(value: Any, shows_values: bool) -> str | None:
+    """How a violation quotes a list or a map: Java's rendering, unless it may not be quoted."""
+    return _echoable(_java_str(value)) if shows_values else None
+
+
+def _any_text_fails(limits: _Limits, values: Iterable[Any]) -> bool:
+    return limits.text_ok is not None and any(type(v) is str and limits.text_fails(v) for v in values)
 
 
 def _check_count(limits: _Limits, value: Any, shows_values: bool, path: str, errors: list[str]) -> None:
     """The member-count constraints that lists and maps share."""
     n = len(value)
     if not limits.ok(n, None):
-        shown = _java_str(value) if shows_values else None
+        shown = _shown(value, shows_values)
         errors.extend(_violation(path, shown, c) for c in limits.failures(n, None))
 
 
 def _string(limits: _Limits, sensitive: bool) -> _Converter:
-    if limits.empty:
-
-        def plain(value: Any, errors: list[str], path: str) -> str:
-            if type(value) is str:
-                return value
-            raise _mismatch(value, "a String")
-
-        return plain
-
-    ok = limits.ok
+    # Every string shape has a text rule; the checks are inlined because KeyId and the
+    # encryption context run through here on every hot-path request.
+    lo, hi, enum, regex = limits.lo, limits.hi, limits.enum, limits.regex
+    refuse_nul = limits.text_ok is _storable
+    surrogates = _SURROGATES.search
 
     def convert(value: Any, errors: list[str], path: str) -> str:
         if type(value) is not str:
             raise _mismatch(value, "a String")
         n = len(value)
-        if not ok(n, value):
-            shown = None if sensitive else value
+        if (
+            (lo is not None and n < lo)
+            or (hi is not None and n > hi)
+            or (refuse_nul and "\x00" in value)
+            or (not value.isascii() and surrogates(value) is not None)
+            or (enum is not None and value not in enum)
+            or (regex is not None and regex.fullmatch(value) is None)
+        ):
+            shown = None if sensitive else _echoable(value)
             errors.extend(_violation(path, shown, c) for c in limits.failures(n, value))
         return value
 
@@ -614,19 +729,44 @@ def validate_request(operation: str, body: object) -> dict[str, Any]:
     op = _OPERATIONS.get(operation)
     if op is None:
         raise UnknownOperationException()
+    return _validate(op.validate, body)
+
+
+def _validate(validate: _Converter | None, body: object) -> dict[str, Any]:
     if type(body) is not dict:
         if isinstance(body, list):
             raise SerializationException("Start of list found where not expected")
         raise SerializationException()
-    if op.validate is None:
+    if validate is None:
         return {}
     errors: list[str] = []
-    out: dict[str, Any] = op.validate(body, errors, "")
+    out: dict[str, Any] = validate(body, errors, "")
     if errors:
         count = len(errors)
         noun = "validation error" if count == 1 else "validation errors"
         raise ValidationException(f"{count} {noun} detected: " + "; ".join(errors))
     return out
+
+
+class RequestValidator:
+    """``validate_request`` for another model in botocore's format, compiled once.
+
+    The IAM-style admin operations (``regiond.protocol.iam_shapes``) validate with it, so
+    every operation the node serves is checked by the same code, with the same wording.
+    """
+
+    def __init__(self, model: Mapping[str, Any]) -> None:
+        requests = _RequestCompiler(model["shapes"])
+        self._inputs: dict[str, _Converter | None] = {
+            name: requests.node(op["input"]["shape"]).convert if "input" in op else None
+            for name, op in model["operations"].items()
+        }
+
+    def validate(self, operation: str, body: object) -> dict[str, Any]:
+        """As ``validate_request``; an operation the model lacks is ``UnknownOperationException``."""
+        if operation not in self._inputs:
+            raise UnknownOperationException()
+        return _validate(self._inputs[operation], body)
 
 
 def render_response(operation: str, result: Mapping[str, Any]) -> bytes:

@@ -14,8 +14,6 @@ from regiond.domain.principal import PrincipalKind, principal_arn, require_name
 from regiond.errors import AccessDeniedException, NoSuchEntity, ValidationException
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
 
-TARGET_PREFIX = "RegionKmsIam"
-
 
 def _str(params: Params, name: str, *, required: bool = True) -> str:
     value = params.get(name)
