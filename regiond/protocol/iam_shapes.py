@@ -11,8 +11,9 @@ and the same text rule (no U+0000, no unpaired surrogate) as every KMS member.
 The structures are ours where regionkms departs from IAM: a role may hold access keys, so
 the access-key operations take ``RoleName`` beside ``UserName`` (neither required: naming
 neither means the caller itself, as in IAM, ``ops/iam.py``), and CreateRole needs no trust
-policy (there is no STS). The inline-policy operations require their user or role, as IAM's. Members an operation does not use are not
-declared, so they are dropped before the handler sees the parameters.
+policy (there is no STS). The inline-policy operations require their user or role, as IAM's.
+Members an operation does not use are not declared, so they are dropped before the handler
+sees the parameters.
 """
 
 from __future__ import annotations
