@@ -24,8 +24,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# A private --basetemp: pytest prunes all but the newest three /tmp/pytest-of-<user>/pytest-N
+# directories, so two suites running at once on one machine deleted each other's temp trees.
 pytest: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/regionkms-pytest.XXXXXX") && \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp="$$tmp/t" $(PYTEST_ARGS); \
+	rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 test: lint typecheck pytest
 
