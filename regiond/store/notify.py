@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 import structlog
@@ -47,8 +46,8 @@ class Listener:
             except Exception:
                 log.exception("notify.callback_failed", channel=channel)
 
-    def _on_notify(self, _con: Any, _pid: int, channel: str, payload: str) -> None:
-        self._dispatch(channel, payload)
+    def _on_notify(self, _con: object, _pid: int, channel: str, payload: object) -> None:
+        self._dispatch(channel, payload if isinstance(payload, str) else None)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="notify-listener")

@@ -223,6 +223,7 @@ async def backlog(con: Conn, dest: str, acked: int) -> Backlog:
         " (SELECT min(created_at) FROM replication_outbox WHERE dest = $1 AND seq > $2) AS oldest",
         dest, acked,
     )  # fmt: skip
+    assert row is not None  # a SELECT of two scalar subqueries always returns one row
     last = int(row["last_seq"] or 0)
     return Backlog(last_seq=last, entries=max(0, last - acked), oldest_created_at=row["oldest"])
 

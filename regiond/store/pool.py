@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import asyncpg
 
 ACQUIRE_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 30.0
 
-# asyncpg ships no type information; these aliases name what the values are.
-Pool: TypeAlias = Any  # asyncpg.Pool
-Conn: TypeAlias = Any  # asyncpg.Connection (or a pool connection proxy)
+# Typed by asyncpg-stubs: a pooled connection is a proxy with the Connection's methods.
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+Conn: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+Isolation: TypeAlias = Literal["read_committed", "read_uncommitted", "serializable", "repeatable_read"]
 
 
 async def _init_connection(con: Any) -> None:
@@ -38,7 +39,7 @@ async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 1
 
 
 @asynccontextmanager
-async def transaction(pool: Pool, *, isolation: str = "read_committed") -> AsyncIterator[Conn]:
+async def transaction(pool: Pool, *, isolation: Isolation = "read_committed") -> AsyncIterator[Conn]:
     """A pooled connection inside one transaction, committed on normal exit."""
     async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con, con.transaction(isolation=isolation):
         yield con
