@@ -65,9 +65,6 @@ class InMemoryNetwork:
     def lose_acks(self, a: str, b: str) -> None:
         self._lossy.add((a, b))
 
-    def is_cut(self, a: str, b: str) -> bool:
-        return (a, b) in self._cut
-
 
 class InMemoryTransport:
     def __init__(self, network: InMemoryNetwork, source: str) -> None:

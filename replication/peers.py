@@ -120,14 +120,6 @@ class Topology:
             raise PeersFileError(f"{region} is this region, not a peer")
         return found
 
-    def with_endpoints(self, endpoints: Mapping[str, str]) -> Topology:
-        """A copy whose peers are reached at other addresses (tests route links through proxies)."""
-        regions = {
-            name: Peer(p.region, endpoints.get(name, p.endpoint), p.identity_public_key, p.encryption_public_key)
-            for name, p in self.regions.items()
-        }
-        return Topology(self.local_region, self.iam_home_region, self.ca_cert_pem, regions)
-
 
 def _b64(value: object, what: str) -> bytes:
     if not isinstance(value, str):

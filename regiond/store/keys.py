@@ -41,7 +41,6 @@ __all__ = [
     "delete_key",
     "due_for_deletion",
     "get_key",
-    "get_key_by_service",
     "insert_key",
     "insert_version",
     "last_usage",
@@ -174,13 +173,6 @@ async def insert_version(con: Conn, key_id: str, version: int, wrapped: bytes, c
 async def get_key(con: Conn, key_id: str, *, for_update: bool = False) -> KeyRecord | None:
     lock = " FOR UPDATE" if for_update else ""
     row = await con.fetchrow(f"SELECT {_COLUMNS} FROM keys WHERE key_id = $1{lock}", key_id)
-    return _record(row) if row is not None else None
-
-
-async def get_key_by_service(con: Conn, account: str, service: str) -> KeyRecord | None:
-    row = await con.fetchrow(
-        f"SELECT {_COLUMNS} FROM keys WHERE account_id = $1 AND aws_service = $2", account, service
-    )
     return _record(row) if row is not None else None
 
 

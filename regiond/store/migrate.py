@@ -42,14 +42,6 @@ async def pending(pool: Pool) -> list[int]:
     return [m.version for m in available() if m.version not in applied]
 
 
-async def applied_version(pool: Pool) -> int:
-    async with transaction(pool) as con:
-        exists = await con.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
-        if not exists:
-            return 0
-        return int(await con.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
-
-
 def latest_version() -> int:
     return max((m.version for m in available()), default=0)
 
