@@ -228,3 +228,14 @@ def test_header_reports_its_key_kind_and_format() -> None:
     assert Header("mrk-" + "00" * 16, 1).multi_region
     assert not Header("1234abcd-12ab-34cd-56ef-1234567890ab", 1).multi_region
     assert Header("1234abcd-12ab-34cd-56ef-1234567890ab", 1).format_version == 1
+
+
+def test_memoised_headers_are_the_headers() -> None:
+    for key_id in ("1234abcd-12ab-34cd-56ef-1234567890ab", "mrk-" + "0f" * 16):
+        header = ciphertext.header(key_id, 7)
+        assert header == ciphertext.Header(key_id, 7)
+        raw = header.to_bytes()
+        assert ciphertext.Header.from_bytes(raw) == header
+        assert ciphertext.Header.from_bytes(bytearray(raw)) == header
+    with pytest.raises(ValueError):
+        ciphertext.header("not-a-key-id", 1)

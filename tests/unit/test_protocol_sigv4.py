@@ -1,25 +1,16 @@
-"""The hot path's memos and shortcuts give exactly what the plain computation gives."""
+"""protocol.sigv4 and the kmsclient.sigv4 arithmetic it uses: the parse memo, the header view and
+the kept keyed HMAC give exactly what the plain computation gives."""
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-import uuid
-from pathlib import Path
 
 import pytest
-import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from kmsclient import sigv4 as core
-from regiond import randomids
-from regiond.audit import events
-from regiond.calls import CallRecord, utc_second_text
-from regiond.domain import ciphertext, ids
-from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import IncompleteSignature, InvalidSignatureException, KmsError
-from regiond.protocol import routes, sigv4
-from regiond.service import keys as keys_service
+from regiond.protocol import sigv4
 
 AUTH = (
     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261129/us-east-1/kms/aws4_request, "
@@ -122,100 +113,6 @@ def test_a_signed_header_missing_from_the_request_is_refused() -> None:
     key = core.signing_key("secret", auth.date, "us-east-1", "kms")
     with pytest.raises(InvalidSignatureException, match="is missing from the request"):
         sigv4.verify(auth, method="POST", path="/", query="", headers=proxy, body=b"{}", signing_key=key)
-
-
-def test_random_ids_are_distinct_version_4_uuids() -> None:
-    seen: set[str] = set()
-    for _ in range(1000):
-        text = randomids.uuid4_str()
-        value, pair_text = randomids.uuid4_pair()
-        for u, s in ((uuid.UUID(text), text), (value, pair_text), (randomids.uuid4(), None)):
-            assert u.version == 4 and u.variant == uuid.RFC_4122
-            if s is not None:
-                assert str(u) == s
-        seen.update((text, pair_text))
-    assert len(seen) == 2000
-
-
-def test_second_text_is_strftime_of_the_second() -> None:
-    start = dt.datetime(2026, 11, 29, 23, 59, 58, 999_999, tzinfo=dt.UTC)
-    for step_ms in range(0, 3000, 250):
-        when = start + dt.timedelta(milliseconds=step_ms)
-        assert utc_second_text(when) == when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def test_memoised_headers_are_the_headers() -> None:
-    for key_id in ("1234abcd-12ab-34cd-56ef-1234567890ab", "mrk-" + "0f" * 16):
-        header = ciphertext.header(key_id, 7)
-        assert header == ciphertext.Header(key_id, 7)
-        raw = header.to_bytes()
-        assert ciphertext.Header.from_bytes(raw) == header
-        assert ciphertext.Header.from_bytes(bytearray(raw)) == header
-    with pytest.raises(ValueError):
-        ciphertext.header("not-a-key-id", 1)
-
-
-def test_event_identity_memo_hands_out_fresh_dicts() -> None:
-    principal = Principal("arn:aws:iam::111122223333:user/a", "111122223333", PrincipalKind.USER, "a", "AIDA")
-    record = CallRecord("DescribeKey", "kms.amazonaws.com", "r", dt.datetime.now(dt.UTC), "us-east-1", "ip", "ua",
-                        principal, "AKIA1")  # fmt: skip
-    first = events.build_event(record, uuid.uuid4())
-    first["userIdentity"]["arn"] = "changed"
-    second = events.build_event(record, uuid.uuid4())
-    assert second["userIdentity"]["arn"] == principal.arn
-    record.access_key_id = "AKIA2"
-    assert events.build_event(record, uuid.uuid4())["userIdentity"]["accessKeyId"] == "AKIA2"
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "1234abcd-12ab-34cd-56ef-1234567890ab",
-        "mrk-1234abcd12ab34cd56ef1234567890ab",
-        "alias/app",
-        "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-        "arn:aws:kms:us-east-1:111122223333:alias/app",
-    ],
-)
-def test_key_reference_memo_matches_the_parse(value: str) -> None:
-    first = keys_service._key_reference(value)
-    assert first == ids.parse_key_reference(value)
-    assert keys_service._key_reference(value) is first
-
-
-@pytest.mark.parametrize("value", ["not-a-key", "arn:aws:kms:us-east-1:bad:key/x", "arn:aws:s3:::bucket"])
-def test_key_reference_memo_refuses_bad_values_every_time(value: str) -> None:
-    for _ in range(2):
-        with pytest.raises(KmsError) as raised:
-            keys_service._key_reference(value)
-        with pytest.raises(type(raised.value)):
-            ids.parse_key_reference(value)
-    assert value not in keys_service._KEY_REFS
-
-
-def test_request_log_context_starts_with_only_the_request_id() -> None:
-    structlog.contextvars.bind_contextvars(request_id="previous", principal="arn:aws:iam::111122223333:user/a")
-    try:
-        routes._bind_log_context("next")
-        assert structlog.contextvars.get_contextvars() == {"request_id": "next"}
-    finally:
-        structlog.contextvars.clear_contextvars()
-
-
-def test_only_the_request_path_binds_log_context() -> None:
-    """``_bind_log_context`` resets the keys ``handle`` binds instead of clearing the context:
-    that is only the same while no other code binds context-local log values."""
-    root = Path(__file__).resolve().parents[2]
-    binders = {
-        path.relative_to(root).as_posix()
-        for package in ("regiond", "replication", "kmsclient")
-        for path in (root / package).rglob("*.py")
-        if "bind_contextvars(" in path.read_text()
-    }
-    assert binders == {"regiond/protocol/routes.py"}
-    source = (root / "regiond/protocol/routes.py").read_text()
-    bound = set(re.findall(r"bind_contextvars\((\w+)=", source))
-    assert bound == set(routes._LOG_CONTEXT_KEYS)
 
 
 def test_keyed_hmac_signs_as_the_key_bytes_every_time() -> None:
