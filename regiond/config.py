@@ -59,8 +59,8 @@ class Settings:
     home_region: str | None = None
     # LISTEN/NOTIFY is what invalidates caches (its connection is pinged every second, so a dead one
     # empties them within seconds); the TTL is only the backstop for a change never notified. Each
-    # expiry is a reload on the request path (~0.7 ms of CPU): at 100,000 keys and 300 s that was
-    # ~330 reloads/s per worker, for ever, so the backstop is an hour.
+    # expiry is a reload on the request path, and with many keys a short TTL means reloads without
+    # end on every worker, so the backstop is an hour (figures: benchmarks/README.md).
     cache_ttl_s: float = 3600.0
     # Keys each worker loads into its caches in the background at start and after every cache drop
     # (regiond.service.preload), so that first requests do not load them; 0 turns it off. Every

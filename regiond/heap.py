@@ -3,12 +3,11 @@
 A worker's caches hold a handful of objects per key (the key, its unwrapped versions, its grants,
 the authorizer's memo of each principal's decisions; parsed policies are shared). CPython's full
 collection walks every object it tracks, and it runs whenever the objects that survived younger
-collections have grown by a quarter since the last one. With 100,000 keys that was ~690,000
-objects and 0.3 s per full collection, during which the worker answers nothing (measured before
-keys shared their parsed policies: ``gc.collect(2)`` after a preload of 100,000 keys took 290-320
-ms on the benchmark machine); while caches fill (the preload, then the memo entries the first
-request for each key adds), such collections come every few hundred milliseconds, each longer than
-the last (measured in the benchmark's keys block: 13 ms growing to 200 ms, p99 107 ms).
+collections have grown by a quarter since the last one. With many keys that is hundreds of
+thousands of objects and a full collection long enough to show in the p99, during which the
+worker answers nothing; while caches fill (the preload, then the memo entries the first request
+for each key adds), such collections come often, each longer than the last (the figures are in
+benchmarks/README.md, "Design figures").
 
 A serving worker therefore moves objects that have proven long-lived to the permanent generation
 (``gc.freeze``), which collections skip:

@@ -7,9 +7,9 @@ worker that answers ``/metrics`` merges its own live registry with its siblings'
 
 Why snapshots and not prometheus_client's multiprocess mode (mmap-backed values): the hot
 path updates two or three metrics per request, and multiprocess mode puts a lock and an mmap
-write under every update: 4.1 us per request instead of 1.7 us for the three updates (best of
-five rounds, 200,000 requests; docs/OPERATIONS.md, "Metrics"). Snapshots keep the updates
-in process, as cheap as before, and move the cost to a publish per worker per second.
+write under every update, more than doubling their cost (docs/OPERATIONS.md, "Metrics", and
+benchmarks/README.md, "Design figures"). Snapshots keep the updates in process, as cheap as
+before, and move the cost to a publish per worker per second.
 
 Snapshot file, format 1 (JSON), ``<dir>/<pid>.json``, replaced atomically (write + rename)::
 

@@ -1,10 +1,11 @@
 """Random (version 4) UUIDs for request ids and audit event ids, at a fraction of ``uuid.uuid4``'s cost.
 
 Every API call needs two: its ``x-amzn-RequestId`` and its audit ``eventID``. ``str(uuid.uuid4())``
-costs ~2.4 us (a 16-byte ``os.urandom`` system call, ``UUID.__init__``'s checks, the formatting);
-here the random bytes come from ``os.urandom`` in batches of 64 ids and go straight into the text,
-~0.5 us. The ids are the same as ``uuid4``'s: 122 random bits from ``os.urandom``, version 4,
-RFC 4122 variant, canonical lowercase form.
+pays for a 16-byte ``os.urandom`` system call, ``UUID.__init__``'s checks and the formatting;
+here the random bytes come from ``os.urandom`` in batches of 64 ids and go straight into the text
+(a fraction of the cost: benchmarks/README.md, "Design figures"). The ids are the same as
+``uuid4``'s: 122 random bits from ``os.urandom``, version 4, RFC 4122 variant, canonical
+lowercase form.
 
 Prepared ids wait in a ``deque``: ``popleft`` is atomic, so two threads never get the same one. A
 forked child drops its copy, which would otherwise hand out the ids its parent hands out next.

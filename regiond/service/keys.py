@@ -81,8 +81,9 @@ DEFAULT_TAG_LIST_LIMIT = 50
 LOCKOUT_MESSAGE = "The new key policy will not allow you to update the key policy in the future."
 
 _KEY_REFS: dict[str, ids.KeyRef] = {}
-"""``KeyId`` parameters already classified (``ids.parse_key_reference``, ~2.7 us, is a pure function
-of the text and ``KeyRef`` is frozen): clients send the same few values again and again. Bounded
+"""``KeyId`` parameters already classified (``ids.parse_key_reference`` is a pure function of the
+text, costly next to a dict lookup, and ``KeyRef`` is frozen): clients send the same few values
+again and again. Bounded
 in entries and in the length of what it keeps (a key ARN is ~75 characters): when full it is
 emptied. A value that fails to parse raises and is not kept."""
 _KEY_REFS_MAX = 4096

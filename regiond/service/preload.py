@@ -22,7 +22,7 @@ connection held only for that statement), and fills both caches.
   before. A failed page ends the pass; the pass is tried again after ``RETRY_DELAY_S``.
 - **Out of the collector's way.** After a complete pass a serving worker freezes its heap
   (``regiond.heap``), so that CPython's full collections no longer walk every cached object
-  (~0.3 s per collection at 100,000 keys otherwise).
+  (long pauses with many keys otherwise: benchmarks/README.md, "Design figures").
 
 Key state does not matter: disabled and pending-deletion keys are cached as the request path
 caches them (it checks the state); multi-region primaries and replicas are rows like any other.
