@@ -80,6 +80,7 @@ async def test_a_peer_region_detects_a_rollback_the_local_anchor_file_was_rolled
         con = await asyncpg.connect(cluster.databases[US])
         try:
             last = await con.fetchrow("SELECT seq, hash FROM audit_events WHERE seq = $1", keep)
+            assert last is not None
             await con.execute("DELETE FROM audit_events WHERE seq > $1", keep)
             await con.execute("DELETE FROM audit_digests WHERE last_seq > $1", keep)
             await con.execute("UPDATE audit_chain_head SET seq = $1, hash = $2, digest_seq = $1, digest_hash = NULL",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ async def test_one_access_key_works_in_every_region_and_follows_the_home_region(
         admin = await cluster.admin()
         node = cluster.nodes
 
-        async def iam(region: str, who: Identity, operation: str, body: dict[str, str]) -> tuple[int, dict[str, str]]:
+        async def iam(region: str, who: Identity, operation: str, body: dict[str, str]) -> tuple[int, dict[str, Any]]:
             status, payload, _ = await signed_post(
                 node[region].endpoint, region, who, f"{IAM}.{operation}", json.dumps(body).encode()
             )

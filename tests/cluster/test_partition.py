@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
+from collections.abc import MutableMapping
 from typing import Any
 
 import botocore.exceptions
@@ -145,7 +146,7 @@ async def test_lost_acks_are_resent_and_never_applied_twice(nodes: NodeFactory) 
         assert any(e["event"] == "replication.frame_replayed" for e in logs)
 
 
-async def _replayed(logs: list[dict[str, Any]]) -> bool:
+async def _replayed(logs: list[MutableMapping[str, Any]]) -> bool:
     return any(e["event"] == "replication.frame_replayed" for e in logs)
 
 

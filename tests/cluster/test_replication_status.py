@@ -74,7 +74,7 @@ async def test_status_and_metrics_show_backlog_and_errors_per_peer(
         async def caught_up() -> bool:
             _code, out = await _status(capsys, *db, "--format", "json")
             peer = _json(out)["peers"][0]
-            return peer["lag_entries"] == 0 and peer["acked_seq"] == peer["appended_seq"] == 4
+            return bool(peer["lag_entries"] == 0 and peer["acked_seq"] == peer["appended_seq"] == 4)
 
         await wait_until(caught_up, what="the status to show no lag")
         code, out = await _status(capsys, "--database-url", cluster.databases[EU], "--region", EU, "--format", "json")

@@ -31,7 +31,9 @@ SIGNING = {
     "ECC_SECG_P256K1": ["ECDSA_SHA_256"], "ECC_NIST_EDWARDS25519": ["ED25519_SHA_512", "ED25519_PH_SHA_512"],
     "ML_DSA_44": ["ML_DSA_SHAKE_256"], "ML_DSA_65": ["ML_DSA_SHAKE_256"], "ML_DSA_87": ["ML_DSA_SHAKE_256"],
 }  # fmt: skip
-HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512
+}
 MESSAGE = b"release 1.2.3 of the firmware"
 
 
@@ -333,7 +335,7 @@ async def test_generate_data_key_pair_for_every_spec(nodes: NodeFactory, with_pl
         if with_plaintext:
             assert private_der == out["PrivateKeyPlaintext"]
         private = serialization.load_der_private_key(private_der, None)
-        public = private.public_key().public_bytes(  # type: ignore[union-attr]
+        public = private.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
         assert public == out["PublicKey"], spec
         err = await expect_error(kms.decrypt, CiphertextBlob=out["PrivateKeyCiphertextBlob"])

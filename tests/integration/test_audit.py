@@ -342,9 +342,9 @@ async def test_sigkill_after_responses_loses_no_event_and_no_secret_is_logged(
 
         rejected = await _error(kms.generate_data_key, KeyId=key_id, NumberOfBytes=2048)
         rejected_id = rejected.response["ResponseMetadata"]["RequestId"]
-        with ThreadPoolExecutor(max_workers=32) as pool:
+        with ThreadPoolExecutor(max_workers=32) as executor:
             loop = asyncio.get_running_loop()
-            answered = await asyncio.gather(*(loop.run_in_executor(pool, work, i) for i in range(len(plaintexts))))
+            answered = await asyncio.gather(*(loop.run_in_executor(executor, work, i) for i in range(len(plaintexts))))
         proc.send_signal(signal.SIGKILL)  # right after the last response: no drain, no flush
         proc.wait()
     finally:
@@ -472,18 +472,19 @@ async def test_verify_passes_on_an_untouched_chain_and_reports_each_tampering(
         await con.execute("UPDATE audit_chain_head SET hash = $1", bytes(original[max(original)]["hash"]))
 
         # A forged digest: edited, or re-signed with a key that is not the region's.
-        digest = await con.fetchrow("SELECT * FROM audit_digests ORDER BY last_seq LIMIT 1")
-        await con.execute("UPDATE audit_digests SET last_hash = $2 WHERE last_seq = $1", digest["last_seq"], b"\0" * 32)
-        assert ("digest-forged", digest["last_seq"]) in await findings()
+        stored = await con.fetchrow("SELECT * FROM audit_digests ORDER BY last_seq LIMIT 1")
+        assert stored is not None
+        await con.execute("UPDATE audit_digests SET last_hash = $2 WHERE last_seq = $1", stored["last_seq"], b"\0" * 32)
+        assert ("digest-forged", stored["last_seq"]) in await findings()
         mallory = RegionIdentityKey.generate()
-        fake = chain.Digest(node.region, digest["first_seq"], digest["last_seq"], bytes(digest["last_hash"]),
-                            digest["prev_digest"], digest["digest_time"]).signed(mallory)  # fmt: skip
+        fake = chain.Digest(node.region, stored["first_seq"], stored["last_seq"], bytes(stored["last_hash"]),
+                            stored["prev_digest"], stored["digest_time"]).signed(mallory)  # fmt: skip
         await con.execute("UPDATE audit_digests SET last_hash = $2, public_key = $3, signature = $4"
-                          " WHERE last_seq = $1", digest["last_seq"], fake.last_hash, fake.public_key,
+                          " WHERE last_seq = $1", stored["last_seq"], fake.last_hash, fake.public_key,
                           fake.signature)  # fmt: skip
-        assert ("digest-forged", digest["last_seq"]) in await findings()
+        assert ("digest-forged", stored["last_seq"]) in await findings()
         await con.execute("UPDATE audit_digests SET public_key = $2, signature = $3 WHERE last_seq = $1",
-                          digest["last_seq"], digest["public_key"], digest["signature"])  # fmt: skip
+                          stored["last_seq"], stored["public_key"], stored["signature"])  # fmt: skip
     finally:
         await con.close()
     code, out = await _cli(capsys, "verify", *db)

@@ -56,6 +56,7 @@ async def _roll_back(con: asyncpg.Connection, keep_seq: int) -> None:
     """The attack of finding 4: delete the newest events and signed digests, rewind the head to the
     last kept event and set its digest_hash to NULL. Everything left is genuine."""
     last = await con.fetchrow("SELECT seq, hash FROM audit_events WHERE seq = $1", keep_seq)
+    assert last is not None
     await con.execute("DELETE FROM audit_events WHERE seq > $1", keep_seq)
     await con.execute("DELETE FROM audit_digests WHERE last_seq > $1", keep_seq)
     await con.execute("UPDATE audit_chain_head SET seq = $1, hash = $2, digest_seq = $1, digest_hash = NULL",
@@ -160,6 +161,7 @@ async def test_each_query_column_changed_is_named_with_its_event(
     con = await asyncpg.connect(node.database_url)
     try:
         target = await con.fetchrow("SELECT seq, event_id FROM audit_events WHERE event_name = 'Encrypt'")
+        assert target is not None
         for column, value in QUERY_COLUMNS.items():
             original = await con.fetchval(f"SELECT {column} FROM audit_events WHERE seq = $1", target["seq"])
             await con.execute(f"UPDATE audit_events SET {column} = {value} WHERE seq = $1", target["seq"])
@@ -171,6 +173,7 @@ async def test_each_query_column_changed_is_named_with_its_event(
             await con.execute(f"UPDATE audit_events SET {column} = $2 WHERE seq = $1", target["seq"], original)
         # A NULL where the record has a value (and the other way round) is a change too.
         failed = await con.fetchrow("SELECT seq, error_code FROM audit_events WHERE error_code IS NOT NULL")
+        assert failed is not None
         await con.execute("UPDATE audit_events SET error_code = NULL WHERE seq = $1", failed["seq"])
         found, _ = await _findings(capsys, *db)
         assert [(f["kind"], f["seq"]) for f in found] == [("column-changed", failed["seq"])]

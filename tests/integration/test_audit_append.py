@@ -81,6 +81,7 @@ async def _append(pool: Pool, region: str, batch: list[NewEvent], *, arrays: boo
         if not arrays:
             return await audit_store.append_batch(con, region, batch)
         row = await con.fetchrow(audit_store._APPEND_ARRAYS, region, *audit_store._batch_arrays(batch))
+        assert row is not None
         return audit_store.Linked(len(batch), int(row[0]), bytes(row[1]), int(row[2]))
 
 

@@ -222,9 +222,15 @@ async def test_a_denied_call_changes_nothing_and_runs_no_cryptography(
     policy = (await aws_call(kms.get_key_policy, KeyId=key["KeyId"]))["Policy"]
 
     used: list[str] = []
+    def counting(name: str, original: Any) -> Any:
+        def call(*args: Any) -> Any:
+            used.append(name)
+            return original(*args)
+
+        return call
+
     for name in ("seal", "unseal"):
-        original = getattr(wrap, name)
-        monkeypatch.setattr(wrap, name, lambda *a, _n=name, _f=original: used.append(_n) or _f(*a))
+        monkeypatch.setattr(wrap, name, counting(name, getattr(wrap, name)))
     await _denied(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p")
     await _denied(bob_kms.decrypt, CiphertextBlob=blob)
     await _denied(bob_kms.generate_data_key, KeyId=key["Arn"], KeySpec="AES_256")

@@ -15,7 +15,6 @@ from regiond.app import LISTENER, POOL, PRELOADER
 from regiond.domain.key import KeyState
 from regiond.errors import KMSInternalException
 from regiond.protocol.routes import SERVICES
-from regiond.service import preload
 from regiond.service.grants import GrantCache
 from regiond.service.keycache import CHANNEL as KEYS_CHANNEL
 from regiond.service.keycache import KeyCache
@@ -173,7 +172,7 @@ async def test_a_key_changed_while_its_page_loads_is_never_stored_stale(
             grants.invalidate(granted)
             return page
 
-        monkeypatch.setattr(preload.key_store, "load_keys", load_then_change)
+        monkeypatch.setattr(key_store, "load_keys", load_then_change)
         result = await Preloader(pool, keys, grants, max_keys=100).preload()
         monkeypatch.undo()
 
@@ -203,7 +202,7 @@ async def test_a_drop_everything_during_a_page_stores_nothing_and_asks_for_a_new
             keys.invalidate(None)
             return page
 
-        monkeypatch.setattr(preload.key_store, "load_keys", load_then_drop)
+        monkeypatch.setattr(key_store, "load_keys", load_then_drop)
         preloader = Preloader(pool, keys, grants, max_keys=100)
         result = await preloader.preload()
         monkeypatch.undo()

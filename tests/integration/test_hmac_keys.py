@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -72,9 +73,10 @@ async def test_hmac_key_usage_rules(nodes: NodeFactory) -> None:
     err = await expect_error(kms.verify_mac, KeyId=symmetric["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_256",
                              Mac=b"x" * 32)  # fmt: skip
     assert error_code(err) == "InvalidKeyUsageException"
-    for call, kwargs in ((kms.encrypt, {"Plaintext": b"p"}), (kms.generate_data_key, {"KeySpec": "AES_256"}),
+    wrong: dict[str, Any]
+    for call, wrong in ((kms.encrypt, {"Plaintext": b"p"}), (kms.generate_data_key, {"KeySpec": "AES_256"}),
                          (kms.sign, {"Message": b"m", "SigningAlgorithm": "ECDSA_SHA_256"})):  # fmt: skip
-        err = await expect_error(call, KeyId=hmac_key["KeyId"], **kwargs)
+        err = await expect_error(call, KeyId=hmac_key["KeyId"], **wrong)
         assert error_code(err) == "InvalidKeyUsageException", call
     # An HMAC key is symmetric: it has no public key.
     err = await expect_error(kms.get_public_key, KeyId=hmac_key["KeyId"])

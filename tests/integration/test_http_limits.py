@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 import pytest
@@ -164,5 +165,5 @@ async def test_a_client_hanging_up_mid_body_is_one_info_line_and_nothing_audited
     assert audited == []
 
 
-async def _logged(logs: list[dict[str, object]], event: str) -> bool:
+async def _logged(logs: Sequence[Mapping[str, object]], event: str) -> bool:
     return any(e["event"] == event for e in logs)

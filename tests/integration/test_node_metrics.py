@@ -34,10 +34,10 @@ def _rejected_by_worker(node: Served) -> dict[int, float]:
 
 
 def _rejected(snapshot: dict[str, Any]) -> float:
-    return sum(
+    return float(sum(
         s[2] for f in snapshot["families"] if f["name"] == "regionkms_requests" for s in f["samples"]
         if s[0] == "regionkms_requests_total" and s[1] == REJECTED
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _session() -> aiohttp.ClientSession:

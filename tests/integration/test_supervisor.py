@@ -47,10 +47,10 @@ async def _requests_served_by(node: Served, pid: int) -> float:
     snapshot = node.worker_snapshots().get(pid)
     if snapshot is None:
         return 0.0
-    return sum(
+    return float(sum(
         s[2] for f in snapshot["families"] if f["name"] == "regionkms_requests" for s in f["samples"]
         if s[0] == "regionkms_requests_total"
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 async def _restarts(node: Served) -> float:

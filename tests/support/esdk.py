@@ -17,7 +17,7 @@ OFFICIAL_SUITES = {
 }
 
 
-class EndpointSession(botocore.session.Session):
+class EndpointSession(botocore.session.Session):  # type: ignore[misc]  # botocore is untyped
     """A botocore session whose KMS clients go to regionkms: each region to its own endpoint."""
 
     def __init__(self, endpoints: dict[str, str], identity: Identity) -> None:
@@ -25,7 +25,7 @@ class EndpointSession(botocore.session.Session):
         self._endpoints = endpoints
         self.set_credentials(identity.access_key_id, identity.secret_access_key)
 
-    def create_client(self, service_name: str, region_name: str | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
+    def create_client(self, service_name: str, region_name: str | None = None, **kwargs: Any) -> Any:
         kwargs["endpoint_url"] = self._endpoints[region_name or ""]
         return super().create_client(service_name, region_name, **kwargs)
 

@@ -187,5 +187,5 @@ def over_long(model: Mapping[str, Any], slot: Slot) -> str | None:
     shape = model["shapes"][slot.shape]
     if "max" not in shape or "enum" in shape:
         return None
-    base = base_text(model, slot)
-    return base + base[-1] * (shape["max"] + 1 - len(base))
+    base: str = base_text(model, slot)
+    return base + base[-1] * (int(shape["max"]) + 1 - len(base))

@@ -89,6 +89,7 @@ async def test_repeated_request_is_decided_once() -> None:
     authz = authorizer(key_policy(allow(BOB.arn, "kms:Encrypt")))
     for _ in range(3):
         decision = await authz.authorize(BOB, "kms:Encrypt", KEY)
+        assert decision is not None
         assert decision.reason is DecisionReason.ALLOWED_BY_KEY_POLICY
     assert authz.evaluations == 1
 
@@ -115,9 +116,11 @@ async def test_cached_decisions_follow_identity_policy_and_grant_changes() -> No
             PolicyKind.IDENTITY,
         ),
     )
-    assert (await authz.authorize(BOB, "kms:Encrypt", KEY)).reason is DecisionReason.ALLOWED_BY_KEY_POLICY_AND_IAM
+    decision = await authz.authorize(BOB, "kms:Encrypt", KEY)
+    assert decision is not None and decision.reason is DecisionReason.ALLOWED_BY_KEY_POLICY_AND_IAM
     grants.cached = (GrantView(GRANT_ID, BOB.arn, frozenset({"Decrypt"})),)
-    assert (await authz.authorize(BOB, "kms:Decrypt", KEY)).grant_id == GRANT_ID
+    decision = await authz.authorize(BOB, "kms:Decrypt", KEY)
+    assert decision is not None and decision.grant_id == GRANT_ID
 
 
 async def test_cached_decisions_are_keyed_by_the_request_values_conditions_read() -> None:
@@ -177,6 +180,7 @@ async def test_token_of_an_uncached_grant_allows_what_the_grant_names() -> None:
     authz = authorizer(parse_policy(default_key_policy(ACCOUNT)), grants)
     token = make_grant_token(GRANT_ID)
     decision = await authz.authorize(BOB, "kms:Encrypt", KEY, grant_tokens=[token])
+    assert decision is not None
     assert decision.grant_id == GRANT_ID
     assert grants.fresh_reads == [[GRANT_ID]] and grants.invalidated == [KEY.key_id]
     with pytest.raises(AccessDeniedException):

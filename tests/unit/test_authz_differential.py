@@ -144,9 +144,10 @@ async def test_aws_decision(case: t.Case) -> None:
 
 
 def test_the_table_covers_what_it_promises() -> None:
-    names = [c.name for c in (*t.CASES, *t.MULTI_REGION_CASES)]
+    every: list[t.Case | t.MultiRegionCase] = [*t.CASES, *t.MULTI_REGION_CASES]
+    names = [c.name for c in every]
     assert len(names) == len(set(names))
-    assert all(c.rule for c in (*t.CASES, *t.MULTI_REGION_CASES))
+    assert all(c.rule for c in every)
     operations = {c.operation for c in t.MULTI_REGION_CASES}
     assert operations == {"ReplicateKey", "UpdatePrimaryRegion", "ScheduleKeyDeletion"}
     assert sum(c.e2e for c in t.CASES) >= 40

@@ -46,8 +46,8 @@ def test_the_base_is_abstract_and_a_server_fault() -> None:
 
 
 def test_client_faults_default_to_400_and_keep_their_aws_type() -> None:
-    missing = type("Made", (KmsError,), {"code": "MadeException"})
-    assert missing.status == 400
+    made: type[KmsError] = type("Made", (KmsError,), {"code": "MadeException"})
+    assert made.status == 400
     assert errors.MissingAuthenticationToken.status == 400
     assert errors.MissingAuthenticationToken.code == "MissingAuthenticationTokenException"
     assert errors.RequestEntityTooLargeException.status == 413
