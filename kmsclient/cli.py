@@ -243,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"kmsclient: {exc.strerror or type(exc).__name__}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a defect of kmsclient: still one line, never a traceback (exit 70, EX_SOFTWARE)
+        print(f"kmsclient: internal error ({type(exc).__name__}); please report it", file=sys.stderr)
+        return 70
     if args.command == "regions" or args.output != "-":  # never mixed into data on stdout
         print(json.dumps(out))
     return 0
