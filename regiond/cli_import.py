@@ -5,7 +5,10 @@
         [--valid-to 2027-01-31T00:00:00Z] [--import-type NEW_KEY_MATERIAL|EXISTING_KEY_MATERIAL]
         [--key-material-id HEX] [--description TEXT]
 
-FILE holds the raw 32 bytes of a 256-bit symmetric key. The command does what the AWS
+FILE holds the key material in the form AWS imports it: the raw 32 bytes of a 256-bit
+symmetric key, the raw bytes of an HMAC key, or an asymmetric private key as PKCS#8 (DER, or
+PEM, which is converted to DER here; RSA keys need an RSA_AES wrapping algorithm, the
+default). The server checks the material against the key's spec. The command does what the AWS
 Developer Guide's import steps do, on the client: GetParametersForImport (a fresh wrapping
 public key and an import token), wraps the material under the public key with
 ``regiond.crypto.import_wrap.wrap_key_material`` (the same algorithms the server opens), and
@@ -38,7 +41,7 @@ from kmsclient.client import KmsClient
 from kmsclient.errors import KmsClientError
 from kmsclient.routing import Endpoint
 from kmsclient.sigv4 import Credentials
-from regiond.crypto import import_wrap, wrap
+from regiond.crypto import asymmetric, import_wrap, wrap
 from regiond.crypto.import_wrap import WrappingAlgorithm, WrappingKeySpec
 
 __all__ = ["add_import_parser", "cmd_import_material", "import_material"]
@@ -92,10 +95,15 @@ async def import_material(
 
 def _read_material(path: str) -> bytes:
     data = Path(path).read_bytes()
-    if len(data) != wrap.BACKING_KEY_BYTES:
+    if data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            data = asymmetric.pkcs8_der_from_pem(data)
+        except asymmetric.MaterialError as exc:
+            raise SystemExit(f"regiond import-material: {path}: {exc}") from None
+    if not 1 <= len(data) <= wrap.MAX_MATERIAL_BYTES:
         raise SystemExit(
-            f"regiond import-material: {path} must hold exactly {wrap.BACKING_KEY_BYTES} bytes of key material "
-            f"(a 256-bit key), not {len(data)}"
+            f"regiond import-material: {path} must hold 1 to {wrap.MAX_MATERIAL_BYTES} bytes of key material, "
+            f"not {len(data)}"
         )
     return data
 
@@ -165,7 +173,10 @@ def cmd_import_material(args: argparse.Namespace) -> int:
 def add_import_parser(sub: Any) -> None:
     p = sub.add_parser("import-material", help="import key material into an EXTERNAL-origin key")
     p.add_argument("--key", required=True, help="key id or key ARN of a key created with Origin EXTERNAL")
-    p.add_argument("--material", required=True, help="file with the raw 32-byte key material")
+    p.add_argument(
+        "--material", required=True,
+        help="file with the key material: 32 raw bytes (symmetric), the HMAC key, or a PKCS#8 private key (DER or PEM)",
+    )  # fmt: skip
     p.add_argument("--cluster", help="cluster.json written by `regiond dev`")
     p.add_argument("--endpoint", help="a node's URL (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
     p.add_argument("--region", help="the key's region")

@@ -35,13 +35,14 @@ from typing import Any
 
 import structlog
 
-from regiond.crypto import hpke, import_wrap, wrap
+from regiond.crypto import hpke, import_wrap, keymaterial, wrap
 from regiond.crypto.keyring import RootKeyring
 from regiond.crypto.wrap import access_key_aad
 from regiond.domain.ids import KeyIdKind, is_valid_key_id, key_arn, key_id_kind
 from regiond.domain.key import (
     Key,
     KeyEvent,
+    KeySpec,
     KeyState,
     MultiRegionConfiguration,
     MultiRegionKey,
@@ -178,9 +179,12 @@ async def _apply_key(con: Conn, frame: Frame, message: KeyMessage, ctx: ApplyCon
 
 
 def _open_versions(
-    frame: Frame, key_id: str, sealed: tuple[SealedVersion, ...], ctx: ApplyContext
+    frame: Frame, key_id: str, spec: KeySpec, sealed: tuple[SealedVersion, ...], ctx: ApplyContext
 ) -> list[tuple[int, bytes, dt.datetime, str]]:
-    """(version, material wrapped under *our* root key, created_at, KeyMaterialId) per sealed version."""
+    """(version, material wrapped under *our* root key, created_at, KeyMaterialId) per sealed version.
+
+    The material must be of the key's spec (``crypto.keymaterial.check_imported``: 32 bytes for a
+    symmetric key, an HMAC key of the spec's lengths, a PKCS#8 private key of the spec), whoever sent it."""
     out = []
     for item in sealed:
         version = item.version
@@ -192,9 +196,9 @@ def _open_versions(
         except hpke.SealedMaterialError:
             raise ApplyError(f"sealed material of {key_id} v{version} did not open") from None
         try:
-            material = wrap.UnwrappedKey(raw)
+            material = keymaterial.check_imported(spec, wrap.SecretMaterial(raw))
         except ValueError:
-            raise ApplyError(f"material of {key_id} v{version} has the wrong length") from None
+            raise ApplyError(f"material of {key_id} v{version} is not {spec} key material") from None
         wrapped = wrap.wrap(ctx.keyring, key_id, version, material)
         material_id = import_wrap.key_material_id(key_id, material)  # the same id in every region
         out.append((version, wrapped, item.created_at, material_id))
@@ -202,7 +206,7 @@ def _open_versions(
 
 
 async def _install_versions(
-    con: Conn, frame: Frame, key_id: str, shared: SharedState | None, sealed: tuple[SealedVersion, ...],
+    con: Conn, frame: Frame, key_id: str, spec: KeySpec, shared: SharedState | None, sealed: tuple[SealedVersion, ...],
     ctx: ApplyContext,
 ) -> int:
     """Add the frame's backing versions this region lacks, each with its material row first (as
@@ -210,7 +214,7 @@ async def _install_versions(
     records = {m.version: m for m in (shared.materials if shared is not None else ())}
     held = {v.version for v in await key_store.versions(con, key_id)}
     added = 0
-    for version, wrapped, created, material_id in _open_versions(frame, key_id, sealed, ctx):
+    for version, wrapped, created, material_id in _open_versions(frame, key_id, spec, sealed, ctx):
         if version in held:
             continue  # versions are immutable: the one held is the same material
         record = records.get(version)
@@ -278,7 +282,7 @@ async def _key_created(con: Conn, frame: Frame, m: KeyCreated, ctx: ApplyContext
     await repl_store.ensure_account(con, m.account)
     await key_store.insert_key(con, key, policy=m.replica.policy, current_version=current)
     if m.origin is Origin.AWS_KMS:
-        await _install_versions(con, frame, key_id, m.shared, m.material or (), ctx)
+        await _install_versions(con, frame, key_id, m.key_spec, m.shared, m.material or (), ctx)
         if current is not None and not any(v.version == current for v in await key_store.versions(con, key_id)):
             raise ApplyError(f"{key_id}: the current version's material is missing from the frame")
     await tag_store.upsert(con, key_id, list(m.replica.tags))
@@ -315,7 +319,7 @@ async def _apply_shared(
     await _apply_rotation(con, key_id, m.shared, ctx.now)
     if record.key.origin is not Origin.AWS_KMS:
         return  # imported material never crosses regions
-    await _install_versions(con, frame, key_id, m.shared, m.material or (), ctx)
+    await _install_versions(con, frame, key_id, record.key.key_spec, m.shared, m.material or (), ctx)
     current = m.current_version
     if current is not None:
         held = {v.version for v in await key_store.versions(con, key_id)}

@@ -147,7 +147,8 @@ class FrameBuilder:
         for stored in await key_store.versions(con, key_id):
             if stored.version not in wanted:
                 continue
-            material = wrap.unwrap(self._keyring, key_id, stored.version, stored.material_wrapped)
+            # Any key spec: AES backing keys, HMAC keys and PKCS#8 private keys are sealed alike.
+            material = wrap.unwrap_material(self._keyring, key_id, stored.version, stored.material_wrapped)
             sealed = hpke.seal_to_region(
                 peer.encryption_public_key, material.material(), key_id=key_id, version=stored.version,
                 source_region=self._region, dest_region=peer.region,

@@ -62,6 +62,7 @@ __all__ = [
     "generate",
     "generate_pair",
     "max_plaintext_bytes",
+    "pkcs8_der_from_pem",
     "public_key_der",
     "verify_with_public_key",
 ]
@@ -215,6 +216,15 @@ def _load(spec: KeySpec, der: bytes, *, validate: bool) -> PrivateKeyObject:
 def check_material(spec: KeySpec, material: SecretMaterial) -> SecretMaterial:
     """Imported material: parsed and checked completely, returned in this module's canonical form."""
     return SecretMaterial(_der(_load(spec, material.material(), validate=True)))
+
+
+def pkcs8_der_from_pem(pem: bytes) -> bytes:
+    """An unencrypted PEM private key as PKCS#8 DER (``regiond import-material`` reads PEM files)."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise MaterialError("the file is not an unencrypted PEM private key") from None
+    return _der(key)  # type: ignore[arg-type]  # any private key type serializes to PKCS#8
 
 
 def public_key_der(spec: KeySpec, material: SecretMaterial) -> bytes:

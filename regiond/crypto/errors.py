@@ -9,7 +9,6 @@
     │   └── DecryptionError       an asymmetric ciphertext did not open (asymmetric.py; also an AsymmetricError)
     ├── KeyringError              the root key is missing or malformed, or a stored value does not
     │                             unwrap under it (keyring, wrap.unwrap)
-    ├── MaterialLengthError       imported material opened but is not a 256-bit key (also a ValueError)
     ├── PeerIdentityError         a peer certificate does not name exactly one region (pki; also a ValueError)
     ├── (keymaterial, mac) MaterialError   imported material does not fit the key spec (also a ValueError)
     └── AsymmetricError           asymmetric keys (asymmetric.py): DecryptionError (above), MaterialError
@@ -29,7 +28,6 @@ __all__ = [
     "DecryptError",
     "ImportUnwrapError",
     "KeyringError",
-    "MaterialLengthError",
     "PeerIdentityError",
     "SealedMaterialError",
 ]
@@ -68,10 +66,6 @@ class ImportUnwrapError(DecryptError):
 
 class KeyringError(CryptoError):
     """The root key is missing, malformed, or a wrapped value does not unwrap."""
-
-
-class MaterialLengthError(CryptoError, ValueError):
-    """The material opened but is not a 256-bit symmetric key."""
 
 
 class PeerIdentityError(CryptoError, ValueError):

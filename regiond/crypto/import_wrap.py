@@ -1,7 +1,9 @@
 """Imported key material: RSA wrapping key pairs and the four AWS wrapping algorithms.
 
 GetParametersForImport hands the client the public half of a fresh RSA key pair; the client
-encrypts its 256-bit key material under it and ImportKeyMaterial opens it here. The
+encrypts its key material under it and ImportKeyMaterial opens it here. What the material must
+be (256 bits for a symmetric key, an HMAC key of the spec's lengths, a PKCS#8 private key) is
+``crypto.keymaterial.check_imported``'s to decide. The
 algorithms are AWS's (``AlgorithmSpec`` in the KMS model, "Step 3: Encrypt the key material"
 in the Developer Guide):
 
@@ -23,8 +25,7 @@ spec (China Regions only) are not offered: the service answers UnsupportedOperat
 
 Every way an ``EncryptedKeyMaterial`` can fail to open (wrong length, OAEP padding, KWP
 integrity check) raises the one ``ImportUnwrapError`` with no detail, the import analogue of
-STYLE.md item 4. Material that opens but is not 32 bytes raises ``MaterialLengthError``:
-that one is the caller's input, not a probe of the wrapping key.
+STYLE.md item 4.
 
 The private half lives only in a ``WrappingPrivateKey`` (redacted ``repr``, no pickling) and,
 at rest, sealed under the root keyring with AAD that binds the KMS key id and the import
@@ -56,14 +57,14 @@ from cryptography.hazmat.primitives.keywrap import (
 )
 
 from regiond.crypto import wrap
-from regiond.crypto.errors import ImportUnwrapError, KeyringError, MaterialLengthError
+from regiond.crypto.errors import ImportUnwrapError, KeyringError
 from regiond.crypto.keyring import RootKeyring
 
 __all__ = [
     "EPHEMERAL_AES_KEY_BYTES",
     "PUBLIC_EXPONENT",
+    "RSA_PRIVATE_KEY_ALGORITHMS",
     "ImportUnwrapError",
-    "MaterialLengthError",
     "WrappingAlgorithm",
     "WrappingKeyPair",
     "WrappingKeySpec",
@@ -98,6 +99,12 @@ class WrappingAlgorithm(enum.StrEnum):
         sha256 = self in (WrappingAlgorithm.RSAES_OAEP_SHA_256, WrappingAlgorithm.RSA_AES_KEY_WRAP_SHA_256)
         algorithm: hashes.HashAlgorithm = hashes.SHA256() if sha256 else hashes.SHA1()  # noqa: S303 - OAEP with SHA-1 is an AWS wrapping algorithm
         return padding.OAEP(mgf=padding.MGF1(algorithm=algorithm), algorithm=algorithm, label=None)
+
+
+RSA_PRIVATE_KEY_ALGORITHMS = frozenset(
+    {WrappingAlgorithm.RSA_AES_KEY_WRAP_SHA_1, WrappingAlgorithm.RSA_AES_KEY_WRAP_SHA_256}
+)
+"""AWS: "To import an RSA private key, you must use an RSA_AES wrapping algorithm" (it does not fit OAEP)."""
 
 
 class WrappingKeySpec(enum.StrEnum):
@@ -170,9 +177,9 @@ def open_private_key(keyring: RootKeyring, sealed: bytes, aad: bytes) -> Wrappin
 
 def unwrap_key_material(
     private: WrappingPrivateKey, algorithm: WrappingAlgorithm, encrypted: bytes
-) -> wrap.UnwrappedKey:
-    """Open ``EncryptedKeyMaterial``; ``ImportUnwrapError`` for any failure, ``MaterialLengthError``
-    if what opens is not 32 bytes."""
+) -> wrap.SecretMaterial:
+    """Open ``EncryptedKeyMaterial``; ``ImportUnwrapError`` for any failure (an empty or
+    impossibly long result included)."""
     oaep = algorithm._oaep()
     size = private.modulus_bytes
     try:
@@ -187,13 +194,9 @@ def unwrap_key_material(
             if len(encrypted) != size:
                 raise ImportUnwrapError
             material = private._key.decrypt(encrypted, oaep)
+        return wrap.SecretMaterial(material)
     except (ValueError, InvalidUnwrap) as exc:
         raise ImportUnwrapError from exc
-    if len(material) != wrap.BACKING_KEY_BYTES:
-        raise MaterialLengthError(
-            f"symmetric key material must be {wrap.BACKING_KEY_BYTES * 8} bits ({wrap.BACKING_KEY_BYTES} bytes)"
-        )
-    return wrap.UnwrappedKey(material)
 
 
 def wrap_key_material(public_key_der: bytes, algorithm: WrappingAlgorithm, material: bytes) -> bytes:
@@ -208,7 +211,7 @@ def wrap_key_material(public_key_der: bytes, algorithm: WrappingAlgorithm, mater
     return public.encrypt(aes_key, oaep) + aes_key_wrap_with_padding(aes_key, material)
 
 
-def key_material_id(key_id: str, key: wrap.UnwrappedKey) -> str:
+def key_material_id(key_id: str, key: wrap.SecretMaterial) -> str:
     """``KeyMaterialId``: hex SHA-256 of a label, the KMS key id and the material (64 characters)."""
     digest = hashlib.sha256(_MATERIAL_ID_PREFIX + key_id.encode("ascii") + b"\x00" + key.material())
     return digest.hexdigest()

@@ -45,10 +45,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from regiond.crypto import import_wrap, wrap
+from regiond.crypto import import_wrap, keymaterial, wrap
 from regiond.crypto.import_wrap import WrappingAlgorithm, WrappingKeySpec
 from regiond.crypto.keyring import KeyringError, RootKeyring
-from regiond.domain.key import ExpirationModel, Key, KeyEvent, Origin, apply, require_state
+from regiond.domain.key import ExpirationModel, Key, KeyEvent, KeySpec, Origin, apply, require_state
+from regiond.domain.keyspec import KeyFamily, family
 from regiond.errors import (
     ExpiredImportTokenException,
     IncorrectKeyMaterialException,
@@ -139,6 +140,24 @@ def _expiry(request: ImportMaterialRequest, now: dt.datetime) -> tuple[Expiratio
     return model, valid_to
 
 
+def _require_wrapping_fits(spec: KeySpec, algorithm: WrappingAlgorithm, wrapping_spec: WrappingKeySpec) -> None:
+    """AWS's "Select a wrapping algorithm": RSA private keys need an RSA_AES algorithm; RSAES_OAEP_*
+    with an RSA_2048 wrapping key cannot carry ECC_NIST_P521 material (it does not fit OAEP)."""
+    if family(spec) is KeyFamily.RSA and algorithm not in import_wrap.RSA_PRIVATE_KEY_ALGORITHMS:
+        raise ValidationException(
+            f"To import RSA key material ({spec}) use an RSA_AES wrapping algorithm (RSA_AES_KEY_WRAP_SHA_1 or "
+            f"RSA_AES_KEY_WRAP_SHA_256), not {algorithm}."
+        )
+    if (
+        spec is KeySpec.ECC_NIST_P521 and wrapping_spec is WrappingKeySpec.RSA_2048
+        and algorithm not in import_wrap.RSA_PRIVATE_KEY_ALGORITHMS
+    ):  # fmt: skip
+        raise ValidationException(
+            f"{algorithm} with an RSA_2048 wrapping key cannot wrap ECC_NIST_P521 key material: use an RSA_3072 "
+            "or RSA_4096 wrapping key, or an RSA_AES wrapping algorithm."
+        )
+
+
 def _associated(materials: list[MaterialRecord], current_version: int | None) -> list[MaterialRecord]:
     """Materials permanently associated with the key: the current one and every older one."""
     if current_version is None:
@@ -192,6 +211,7 @@ class ImportService:
             raise UnsupportedOperationException(
                 f"WrappingKeySpec {spec} is not supported: use RSA_2048, RSA_3072 or RSA_4096."
             ) from None
+        _require_wrapping_fits(key.key_spec, wrapping_algorithm, wrapping_spec)
         pair = await asyncio.to_thread(import_wrap.generate_wrapping_key, wrapping_spec)
         token_id = uuid.uuid4()
         sealed = import_wrap.seal_private_key(
@@ -210,7 +230,9 @@ class ImportService:
 
     # --- ImportKeyMaterial --------------------------------------------------------------------
 
-    async def _open_material(self, key: Key, token: bytes, encrypted: bytes, now: dt.datetime) -> wrap.UnwrappedKey:
+    async def _open_material(
+        self, key: Key, token: bytes, encrypted: bytes, now: dt.datetime
+    ) -> wrap.SecretMaterial:
         token_id = parse_import_token(token)
         async with connection(self._pool) as con:
             params = await import_store.get_parameters(con, token_id)
@@ -228,13 +250,16 @@ class ImportService:
             log.error("key.import_wrapping_key_unreadable", key_id=key.key_id)
             raise KMSInternalException("The wrapping key of this import token cannot be read") from exc
         try:
-            return import_wrap.unwrap_key_material(private, WrappingAlgorithm(params.wrapping_algorithm), encrypted)
+            opened = import_wrap.unwrap_key_material(private, WrappingAlgorithm(params.wrapping_algorithm), encrypted)
         except import_wrap.ImportUnwrapError:
             raise InvalidCiphertextException(
                 "The encrypted key material could not be decrypted with the wrapping key and algorithm of this token."
             ) from None
-        except import_wrap.MaterialLengthError as exc:
-            raise IncorrectKeyMaterialException(f"{exc} for a SYMMETRIC_DEFAULT key.") from None
+        try:
+            # Parsed completely (RSA's consistency check takes up to a second): off the event loop.
+            return await asyncio.to_thread(keymaterial.check_imported, key.key_spec, opened)
+        except keymaterial.MaterialError as exc:
+            raise IncorrectKeyMaterialException(f"{exc} for a {key.key_spec} key.") from None
 
     async def import_key_material(
         self, who: Requester, value: str, request: ImportMaterialRequest, now: dt.datetime
@@ -266,7 +291,7 @@ class ImportService:
 
     async def _add_new(
         self, con: Conn, record: key_store.KeyRecord, known: list[MaterialRecord], match: MaterialRecord | None,
-        material: wrap.UnwrappedKey, ident: str, model: ExpirationModel, valid_to: dt.datetime | None,
+        material: wrap.SecretMaterial, ident: str, model: ExpirationModel, valid_to: dt.datetime | None,
         request: ImportMaterialRequest, now: dt.datetime,
     ) -> int:  # fmt: skip
         key = record.key
@@ -276,6 +301,11 @@ class ImportService:
                 "EXISTING_KEY_MATERIAL to re-import it."
             )
         if known:
+            if key.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
+                raise UnsupportedOperationException(
+                    f"{key.arn} key spec {key.key_spec} does not rotate: new key material (for RotateKeyOnDemand) "
+                    "is only for symmetric encryption keys. Re-import the key's material with EXISTING_KEY_MATERIAL."
+                )
             if key.multi_region:
                 raise UnsupportedOperationException(
                     f"{key.arn}: new key material for multi-Region keys with imported key material is not supported."
@@ -299,7 +329,7 @@ class ImportService:
         return version
 
     async def _restore(
-        self, con: Conn, record: key_store.KeyRecord, match: MaterialRecord | None, material: wrap.UnwrappedKey,
+        self, con: Conn, record: key_store.KeyRecord, match: MaterialRecord | None, material: wrap.SecretMaterial,
         ident: str, model: ExpirationModel, valid_to: dt.datetime | None, request: ImportMaterialRequest,
         now: dt.datetime,
     ) -> int:  # fmt: skip

@@ -10,9 +10,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
-from regiond.crypto import import_wrap, wrap
+from regiond.crypto import import_wrap, keymaterial, wrap
 from regiond.crypto.import_wrap import WrappingAlgorithm, WrappingKeySpec
 from regiond.crypto.keyring import AesRootKeyring, KeyringError
+from regiond.domain.key import KeySpec
 
 KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
 OTHER_ID = "2234abcd-12ab-34cd-56ef-1234567890ab"
@@ -90,11 +91,12 @@ def test_any_flipped_byte_or_truncation_is_one_failure(
         import_wrap.unwrap_key_material(pair.private, algorithm, bytes(encrypted[:-8]))
 
 
-def test_material_that_is_not_256_bits_is_refused_after_opening(pair: import_wrap.WrappingKeyPair) -> None:
+def test_material_that_is_not_256_bits_is_refused_for_a_symmetric_key(pair: import_wrap.WrappingKeyPair) -> None:
     for size in (16, 31, 33, 64):
         encrypted = _aws_client_wrap(pair.public_key_der, "RSAES_OAEP_SHA_256", os.urandom(size))
-        with pytest.raises(import_wrap.MaterialLengthError):
-            import_wrap.unwrap_key_material(pair.private, WrappingAlgorithm.RSAES_OAEP_SHA_256, encrypted)
+        opened = import_wrap.unwrap_key_material(pair.private, WrappingAlgorithm.RSAES_OAEP_SHA_256, encrypted)
+        with pytest.raises(keymaterial.MaterialError, match="256 bits"):
+            keymaterial.check_imported(KeySpec.SYMMETRIC_DEFAULT, opened)
 
 
 def test_another_wrapping_key_cannot_open_the_material(pair: import_wrap.WrappingKeyPair) -> None:
