@@ -362,6 +362,12 @@ async def test_import_material_command_runs_the_whole_flow(
     code = await asyncio.to_thread(run, "--key", key_arn, "--material", str(material_file), "--cluster", str(cluster))
     assert code == 1
     assert "IncorrectKeyMaterialException" in capsys.readouterr().err
+    # Material of the wrong size for the key's spec: the server says so (the command sends any size).
     material_file.write_bytes(os.urandom(16))
-    with pytest.raises(SystemExit, match="32 bytes"):
+    code = await asyncio.to_thread(run, "--key", key_arn, "--material", str(material_file), "--cluster", str(cluster))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "IncorrectKeyMaterialException" in err and "256 bits" in err
+    material_file.write_bytes(b"")
+    with pytest.raises(SystemExit, match="1 to 8192 bytes"):
         run("--key", key_arn, "--material", str(material_file), "--cluster", str(cluster))
