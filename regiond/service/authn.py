@@ -78,7 +78,7 @@ class Authenticator:
         # Only keys that exist are cached: a miss is not remembered, so ids an attacker makes up
         # cannot push real keys out (the throttle bounds what their lookups cost instead).
         self._keys: TtlCache[str, _KeyEntry] = TtlCache(ttl_s=ttl_s)
-        self._throttle = throttle or FailureThrottle(burst=0, refill_per_s=0.0)
+        self._throttle = FailureThrottle(burst=0, refill_per_s=0.0) if throttle is None else throttle
         self._labels = KeyLabels()
 
     def invalidate(self, _payload: str | None = None) -> None:
