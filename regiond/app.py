@@ -23,7 +23,8 @@ from regiond.calls import AuditSink
 from regiond.clock import Clock, SystemClock
 from regiond.config import Settings
 from regiond.crypto.keyring import RootKeyring
-from regiond.protocol.routes import AUDIT, MAX_BODY_BYTES, SERVICES, handle
+from regiond.protocol.refused_http import quiet_refused_http
+from regiond.protocol.routes import AUDIT, MAX_BODY_BYTES, SERVICES, expect_continue, handle
 from regiond.service.aliases import AliasService
 from regiond.service.auth_failures import FailureThrottle
 from regiond.service.authn import Authenticator
@@ -110,6 +111,7 @@ def create_app(
     replication_transport: Transport | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    quiet_refused_http()
     the_clock = clock or SystemClock()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -216,7 +218,7 @@ def create_app(
         log.info("node.stopped", region=settings.region)
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_post("/", handle)
+    app.router.add_post("/", handle, expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

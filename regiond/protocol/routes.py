@@ -146,6 +146,20 @@ def _source_ip(request: web.Request, headers: sigv4.HeaderView, trusted_proxies:
     return peer
 
 
+async def expect_continue(request: web.Request) -> None:
+    """The route's Expect handler: ``100-continue`` is answered as aiohttp does, any other
+    expectation is ignored (RFC 9110 lets a server do either) so the request still gets an AWS
+    answer with a request id. aiohttp's own handler answers 417 and, for an Expect value that
+    is not UTF-8, fails with a 500 while writing that answer."""
+    try:
+        expect = sigv4.HeaderView(request.headers).get("expect")
+    except sigv4.NotUtf8Header:
+        return
+    if expect is not None and expect.lower() == "100-continue" and request.version == (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
 def _parse_json(body: bytes) -> Any:
     if not body:
         return {}
