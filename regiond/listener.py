@@ -216,6 +216,10 @@ async def listen(
         return _BoundedHandler(
             manager, admission, limits.header_timeout_s, loop=loop, access_log=None,
             keepalive_timeout=limits.idle_timeout_s, lingering_time=LINGER_S,
+            # The body as sent, never inflated: SigV4 signs the bytes on the wire, KMS takes no
+            # compressed requests (routes refuses Content-Encoding), and an inflate error would
+            # surface outside any handler.
+            auto_decompress=False,
         )  # fmt: skip
 
     try:

@@ -65,6 +65,7 @@ __all__ = [
     "KeyRef",
     "RefKind",
     "alias_arn",
+    "alias_arn_text",
     "is_valid_key_id",
     "key_arn",
     "key_id_kind",
@@ -181,6 +182,13 @@ def alias_arn(region: str, account: str, alias_name: str) -> str:
     require_account_id(account)
     if not alias_name.startswith(ALIAS_PREFIX) or len(alias_name) == len(ALIAS_PREFIX):
         raise ValueError(f"not an alias name: {alias_name!r}")
+    return f"arn:{ARN_PARTITION}:kms:{region}:{account}:{alias_name}"
+
+
+def alias_arn_text(region: str, account: str, alias_name: str) -> str:
+    """The alias ARN a message names, spelt from ``alias_name`` as the caller sent it, unchecked:
+    a refusal must be able to name even a name no alias can have (``alias/``), where
+    ``alias_arn`` raises."""
     return f"arn:{ARN_PARTITION}:kms:{region}:{account}:{alias_name}"
 
 

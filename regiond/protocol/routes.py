@@ -146,6 +146,20 @@ def _source_ip(request: web.Request, headers: sigv4.HeaderView, trusted_proxies:
     return peer
 
 
+def _refuse_content_encoding(headers: sigv4.HeaderView) -> None:
+    """KMS takes no compressed requests. aiohttp would inflate a Content-Encoding body before the
+    handler reads it, so the bytes hashed for the signature would not be the bytes signed, and
+    bytes that do not inflate would fail the read; refuse it before reading instead."""
+    try:
+        encoding = headers.get("content-encoding")
+    except sigv4.NotUtf8Header:
+        encoding = "?"
+    if encoding is not None and encoding.lower() not in ("", "identity"):
+        raise SerializationException(
+            f"Content-Encoding {encoding[:32]!r} is not supported: send the request body uncompressed"
+        )
+
+
 async def expect_continue(request: web.Request) -> None:
     """The route's Expect handler: ``100-continue`` is answered as aiohttp does, any other
     expectation is ignored (RFC 9110 lets a server do either) so the request still gets an AWS
@@ -212,6 +226,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     source_ip = request.remote or ""
     record: CallRecord | None = None
     try:
+        headers = sigv4.HeaderView(request.headers)
+        _refuse_content_encoding(headers)
         content_length = request.content_length
         if content_length is not None and content_length > MAX_BODY_BYTES:
             raise RequestEntityTooLargeException("Request body exceeds the 1 MiB limit")
@@ -225,7 +241,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return web.Response(status=400, headers={"x-amzn-RequestId": request_id})  # never delivered
         now = services.clock.now()
         path, _, query = request.raw_path.partition("?")  # as sent: SigV4 signs the encoded target
-        headers = sigv4.HeaderView(request.headers)
         source_ip = _source_ip(request, headers, services.settings.trusted_proxies)
         authenticated: Authenticated = await services.authn.authenticate(
             method=request.method, path=path, query=query, headers=headers, body=body, now=now, source_ip=source_ip

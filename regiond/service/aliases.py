@@ -36,9 +36,7 @@ class AliasService:
         return ids.alias_arn(self._region, account, alias_name)
 
     def _not_found(self, account: str, alias_name: str) -> NotFoundException:
-        # Spelt out rather than ``_arn``: the name as sent may be one no alias can have ("alias/").
-        arn = f"arn:{ids.ARN_PARTITION}:kms:{self._region}:{account}:{alias_name}"
-        return NotFoundException(f"Alias {arn} is not found.")
+        return NotFoundException(f"Alias {ids.alias_arn_text(self._region, account, alias_name)} is not found.")
 
     async def create_alias(self, who: Requester, alias_name: str, target: str, now: dt.datetime) -> str:
         """Create ``alias_name`` -> ``target``; returns the key ARN it points to."""

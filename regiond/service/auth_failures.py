@@ -12,14 +12,18 @@ ids per process; any other failure is ``unknown`` (well-formed, no such key), ``
 the cap).
 
 **The throttle** (``FailureThrottle``) is a token bucket per source: ``burst`` failures, given
-back at ``refill_per_s``. While a source's bucket is empty, its requests that fail
-authentication are answered ``ThrottlingException`` (AWS's throttling error, which SDKs retry
-with backoff) instead of their specific error, so the answer stops telling a guessed key id
-that exists from one that does not, and they make no database lookup for a key id this
-worker has not cached. Requests from that source that authenticate with a cached key are
-served as usual: a client behind the same NAT as a misconfigured one keeps working. Memory
-is bounded (``max_sources`` buckets; the oldest goes first), IPv6 sources count per /64 (one
-host can hold a whole /64), and each worker process keeps its own buckets. It is a brake on
+back at ``refill_per_s``. Only failures past the parse count (an access key id that does not
+exist or is inactive, a wrong signature): that is what guessing looks like, and what the
+difference between the answers gives away. While a source's bucket is empty, its requests
+that fail that way are answered ``ThrottlingException`` (AWS's throttling error, which SDKs
+retry with backoff) instead of their specific error, so the answer stops telling a guessed key
+id that exists from one that does not, and they make no database lookup for a key id this
+worker has not cached. An unsigned or malformed request reveals nothing and costs no lookup:
+it keeps its own error and is not counted. Requests from a throttled source that authenticate
+with a cached key are served as usual: a client behind the same NAT as a misconfigured one
+keeps working. Memory is bounded (``max_sources`` buckets; the oldest goes first), IPv6
+sources count per /64 (one host can hold a whole /64), and each worker process keeps its own
+buckets. It is a brake on
 guessing from one place, not a defence against a distributed flood (OPERATIONS.md).
 """
 

@@ -127,6 +127,7 @@ class Authenticator:
         throttled = self._throttle.exhausted(source_ip)
         access_key_id: str | None = None
         label = "none"
+        guess = False  # from the key lookup on, a failure tells the caller something: throttled
         try:
             auth = sigv4.parse(headers)
             access_key_id = auth.access_key_id
@@ -138,6 +139,7 @@ class Authenticator:
             if "x-amz-security-token" in headers:
                 # A session token beside a long-term access key: AWS refuses it rather than ignore it.
                 raise UnrecognizedClientException(_INVALID_TOKEN)
+            guess = True
             entry = self._keys.get(access_key_id) if throttled else await self._entry(access_key_id)
             if entry is None:
                 raise UnrecognizedClientException(_INVALID_TOKEN)
@@ -154,17 +156,22 @@ class Authenticator:
                 signing_key=self._signing_key(entry, auth.date),
             )
         except KmsError as exc:
-            self._failed(exc, source_ip=source_ip, access_key_id=access_key_id, label=label, throttled=throttled)
+            self._failed(exc, source_ip=source_ip, access_key_id=access_key_id, label=label,
+                         guess=guess, throttled=throttled)  # fmt: skip
             raise
         return Authenticated(entry.caller, signed)
 
     def _failed(
-        self, exc: KmsError, *, source_ip: str, access_key_id: str | None, label: str, throttled: bool
+        self, exc: KmsError, *, source_ip: str, access_key_id: str | None, label: str, guess: bool, throttled: bool
     ) -> None:
-        """Count, log and throttle one failed authentication; raise ``ThrottlingException`` if throttled."""
+        """Count and log one failed authentication. A failure past the parse (an access key id that
+        does not exist or is inactive, a wrong signature) is what guessing looks like and is what
+        the answer's difference gives away: it is throttled per source, and once the source is
+        throttled it is answered ``ThrottlingException``. A request that is merely malformed or
+        unsigned reveals nothing and costs no lookup: it keeps its own error."""
         AUTH_FAILURES.labels(label, exc.code).inc()
-        emptied = self._throttle.failed(source_ip)
-        if throttled:
+        emptied = guess and self._throttle.failed(source_ip)
+        if guess and throttled:
             AUTH_THROTTLED.inc()
             raise ThrottlingException("Rate exceeded") from None
         shown = access_key_id if label != "malformed" else "<malformed>"

@@ -230,7 +230,8 @@ class KeyService:
             if key_id is None and ref.alias_name.startswith(ids.AWS_MANAGED_ALIAS_PREFIX) and account == who.account:
                 key_id = await self._ensure_aws_managed(account, ref.alias_name)
             if key_id is None:
-                raise NotFoundException(f"Alias {ids.alias_arn(self.region, account, ref.alias_name)} is not found.")
+                arn = ids.alias_arn_text(self.region, account, ref.alias_name)
+                raise NotFoundException(f"Alias {arn} is not found.")
         else:
             assert ref.key_id is not None
             key_id = ref.key_id

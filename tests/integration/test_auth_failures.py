@@ -104,3 +104,18 @@ async def test_signed_post_failure_is_not_audited(nodes: NodeFactory) -> None:
         )
     assert status == 400 and body["__type"] == "InvalidSignatureException"
     assert not [e for e in logs if str(e.get("event", "")).startswith("audit.")]
+
+
+async def test_unsigned_and_malformed_requests_are_not_throttled(nodes: NodeFactory) -> None:
+    """They reveal nothing and cost no lookup: a flood of them keeps its own errors."""
+    node = await nodes.start(auth_failure_burst=2, auth_failure_refill_per_s=0.001)
+    admin = await nodes.identity(node)
+    for _ in range(6):
+        status, body, _ = await signed_post(node.endpoint, node.region, None, "TrentService.ListKeys", b"{}")
+        assert body["__type"] == "MissingAuthenticationTokenException"
+        status, body, _ = await signed_post(
+            node.endpoint, node.region, admin, "TrentService.ListKeys", b"{}", scope_region="eu-west-1"
+        )
+        assert body["__type"] == "InvalidSignatureException"  # a scope error: before any lookup
+    assert status == 400
+    await aws_call(node.client(admin).list_keys)

@@ -139,3 +139,38 @@ async def test_http_the_parser_refuses_is_logged_without_a_traceback(
     assert refused, "aiohttp logs each refusal"
     assert all(r.exc_info is None and r.levelno == logging.INFO for r in refused), [r.getMessage() for r in refused]
     assert all("http.refused" in r.getMessage() for r in refused)
+
+
+async def test_compressed_request_bodies_are_refused_before_they_are_inflated(
+    nodes: NodeFactory, records: list[logging.LogRecord]
+) -> None:
+    """KMS takes no compressed requests. aiohttp inflates a Content-Encoding body before the
+    handler reads it, so the bytes hashed would not be the bytes signed, and bytes that do not
+    inflate failed the read with a 500 and a traceback."""
+    import gzip
+
+    node = await nodes.start()
+    admin = await nodes.identity(node)
+    for encoding, body in ((b"gzip", gzip.compress(b"{}")), (b"gzip", b"not gzip at all"), (b"deflate", b"x"),
+                           (b"GZIP", b"x"), (b"x-made-up", b"{}")):  # fmt: skip
+        head, _ = sign_pairs(node, admin, [("X-Amz-Target", "TrentService.ListKeys"), CT,
+                                           ("Content-Encoding", encoding.decode())], body)  # fmt: skip
+        resp = await raw_request(node.endpoint, head, body)
+        assert resp.status == 400, (encoding, resp.status, resp.body)
+        assert resp.json()["__type"] == "SerializationException"
+        assert resp.headers.get("x-amzn-requestid")
+    assert not [r for r in records if r.exc_info or r.levelno >= logging.ERROR]
+    head, body = sign_pairs(node, admin, [("X-Amz-Target", "TrentService.ListKeys"), CT,
+                                          ("Content-Encoding", "identity")], b"{}")  # fmt: skip
+    assert (await raw_request(node.endpoint, head, body)).status == 200
+
+
+async def test_key_reference_of_the_bare_alias_prefix_is_not_found(nodes: NodeFactory) -> None:
+    """``alias/`` names no alias: every operation taking a KeyId answered it with a 500."""
+    node = await nodes.start()
+    admin = await nodes.identity(node)
+    kms = node.client(admin)
+    for call, kwargs in ((kms.describe_key, {}), (kms.encrypt, {"Plaintext": b"x"}), (kms.get_public_key, {})):
+        err = await expect_error(call, KeyId="alias/", **kwargs)
+        assert error_code(err) == "NotFoundException"
+        assert err.response["Error"]["Message"] == "Alias arn:aws:kms:us-east-1:111122223333:alias/ is not found."

@@ -89,6 +89,8 @@ def send(endpoint: str, head: list[tuple[bytes, bytes]], body: bytes, *, timeout
         # was left unread (aiohttp: up to 10 s), and that wait is not the answer's.
         while not _complete(raw) and (chunk := sock.recv(65536)):
             raw += chunk
+    while raw.startswith(b"HTTP/1.1 1"):  # an interim answer (100 Continue): the final one follows
+        raw = raw.partition(b"\r\n\r\n")[2]
     status_line, _, rest = raw.partition(b"\r\n")
     header_block, _, payload = rest.partition(b"\r\n\r\n")
     headers = _headers(header_block)
@@ -106,6 +108,8 @@ def _headers(block: bytes) -> dict[str, str]:
 
 
 def _complete(raw: bytes) -> bool:
+    while raw.startswith(b"HTTP/1.1 1") and b"\r\n\r\n" in raw:
+        raw = raw.partition(b"\r\n\r\n")[2]
     head, sep, payload = raw.partition(b"\r\n\r\n")
     if not sep:
         return False
@@ -314,13 +318,13 @@ RAW_BODIES = st.sampled_from([
 HEADER_NAMES = [
     b"X-Amz-Target", b"Content-Type", b"User-Agent", b"X-Amz-Date", b"Authorization", b"Host",
     b"X-Amz-Security-Token", b"X-Forwarded-For", b"X-Amz-Content-Sha256", b"Accept-Encoding",
-    b"X-Custom", b"Expect",
+    b"X-Custom", b"Expect", b"Content-Encoding",
 ]  # fmt: skip
 HEADER_VALUES = [
     b"TrentService.DisableKey", b"RegionKmsIam.CreateAccessKey", b"TrentService.ListKeys", b"", b" ",
     b"application/json", b"application/x-amz-json-1.0", b"\xff\xfe", b"caf\xe9", b"\xed\xa0\x80", b"a,b",
     b"20000101T000000Z", b"1.2.3.4", b"not-an-ip", b"A" * 8000, b"UNSIGNED-PAYLOAD",
-    hashlib.sha256(b"").hexdigest().encode(),
+    hashlib.sha256(b"").hexdigest().encode(), b"100-continue", b"gzip", b"deflate", b"identity",
 ]  # fmt: skip
 
 

@@ -115,3 +115,82 @@ def test_amz_date_parsing_is_strict() -> None:
     for bad in ("2026-11-28T12:00:00Z", "20261128T120000", "20261328T120000Z", "20261128T12000aZ"):
         with pytest.raises(ValueError):
             core.parse_amz_date(bad)
+
+
+def _view(pairs: list[tuple[str, str]]) -> sigv4.HeaderView:
+    return sigv4.HeaderView.of(pairs)
+
+
+def test_repeated_headers_are_their_values_joined_with_commas_for_everyone() -> None:
+    view = _view([("X-Amz-Target", " TrentService.ListKeys "), ("x-amz-target", "RegionKmsIam.CreateAccessKey")])
+    assert view.get("x-amz-target") == "TrentService.ListKeys,RegionKmsIam.CreateAccessKey"
+    assert core.canonical_headers({"X-Amz-Target": "a", "x-amz-target": "b"}, ["x-amz-target"]) == "x-amz-target:a,b\n"
+
+
+def test_a_client_signature_covers_the_joined_value_and_the_server_dispatches_it() -> None:
+    headers = _signed(NOW)
+    pairs = [*headers.items(), ("X-Amz-Target", "RegionKmsIam.CreateAccessKey")]
+    view = _view(pairs)
+    auth = sigv4.parse(view)
+    key = core.signing_key(SECRET, auth.date, "us-east-1", "kms")
+    with pytest.raises(InvalidSignatureException, match="does not match"):
+        sigv4.verify(auth, method="POST", path="/", query="", headers=view, body=b"{}", signing_key=key)
+
+
+def test_verify_returns_only_the_signed_headers() -> None:
+    signed = _verify(_signed(NOW))
+    assert signed["x-amz-target"] == "TrentService.ListKeys"
+    assert set(signed) == {"content-type", "host", "x-amz-date", "x-amz-target"}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "AWS4-HMAC-SHA256 Credential=a/20261128/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00, "
+        "Signature=11",
+        "AWS4-HMAC-SHA256 Credential=a/20261128/us-east-1/kms/aws4_request, Credential=b/20261128/us-east-1/kms/"
+        "aws4_request, SignedHeaders=host, Signature=00",
+        "AWS4-HMAC-SHA256 Credential=a/20261128/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00, Extra=1",
+        "AWS4-HMAC-SHA256 Credential=a/20261128/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00, junk",
+    ],
+)
+def test_authorization_fields_are_exactly_the_three_once_each(authorization: str) -> None:
+    with pytest.raises(IncompleteSignature):
+        sigv4.parse(_view([("Authorization", authorization), ("X-Amz-Date", "20261128T120000Z")]))
+
+
+def test_two_authorization_headers_are_refused() -> None:
+    good = _signed(NOW)
+    pairs = [*good.items(), ("Authorization", good["Authorization"])]
+    with pytest.raises(IncompleteSignature):
+        sigv4.parse(_view(pairs))
+
+
+def test_two_dates_are_no_date() -> None:
+    good = _signed(NOW)
+    auth = sigv4.parse(_view([*good.items(), ("X-Amz-Date", good["X-Amz-Date"])]))
+    with pytest.raises(IncompleteSignature):
+        sigv4.check_scope(auth, region="us-east-1", now=NOW, max_skew_s=900)
+
+
+def test_signed_header_names_must_be_lower_case() -> None:
+    authorization = "AWS4-HMAC-SHA256 Credential=a/20261128/us-east-1/kms/aws4_request, SignedHeaders=Host, Signature=0"
+    with pytest.raises(InvalidSignatureException, match="lower-case"):
+        sigv4.parse(_view([("Authorization", authorization), ("X-Amz-Date", "20261128T120000Z")]))
+
+
+def test_unsigned_target_is_refused_even_with_a_good_signature() -> None:
+    headers = core.sign_headers(
+        credentials=core.Credentials("AKIDEXAMPLE", SECRET), method="POST", url="http://127.0.0.1:8080/",
+        headers={"Content-Type": "application/x-amz-json-1.1"}, body=b"{}", region="us-east-1", service="kms",
+        now=NOW,
+    )  # fmt: skip
+    headers["X-Amz-Target"] = "TrentService.ListKeys"
+    with pytest.raises(InvalidSignatureException, match="'X-Amz-Target' must be a 'SignedHeader'"):
+        _verify(headers)
+
+
+def test_access_key_id_shape() -> None:
+    assert sigv4.well_formed_access_key_id("AKIAIOSFODNN7EXAMPLE")
+    for bad in ("", "AKIA", "A" * 129, "AKIA-IOSFODNN7EXAMPLE", "AKIAÄOSFODNN7EXAMPLE", "AKIA\x00OSFODNN7EXAMPLE"):
+        assert not sigv4.well_formed_access_key_id(bad)
