@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import MutableMapping
 from typing import Any
 
 import aiohttp
@@ -29,7 +30,7 @@ def _failures(text: str, access_key_id: str, error: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def _auth_failed(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _auth_failed(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e.get("event") == "auth.failed"]
 
 

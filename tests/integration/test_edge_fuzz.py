@@ -28,7 +28,7 @@ import base64
 import logging
 import os
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -66,7 +66,9 @@ class LogWatch(logging.Handler):
 class Edge:
     """The node under test, what it holds, and the checks every answer must pass."""
 
-    def __init__(self, node: Node, admin: Identity, realm: ef.Realm, events: list[dict[str, Any]], watch: LogWatch):
+    def __init__(
+        self, node: Node, admin: Identity, realm: ef.Realm, events: list[MutableMapping[str, Any]], watch: LogWatch
+    ) -> None:
         self.node = node
         self.admin = admin
         self.realm = realm

@@ -12,7 +12,6 @@ from typing import Any
 
 from regiond.domain.principal import PrincipalKind, principal_arn, require_name
 from regiond.errors import AccessDeniedException, NoSuchEntity, ValidationException
-from regiond.protocol import sigv4
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
 
 
@@ -24,18 +23,6 @@ def _str(params: Params, name: str, *, required: bool = True) -> str:
         raise ValidationException(
             f"1 validation error detected: Value at '{name}' failed to satisfy constraint: "
             "Member must not be null and must be a non-empty string"
-        )
-    return value
-
-
-def _access_key_id(params: Params) -> str:
-    """``AccessKeyId``, which must have IAM's shape (16-128 of ``[A-Za-z0-9_]``): anything else names
-    no key, and must not reach the store (PostgreSQL text refuses NUL)."""
-    value = _str(params, "AccessKeyId")
-    if not sigv4.well_formed_access_key_id(value):
-        raise ValidationException(
-            "1 validation error detected: Value at 'accessKeyId' failed to satisfy constraint: "
-            "Member must satisfy regular expression pattern: [\\w]+ and have length between 16 and 128"
         )
     return value
 
@@ -131,14 +118,14 @@ async def list_access_keys(ctx: OpContext, params: Params) -> Result:
 async def update_access_key(ctx: OpContext, params: Params) -> Result:
     _kind, _name, arn = _target(ctx, params)
     await _authorize(ctx, "UpdateAccessKey", arn)
-    await ctx.services.iam.set_access_key_status(arn, _access_key_id(params), _str(params, "Status"))
+    await ctx.services.iam.set_access_key_status(arn, _str(params, "AccessKeyId"), _str(params, "Status"))
     return {}
 
 
 async def delete_access_key(ctx: OpContext, params: Params) -> Result:
     _kind, _name, arn = _target(ctx, params)
     await _authorize(ctx, "DeleteAccessKey", arn)
-    await ctx.services.iam.delete_access_key(arn, _access_key_id(params))
+    await ctx.services.iam.delete_access_key(arn, _str(params, "AccessKeyId"))
     return {}
 
 
