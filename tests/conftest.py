@@ -12,7 +12,8 @@ import pytest
 
 from tests.support.cluster import NodeFactory, PgServer, start_pg_server
 
-pytest_plugins: list[str] = []
+# The secret scan (tests/support/secret_scan.py) watches every test of every run.
+pytest_plugins: list[str] = ["tests.support.secret_scan"]
 
 # boto3/awscli must never reach a real AWS account or read the developer's profile.
 for _name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
@@ -30,6 +31,9 @@ def pg_server() -> Iterator[PgServer]:
         yield server
     finally:
         server.stop()
+        from tests.support.secret_scan import RECORDER  # imported by pytest_plugins first: not at the top
+
+        RECORDER.add_file(server.server.data_dir / "server.log")
 
 
 @pytest.fixture

@@ -83,11 +83,12 @@ async def test_mrk_replicates_to_every_region_and_ciphertexts_cross_regions(node
 
         # a ciphertext made in any region decrypts in every other
         for source in cluster.regions:
-            blob = (await call(kms[source].encrypt, KeyId=key_id, Plaintext=source.encode(),
+            plaintext = f"written in {source}".encode()  # not the region's name: the secret scan would find it
+            blob = (await call(kms[source].encrypt, KeyId=key_id, Plaintext=plaintext,
                                EncryptionContext={"from": source}))["CiphertextBlob"]  # fmt: skip
             for dest in cluster.regions:
                 out = await call(kms[dest].decrypt, CiphertextBlob=blob, EncryptionContext={"from": source})
-                assert out["Plaintext"] == source.encode()
+                assert out["Plaintext"] == plaintext
                 assert out["KeyId"] == f"arn:aws:kms:{dest}:{ACCOUNT_ID}:key/{key_id}"
 
         # a single-region key's ciphertext does not decrypt elsewhere

@@ -92,8 +92,9 @@ async def test_import_with_each_wrapping_algorithm_enables_the_key(nodes: NodeFa
         md = (await aws_call(kms.describe_key, KeyId=key_id))["KeyMetadata"]
         assert (md["KeyState"], md["ExpirationModel"]) == ("Enabled", "KEY_MATERIAL_DOES_NOT_EXPIRE")
         assert "ValidTo" not in md
-        blob = (await aws_call(kms.encrypt, KeyId=key_id, Plaintext=algorithm.encode()))["CiphertextBlob"]
-        assert (await aws_call(kms.decrypt, CiphertextBlob=blob))["Plaintext"] == algorithm.encode()
+        plaintext = f"plaintext under {algorithm}".encode()  # not the algorithm's name: the secret scan would find it
+        blob = (await aws_call(kms.encrypt, KeyId=key_id, Plaintext=plaintext))["CiphertextBlob"]
+        assert (await aws_call(kms.decrypt, CiphertextBlob=blob))["Plaintext"] == plaintext
         [entry] = (await aws_call(kms.list_key_rotations, KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL"))[
             "Rotations"
         ]

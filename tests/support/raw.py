@@ -10,6 +10,7 @@ import aiohttp
 
 from kmsclient.sigv4 import Credentials, sign_headers
 from tests.support.cluster import Identity
+from tests.support.secret_scan import RECORDER, harvest_json
 
 
 async def signed_post(
@@ -47,7 +48,11 @@ async def signed_post(
         session.post(endpoint + "/", data=io.BytesIO(body), headers=headers) as resp,
     ):
         payload = await resp.json(content_type=None)
-        return resp.status, payload, dict(resp.headers)
+    harvest_json(body, "raw request")
+    RECORDER.harvest(payload, f"{target} response")
+    if isinstance(payload, dict) and "message" in payload:
+        RECORDER.add(f"error message of {target}", str(payload["message"]))
+    return resp.status, payload, dict(resp.headers)
 
 
 class RawResponse:
