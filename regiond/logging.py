@@ -24,6 +24,11 @@ REDACTED_FIELDS = frozenset(
         "ciphertext_blob",
         "authorization",
         "root_key",
+        "private_key",
+        "shared_secret",
+        "mac",
+        "signing_key",
+        "key_store_password",
     }
 )
 
