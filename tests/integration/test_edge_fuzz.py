@@ -114,7 +114,8 @@ class Edge:
 
 async def _realm(node: Node, admin: Identity) -> ef.Realm:
     """Keys in several states (enabled with an alias, disabled, waiting for imported material,
-    multi-Region), a grant and a ciphertext: what generated requests name to get past lookups."""
+    multi-Region) and of other types (RSA signing and encryption, HMAC, ECC key agreement), a
+    grant and a ciphertext: what generated requests name to get past lookups."""
     kms = node.client(admin)
     symmetric = (await aws_call(kms.create_key))["KeyMetadata"]["KeyId"]
     await aws_call(kms.create_alias, AliasName="alias/fuzz", TargetKeyId=symmetric)
@@ -122,10 +123,15 @@ async def _realm(node: Node, admin: Identity) -> ef.Realm:
     await aws_call(kms.disable_key, KeyId=disabled)
     external = (await aws_call(kms.create_key, Origin="EXTERNAL"))["KeyMetadata"]["KeyId"]
     multi_region = (await aws_call(kms.create_key, MultiRegion=True))["KeyMetadata"]["KeyId"]
+    others = [
+        (await aws_call(kms.create_key, KeySpec=spec, KeyUsage=usage))["KeyMetadata"]["KeyId"]
+        for spec, usage in (("RSA_2048", "SIGN_VERIFY"), ("RSA_2048", "ENCRYPT_DECRYPT"),
+                            ("HMAC_256", "GENERATE_VERIFY_MAC"), ("ECC_NIST_P256", "KEY_AGREEMENT"))
+    ]  # fmt: skip
     blob = (await aws_call(kms.encrypt, KeyId=symmetric, Plaintext=b"fuzz", EncryptionContext={"a": "b"}))
     grant = await aws_call(kms.create_grant, KeyId=symmetric, GranteePrincipal=admin.arn, Operations=["Decrypt"])
     return ef.Realm(
-        key_ids=(symmetric, disabled, external, multi_region, "00000000-0000-0000-0000-000000000000"),
+        key_ids=(symmetric, disabled, external, multi_region, *others, "00000000-0000-0000-0000-000000000000"),
         aliases=("alias/fuzz", "alias/missing"),
         ciphertexts=(blob["CiphertextBlob"], base64.b64decode("AQID")),
         grant_ids=(grant["GrantId"],),
