@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-import regiond.metrics  # noqa: E402
+import regiond.runtime.metrics  # noqa: E402
 from regiond import logging as regiond_logging  # noqa: E402
 from regiond.audit import committer as committer_mod  # noqa: E402
 from regiond.audit import events  # noqa: E402
@@ -109,12 +109,12 @@ def _load_module(name: str, source: str) -> types.ModuleType:
 def load_committer_at(rev: str) -> types.ModuleType:
     """The committer module of ``rev``, writing through the store of ``rev``; its metrics in a private registry."""
     store = _load_module(f"audit_store_{rev}", _git_show(rev, "regiond/store/audit.py"))
-    shared = regiond.metrics.REGISTRY
-    regiond.metrics.REGISTRY = CollectorRegistry()  # the module registers its histograms at import
+    shared = regiond.runtime.metrics.REGISTRY
+    regiond.runtime.metrics.REGISTRY = CollectorRegistry()  # the module registers its histograms at import
     try:
         module = _load_module(f"audit_committer_{rev}", _git_show(rev, "regiond/audit/committer.py"))
     finally:
-        regiond.metrics.REGISTRY = shared
+        regiond.runtime.metrics.REGISTRY = shared
     module.audit_store = store
     return module
 

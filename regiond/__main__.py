@@ -76,7 +76,7 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from regiond.serve import serve
+    from regiond.runtime.serve import serve
 
     settings = _settings_from_args(args)
     load_keyring(settings)  # fail fast, before forking workers

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from regiond import metrics
 from regiond.background.import_expiry import ImportExpirySweeper
 from regiond.background.periodic import run_periodically
 from regiond.background.rotation_scheduler import RotationScheduler
@@ -25,6 +24,7 @@ from regiond.config import Settings
 from regiond.crypto.keyring import RootKeyring
 from regiond.protocol.refused_http import quiet_refused_http
 from regiond.protocol.routes import AUDIT, MAX_BODY_BYTES, SERVICES, expect_continue, handle
+from regiond.runtime import metrics
 from regiond.service.aliases import AliasService
 from regiond.service.auth_failures import FailureThrottle
 from regiond.service.authn import Authenticator

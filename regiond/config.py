@@ -44,7 +44,7 @@ class Settings:
     log_level: str = "info"
     log_json: bool = True
     max_clock_skew_s: int = 900
-    # Slow and greedy clients (regiond.listener): a request's headers and its body each within their
+    # Slow and greedy clients (regiond.runtime.listener): a request's headers and its body each within their
     # bound, a kept-alive connection idle at most idle_timeout (above a load balancer's, usually 60 s),
     # and at most http_max_connections open connections per worker process.
     http_header_timeout_s: float = 10.0

@@ -78,7 +78,7 @@ class ThrottlingException(KmsError):
 
 
 class RequestTimeoutException(KmsError):
-    """The request's body did not arrive in time (regiond.listener); the AWS SDKs retry this code."""
+    """The request's body did not arrive in time (regiond.runtime.listener); the AWS SDKs retry this code."""
 
     code, status = "RequestTimeoutException", 408
 

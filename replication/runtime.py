@@ -29,7 +29,7 @@ from regiond.crypto import pki
 from regiond.crypto.hpke import RegionEncryptionPrivateKey
 from regiond.crypto.keyring import RootKeyring
 from regiond.crypto.sign import RegionIdentityKey
-from regiond.listener import HttpLimits, Listener, listen
+from regiond.runtime.listener import HttpLimits, Listener, listen
 from regiond.statedir import load_encryption_key, load_identity
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Pool

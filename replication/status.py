@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from regiond.metrics import REGISTRY, REPLICATION_LAG, REPLICATION_LAG_SECONDS
+from regiond.runtime.metrics import REGISTRY, REPLICATION_LAG, REPLICATION_LAG_SECONDS
 from regiond.store import outbox
 from regiond.store import replication as repl_store
 from regiond.store.pool import Pool, connection

@@ -59,7 +59,7 @@ from regiond.clock import Clock, SystemClock
 from regiond.config import Settings
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.domain.audit_anchor import Anchor
-from regiond.metrics import REGISTRY
+from regiond.runtime.metrics import REGISTRY
 from regiond.store import audit as audit_store
 from regiond.store.pool import ACQUIRE_TIMEOUT_S, Conn, Pool, transaction
 

@@ -35,11 +35,11 @@ from regiond.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.metrics import HTTP_TIMEOUTS, REQUEST_LATENCY, REQUESTS
 from regiond.protocol import iam_shapes, shapes, sigv4
 from regiond.protocol.context import OpContext, OpHandler
 from regiond.protocol.ops import IAM_OPERATIONS, KMS_OPERATIONS
 from regiond.randomids import uuid4_str
+from regiond.runtime.metrics import HTTP_TIMEOUTS, REQUEST_LATENCY, REQUESTS
 from regiond.service.authn import Authenticated
 from regiond.service.container import Services
 
@@ -192,7 +192,7 @@ async def _read_body(request: web.Request, timeout_s: float) -> bytes:
 
     A body that stalls (headers, 2 of 100 bytes, then silence) held its handler and connection
     for good; one that dribbles in a byte at a time is bounded too, since the bound is on the
-    whole body (regiond.listener has the other bounds).
+    whole body (regiond.runtime.listener has the other bounds).
     """
     try:
         if request.content.is_eof():  # the body came with the headers (nearly every call): no timer

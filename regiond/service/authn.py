@@ -25,8 +25,8 @@ from regiond.cache import TtlCache
 from regiond.crypto.keyring import KeyringError, RootKeyring
 from regiond.domain.principal import Principal
 from regiond.errors import KmsError, KMSInternalException, ThrottlingException, UnrecognizedClientException
-from regiond.metrics import AUTH_FAILURES, AUTH_THROTTLED
 from regiond.protocol import sigv4
+from regiond.runtime.metrics import AUTH_FAILURES, AUTH_THROTTLED
 from regiond.service.auth_failures import FailureThrottle, KeyLabels
 from regiond.service.iam import access_key_aad
 from regiond.store import iam as iam_store

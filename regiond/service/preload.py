@@ -21,7 +21,7 @@ connection held only for that statement), and fills both caches.
   skipped and counted (its id logged, never its material); the request path raises for it as
   before. A failed page ends the pass; the pass is tried again after ``RETRY_DELAY_S``.
 - **Out of the collector's way.** After a complete pass a serving worker freezes its heap
-  (``regiond.heap``), so that CPython's full collections no longer walk every cached object
+  (``regiond.runtime.heap``), so that CPython's full collections no longer walk every cached object
   (long pauses with many keys otherwise: benchmarks/README.md, "Design figures").
 
 Key state does not matter: disabled and pending-deletion keys are cached as the request path
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from regiond import heap, metrics
 from regiond.errors import KMSInternalException
+from regiond.runtime import heap, metrics
 from regiond.service.grants import GrantCache
 from regiond.service.keycache import KeyCache
 from regiond.store import keys as key_store

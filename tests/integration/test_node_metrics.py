@@ -1,5 +1,5 @@
 """`regiond serve --workers 2`: any worker's /metrics shows the whole node, and a killed worker's
-counts stay in it (regiond.node_metrics; the merge rules are unit-tested in tests/unit). That the
+counts stay in it (regiond.runtime.node_metrics; the merge rules are unit-tested in tests/unit). That the
 killed worker is respawned is tests/integration/test_supervisor.py's."""
 
 from __future__ import annotations

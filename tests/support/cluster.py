@@ -26,7 +26,7 @@ from regiond.config import Settings
 from regiond.crypto.keyring import AesRootKeyring, load_file_keyring
 from regiond.devdb import LocalPostgres
 from regiond.domain.principal import PrincipalKind, principal_arn
-from regiond.listener import HttpLimits, Listener, listen
+from regiond.runtime.listener import HttpLimits, Listener, listen
 from regiond.service.iam import IamService
 from regiond.statedir import init_state_dir
 from regiond.store import migrate as migrations

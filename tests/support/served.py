@@ -17,9 +17,9 @@ import aiohttp
 import orjson
 
 from regiond.devdb import free_port
-from regiond.node_metrics import DIR_PREFIX
+from regiond.runtime.node_metrics import DIR_PREFIX
+from regiond.runtime.supervisor import SUPERVISOR_WORKER
 from regiond.statedir import init_state_dir
-from regiond.supervisor import SUPERVISOR_WORKER
 from tests.support.cluster import NodeFactory
 from tests.support.regions import wait_until
 
@@ -36,7 +36,8 @@ class Served:
         return found
 
     def worker_snapshots(self) -> dict[int, dict[str, Any]]:
-        """Each worker's published metrics snapshot by pid, dead workers' included (white box: regiond.node_metrics)."""
+        """Each worker's published metrics snapshot by pid, dead workers' included
+        (white box: regiond.runtime.node_metrics)."""
         out = {}
         for path in self.metrics_dir().glob("*.json"):
             with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError):

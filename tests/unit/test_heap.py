@@ -1,4 +1,4 @@
-"""regiond.heap: freezing is off unless a serving worker turns it on, and then exempts live objects."""
+"""regiond.runtime.heap: freezing is off unless a serving worker turns it on, and then exempts live objects."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from regiond import heap
+from regiond.runtime import heap
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The node-wide /metrics view: workers' registries merged from snapshots (regiond.node_metrics).
+"""The node-wide /metrics view: workers' registries merged from snapshots (regiond.runtime.node_metrics).
 
 Each "worker" here is a registry and a NodeMetrics with its own pid over one directory, as
 the processes of ``regiond serve --workers N`` are; the multi-process run is in
@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from regiond import metrics, node_metrics
-from regiond.node_metrics import NodeMetrics
+from regiond.runtime import metrics, node_metrics
+from regiond.runtime.node_metrics import NodeMetrics
 
 MODES = {"lag": "livemostrecent", "seq": "livemax", "inflight": "livesum"}
 

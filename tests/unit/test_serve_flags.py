@@ -1,4 +1,4 @@
-"""`regiond serve`'s HTTP bounds (regiond.listener) as flags: parsed into Settings, refused unless positive."""
+"""`regiond serve`'s HTTP bounds (regiond.runtime.listener) as flags: parsed into Settings, refused unless positive."""
 
 from __future__ import annotations
 

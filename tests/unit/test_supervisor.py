@@ -1,10 +1,12 @@
-"""The supervisor's respawn backoff (regiond.supervisor): the process tree is tests/integration/test_supervisor.py's."""
+"""The supervisor's respawn backoff (regiond.runtime.supervisor).
+
+The process tree is tests/integration/test_supervisor.py's."""
 
 from __future__ import annotations
 
 import itertools
 
-from regiond.supervisor import BACKOFF_CAP_S, BACKOFF_FIRST_S, backoff_s
+from regiond.runtime.supervisor import BACKOFF_CAP_S, BACKOFF_FIRST_S, backoff_s
 
 
 def test_backoff_doubles_from_its_first_delay_to_its_cap() -> None:

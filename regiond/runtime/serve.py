@@ -1,11 +1,11 @@
 """Running the HTTP node: one process per worker, all bound to one port with SO_REUSEPORT.
 
-The parent process only supervises (regiond.supervisor): it starts N workers, respawns one
+The parent process only supervises (regiond.runtime.supervisor): it starts N workers, respawns one
 that dies, and stops them all on SIGTERM/SIGINT. Each worker runs the full application (its
-own pool, caches and listener, regiond.listener); background tasks elect one runner per
+own pool, caches and listener, regiond.runtime.listener); background tasks elect one runner per
 region through PostgreSQL advisory locks.
 
-Metrics: the parent makes a directory private to the node (regiond.node_metrics) where each
+Metrics: the parent makes a directory private to the node (regiond.runtime.node_metrics) where each
 worker publishes a snapshot of its registry every second, so any worker's ``/metrics`` shows
 the whole node; the parent marks a worker that exits as dead there (its gauges leave the view,
 its counters stay), publishes its own counters there (worker restarts) and removes the
@@ -28,11 +28,11 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from regiond import heap, metrics, node_metrics
 from regiond import logging as regiond_logging
 from regiond.config import Settings
-from regiond.listener import HttpLimits, listen
-from regiond.supervisor import Supervisor
+from regiond.runtime import heap, metrics, node_metrics
+from regiond.runtime.listener import HttpLimits, listen
+from regiond.runtime.supervisor import Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -108,7 +108,7 @@ def run_worker(
 ) -> None:
     """One worker process: the application on the node's port until SIGTERM; ``ready`` is set once it listens."""
     regiond_logging.configure(settings.log_level, json=settings.log_json)
-    heap.enable()  # a serving process: its caches may be frozen out of GC walks (regiond.heap)
+    heap.enable()  # a serving process: its caches may be frozen out of GC walks (regiond.runtime.heap)
     _allow_open_files(settings.http_max_connections + SPARE_FILE_DESCRIPTORS)
     if metrics_dir is not None:
         node_metrics.join(metrics_dir, worker, metrics.GAUGE_MODES)

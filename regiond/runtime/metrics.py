@@ -4,7 +4,7 @@ Every process updates its own registry (``REGISTRY``) in process: an update is a
 prometheus_client value, with no file or lock shared between processes, because the hot path
 updates two or three metrics per request. Under ``regiond serve --workers N`` each worker also
 publishes a snapshot of its registry once a second, and ``render`` merges the answering
-worker's live registry with its siblings' snapshots (regiond.node_metrics): counters and
+worker's live registry with its siblings' snapshots (regiond.runtime.node_metrics): counters and
 histograms are summed over the node's workers (including workers that have died), gauges are
 combined per ``GAUGE_MODES``. Siblings' figures are at most one publish interval old. A single
 process (``--workers 1``, tests) renders its registry alone, as before.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from regiond import node_metrics
+from regiond.runtime import node_metrics
 
 REGISTRY = CollectorRegistry()
 
@@ -57,7 +57,7 @@ REPLICATION_LAG_SECONDS = Gauge(
     registry=REGISTRY,
 )
 HTTP_CONNECTIONS = Gauge(
-    "regionkms_http_connections", "Open client connections (regiond.listener)", registry=REGISTRY
+    "regionkms_http_connections", "Open client connections (regiond.runtime.listener)", registry=REGISTRY
 )
 HTTP_CONNECTIONS_REFUSED = Counter(
     "regionkms_http_connections_refused",
@@ -71,7 +71,7 @@ HTTP_TIMEOUTS = Counter(
     registry=REGISTRY,
 )
 
-# The supervisor of `regiond serve --workers N` (regiond.supervisor) publishes this registry into the
+# The supervisor of `regiond serve --workers N` (regiond.runtime.supervisor) publishes this registry into the
 # node's view as one more member; its counters are summed with the workers'.
 SUPERVISOR_REGISTRY = CollectorRegistry()
 WORKER_RESTARTS = Counter(

@@ -9,7 +9,7 @@ slots is kept filled:
   backoff. Each death is a warning (``node.worker_exited``, with the exit code or signal and the
   delay), each respawn an info line (``node.worker_respawned``) and one more in the counter
   ``regionkms_worker_restarts_total``, which the supervisor publishes into the node's metrics
-  view (regiond.node_metrics) like a worker;
+  view (regiond.runtime.node_metrics) like a worker;
 - a worker that dies before it ever listened in a slot that never had one listening is a start-up
   failure (a bad URL, a port taken): respawning would only repeat it, so the node stops, exit 1,
   for its service manager to report;
@@ -36,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from regiond import metrics, node_metrics
+from regiond.runtime import metrics, node_metrics
 
 log = structlog.get_logger(__name__)
 

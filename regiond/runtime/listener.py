@@ -45,8 +45,8 @@ import structlog
 from aiohttp import web
 
 from regiond.config import Settings
-from regiond.metrics import HTTP_CONNECTIONS, HTTP_CONNECTIONS_REFUSED, HTTP_TIMEOUTS
 from regiond.randomids import uuid4_str
+from regiond.runtime.metrics import HTTP_CONNECTIONS, HTTP_CONNECTIONS_REFUSED, HTTP_TIMEOUTS
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """One node-wide view of the workers' Prometheus metrics: per-worker snapshots, merged on scrape.
 
 ``regiond serve --workers N`` runs N processes on one port, each with its own registry
-(regiond.metrics), so a scrape used to see one random worker's counters. Here each worker
+(regiond.runtime.metrics), so a scrape used to see one random worker's counters. Here each worker
 publishes a snapshot of its registry to a file in a directory private to the node, and the
 worker that answers ``/metrics`` merges its own live registry with its siblings' snapshots.
 
@@ -237,7 +237,7 @@ def _read_snapshot(path: Path, *, live: bool) -> _Snapshot | None:
         return None
 
 
-# --- the node directory (made and removed by the supervisor, regiond.serve) ---
+# --- the node directory (made and removed by the supervisor, regiond.runtime.serve) ---
 
 
 def create_directory(bases: Iterable[Path]) -> Path | None:
@@ -284,7 +284,7 @@ def remove_directory(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-# --- this process's membership (set once per worker by regiond.serve) ---
+# --- this process's membership (set once per worker by regiond.runtime.serve) ---
 
 _node: NodeMetrics | None = None
 
