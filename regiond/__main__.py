@@ -4,7 +4,7 @@ regiond init     --state-dir DIR                       root key and region ident
 regiond migrate  --database-url URL                    apply schema migrations
 regiond serve    --region R --database-url URL --listen HOST:PORT --workers N --state-dir DIR
                  [--peers-file F --replication-listen HOST:PORT --home-region R]   replication
-regiond replication status|make-ca|issue-cert|peers-file                  (cli_replication)
+regiond replication status|make-ca|issue-cert|peers-file                  (cli/replication.py)
 regiond iam      (--cluster FILE | --database-url URL --state-dir DIR) <command> ...
 regiond audit    verify|query|export (--cluster FILE --region R | --database-url URL)
 regiond policy   simulate --principal ARN --action A --key K [--context k=v] (--cluster FILE --region R | ...)
@@ -211,23 +211,23 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(f"--database-url-{region}", dest=f"database_url_{region.replace('-', '_')}")
     p.set_defaults(func=cmd_dev)
 
-    from regiond.cli_iam import add_iam_parser
+    from regiond.cli.iam import add_iam_parser
 
     add_iam_parser(sub)
 
-    from regiond.cli_audit import add_audit_parser
+    from regiond.cli.audit import add_audit_parser
 
     add_audit_parser(sub)
 
-    from regiond.cli_policy import add_policy_parser
+    from regiond.cli.policy import add_policy_parser
 
     add_policy_parser(sub)
 
-    from regiond.cli_replication import add_replication_parser
+    from regiond.cli.replication import add_replication_parser
 
     add_replication_parser(sub)
 
-    from regiond.cli_import import add_import_parser
+    from regiond.cli.import_material import add_import_parser
 
     add_import_parser(sub)
     return top

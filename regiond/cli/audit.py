@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from regiond import cluster_file
-from regiond.cluster_file import UsageError
+from regiond.cli import cluster_file
+from regiond.cli.cluster_file import UsageError
 from regiond.config import env
 
 EXIT_FINDINGS = 1

@@ -27,8 +27,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from regiond import cluster_file
-from regiond.cluster_file import UsageError
+from regiond.cli import cluster_file
+from regiond.cli.cluster_file import UsageError
 from regiond.domain import ids
 from regiond.domain.decision import Decision, PolicySource
 from regiond.domain.key_conditions import key_values

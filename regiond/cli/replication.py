@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regiond import cluster_file, private_files
-from regiond.cluster_file import UsageError
+from regiond import private_files
+from regiond.cli import cluster_file
+from regiond.cli.cluster_file import UsageError
 from regiond.config import env
 from regiond.crypto.keyring import load_file_keyring
 from regiond.store.pool import create_pool
