@@ -1,7 +1,7 @@
 """AWS Signature Version 4, the pure parts shared by the client and the server.
 
 Everything here is a function of its arguments (method, path, query, headers, body,
-time, secret): no clock reads, no I/O. The server (``regiond.protocol.sigv4``) imports
+time, secret): no clock reads, no I/O. The server (``regiond.auth.sigv4``) imports
 this module to recompute signatures; the client SDK signs with it. Only the
 Authorization-header form is supported, which is what every AWS SDK sends for KMS.
 

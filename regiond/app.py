@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from regiond.auth.authn import Authenticator
+from regiond.auth.failures import FailureThrottle
 from regiond.background.import_expiry import ImportExpirySweeper
 from regiond.background.periodic import run_periodically
 from regiond.background.rotation_scheduler import RotationScheduler
@@ -26,8 +28,6 @@ from regiond.protocol.refused_http import quiet_refused_http
 from regiond.protocol.routes import AUDIT, MAX_BODY_BYTES, SERVICES, expect_continue, handle
 from regiond.runtime import metrics
 from regiond.service.aliases import AliasService
-from regiond.service.auth_failures import FailureThrottle
-from regiond.service.authn import Authenticator
 from regiond.service.authz import Authorizer
 from regiond.service.container import Services
 from regiond.service.cryptops import CryptoService

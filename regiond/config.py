@@ -53,7 +53,7 @@ class Settings:
     http_max_connections: int = 1024
     trusted_proxies: tuple[str, ...] = ()
     # Failed authentications a source may make before its failures are answered ThrottlingException,
-    # and how many per second it gets back (regiond.service.auth_failures; per worker; 0 turns it off).
+    # and how many per second it gets back (regiond.auth.failures; per worker; 0 turns it off).
     auth_failure_burst: int = 20
     auth_failure_refill_per_s: float = 0.5
     home_region: str | None = None

@@ -1,7 +1,7 @@
 """Baselines (b) and (c): the least an AWS-KMS-compatible server on this stack can do.
 
 ``--mode work`` (b, the ceiling) does only the unavoidable work of a KMS Encrypt: read the
-body, verify SigV4 (the same ``regiond.protocol.sigv4`` code regionkms runs, with the
+body, verify SigV4 (the same ``regiond.auth.sigv4`` code regionkms runs, with the
 signing key cached as regionkms caches it), parse JSON with orjson, base64, one AES-256-GCM
 operation (two for ReEncrypt), render JSON. No database, no policy, no audit, one key.
 
@@ -40,10 +40,10 @@ from aiohttp import web
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsclient import sigv4 as core
+from regiond.auth import sigv4
 from regiond.calls import CallRecord
 from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import KmsError
-from regiond.protocol import sigv4
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 ACCOUNT_ID = "111122223333"

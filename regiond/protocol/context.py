@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from regiond.auth.authn import Caller
 from regiond.calls import CallRecord
-from regiond.service.authn import Caller
 from regiond.service.container import Services
 
 

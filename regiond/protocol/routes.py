@@ -24,6 +24,8 @@ import orjson
 import structlog
 from aiohttp import web
 
+from regiond.auth import sigv4
+from regiond.auth.authn import Authenticated
 from regiond.calls import AuditSink, CallRecord
 from regiond.errors import (
     KmsError,
@@ -35,12 +37,11 @@ from regiond.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.protocol import iam_shapes, shapes, sigv4
+from regiond.protocol import iam_shapes, shapes
 from regiond.protocol.context import OpContext, OpHandler
 from regiond.protocol.ops import IAM_OPERATIONS, KMS_OPERATIONS
 from regiond.randomids import uuid4_str
 from regiond.runtime.metrics import HTTP_TIMEOUTS, REQUEST_LATENCY, REQUESTS
-from regiond.service.authn import Authenticated
 from regiond.service.container import Services
 
 log = structlog.get_logger("regiond.request")

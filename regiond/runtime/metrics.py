@@ -30,7 +30,7 @@ REQUEST_LATENCY = Histogram(
 )
 AUTH_FAILURES = Counter(
     "regionkms_auth_failures_total",
-    "Requests that failed authentication, by access key id (bounded: see regiond.service.auth_failures) and error",
+    "Requests that failed authentication, by access key id (bounded: see regiond.auth.failures) and error",
     ["access_key_id", "error"],
     registry=REGISTRY,
 )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from regiond.auth.authn import Authenticator
 from regiond.clock import Clock
 from regiond.config import Settings
 from regiond.service.aliases import AliasService
 from regiond.service.asymmetric import AsymmetricService
-from regiond.service.authn import Authenticator
 from regiond.service.authz import Authorizer
 from regiond.service.cryptops import CryptoService
 from regiond.service.datakeypairs import DataKeyPairService

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regiond.service.auth_failures import FailureThrottle, KeyLabels, source_bucket
+from regiond.auth.failures import FailureThrottle, KeyLabels, source_bucket
 
 
 class FakeClock:

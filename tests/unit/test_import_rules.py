@@ -27,8 +27,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # phase B: devtools/ (one local-cluster launcher); its CREATE DATABASE moves into store
     ("regiond.dev", "asyncpg outside regiond.store"): "phase B: devtools/, SQL into store",
     ("regiond.dev", "regiond imports replication beyond its wire contract"): "phase B: devtools/",
-    # phase B: auth/ (SigV4 verification below service, above domain)
-    ("regiond.service.authn", "service imports protocol"): "phase B: auth/",
 }
 
 
@@ -92,6 +90,8 @@ RULES: dict[str, Rule] = {
     and any(_uses(i, "replication") and not any(x == w or x.startswith(w + ".") for w in WIRE_CONTRACT)
             for x in i if x == "replication" or x.startswith("replication.")),
     "service imports protocol": lambda m, i: _in(m, "regiond.service") and _uses(i, "regiond.protocol"),
+    "auth imports service or protocol": lambda m, i: _in(m, "regiond.auth")
+    and (_uses(i, "regiond.service") or _uses(i, "regiond.protocol")),
     "store imports service or protocol": lambda m, i: _in(m, "regiond.store")
     and (_uses(i, "regiond.service") or _uses(i, "regiond.protocol")),
     "crypto imports store, service or protocol": lambda m, i: _in(m, "regiond.crypto")
@@ -132,6 +132,8 @@ def test_every_allowance_is_still_needed() -> None:
         ("regiond.service.x", "from replication.sender import Sender",
          "regiond imports replication beyond its wire contract", "regiond.cli.x"),
         ("regiond.service.x", "from regiond.protocol import routes", "service imports protocol", "regiond.app"),
+        ("regiond.auth.x", "from regiond.service.iam import IamService", "auth imports service or protocol",
+         "regiond.protocol.x"),
     ],
 )  # fmt: skip
 def test_each_rule_catches_its_violation(module: str, source: str, rule: str, allowed_in: str) -> None:

@@ -9,8 +9,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from kmsclient import sigv4 as core
+from regiond.auth import sigv4
 from regiond.errors import IncompleteSignature, InvalidSignatureException, KmsError
-from regiond.protocol import sigv4
 
 AUTH = (
     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261129/us-east-1/kms/aws4_request, "

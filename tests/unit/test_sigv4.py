@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 
 from kmsclient import sigv4 as core
+from regiond.auth import sigv4
 from regiond.errors import IncompleteSignature, InvalidSignatureException, MissingAuthenticationToken
-from regiond.protocol import sigv4
 
 # "Create a signed AWS API request" (IAM user guide): ListUsers example.
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"

@@ -7,7 +7,7 @@ no database round trip and no key derivation in the steady state. Any IAM change
 
 A failure is logged with the source address and the access key id the request claimed (never
 its signature), counted per access key id with bounded labels, and throttled per source
-(``regiond.service.auth_failures``). It is not audited, as AWS does not record a call that
+(``regiond.auth.failures``). It is not audited, as AWS does not record a call that
 has no identity.
 """
 
@@ -21,14 +21,14 @@ from typing import NamedTuple
 import structlog
 
 from kmsclient import sigv4 as core
+from regiond.auth import sigv4
+from regiond.auth.failures import FailureThrottle, KeyLabels
 from regiond.cache import TtlCache
 from regiond.crypto.keyring import KeyringError, RootKeyring
+from regiond.crypto.wrap import access_key_aad
 from regiond.domain.principal import Principal
 from regiond.errors import KmsError, KMSInternalException, ThrottlingException, UnrecognizedClientException
-from regiond.protocol import sigv4
 from regiond.runtime.metrics import AUTH_FAILURES, AUTH_THROTTLED
-from regiond.service.auth_failures import FailureThrottle, KeyLabels
-from regiond.service.iam import access_key_aad
 from regiond.store import iam as iam_store
 from regiond.store.pool import Pool, connection
 
