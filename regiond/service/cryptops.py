@@ -66,6 +66,7 @@ class Encrypted(NamedTuple):
     key: Key
     key_arn: str  # ``key.arn``, as the cache computed it once
     algorithm: str = SYMMETRIC
+    key_material_id: str | None = None  # symmetric keys only, as AWS reports it
 
 
 class Decrypted(NamedTuple):
@@ -73,6 +74,7 @@ class Decrypted(NamedTuple):
     key: Key
     key_arn: str
     algorithm: str = SYMMETRIC
+    key_material_id: str | None = None
 
 
 def _require_symmetric(key: Key, operation: str, algorithm: str | None) -> None:
@@ -187,7 +189,7 @@ class CryptoService:
             opened = wrap.unseal(material, sealed, aad)
         except DecryptError:
             raise ciphertext.invalid_ciphertext() from None
-        return Decrypted(opened, entry.key, entry.arn)
+        return Decrypted(opened, entry.key, entry.arn, SYMMETRIC, entry.material_ids.get(header.backing_version))
 
     async def _check_only(
         self, who: Requester, entry: CachedKey, operation: str, action: str | None, context: Mapping[str, str],
@@ -246,7 +248,7 @@ class CryptoService:
         new_blob = self._seal(destination, opened.plaintext, dst_ctx)
         self._usage.record(opened.key.key_id, "ReEncrypt", who.request_id)
         self._usage.record(destination.key.key_id, "ReEncrypt", who.request_id)
-        return opened, Encrypted(new_blob, destination.key, destination.arn)
+        return opened, Encrypted(new_blob, destination.key, destination.arn, SYMMETRIC, destination.current_material_id)
 
     async def generate_data_key(
         self, who: Requester, key_param: str, context: Mapping[str, str] | None,
@@ -268,7 +270,7 @@ class CryptoService:
         data_key = os.urandom(size)
         blob = self._seal(entry, data_key, ctx)
         self._usage.record(entry.key.key_id, operation, who.request_id)
-        return data_key, Encrypted(blob, entry.key, entry.arn)
+        return data_key, Encrypted(blob, entry.key, entry.arn, SYMMETRIC, entry.current_material_id)
 
     async def seal_new(
         self, who: Requester, key_param: str, context: Mapping[str, str] | None, *, operation: str,
@@ -284,7 +286,7 @@ class CryptoService:
         secret = await make()
         blob = self._seal(entry, secret, ctx)
         self._usage.record(entry.key.key_id, operation, who.request_id)
-        return secret, Encrypted(blob, entry.key, entry.arn)
+        return secret, Encrypted(blob, entry.key, entry.arn, SYMMETRIC, entry.current_material_id)
 
     async def generate_random(
         self, who: Requester, number_of_bytes: int | None, *, custom_key_store_id: str | None = None

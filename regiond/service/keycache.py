@@ -76,10 +76,14 @@ class CachedKey:
     aws_service: str | None
     backing: Mapping[int, wrap.UnwrappedKey] = field(repr=False, default_factory=dict)
     handle: keymaterial.KeyHandle | None = field(repr=False, default=None)  # non-symmetric keys only
+    material_ids: Mapping[int, str] = field(repr=False, default_factory=dict)  # version -> KeyMaterialId
     arn: str = field(init=False, repr=False)  # ``key.arn``, which re-validates its parts on every read
+    current_material_id: str | None = field(init=False, repr=False)  # ``CurrentKeyMaterialId``, computed once
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arn", self.key.arn)
+        current = self.current_version
+        object.__setattr__(self, "current_material_id", self.material_ids.get(current) if current else None)
 
     @property
     def current(self) -> tuple[int, wrap.UnwrappedKey] | None:
@@ -204,6 +208,7 @@ class KeyCache:
         backing: dict[int, wrap.UnwrappedKey] = {}
         handle: keymaterial.KeyHandle | None = None
         spec = record.key.key_spec
+        material_ids = {v.version: v.key_material_id for v in wrapped if v.key_material_id is not None}
         for version in wrapped:
             try:
                 if spec is KeySpec.SYMMETRIC_DEFAULT:
@@ -226,6 +231,7 @@ class KeyCache:
             aws_service=record.aws_service,
             backing=MappingProxyType(backing),
             handle=handle,
+            material_ids=MappingProxyType(material_ids),
         )
 
     async def key_policy(self, key: Key) -> Policy:

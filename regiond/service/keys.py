@@ -27,7 +27,7 @@ import structlog
 
 from regiond.cache import remember
 from regiond.clock import Clock
-from regiond.crypto import keymaterial, wrap
+from regiond.crypto import import_wrap, keymaterial, wrap
 from regiond.crypto.keyring import RootKeyring
 from regiond.domain import ids, keyspec, permissions
 from regiond.domain.decision import aws_managed_key_policy, default_key_policy
@@ -77,6 +77,7 @@ MAX_TAGS_PER_KEY = 50
 _TAG_CHARS = frozenset("_.:/=+-@")
 _AWS_SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 DEFAULT_LIST_LIMIT = 100
+RESOURCE_OWNER_SELF = "SELF"
 DEFAULT_TAG_LIST_LIMIT = 50
 LOCKOUT_MESSAGE = "The new key policy will not allow you to update the key policy in the future."
 
@@ -147,6 +148,11 @@ def validate_tags(tags: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     if len(out) > MAX_TAGS_PER_KEY:
         raise TagException(f"A KMS key can have at most {MAX_TAGS_PER_KEY} tags")
     return out
+
+
+def _current_material_id(key: Key, material_id: str | None) -> str | None:
+    """``CurrentKeyMaterialId``: "present for symmetric encryption keys with AWS_KMS or EXTERNAL origin"."""
+    return material_id if key.key_spec is KeySpec.SYMMETRIC_DEFAULT else None
 
 
 def _key_spec(request: CreateKeyRequest) -> KeySpec:
@@ -272,15 +278,20 @@ class KeyService:
 
     async def _insert_material(
         self, con: Conn, key_id: str, now: dt.datetime, material: wrap.SecretMaterial | None = None
-    ) -> None:
+    ) -> str:
+        """Version 1 of a new key, with its KeyMaterialId (the id replication computes too); returns the id."""
         material = material or wrap.new_backing_key()
+        ident = import_wrap.key_material_id(key_id, material)
+        await rotation_store.insert_material(con, key_id, 1, ident, now)
         await key_store.insert_version(con, key_id, 1, wrap.wrap(self._keyring, key_id, 1, material), now)
+        return ident
 
     # --- CreateKey / DescribeKey / ListKeys ---------------------------------------------------
 
-    async def create_key(self, who: Requester, request: CreateKeyRequest, now: dt.datetime) -> Key:
+    async def create_key(self, who: Requester, request: CreateKeyRequest, now: dt.datetime) -> tuple[Key, str | None]:
         """AWS's "Required permissions": kms:CreateKey (IAM policy) and, to use the Tags parameter,
-        kms:TagResource (IAM policy); the new key policy must pass the lockout safety check."""
+        kms:TagResource (IAM policy); the new key policy must pass the lockout safety check.
+        Returns the key and its ``CurrentKeyMaterialId``."""
         spec = _key_spec(request)
         usage = keyspec.key_usage_for(spec, request.key_usage)
         origin = Origin(request.origin)
@@ -323,6 +334,7 @@ class KeyService:
             ):
                 raise MalformedPolicyDocumentException(LOCKOUT_MESSAGE)
         material: wrap.SecretMaterial | None = None
+        material_id: str | None = None
         if origin is Origin.AWS_KMS and spec is not KeySpec.SYMMETRIC_DEFAULT:
             # RSA-4096 takes a second of CPU: not on the event loop.
             material = await asyncio.to_thread(keymaterial.generate, spec)
@@ -330,23 +342,32 @@ class KeyService:
             current = None if origin is Origin.EXTERNAL else 1
             await key_store.insert_key(con, key, policy=policy, current_version=current)
             if current is not None:
-                await self._insert_material(con, key.key_id, now, material)
+                material_id = await self._insert_material(con, key.key_id, now, material)
             await tag_store.upsert(con, key.key_id, tags)
         log.info("key.created", key_id=key.key_id, origin=origin.value, key_spec=spec.value)
-        return key
+        return key, _current_material_id(key, material_id)
 
-    async def describe_key(self, who: Requester, value: str) -> Key:
+    async def describe_key(self, who: Requester, value: str) -> tuple[Key, str | None]:
+        """The key and its ``CurrentKeyMaterialId`` (symmetric encryption keys with material only, as AWS)."""
         entry = await self.resolve(who, value)
         await self.authz.authorize(
             who.principal, "kms:DescribeKey", entry.key, request_values=who.values, grant_tokens=who.grant_tokens
         )
-        return entry.key
+        return entry.key, _current_material_id(entry.key, entry.current_material_id)
 
-    async def list_keys(self, who: Requester, *, limit: int | None, marker: str | None) -> Page[str]:
-        """Key ARNs of the caller's account in this region (``Page.items`` are key ids)."""
+    async def list_keys(
+        self, who: Requester, *, limit: int | None, marker: str | None, resource_owners: Sequence[str] | None = None
+    ) -> Page[str]:
+        """Key ARNs of the caller's account in this region (``Page.items`` are key ids).
+
+        ``ResourceOwners``: SELF lists the account's keys (the default); OTHER_ACCOUNTS_VIA_RAM the keys
+        other accounts share through AWS Resource Access Manager, which regionkms does not have, so
+        that part of the answer is always empty (an empty, untruncated page when it is asked alone)."""
         await self.authz.authorize(who.principal, "kms:ListKeys", None, request_values=who.values)
         if marker is not None and ids.key_id_kind(marker) is None:
             raise InvalidMarkerException("Invalid marker")
+        if resource_owners is not None and RESOURCE_OWNER_SELF not in resource_owners:
+            return Page([], None)
         size = limit or DEFAULT_LIST_LIMIT
         async with connection(self._pool) as con:
             rows = await key_store.list_keys(con, who.account, after=marker, limit=size + 1)

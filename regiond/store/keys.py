@@ -76,6 +76,7 @@ class WrappedVersion:
     version: int
     material_wrapped: bytes
     created_at: dt.datetime
+    key_material_id: str | None = None  # the version's KeyMaterialId (migration 0006), when read with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +100,16 @@ _COLUMNS = (
 # array of [grant_id, grantee, operations, constraints], which is all the authorizer reads.
 _LOAD = (
     "SELECT " + ", ".join(f"k.{c.strip()}" for c in _COLUMNS.split(",")) + ","
-    " v.numbers, v.materials, v.created,"
+    " v.numbers, v.materials, v.created, v.material_ids,"
     " CASE WHEN $1::boolean THEN (SELECT COALESCE(jsonb_agg(jsonb_build_array(g.grant_id, g.grantee_principal,"
     " g.operations, g.constraints) ORDER BY g.seq), '[]'::jsonb) FROM grants g WHERE g.key_id = k.key_id)"
     " END AS grants"
-    " FROM keys k CROSS JOIN LATERAL (SELECT array_agg(version ORDER BY version) AS numbers,"
-    " array_agg(material_wrapped ORDER BY version) AS materials, array_agg(created_at ORDER BY version) AS created"
-    " FROM key_versions WHERE key_id = k.key_id) v"
+    " FROM keys k CROSS JOIN LATERAL (SELECT array_agg(kv.version ORDER BY kv.version) AS numbers,"
+    " array_agg(kv.material_wrapped ORDER BY kv.version) AS materials,"
+    " array_agg(kv.created_at ORDER BY kv.version) AS created,"
+    " array_agg(km.key_material_id ORDER BY kv.version) AS material_ids"
+    " FROM key_versions kv LEFT JOIN key_materials km ON km.key_id = kv.key_id AND km.version = kv.version"
+    " WHERE kv.key_id = k.key_id) v"
 )
 
 
@@ -186,7 +190,10 @@ async def versions(con: Conn, key_id: str) -> list[WrappedVersion]:
 
 def _loaded(row: Any) -> LoadedKey:
     numbers, materials, created = row["numbers"] or [], row["materials"] or [], row["created"] or []
-    wrapped = [WrappedVersion(n, bytes(m), c) for n, m, c in zip(numbers, materials, created, strict=True)]
+    ids = row["material_ids"] or [None] * len(numbers)
+    wrapped = [
+        WrappedVersion(n, bytes(m), c, i) for n, m, c, i in zip(numbers, materials, created, ids, strict=True)
+    ]
     grants = row["grants"]
     views = (
         tuple(GrantView(g[0], g[1], frozenset(g[2]), constraints_from_json(g[3])) for g in grants)

@@ -107,7 +107,7 @@ async def _data_key_pair(ctx: OpContext, params: Params, *, with_plaintext: bool
         ctx.record.additional.setdefault("encryptionContext", dict(context))
     out: Result = {
         "PrivateKeyCiphertextBlob": pair.sealed.blob, "PublicKey": pair.public_key, "KeyId": pair.sealed.key_arn,
-        "KeyPairSpec": pair.spec.value,
+        "KeyPairSpec": pair.spec.value, "KeyMaterialId": pair.sealed.key_material_id,
     }  # fmt: skip
     if with_plaintext:
         out["PrivateKeyPlaintext"] = pair.private_plaintext

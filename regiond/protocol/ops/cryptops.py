@@ -64,7 +64,10 @@ async def decrypt(ctx: OpContext, params: Params) -> Result:
         ignore_ciphertext=_ignores_ciphertext(params),
     )  # fmt: skip
     _audit(ctx, result.key_arn, context)
-    return {"KeyId": result.key_arn, "Plaintext": result.plaintext, "EncryptionAlgorithm": result.algorithm}
+    return {
+        "KeyId": result.key_arn, "Plaintext": result.plaintext, "EncryptionAlgorithm": result.algorithm,
+        "KeyMaterialId": result.key_material_id,
+    }  # fmt: skip
 
 
 async def re_encrypt(ctx: OpContext, params: Params) -> Result:
@@ -85,6 +88,8 @@ async def re_encrypt(ctx: OpContext, params: Params) -> Result:
         "KeyId": result.key_arn,
         "SourceEncryptionAlgorithm": source.algorithm,
         "DestinationEncryptionAlgorithm": result.algorithm,
+        "SourceKeyMaterialId": source.key_material_id,
+        "DestinationKeyMaterialId": result.key_material_id,
     }
 
 
@@ -97,7 +102,7 @@ async def _generate(ctx: OpContext, params: Params, *, with_plaintext: bool) -> 
         with_plaintext=with_plaintext, dry_run=bool(params.get("DryRun", False)),
     )  # fmt: skip
     _audit(ctx, result.key_arn, context)
-    out: Result = {"CiphertextBlob": result.blob, "KeyId": result.key_arn}
+    out: Result = {"CiphertextBlob": result.blob, "KeyId": result.key_arn, "KeyMaterialId": result.key_material_id}
     if with_plaintext:
         out["Plaintext"] = data_key
     return out

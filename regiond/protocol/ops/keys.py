@@ -31,7 +31,7 @@ def requester(ctx: OpContext) -> Requester:
     return Requester(ctx.caller.principal, values, ctx.record.request_id, tokens)
 
 
-def key_metadata(key: Key) -> dict[str, Any]:
+def key_metadata(key: Key, current_key_material_id: str | None = None) -> dict[str, Any]:
     config = key.multi_region_configuration
     return {
         "AWSAccountId": key.account,
@@ -63,6 +63,7 @@ def key_metadata(key: Key) -> dict[str, Any]:
             "ReplicaKeys": [{"Arn": r.arn, "Region": r.region} for r in config.replica_keys],
         },
         "PendingDeletionWindowInDays": key.pending_deletion_window_in_days,
+        "CurrentKeyMaterialId": current_key_material_id,
     }
 
 
@@ -84,19 +85,22 @@ async def create_key(ctx: OpContext, params: Params) -> Result:
         custom_key_store_id=params.get("CustomKeyStoreId"),
         xks_key_id=params.get("XksKeyId"),
     )
-    key = await ctx.services.keys.create_key(requester(ctx), request, ctx.now)
+    key, material_id = await ctx.services.keys.create_key(requester(ctx), request, ctx.now)
     _touched(ctx, key)
-    return {"KeyMetadata": key_metadata(key)}
+    return {"KeyMetadata": key_metadata(key, material_id)}
 
 
 async def describe_key(ctx: OpContext, params: Params) -> Result:
-    key = await ctx.services.keys.describe_key(requester(ctx), params["KeyId"])
+    key, material_id = await ctx.services.keys.describe_key(requester(ctx), params["KeyId"])
     _touched(ctx, key)
-    return {"KeyMetadata": key_metadata(key)}
+    return {"KeyMetadata": key_metadata(key, material_id)}
 
 
 async def list_keys(ctx: OpContext, params: Params) -> Result:
-    page = await ctx.services.keys.list_keys(requester(ctx), limit=params.get("Limit"), marker=params.get("Marker"))
+    page = await ctx.services.keys.list_keys(
+        requester(ctx), limit=params.get("Limit"), marker=params.get("Marker"),
+        resource_owners=params.get("ResourceOwners"),
+    )
     keys = ctx.services.keys
     return {
         "Keys": [{"KeyId": key_id, "KeyArn": keys.key_arn(ctx.account_id, key_id)} for key_id in page.items],
