@@ -182,10 +182,15 @@ async def get_key(con: Conn, key_id: str, *, for_update: bool = False) -> KeyRec
 
 async def versions(con: Conn, key_id: str) -> list[WrappedVersion]:
     rows = await con.fetch(
-        "SELECT version, material_wrapped, created_at FROM key_versions WHERE key_id = $1 ORDER BY version",
+        "SELECT kv.version, kv.material_wrapped, kv.created_at, km.key_material_id FROM key_versions kv"
+        " LEFT JOIN key_materials km ON km.key_id = kv.key_id AND km.version = kv.version"
+        " WHERE kv.key_id = $1 ORDER BY kv.version",
         key_id,
     )
-    return [WrappedVersion(r["version"], bytes(r["material_wrapped"]), r["created_at"]) for r in rows]
+    return [
+        WrappedVersion(r["version"], bytes(r["material_wrapped"]), r["created_at"], r["key_material_id"])
+        for r in rows
+    ]
 
 
 def _loaded(row: Any) -> LoadedKey:
