@@ -170,7 +170,7 @@ def _create_key(endpoint: str, creds: Credentials) -> str:
 
 def _serve(url: str, state_dir: Path, port: int, workers: int, audit: bool, log: Path) -> subprocess.Popen[bytes]:
     cmd = [
-        sys.executable, "-m", "regiond", "serve", "--region", REGION, "--database-url", url,
+        sys.executable, "-m", "regiond", "serve", "--plain-http", "--region", REGION, "--database-url", url,
         "--listen", f"127.0.0.1:{port}", "--state-dir", str(state_dir), "--workers", str(workers),
         "--log-level", "warning",
     ]  # fmt: skip

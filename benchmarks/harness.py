@@ -301,6 +301,7 @@ class RegionKmsServer(_OwnPostgres):
             "-m",
             "regiond",
             "serve",
+            "--plain-http",
             "--region",
             REGION,
             "--database-url",

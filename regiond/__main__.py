@@ -3,6 +3,7 @@
 regiond init     --state-dir DIR                       root key and region identity material
 regiond migrate  --database-url URL                    apply schema migrations
 regiond serve    --region R --database-url URL --listen HOST:PORT --workers N --state-dir DIR
+                 (--tls-cert F --tls-key F | --plain-http)     the client endpoint
                  [--peers-file F --replication-listen HOST:PORT --home-region R]   replication
 regiond replication status|make-ca|issue-cert|peers-file                  (cli/replication.py)
 regiond iam      (--cluster FILE | --database-url URL --state-dir DIR) <command> ...
@@ -25,7 +26,7 @@ from aiohttp import web
 
 from regiond import logging as regiond_logging
 from regiond import private_files
-from regiond.config import DEFAULT_LISTEN, Settings, env, parse_listen
+from regiond.config import DEFAULT_LISTEN, Settings, client_endpoint_problem, env, parse_listen
 from regiond.crypto.keyring import AesRootKeyring, KeyringError, env_keyring, load_file_keyring
 
 
@@ -67,6 +68,10 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         http_body_timeout_s=args.http_body_timeout,
         http_idle_timeout_s=args.http_idle_timeout,
         http_max_connections=int(args.http_max_connections),
+        tls_cert_file=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key_file=Path(args.tls_key) if args.tls_key else None,
+        plain_http=args.plain_http,
+        tls_handshake_timeout_s=args.tls_handshake_timeout,
         audit_enabled=not args.no_audit,
         audit_retention_days=args.audit_retention_days,
         peers_file=Path(args.peers_file) if args.peers_file else None,
@@ -76,10 +81,21 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from regiond.runtime.client_tls import ServerCertificate, TlsConfigError
     from regiond.runtime.serve import serve
 
     settings = _settings_from_args(args)
+    problem = client_endpoint_problem(settings)
+    if problem is not None:
+        print(f"regiond serve: {problem}", file=sys.stderr)
+        return 2
     load_keyring(settings)  # fail fast, before forking workers
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        try:
+            ServerCertificate(settings.tls_cert_file, settings.tls_key_file)
+        except TlsConfigError as exc:
+            print(f"regiond serve: {exc}", file=sys.stderr)
+            return 2
     return serve(settings, build_app)
 
 
@@ -176,6 +192,13 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
                    " above a load balancer's idle timeout)")
     p.add_argument("--http-max-connections", type=_positive(int), default=env("HTTP_MAX_CONNECTIONS", "1024"),
                    help="open client connections per worker process; more are refused (default 1024)")
+    p.add_argument("--tls-cert", default=env("TLS_CERT"),
+                   help="client endpoint: PEM certificate chain, leaf first (re-read on SIGHUP)")
+    p.add_argument("--tls-key", default=env("TLS_KEY"), help="client endpoint: PEM private key (re-read on SIGHUP)")
+    p.add_argument("--plain-http", action="store_true", default=env("PLAIN_HTTP", "") in ("1", "true"),
+                   help="serve the client endpoint over plain HTTP (behind a TLS-terminating proxy, or on loopback)")
+    p.add_argument("--tls-handshake-timeout", type=_positive(float), default=env("TLS_HANDSHAKE_TIMEOUT", "10"),
+                   help="seconds a client's TLS handshake may take from its connection (default 10)")
     p.add_argument("--no-audit", action="store_true", help="benchmarks only: skip the audit trail")
     p.add_argument("--audit-retention-days", type=int, default=int(env("AUDIT_RETENTION_DAYS", "0") or 0),
                    help="delete signed audit events older than this many days (0: keep forever)")  # fmt: skip

@@ -33,6 +33,7 @@ class CallRecord:
     error: KmsError | None = None
     resources: list[str] = field(default_factory=list)
     additional: dict[str, Any] = field(default_factory=dict)
+    secure_transport: bool = False  # the client's connection was TLS (aws:SecureTransport)
 
 
 _last_second: tuple[int, str] = (0, "1970-01-01T00:00:00Z")

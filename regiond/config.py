@@ -51,6 +51,13 @@ class Settings:
     http_body_timeout_s: float = 30.0
     http_idle_timeout_s: float = 75.0
     http_max_connections: int = 1024
+    # TLS on the client endpoint (regiond.runtime.client_tls): the certificate chain and key files, re-read on
+    # SIGHUP, and the bound on a handshake. `regiond serve` refuses to start without them unless
+    # plain_http says plain HTTP on purpose (behind a TLS-terminating proxy, or on loopback for tests).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    plain_http: bool = False
+    tls_handshake_timeout_s: float = 10.0
     trusted_proxies: tuple[str, ...] = ()
     # Failed authentications a source may make before its failures are answered ThrottlingException,
     # and how many per second it gets back (regiond.auth.failures; per worker; 0 turns it off).
@@ -84,3 +91,18 @@ class Settings:
     @property
     def root_key_path(self) -> Path | None:
         return self.state_dir / "root.key" if self.state_dir else None
+
+
+def client_endpoint_problem(settings: Settings) -> str | None:
+    """Why ``settings`` cannot serve its client endpoint, or None: TLS, or plain HTTP said explicitly."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if (cert is None) != (key is None):
+        return "TLS needs both a certificate file and a key file"
+    if cert is not None and settings.plain_http:
+        return "plain HTTP and a TLS certificate are both configured: choose one"
+    if cert is None and not settings.plain_http:
+        return (
+            "the client endpoint needs a TLS certificate and key (--tls-cert, --tls-key), or --plain-http to"
+            " serve plain HTTP on purpose (behind a TLS-terminating proxy, or on loopback)"
+        )
+    return None

@@ -144,6 +144,7 @@ def run_dev(
                 "-m",
                 "regiond",
                 "serve",
+                "--plain-http",
                 "--region",
                 region,
                 "--database-url",

@@ -160,7 +160,7 @@ class ReplicationNode:
             host, port = parse_listen(self.settings.replication_listen)
             self._listener = await listen(
                 make_receiver_app(self.receiver), host, port, HttpLimits.from_settings(self.settings),
-                ssl_context=context, reuse_port=self.settings.workers > 1,
+                tls_context=lambda: context, tls_label="replication", reuse_port=self.settings.workers > 1,
             )  # fmt: skip
             self.bound_port = self._listener.port
             log.info("replication.receiver_listening", host=host, port=self.bound_port)

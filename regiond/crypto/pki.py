@@ -47,6 +47,7 @@ __all__ = [
     "REGION_CERT_VALID_DAYS",
     "PeerIdentityError",
     "issue_region_cert",
+    "issue_server_cert",
     "issued_by",
     "make_cluster_ca",
     "peer_region_from_cert",
@@ -144,6 +145,32 @@ def issue_region_cert(
     ``hostnames`` entry, as an IP address if it parses as one and as a DNS name otherwise.
     """
     _check_cn(region, "region")
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    return _issue_leaf(ca_cert_pem, ca_key_pem, region, hostnames, usages, valid_days)
+
+
+def issue_server_cert(
+    ca_cert_pem: bytes,
+    ca_key_pem: bytes,
+    common_name: str,
+    hostnames: Sequence[str] = DEFAULT_HOSTNAMES,
+    *,
+    valid_days: int = REGION_CERT_VALID_DAYS,
+) -> tuple[bytes, bytes]:
+    """Issue a TLS server certificate (``serverAuth`` only) for a client endpoint; returns ``(cert_pem, key_pem)``.
+
+    What ``regiond dev`` serves its regions' client endpoints with: clients verify it against the
+    cluster CA (``AWS_CA_BUNDLE``). It cannot pass as a region in the replication channel, which
+    also needs ``clientAuth`` and the region's server name.
+    """
+    _check_cn(common_name, "common name")
+    return _issue_leaf(ca_cert_pem, ca_key_pem, common_name, hostnames, [ExtendedKeyUsageOID.SERVER_AUTH], valid_days)
+
+
+def _issue_leaf(
+    ca_cert_pem: bytes, ca_key_pem: bytes, common_name: str, hostnames: Sequence[str],
+    usages: Sequence[x509.ObjectIdentifier], valid_days: int,
+) -> tuple[bytes, bytes]:  # fmt: skip
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
     ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -155,7 +182,7 @@ def issue_region_cert(
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, region)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -176,10 +203,7 @@ def issue_region_cert(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(x509.SubjectAlternativeName(_san_entries(hostnames)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)

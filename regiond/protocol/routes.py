@@ -257,6 +257,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             region=services.settings.region,
             source_ip=source_ip,
             user_agent=headers.lossy("user-agent")[:1024],
+            secure_transport=request.secure,
             principal=caller.principal,
             access_key_id=caller.access_key_id,
         )

@@ -71,6 +71,20 @@ HTTP_TIMEOUTS = Counter(
     registry=REGISTRY,
 )
 
+TLS_HANDSHAKES = Counter(
+    "regionkms_tls_handshakes",
+    "TLS handshakes on the node's listeners by listener (client, replication) and outcome (ok; failed: the"
+    " client's hello or certificate was refused or it hung up; timeout: not done within the handshake bound)",
+    ["listener", "outcome"],
+    registry=REGISTRY,
+)
+TLS_RELOADS = Counter(
+    "regionkms_tls_reloads",
+    "Reloads of the client endpoint's certificate on SIGHUP, by outcome (failed: the old one is kept)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
 # The supervisor of `regiond serve --workers N` (regiond.runtime.supervisor) publishes this registry into the
 # node's view as one more member; its counters are summed with the workers'.
 SUPERVISOR_REGISTRY = CollectorRegistry()

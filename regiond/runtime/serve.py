@@ -5,6 +5,9 @@ that dies, and stops them all on SIGTERM/SIGINT. Each worker runs the full appli
 own pool, caches and listener, regiond.runtime.listener); background tasks elect one runner per
 region through PostgreSQL advisory locks.
 
+SIGHUP reloads the client endpoint's TLS certificate (regiond.runtime.client_tls) in every worker: the
+supervisor passes it on; open connections are not touched.
+
 Metrics: the parent makes a directory private to the node (regiond.runtime.node_metrics) where each
 worker publishes a snapshot of its registry every second, so any worker's ``/metrics`` shows
 the whole node; the parent marks a worker that exits as dead there (its gauges leave the view,
@@ -29,6 +32,7 @@ import structlog
 from aiohttp import web
 
 from regiond import logging as regiond_logging
+from regiond.runtime.client_tls import ServerCertificate
 from regiond.config import Settings
 from regiond.runtime import heap, metrics, node_metrics
 from regiond.runtime.listener import HttpLimits, listen
@@ -50,17 +54,35 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         return asyncio.new_event_loop
 
 
+def _reload(certificate: ServerCertificate | None) -> None:
+    """SIGHUP: read the client endpoint's certificate and key again (nothing else is reloaded yet)."""
+    if certificate is None:
+        log.info("node.reload", tls="plain HTTP: no certificate to reload")
+        return
+    certificate.reload()
+
+
 async def _serve(settings: Settings, factory: AppFactory, reuse_port: bool, ready: Event | None) -> None:
+    loop = asyncio.get_running_loop()
+    holder: list[ServerCertificate | None] = [None]
+    # Before the certificate is read, so that a SIGHUP from here on is either seen or too early to matter.
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(holder[0]))
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        holder[0] = ServerCertificate(settings.tls_cert_file, settings.tls_key_file)
+    certificate = holder[0]
     app = factory(settings)
     listener = await listen(
         app, settings.listen_host, settings.listen_port, HttpLimits.from_settings(settings),
         reuse_port=reuse_port, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
+        tls_context=certificate.context if certificate is not None else None,
     )  # fmt: skip
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("node.listening", host=settings.listen_host, port=listener.port)
+    log.info(
+        "node.listening", host=settings.listen_host, port=listener.port,
+        scheme="https" if certificate is not None else "http",
+    )  # fmt: skip
     if ready is not None:
         ready.set()
     node = node_metrics.current()

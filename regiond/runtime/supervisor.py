@@ -14,7 +14,10 @@ slots is kept filled:
   failure (a bad URL, a port taken): respawning would only repeat it, so the node stops, exit 1,
   for its service manager to report;
 - SIGTERM or SIGINT stops the node: no respawn after it, SIGTERM to every worker (each drains and
-  flushes its audit writer), SIGKILL to any still running ``STOP_GRACE_S`` later.
+  flushes its audit writer), SIGKILL to any still running ``STOP_GRACE_S`` later;
+- SIGHUP (a service manager's reload) is passed on to every worker that listens; a worker still
+  starting gets it once it listens (until then SIGHUP would end it, and its start may have read
+  the files before they changed).
 
 Signals only set a flag and write a byte to a pipe the loop waits on beside the workers' sentinels,
 so the work happens in the loop, never in a handler interrupting it.
@@ -44,6 +47,7 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_CAP_S = 30.0
 STABLE_AFTER_S = 60.0
 STOP_GRACE_S = 30.0
+RELOAD_POLL_S = 0.1
 SUPERVISOR_WORKER = "supervisor"  # its name in the node's metrics snapshots
 
 # run_worker(..., worker=<slot>, ready=<Event>): the process target the supervisor starts.
@@ -65,6 +69,7 @@ class _Slot:
     ever_ready: bool = False
     deaths_in_a_row: int = 0
     respawn_at: float | None = None
+    reload_pending: bool = False
 
     @property
     def name(self) -> str:
@@ -100,12 +105,21 @@ class Supervisor:
 
     def _on_signal(self, _signum: int, _frame: object) -> None:
         self._stopping = True
+        self._wake()
+
+    def _on_reload(self, _signum: int, _frame: object) -> None:
+        for slot in self._slots:
+            slot.reload_pending = True
+        self._wake()
+
+    def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
     def run(self) -> int:
         """Run the node until it is stopped; its exit code."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
         try:
             self._publish()
             for slot in self._slots:
@@ -126,6 +140,8 @@ class Supervisor:
         if self._stop_deadline is not None:
             remaining = max(0.0, self._stop_deadline - now)
             timeout = remaining if timeout is None else min(timeout, remaining)
+        if any(s.reload_pending for s in self._slots) and not self._stopping:
+            timeout = RELOAD_POLL_S if timeout is None else min(timeout, RELOAD_POLL_S)  # a worker still starting
         running = {s.process.sentinel: s for s in self._slots if s.process is not None}
         ready = wait([*running, self._wake_r], timeout)
         if self._wake_r in ready:
@@ -137,6 +153,7 @@ class Supervisor:
         if self._stopping:
             self._stop_workers()
             return
+        self._pass_reloads()
         now = time.monotonic()
         for slot in self._slots:
             if slot.respawn_at is not None and slot.respawn_at <= now:
@@ -146,6 +163,18 @@ class Supervisor:
                 self._publish()
                 assert slot.process is not None
                 log.info("node.worker_respawned", worker=slot.name, pid=slot.process.pid)
+
+    def _pass_reloads(self) -> None:
+        """SIGHUP to each worker with a reload pending that listens (and so handles SIGHUP)."""
+        for slot in self._slots:
+            if not slot.reload_pending:
+                continue
+            if slot.process is None:  # dead: its respawn reads the files afresh
+                slot.reload_pending = False
+            elif slot.ready is not None and slot.ready.is_set() and slot.process.pid is not None:
+                slot.reload_pending = False
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.process.pid, signal.SIGHUP)
 
     def _spawn(self, slot: _Slot) -> None:
         slot.ready = self._ctx.Event()

@@ -315,7 +315,7 @@ async def test_sigkill_after_responses_loses_no_event_and_no_secret_is_logged(
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIOND_")}
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(  # noqa: ASYNC220 - a long-running server, not awaited
-            [sys.executable, "-m", "regiond", "serve", "--region", "us-east-1", "--database-url", url,
+            [sys.executable, "-m", "regiond", "serve", "--plain-http", "--region", "us-east-1", "--database-url", url,
              "--listen", f"127.0.0.1:{port}", "--state-dir", str(state_dir), "--log-level", "debug"],
             stdout=log_file, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip

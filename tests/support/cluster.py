@@ -21,6 +21,7 @@ from aiohttp import web
 from botocore.config import Config
 
 from regiond.app import create_app
+from regiond.runtime.client_tls import ServerCertificate
 from regiond.clock import ManualClock
 from regiond.config import Settings
 from regiond.crypto.keyring import AesRootKeyring, load_file_keyring
@@ -107,6 +108,8 @@ class Node:
     listener: Listener
     app: web.Application
     state_dir: Path
+    certificate: ServerCertificate | None = None  # the client endpoint's, when it serves TLS
+    ca_bundle: str | None = None  # what clients verify it with
 
     def client(self, identity: Identity, service: str = "kms", region: str | None = None) -> Any:
         return boto3.client(
@@ -115,6 +118,7 @@ class Node:
             region_name=region or self.region,
             aws_access_key_id=identity.access_key_id,
             aws_secret_access_key=identity.secret_access_key,
+            verify=self.ca_bundle,
             config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30),
         )
 
@@ -141,8 +145,11 @@ class NodeFactory:
         state_dir: Path | None = None,
         audit: bool = True,
         replication_transport: Any = None,
+        ca_bundle: str | None = None,
         **settings: Any,
     ) -> Node:
+        """A node; with ``tls_cert_file`` and ``tls_key_file`` in ``settings`` its client endpoint is TLS
+        (clients verify it with ``ca_bundle``)."""
         url = database_url or await self.database()
         sdir = state_dir or self.tmp / f"{region}-{len(self.nodes)}"
         init_state_dir(sdir, region=region)
@@ -160,8 +167,18 @@ class NodeFactory:
         app = create_app(
             cfg, keyring, clock=clock, audit_factory=audit_factory, replication_transport=replication_transport
         )
-        listener = await listen(app, "127.0.0.1", 0, HttpLimits.from_settings(cfg))  # as regiond serve does
-        node = Node(region, f"http://127.0.0.1:{listener.port}", url, keyring, clock, listener, app, sdir)
+        certificate = None
+        if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
+            certificate = ServerCertificate(cfg.tls_cert_file, cfg.tls_key_file)
+        listener = await listen(  # as regiond serve does
+            app, "127.0.0.1", 0, HttpLimits.from_settings(cfg),
+            tls_context=certificate.context if certificate is not None else None,
+        )  # fmt: skip
+        scheme = "https" if certificate is not None else "http"
+        node = Node(
+            region, f"{scheme}://127.0.0.1:{listener.port}", url, keyring, clock, listener, app, sdir, certificate,
+            ca_bundle,
+        )  # fmt: skip
         self.nodes.append(node)
         return node
 

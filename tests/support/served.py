@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from regiond.runtime.supervisor import SUPERVISOR_WORKER
 from regiond.statedir import init_state_dir
 from tests.support.cluster import NodeFactory
 from tests.support.regions import wait_until
+from tests.support.tls import ServerFiles
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Served:
     proc: subprocess.Popen[bytes]
     tmp: Path
     log: Path
+    tls: ssl.SSLContext | None = None  # what clients verify the node with, when it serves TLS
 
     def metrics_dir(self) -> Path:
         (found,) = self.tmp.glob(f"{DIR_PREFIX}*")
@@ -53,7 +56,10 @@ class Served:
     async def healthy(self) -> bool:
         assert self.proc.poll() is None, "regiond serve exited early:\n" + self.log.read_text()[-3000:]
         with contextlib.suppress(aiohttp.ClientError):
-            async with aiohttp.ClientSession() as session, session.get(self.endpoint + "/healthz") as resp:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(self.endpoint + "/healthz", ssl=self.tls or True) as resp,
+            ):
                 return resp.status == 200
         return False
 
@@ -64,8 +70,11 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def serve_workers(nodes: NodeFactory, tmp_path: Path, workers: int = 2) -> AsyncIterator[Served]:
-    """A node of ``workers`` processes, once each of them listens (each has published a metrics snapshot)."""
+async def serve_workers(
+    nodes: NodeFactory, tmp_path: Path, workers: int = 2, tls: ServerFiles | None = None, ca_bundle: Path | None = None
+) -> AsyncIterator[Served]:
+    """A node of ``workers`` processes, once each of them listens (each has published a metrics snapshot);
+    with ``tls`` its client endpoint serves those files, verified with ``ca_bundle``."""
     url = await nodes.database()
     state_dir = tmp_path / "state"
     init_state_dir(state_dir, region="us-east-1")
@@ -75,14 +84,20 @@ async def serve_workers(nodes: NodeFactory, tmp_path: Path, workers: int = 2) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIOND_")}
     env["TMPDIR"] = str(tmp)  # where the node makes its metrics directory
     log = tmp_path / "regiond.log"
+    endpoint_args = ["--plain-http"]
+    client_tls = None
+    if tls is not None:
+        endpoint_args = ["--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file)]
+        client_tls = ssl.create_default_context(cafile=str(ca_bundle))
     with log.open("wb") as log_file:
         proc = subprocess.Popen(  # noqa: ASYNC220 - a long-running server, not awaited
-            [sys.executable, "-m", "regiond", "serve", "--region", "us-east-1", "--database-url", url,
+            [sys.executable, "-m", "regiond", "serve", *endpoint_args, "--region", "us-east-1", "--database-url", url,
              "--listen", f"127.0.0.1:{port}", "--state-dir", str(state_dir), "--workers", str(workers),
              "--no-audit"],
             stdout=log_file, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
-    node = Served(f"http://127.0.0.1:{port}", proc, tmp, log)
+    scheme = "https" if tls is not None else "http"
+    node = Served(f"{scheme}://127.0.0.1:{port}", proc, tmp, log, client_tls)
     try:
         await wait_until(node.healthy, what="regiond serve to answer")
         # Each worker publishes a first snapshot once it listens: until all do, some take every connection.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -32,11 +33,20 @@ class RawConnection:
         self.writer = writer
 
     @classmethod
-    async def open(cls, endpoint: str) -> RawConnection:
+    async def open(cls, endpoint: str, tls: ssl.SSLContext | None = None) -> RawConnection:
+        """A connection to ``endpoint``: plain TCP, or TLS with ``tls`` (an ``https://`` endpoint)."""
         url = urlsplit(endpoint)
         assert url.hostname is not None and url.port is not None
-        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        reader, writer = await asyncio.open_connection(url.hostname, url.port, ssl=tls)
         return cls(reader, writer)
+
+    def peer_certificate(self) -> bytes:
+        """The DER certificate the server presented (TLS connections)."""
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        assert ssl_object is not None, "not a TLS connection"
+        der = ssl_object.getpeercert(binary_form=True)
+        assert der is not None
+        return bytes(der)
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)

@@ -19,11 +19,15 @@ from regiond.service.keys import CreateKeyRequest
 __all__ = ["HANDLERS", "key_metadata", "requester"]
 
 
+_TRUE, _FALSE = ("true",), ("false",)
+
+
 def requester(ctx: OpContext) -> Requester:
-    """The caller plus the global condition keys a policy may test (``aws:SourceIp``, ``aws:CurrentTime``,
-    ``aws:RequestedRegion``)."""
+    """The caller plus the global condition keys a policy may test (``aws:SourceIp``, ``aws:SecureTransport``,
+    ``aws:CurrentTime``, ``aws:RequestedRegion``)."""
     values = {
         "aws:SourceIp": (ctx.record.source_ip,),
+        "aws:SecureTransport": _TRUE if ctx.record.secure_transport else _FALSE,
         "aws:CurrentTime": (utc_second_text(ctx.now),),  # ctx.now is UTC; the text is kept per second
         "aws:RequestedRegion": (ctx.services.settings.region,),
     }
