@@ -83,7 +83,7 @@ class Region:
 
     def start(self, peers_file: Path) -> None:
         cmd = [
-            sys.executable, "-m", "regiond", "serve", "--plain-http", "--region", self.name, "--database-url", self.database_url,
+            sys.executable, "-m", "regiond", "serve", "--region", self.name, "--database-url", self.database_url,
             "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir), "--peers-file", str(peers_file),
             "--replication-listen", f"127.0.0.1:{self.repl_port}", "--log-level", "warning",
         ]  # fmt: skip

@@ -10,6 +10,7 @@ import contextlib
 import ssl
 import warnings
 from pathlib import Path
+from typing import Any
 
 import boto3
 import botocore.exceptions
@@ -38,7 +39,7 @@ def _handshakes(outcome: str) -> float:
     ) or 0.0
 
 
-async def _tls_node(nodes: NodeFactory, ca: TestCa, **settings: object) -> Node:
+async def _tls_node(nodes: NodeFactory, ca: TestCa, **settings: Any) -> Node:
     return await nodes.start(ca_bundle=str(ca.bundle), **ca.issue("node").settings(), **settings)
 
 
@@ -174,7 +175,7 @@ async def test_handshakes_in_progress_count_against_the_connection_limit(nodes: 
         silent = [await stack.enter_async_context(await RawConnection.open(node.endpoint)) for _ in range(2)]
 
         async def both_admitted() -> bool:
-            return metrics.HTTP_CONNECTIONS._value.get() >= 2  # noqa: SLF001 - the in-process gauge
+            return bool(metrics.HTTP_CONNECTIONS._value.get() >= 2)  # the in-process gauge
 
         await wait_until(both_admitted, what="two connections admitted")
         async with await RawConnection.open(node.endpoint) as extra:  # the third is reset at once

@@ -5,6 +5,7 @@ and the client endpoint is never plain HTTP unless said so."""
 from __future__ import annotations
 
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ async def test_sighup_renews_the_certificate_in_every_worker_without_dropping_co
             assert first is not None and first.status == 200
             old_cert = kept.peer_certificate()
             ca.issue("node")  # renewed in place, as cert-manager or certbot would
-            new_cert = (await _cert_on_disk(files.cert_file))
+            new_cert = _der(files.cert_pem())
             assert new_cert != old_cert
             node.proc.send_signal(signal.SIGHUP)
 
@@ -56,10 +57,8 @@ async def test_sighup_renews_the_certificate_in_every_worker_without_dropping_co
         assert "tls.reloaded" in log and "worker_exited" not in log
 
 
-async def _cert_on_disk(path: Path) -> bytes:
-    import ssl
-
-    return ssl.PEM_cert_to_DER_cert(path.read_text())
+def _der(pem: bytes) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(pem.decode("ascii"))
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:

@@ -103,8 +103,8 @@ async def test_a_worker_that_cannot_start_stops_the_node_instead_of_respawning(t
     log = tmp_path / "regiond.log"
     with log.open("wb") as log_file:
         proc = subprocess.Popen(  # noqa: ASYNC220 - awaited below, in a thread
-            [sys.executable, "-m", "regiond", "serve", "--plain-http", "--region", "us-east-1", "--database-url", nowhere,
-             "--listen", f"127.0.0.1:{free_port()}", "--state-dir", str(state_dir), "--workers", "2",
+            [sys.executable, "-m", "regiond", "serve", "--region", "us-east-1", "--database-url", nowhere,
+             "--plain-http", "--listen", f"127.0.0.1:{free_port()}", "--state-dir", str(state_dir), "--workers", "2",
              "--no-audit"],
             stdout=log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip

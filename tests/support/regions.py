@@ -152,8 +152,8 @@ class Cluster:
         previous = self.processes.get(region)
         port = int(previous.endpoint.rsplit(":", 1)[1]) if previous else free_port()
         cmd = [
-            sys.executable, "-m", "regiond", "serve", "--plain-http", "--region", region, "--database-url", self.databases[region],
-            "--listen", f"127.0.0.1:{port}", "--state-dir", str(self.state_dirs[region]), "--no-audit",
+            sys.executable, "-m", "regiond", "serve", "--region", region, "--database-url", self.databases[region],
+            "--plain-http", "--listen", f"127.0.0.1:{port}", "--state-dir", str(self.state_dirs[region]), "--no-audit",
             "--peers-file", str(self.peers_files[region]),
             "--replication-listen", f"127.0.0.1:{self.repl_ports[region]}", "--log-level", "warning",
         ]  # fmt: skip

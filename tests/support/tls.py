@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from regiond.crypto import pki
 
@@ -13,7 +14,10 @@ class ServerFiles:
     cert_file: Path
     key_file: Path
 
-    def settings(self) -> dict[str, Path]:
+    def cert_pem(self) -> bytes:
+        return self.cert_file.read_bytes()
+
+    def settings(self) -> dict[str, Any]:
         """``Settings`` fields that make a node serve TLS with these files."""
         return {"tls_cert_file": self.cert_file, "tls_key_file": self.key_file}
 
