@@ -32,9 +32,9 @@ import structlog
 from aiohttp import web
 
 from regiond import logging as regiond_logging
-from regiond.runtime.client_tls import ServerCertificate
 from regiond.config import Settings
 from regiond.runtime import heap, metrics, node_metrics
+from regiond.runtime.client_tls import ServerCertificate
 from regiond.runtime.listener import HttpLimits, listen
 from regiond.runtime.supervisor import Supervisor
 

@@ -21,12 +21,12 @@ from aiohttp import web
 from botocore.config import Config
 
 from regiond.app import create_app
-from regiond.runtime.client_tls import ServerCertificate
 from regiond.clock import ManualClock
 from regiond.config import Settings
 from regiond.crypto.keyring import AesRootKeyring, load_file_keyring
 from regiond.devdb import LocalPostgres
 from regiond.domain.principal import PrincipalKind, principal_arn
+from regiond.runtime.client_tls import ServerCertificate
 from regiond.runtime.listener import HttpLimits, Listener, listen
 from regiond.service.iam import IamService
 from regiond.statedir import init_state_dir
