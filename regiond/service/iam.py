@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from regiond.crypto.keyring import RootKeyring
-from regiond.crypto.wrap import access_key_aad as access_key_aad  # service/authn.py imports it from here
+from regiond.crypto.wrap import access_key_aad
 from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.domain.principal import (
     POLICY_NAME,
