@@ -12,6 +12,10 @@ list that the authorization differential tests evaluate (tests/unit/test_authz_d
                          kms:TagResource in an IAM policy in the replica Region
     UpdatePrimaryRegion  kms:UpdatePrimaryRegion on the current primary key (in the primary key's
                          Region) and on the current replica key (in the replica key's Region)
+    CreateAlias          kms:CreateAlias on the alias (IAM policy) and on the KMS key (key policy)
+    UpdateAlias          kms:UpdateAlias on the alias (IAM policy), on the current KMS key and on the
+                         new KMS key (key policies)
+    DeleteAlias          kms:DeleteAlias on the alias (IAM policy) and on the KMS key (key policy)
 
 A ``Permission`` says which action, decided how (``DecidedBy.KEY``: the key's own rules;
 ``DecidedBy.IAM``: the caller's identity policies alone, as for an operation without a key), in
@@ -28,11 +32,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from regiond.domain.ids import key_arn
+from regiond.domain.ids import alias_arn_text, key_arn
 from regiond.domain.key import Key, KeySpec, KeyUsage, MultiRegionKeyType, Origin
 from regiond.domain.key_conditions import new_key_values
 
-__all__ = ["DecidedBy", "Permission", "create_key", "keyless_resource", "replicate_key", "update_primary_region"]
+__all__ = [
+    "DecidedBy",
+    "Permission",
+    "alias_operation",
+    "create_key",
+    "keyless_resource",
+    "replicate_key",
+    "update_primary_region",
+]
 
 Values = Mapping[str, tuple[str, ...]]
 
@@ -115,3 +127,26 @@ def update_primary_region(key: Key, new_primary_region: str) -> tuple[Permission
             "UpdatePrimaryRegion: kms:UpdatePrimaryRegion on the current replica key (in the replica key's Region)",
         ),
     )  # fmt: skip
+
+
+def alias_operation(operation: str, alias_name: str, *keys: Key) -> tuple[Permission, ...]:
+    """CreateAlias / DeleteAlias (``keys``: the alias's key) or UpdateAlias (the current key, then the
+    new one) of ``alias_name`` in the keys' account and Region.
+
+    AWS ("Controlling access to aliases"): "principals who manage aliases must have permission to
+    call the alias operation on the alias and on all affected KMS keys"; the permission on the
+    alias is "in an IAM policy", so a key policy naming the caller is not enough for it, and an
+    IAM Deny on the alias's ARN refuses the call whatever the key policies say."""
+    if operation not in ("CreateAlias", "UpdateAlias", "DeleteAlias") or not keys:
+        raise ValueError(f"not an alias operation: {operation}")
+    action = f"kms:{operation}"
+    first = keys[0]
+    on_alias = Permission(
+        action, DecidedBy.IAM, first.region, alias_arn_text(first.region, first.account, alias_name), {},
+        f"{operation}: {action} on the alias (IAM policy)",
+    )  # fmt: skip
+    on_keys = tuple(
+        Permission(action, DecidedBy.KEY, key.region, key.arn, {}, f"{operation}: {action} on the KMS key (key policy)")
+        for key in keys
+    )
+    return (on_alias, *on_keys)

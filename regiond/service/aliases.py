@@ -3,16 +3,19 @@
 Names are checked by ``regiond.domain.ids.validate_new_alias_name`` (the ``alias/`` prefix, the
 character rules, the reserved ``alias/aws/`` prefix). Uniqueness is the database's primary key,
 so two racing CreateAlias calls for one name give one success and one
-``AlreadyExistsException``. Authorization follows AWS: the caller needs the alias permission on
-the key the alias points to (for UpdateAlias: on the old and the new key).
+``AlreadyExistsException``. Authorization follows AWS ("Controlling access to aliases"): the
+caller needs the alias permission on the alias, in an IAM policy, and on the key the alias points
+to (for UpdateAlias: on the old and the new key), as ``regiond.domain.permissions.alias_operation``
+declares them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from regiond.domain import ids
-from regiond.domain.key import require_state
+from regiond.domain import ids, permissions
+from regiond.domain.key import Key, require_state
+from regiond.domain.permissions import DecidedBy
 from regiond.errors import InvalidMarkerException, NotFoundException, ValidationException
 from regiond.service.authz import Requester
 from regiond.service.keys import KeyService, Page
@@ -38,13 +41,20 @@ class AliasService:
     def _not_found(self, account: str, alias_name: str) -> NotFoundException:
         return NotFoundException(f"Alias {ids.alias_arn_text(self._region, account, alias_name)} is not found.")
 
+    async def _authorize(self, who: Requester, operation: str, alias_name: str, *keys: Key) -> None:
+        """Every permission ``permissions.alias_operation`` declares, before anything changes."""
+        by_arn = {key.arn: key for key in keys}
+        for permission in permissions.alias_operation(operation, alias_name, *keys):
+            key = by_arn[permission.resource] if permission.decided_by is DecidedBy.KEY else None
+            await self._keys.authz.require(who.principal, permission, who.values, key=key)
+
     async def create_alias(self, who: Requester, alias_name: str, target: str, now: dt.datetime) -> str:
         """Create ``alias_name`` -> ``target``; returns the key ARN it points to."""
         ids.validate_new_alias_name(alias_name)
         entry = await self._keys.resolve(who, target, allow_alias=False)
         if entry.key.account != who.account:
             raise NotFoundException(f"Key '{entry.key.arn}' does not exist")
-        await self._keys.authz.authorize(who.principal, "kms:CreateAlias", entry.key, request_values=who.values)
+        await self._authorize(who, "CreateAlias", alias_name, entry.key)
         async with transaction(self._pool) as con:
             record = await key_store.get_key(con, entry.key.key_id, for_update=True)
             if record is None:
@@ -66,9 +76,7 @@ class AliasService:
         if old_key_id is None:
             raise self._not_found(who.account, alias_name)
         old = await self._keys.resolve(who, old_key_id)
-        authz = self._keys.authz
-        await authz.authorize(who.principal, "kms:UpdateAlias", old.key, request_values=who.values)
-        await authz.authorize(who.principal, "kms:UpdateAlias", new.key, request_values=who.values)
+        await self._authorize(who, "UpdateAlias", alias_name, old.key, new.key)
         if (old.key.key_usage, old.key.key_spec) != (new.key.key_usage, new.key.key_spec):
             raise ValidationException(
                 "The current and new KMS keys of an alias must have the same key usage and key spec"
@@ -95,7 +103,7 @@ class AliasService:
         if key_id is None:
             raise self._not_found(who.account, alias_name)
         entry = await self._keys.resolve(who, key_id)
-        await self._keys.authz.authorize(who.principal, "kms:DeleteAlias", entry.key, request_values=who.values)
+        await self._authorize(who, "DeleteAlias", alias_name, entry.key)
         async with transaction(self._pool) as con:
             alias = await alias_store.get(con, who.account, alias_name, for_update=True)
             if alias is None:

@@ -77,6 +77,18 @@ class Decrypted(NamedTuple):
     key_material_id: str | None = None
 
 
+Values = Mapping[str, tuple[str, ...]]
+_SAME_KEY = "kms:ReEncryptOnSameKey"
+
+
+def _re_encrypt_values(who: Requester, source: CachedKey, destination: CachedKey | None) -> Values | None:
+    """ReEncrypt's ``kms:ReEncryptOnSameKey`` (conditions-kms: true when the destination KMS key is the
+    source key), for the ReEncryptFrom check on ``source``; ``None`` for Decrypt."""
+    if destination is None:
+        return None
+    return {**who.values, _SAME_KEY: ("true" if source.key.key_id == destination.key.key_id else "false",)}
+
+
 def _require_symmetric(key: Key, operation: str, algorithm: str | None) -> None:
     if key.key_usage is not KeyUsage.ENCRYPT_DECRYPT or key.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
         raise InvalidKeyUsageException(f"{key.arn} key usage is {key.key_usage} which is not valid for {operation}.")
@@ -94,15 +106,17 @@ class CryptoService:
 
     async def _usable(
         self, who: Requester, entry: CachedKey, operation: str, *, action: str | None = None,
-        context: Mapping[str, str], algorithm: str | None = None,
+        context: Mapping[str, str], algorithm: str | None = None, values: Values | None = None,
     ) -> None:  # fmt: skip
-        """Authorize, then the state and usage checks every cryptographic operation shares."""
-        await self._authorized(who, entry, operation, action=action, context=context)
+        """Authorize, then the state and usage checks every cryptographic operation shares.
+
+        ``values``: the request's condition values, when the operation adds its own to ``who.values``."""
+        await self._authorized(who, entry, operation, action=action, context=context, values=values)
         _require_symmetric(entry.key, operation, algorithm)
 
     async def _authorized(
         self, who: Requester, entry: CachedKey, operation: str, *, action: str | None, context: Mapping[str, str],
-        values: Mapping[str, tuple[str, ...]] | None = None,
+        values: Values | None = None,
     ) -> None:  # fmt: skip
         await self._authz.authorize(
             who.principal, action or f"kms:{operation}", entry.key,
@@ -113,9 +127,9 @@ class CryptoService:
 
     async def _authorized_asymmetric(
         self, who: Requester, entry: CachedKey, operation: str, *, action: str | None, context: Mapping[str, str],
-        algorithm: str | None,
+        algorithm: str | None, values: Values | None = None,
     ) -> None:  # fmt: skip
-        values = {**who.values, "kms:EncryptionAlgorithm": (algorithm or SYMMETRIC,)}
+        values = {**(values or who.values), "kms:EncryptionAlgorithm": (algorithm or SYMMETRIC,)}
         await self._authorized(who, entry, operation, action=action, context=context, values=values)
 
     def _seal(self, entry: CachedKey, plaintext: bytes, context: Mapping[str, str]) -> bytes:
@@ -145,9 +159,11 @@ class CryptoService:
 
     async def _encrypt_asymmetric(
         self, who: Requester, entry: CachedKey, operation: str, action: str | None, plaintext: bytes,
-        ctx: Mapping[str, str], algorithm: str | None, dry_run: bool,
+        ctx: Mapping[str, str], algorithm: str | None, dry_run: bool, values: Values | None = None,
     ) -> Encrypted:  # fmt: skip
-        await self._authorized_asymmetric(who, entry, operation, action=action, context=ctx, algorithm=algorithm)
+        await self._authorized_asymmetric(
+            who, entry, operation, action=action, context=ctx, algorithm=algorithm, values=values
+        )
         if dry_run:
             self.asymmetric.check_encryption_key(entry, operation, algorithm, ctx)
             raise DryRunOperationException(DRY_RUN_MESSAGE)
@@ -158,15 +174,19 @@ class CryptoService:
     async def _open(
         self, who: Requester, blob: bytes, context: Mapping[str, str], key_param: str | None,
         *, operation: str, action: str, algorithm: str | None, ignore_ciphertext: bool = False,
+        destination: CachedKey | None = None,
     ) -> Decrypted:  # fmt: skip
-        """Open ``blob``; with ``ignore_ciphertext`` (a DryRun), check the named key and raise DryRun."""
+        """Open ``blob``; with ``ignore_ciphertext`` (a DryRun), check the named key and raise DryRun.
+
+        ``destination``: ReEncrypt's destination key, for ``kms:ReEncryptOnSameKey``."""
         if key_param is not None:
             named = await self._keys.resolve(who, key_param)
+            values = _re_encrypt_values(who, named, destination)
             if ignore_ciphertext:
-                await self._check_only(who, named, operation, action, context, algorithm)
+                await self._check_only(who, named, operation, action, context, algorithm, values)
             if named.handle is not None:  # an HMAC or asymmetric key: RSAES-OAEP, no header
                 await self._authorized_asymmetric(
-                    who, named, operation, action=action, context=context, algorithm=algorithm
+                    who, named, operation, action=action, context=context, algorithm=algorithm, values=values
                 )
                 plaintext, chosen = self.asymmetric.decrypt(named, operation, blob, algorithm, context)
                 return Decrypted(plaintext, named.key, named.arn, chosen.value)
@@ -180,7 +200,8 @@ class CryptoService:
         entry = await self._cache.get(header.key_id)
         if entry is None:
             raise AccessDeniedException(KEY_NOT_HERE_MESSAGE)
-        await self._usable(who, entry, operation, action=action, context=context, algorithm=algorithm)
+        values = _re_encrypt_values(who, entry, destination)
+        await self._usable(who, entry, operation, action=action, context=context, algorithm=algorithm, values=values)
         material = entry.backing.get(header.backing_version)
         if material is None:
             raise ciphertext.invalid_ciphertext()
@@ -193,16 +214,18 @@ class CryptoService:
 
     async def _check_only(
         self, who: Requester, entry: CachedKey, operation: str, action: str | None, context: Mapping[str, str],
-        algorithm: str | None,
+        algorithm: str | None, values: Values | None = None,
     ) -> None:  # fmt: skip
         """DryRun with IGNORE_CIPHERTEXT: the key's checks, then DryRunOperationException."""
         if entry.handle is not None:
             await self._authorized_asymmetric(
-                who, entry, operation, action=action, context=context, algorithm=algorithm
+                who, entry, operation, action=action, context=context, algorithm=algorithm, values=values
             )
             self.asymmetric.check_encryption_key(entry, operation, algorithm, context)
         else:
-            await self._usable(who, entry, operation, action=action, context=context, algorithm=algorithm)
+            await self._usable(
+                who, entry, operation, action=action, context=context, algorithm=algorithm, values=values
+            )
         raise DryRunOperationException(DRY_RUN_MESSAGE)
 
     async def decrypt(
@@ -227,22 +250,25 @@ class CryptoService:
     ) -> tuple[Decrypted, Encrypted]:  # fmt: skip
         """Decrypt under the source key and encrypt under the destination: (source side, result)."""
         src_ctx, dst_ctx = normalize(source_context), normalize(destination_context)
+        # The destination is resolved first: both permissions see kms:ReEncryptOnSameKey.
+        destination = await self._keys.resolve(who, destination_key)
         opened = await self._open(
             who, blob or b"", src_ctx, source_key,
             operation="ReEncrypt", action="kms:ReEncryptFrom", algorithm=source_algorithm,
-            ignore_ciphertext=dry_run and ignore_ciphertext,
+            ignore_ciphertext=dry_run and ignore_ciphertext, destination=destination,
         )  # fmt: skip
-        destination = await self._keys.resolve(who, destination_key)
+        same = {**who.values, _SAME_KEY: ("true" if opened.key.key_id == destination.key.key_id else "false",)}
         if destination.handle is not None:
             result = await self._encrypt_asymmetric(
                 who, destination, "ReEncrypt", "kms:ReEncryptTo", opened.plaintext, dst_ctx, destination_algorithm,
-                dry_run,
+                dry_run, values=same,
             )  # fmt: skip
             self._usage.record(opened.key.key_id, "ReEncrypt", who.request_id)
             return opened, result
         await self._usable(
-            who, destination, "ReEncrypt", action="kms:ReEncryptTo", context=dst_ctx, algorithm=destination_algorithm
-        )
+            who, destination, "ReEncrypt", action="kms:ReEncryptTo", context=dst_ctx, algorithm=destination_algorithm,
+            values=same,
+        )  # fmt: skip
         if dry_run:
             raise DryRunOperationException(DRY_RUN_MESSAGE)
         new_blob = self._seal(destination, opened.plaintext, dst_ctx)
@@ -274,13 +300,14 @@ class CryptoService:
 
     async def seal_new(
         self, who: Requester, key_param: str, context: Mapping[str, str] | None, *, operation: str,
-        make: Callable[[], Awaitable[bytes]], dry_run: bool = False,
+        make: Callable[[], Awaitable[bytes]], dry_run: bool = False, values: Values | None = None,
     ) -> tuple[bytes, Encrypted]:  # fmt: skip
         """Like GenerateDataKey, for secrets that ``make`` produces once the key has passed every
-        check (GenerateDataKeyPair*: a private key)."""
+        check (GenerateDataKeyPair*: a private key); ``values``, the operation's own condition keys,
+        are added to the request's (``kms:DataKeyPairSpec``)."""
         ctx = normalize(context)
         entry = await self._keys.resolve(who, key_param)
-        await self._usable(who, entry, operation, context=ctx)
+        await self._usable(who, entry, operation, context=ctx, values={**who.values, **(values or {})})
         if dry_run:
             raise DryRunOperationException(DRY_RUN_MESSAGE)
         secret = await make()

@@ -51,6 +51,7 @@ class DataKeyPairService:
             return made.private.material()
 
         private, sealed = await self._crypto.seal_new(
-            who, key_param, context, operation=operation, make=make, dry_run=dry_run
-        )
+            who, key_param, context, operation=operation, make=make, dry_run=dry_run,
+            values={"kms:DataKeyPairSpec": (spec.value,)},  # conditions-kms: kms:DataKeyPairSpec
+        )  # fmt: skip
         return DataKeyPair(private, pair[0].public_der, spec, sealed)

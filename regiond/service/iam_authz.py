@@ -7,6 +7,8 @@ Deny. Parsed policies are cached per principal and dropped on any IAM change.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import structlog
 
 from regiond.cache import TtlCache
@@ -51,7 +53,12 @@ class IamAuthorizer:
         self._policies.put(principal.arn, result, generation=generation)
         return result
 
-    async def allows(self, principal: Principal, action: str, resource_arn: str) -> bool:
+    async def allows(
+        self, principal: Principal, action: str, resource_arn: str, values: Mapping[str, tuple[str, ...]]
+    ) -> bool:
+        """``values``: the request's global condition keys (``aws:SourceIp``, ``aws:CurrentTime``,
+        ``aws:RequestedRegion``), which IAM evaluates for every service: without them a ``Deny`` on
+        the caller's address or on a time window would never apply."""
         if principal.is_root:
             return True
         ctx = RequestContext(
@@ -59,7 +66,7 @@ class IamAuthorizer:
             principal_account=principal.account_id,
             action=action,
             resource_arn=resource_arn,
-            values={},
+            values=values,
         )
         allowed = False
         for policy in await self.identity_policies(principal):

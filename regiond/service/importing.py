@@ -41,6 +41,7 @@ import asyncio
 import datetime as dt
 import hmac
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -140,6 +141,17 @@ def _expiry(request: ImportMaterialRequest, now: dt.datetime) -> tuple[Expiratio
     return model, valid_to
 
 
+def _expiry_values(request: ImportMaterialRequest) -> dict[str, tuple[str, ...]]:
+    """``kms:ExpirationModel`` (the parameter or its default: conditions-kms, "works even when the
+    parameter doesn't appear in the request") and ``kms:ValidTo`` (when sent), as AWS's examples
+    compare it: seconds since the epoch (``NumericLessThanEquals``)."""
+    model = request.expiration_model or ExpirationModel.KEY_MATERIAL_EXPIRES.value
+    values: dict[str, tuple[str, ...]] = {"kms:ExpirationModel": (model,)}
+    if request.valid_to is not None:
+        values["kms:ValidTo"] = (str(int(request.valid_to.timestamp())),)
+    return values
+
+
 def _require_wrapping_fits(spec: KeySpec, algorithm: WrappingAlgorithm, wrapping_spec: WrappingKeySpec) -> None:
     """AWS's "Select a wrapping algorithm": RSA private keys need an RSA_AES algorithm; RSAES_OAEP_*
     with an RSA_2048 wrapping key cannot carry ECC_NIST_P521 material (it does not fit OAEP)."""
@@ -176,11 +188,14 @@ class ImportService:
         """Drop this process's cached copy of a key changed outside a request (the expiry sweeper)."""
         self._keys.cache.invalidate(key_id)
 
-    async def _external_key(self, who: Requester, value: str, operation: str) -> Key:
-        """Resolve (key id or ARN), authorize, same account only, Origin EXTERNAL only."""
+    async def _external_key(
+        self, who: Requester, value: str, operation: str, values: Mapping[str, tuple[str, ...]]
+    ) -> Key:
+        """Resolve (key id or ARN), authorize (``values``: the operation's own condition keys, added to
+        the request's), same account only, Origin EXTERNAL only."""
         action = f"kms:{operation}"
         entry = await self._keys.resolve(who, value, allow_alias=False)
-        await self._authz.authorize(who.principal, action, entry.key, request_values=who.values)
+        await self._authz.authorize(who.principal, action, entry.key, request_values={**who.values, **values})
         key = entry.key
         if key.account != who.account:
             raise access_denied(who.principal, action, key.arn)
@@ -196,7 +211,11 @@ class ImportService:
     async def get_parameters_for_import(
         self, who: Requester, value: str, algorithm: str, spec: str, now: dt.datetime
     ) -> ParametersForImport:
-        key = await self._external_key(who, value, "GetParametersForImport")
+        # conditions-kms: kms:WrappingAlgorithm and kms:WrappingKeySpec, the request's parameters
+        key = await self._external_key(
+            who, value, "GetParametersForImport",
+            {"kms:WrappingAlgorithm": (algorithm,), "kms:WrappingKeySpec": (spec,)},
+        )  # fmt: skip
         require_state("GetParametersForImport", key)
         try:
             wrapping_algorithm = WrappingAlgorithm(algorithm)
@@ -265,7 +284,7 @@ class ImportService:
         self, who: Requester, value: str, request: ImportMaterialRequest, now: dt.datetime
     ) -> tuple[Key, str]:
         """Import (or re-import) material; returns the key and the material's KeyMaterialId."""
-        key = await self._external_key(who, value, "ImportKeyMaterial")
+        key = await self._external_key(who, value, "ImportKeyMaterial", _expiry_values(request))
         require_state("ImportKeyMaterial", key)
         model, valid_to = _expiry(request, now)
         if request.import_type == NEW_KEY_MATERIAL and request.key_material_id is not None:
@@ -375,7 +394,7 @@ class ImportService:
     ) -> tuple[Key, str]:
         """Delete one material's bytes (default: the current material); returns the key and the id
         deleted ("" when the key never had material: "no effect" in PendingImport)."""
-        key = await self._external_key(who, value, "DeleteImportedKeyMaterial")
+        key = await self._external_key(who, value, "DeleteImportedKeyMaterial", {})
         require_state("DeleteImportedKeyMaterial", key)
         async with transaction(self._pool) as con:
             record = await key_store.get_key(con, key.key_id, for_update=True)

@@ -32,6 +32,7 @@ from regiond.crypto.keyring import RootKeyring
 from regiond.domain import ids, keyspec, permissions
 from regiond.domain.decision import aws_managed_key_policy, default_key_policy
 from regiond.domain.key import (
+    DEFAULT_PENDING_WINDOW_IN_DAYS,
     Key,
     KeyEvent,
     KeyManager,
@@ -386,7 +387,13 @@ class KeyService:
     ) -> Key:  # fmt: skip
         entry = await self.resolve(who, value, allow_alias=False)
         action = f"kms:{operation}"
-        await self.authz.authorize(who.principal, action, entry.key, request_values=who.values)
+        values = who.values
+        if event is KeyEvent.SCHEDULE_DELETION:
+            # AWS: a request condition "works even when the parameter doesn't appear in the request,
+            # such as when you use the parameter's default value" (conditions-kms); 7-30 is checked by apply
+            window = DEFAULT_PENDING_WINDOW_IN_DAYS if pending_window is None else pending_window
+            values = {**values, "kms:ScheduleKeyDeletionPendingWindowInDays": (str(window),)}
+        await self.authz.authorize(who.principal, action, entry.key, request_values=values)
         self._require_customer_managed(who, entry.key, action)
         async with transaction(self._pool) as con:
             record = await key_store.get_key(con, entry.key.key_id, for_update=True)

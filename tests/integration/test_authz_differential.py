@@ -84,11 +84,15 @@ async def aws(fn: Any, **kwargs: Any) -> Any:
 async def run(world: World, admin: Any, n: int, case: t.Case) -> bool:
     names = {t.ALICE: f"{t.ALICE}-{n}", t.BOB: f"{t.BOB}-{n}", t.CAROL: f"{t.CAROL}-{n}"}
     key = ""
+    alias = f"alias/row-{n}"
     if case.action not in ("kms:CreateKey", "kms:ListKeys"):
         key = (await aws(admin.create_key, Description=case.name))["KeyMetadata"]["Arn"]
         names[t.KEY_ARN] = key
+        names[t.ALIAS_ARN] = f"{key.split(':key/')[0]}:{alias}"
+        if case.action in ("kms:UpdateAlias", "kms:DeleteAlias"):
+            await aws(admin.create_alias, AliasName=alias, TargetKeyId=key)
     users = {arn: await world.identity(arn, rename(case.iam, names) if table == case.caller else ())
-             for table, arn in names.items() if table != t.KEY_ARN}  # fmt: skip
+             for table, arn in names.items() if table not in (t.KEY_ARN, t.ALIAS_ARN)}  # fmt: skip
     if case.caller.endswith(":root"):
         assert not case.iam, "a root's own identity policy is not part of this table"
         caller = await world.root(case.caller.split(":")[4])
@@ -127,6 +131,18 @@ async def run(world: World, admin: Any, n: int, case: t.Case) -> bool:
             return await allowed(kms.describe_key, KeyId=key, **with_tokens)
         case "kms:ScheduleKeyDeletion":
             return await allowed(kms.schedule_key_deletion, KeyId=key, PendingWindowInDays=7)
+        case "kms:CreateAlias":
+            return await allowed(kms.create_alias, AliasName=alias, TargetKeyId=key)
+        case "kms:UpdateAlias":
+            return await allowed(kms.update_alias, AliasName=alias, TargetKeyId=key)
+        case "kms:DeleteAlias":
+            return await allowed(kms.delete_alias, AliasName=alias)
+        case "kms:ReEncryptFrom":  # onto the same key: kms:ReEncryptOnSameKey is true
+            return await allowed(kms.re_encrypt, CiphertextBlob=blob, DestinationKeyId=key, **with_tokens,
+                                 **({"SourceEncryptionContext": case.context} if case.context else {}))  # fmt: skip
+        case "kms:GenerateDataKeyPairWithoutPlaintext":
+            return await allowed(kms.generate_data_key_pair_without_plaintext, KeyId=key, KeyPairSpec="ECC_NIST_P256",
+                                 **context, **with_tokens)  # fmt: skip
     raise AssertionError(f"{case.name}: no end-to-end call for {case.action}")
 
 

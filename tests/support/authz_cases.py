@@ -30,6 +30,9 @@ KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{KEY_ID}"
 OTHER_KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/ffffffff-12ab-34cd-56ef-1234567890ab"
 SOURCE_IP = "127.0.0.1"  # what the end-to-end runner's requests come from
+ALIAS = "alias/row"  # the alias of the alias operations' rows (the end-to-end runner's is per row)
+ALIAS_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:{ALIAS}"
+ANY_ALIAS = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/*"
 
 Statement = dict[str, Any]
 
@@ -123,6 +126,15 @@ BYPASS = "conditions-kms-bypass-policy-lockout-safety-check: present only when t
 KEY_CONDITIONS = ("conditions-kms: kms:KeySpec, kms:KeyOrigin, kms:MultiRegion, kms:MultiRegionKeyType describe "
                   "the KMS key of any operation on an existing key")  # fmt: skip
 REQUESTED_REGION = "multi-region-keys-auth: IAM policies apply in every Region unless aws:RequestedRegion limits them"
+ALIASES = ("alias-access: to create, update or delete an alias the principal needs the alias permission 'for the "
+           "alias' in an IAM policy and on every affected KMS key (key policy, or IAM through it)")  # fmt: skip
+REQUEST_CONDITION = ("conditions-kms: a request condition key 'works even when the parameter doesn't appear in the "
+                     "request, such as when you use the parameter's default value'")  # fmt: skip
+PENDING_WINDOW = ("conditions-kms-schedule-key-deletion-pending-window-in-days: AWS's Deny NumericLessThan 30 "
+                  "example refuses a shorter waiting period")  # fmt: skip
+SAME_KEY = "conditions-kms-reencrypt-on-same-key: kms:ReEncryptOnSameKey is true when source and destination match"
+PAIR_SPEC = "conditions-kms-data-key-pair-spec: kms:DataKeyPairSpec is the KeyPairSpec of GenerateDataKeyPair*"
+USER_KEY = allow(aws(ALICE))  # a key policy statement naming the caller: kms:* on the key, without IAM
 
 CASES: tuple[Case, ...] = (
     # --- key policy first; the account root delegates to IAM ---------------------------------------
@@ -349,6 +361,54 @@ CASES: tuple[Case, ...] = (
          action="kms:ListKeys", iam=(iam_allow("kms:ListKeys"),), e2e=True),
     Case("list_keys_iam_deny", EXPLICIT_DENY, False, action="kms:ListKeys",
          iam=(iam_allow(), iam_deny("kms:ListKeys")), e2e=True),
+    # --- aliases: the alias in IAM, every affected key by its policy -----------------------------
+    Case("create_alias_key_policy_alone", ALIASES, False, action="kms:CreateAlias",
+         key_policy=(ROOT_STATEMENT, USER_KEY), e2e=True),
+    Case("create_alias_key_policy_and_iam_on_the_alias", ALIASES, True, action="kms:CreateAlias",
+         key_policy=(ROOT_STATEMENT, USER_KEY), iam=(iam_allow("kms:CreateAlias", resource=ALIAS_ARN),), e2e=True),
+    Case("create_alias_iam_on_another_alias", ALIASES, False, action="kms:CreateAlias",
+         key_policy=(ROOT_STATEMENT, USER_KEY),
+         iam=(iam_allow("kms:CreateAlias", resource=f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/other"),), e2e=True),
+    Case("create_alias_iam_deny_on_aliases", EXPLICIT_DENY, False, action="kms:CreateAlias",
+         key_policy=(ROOT_STATEMENT, USER_KEY),
+         iam=(iam_allow("kms:CreateAlias"), iam_deny("kms:CreateAlias", resource=ANY_ALIAS)), e2e=True),
+    Case("create_alias_iam_through_the_root_statement", ALIASES, True, action="kms:CreateAlias",
+         iam=(iam_allow("kms:CreateAlias"),), e2e=True),
+    Case("create_alias_iam_but_not_the_key", ALIASES, False, action="kms:CreateAlias",
+         key_policy=(allow(aws(BOB)),), iam=(iam_allow("kms:CreateAlias"),), e2e=True),
+    Case("create_alias_root", ALIASES, True, action="kms:CreateAlias", caller=ROOT, e2e=True),
+    Case("delete_alias_key_policy_alone", ALIASES, False, action="kms:DeleteAlias",
+         key_policy=(ROOT_STATEMENT, USER_KEY), e2e=True),
+    Case("delete_alias_with_iam_on_the_alias", ALIASES, True, action="kms:DeleteAlias",
+         key_policy=(ROOT_STATEMENT, USER_KEY), iam=(iam_allow("kms:DeleteAlias", resource=ANY_ALIAS),), e2e=True),
+    Case("delete_alias_iam_deny_on_aliases", EXPLICIT_DENY, False, action="kms:DeleteAlias",
+         key_policy=(ROOT_STATEMENT, USER_KEY),
+         iam=(iam_allow("kms:DeleteAlias"), iam_deny("kms:DeleteAlias", resource=ANY_ALIAS)), e2e=True),
+    Case("update_alias_key_policy_alone", ALIASES, False, action="kms:UpdateAlias",
+         key_policy=(ROOT_STATEMENT, USER_KEY), e2e=True),
+    Case("update_alias_with_iam_on_the_alias", ALIASES, True, action="kms:UpdateAlias",
+         key_policy=(ROOT_STATEMENT, USER_KEY), iam=(iam_allow("kms:UpdateAlias", resource=ALIAS_ARN),), e2e=True),
+    # --- condition keys of the request's own parameters ------------------------------------------
+    Case("schedule_deletion_shorter_window_denied", PENDING_WINDOW, False, action="kms:ScheduleKeyDeletion",
+         iam=(iam_allow(), iam_deny("kms:ScheduleKeyDeletion",
+                                    NumericLessThan={"kms:ScheduleKeyDeletionPendingWindowInDays": "30"})),
+         values={"kms:ScheduleKeyDeletionPendingWindowInDays": ("7",)}, e2e=True),
+    Case("schedule_deletion_allowed_window", REQUEST_CONDITION, True, action="kms:ScheduleKeyDeletion",
+         iam=(iam_allow("kms:ScheduleKeyDeletion",
+                        NumericLessThanEquals={"kms:ScheduleKeyDeletionPendingWindowInDays": "7"}),),
+         values={"kms:ScheduleKeyDeletionPendingWindowInDays": ("7",)}, e2e=True),
+    Case("re_encrypt_on_the_same_key_denied", SAME_KEY, False, action="kms:ReEncryptFrom",
+         iam=(iam_allow(), iam_deny("kms:ReEncrypt*", Bool={"kms:ReEncryptOnSameKey": "true"})),
+         values={"kms:ReEncryptOnSameKey": ("true",)}, e2e=True),
+    Case("re_encrypt_only_on_the_same_key", SAME_KEY, True, action="kms:ReEncryptFrom",
+         iam=(iam_allow("kms:ReEncrypt*", Bool={"kms:ReEncryptOnSameKey": "true"}),),
+         values={"kms:ReEncryptOnSameKey": ("true",)}, e2e=True),
+    Case("data_key_pair_spec_denied", PAIR_SPEC, False, action="kms:GenerateDataKeyPairWithoutPlaintext",
+         iam=(iam_allow(), iam_deny("kms:GenerateDataKeyPair*", StringEquals={"kms:DataKeyPairSpec": "ECC_NIST_P256"})),
+         values={"kms:DataKeyPairSpec": ("ECC_NIST_P256",)}, e2e=True),
+    Case("data_key_pair_spec_allowed", PAIR_SPEC, True, action="kms:GenerateDataKeyPairWithoutPlaintext",
+         iam=(iam_allow("kms:GenerateDataKeyPair*", StringEquals={"kms:DataKeyPairSpec": "ECC_NIST_P256"}),),
+         values={"kms:DataKeyPairSpec": ("ECC_NIST_P256",)}, e2e=True),
 )  # fmt: skip
 """Every row; ``[c for c in CASES if c.e2e]`` also run end to end."""
 

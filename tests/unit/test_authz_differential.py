@@ -36,6 +36,7 @@ from regiond.service.authz import Authorizer
 from tests.support import authz_cases as t
 
 KEYLESS_ACTIONS = frozenset({"kms:CreateKey", "kms:ListKeys"})
+ALIAS_ACTIONS = frozenset({"kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"})
 NOW = "2026-12-01T12:00:00Z"
 
 
@@ -128,6 +129,13 @@ async def decide_case(case: t.Case) -> bool:
                 bypass_lockout=case.create.get("BypassPolicyLockoutSafetyCheck"), tags=bool(case.create.get("Tags")),
             ):  # fmt: skip
                 await authz.require(who, permission, base_values(case.values))
+            return True
+        if case.action in ALIAS_ACTIONS:  # the alias in IAM and every affected key: the service's declaration
+            operation = case.action.removeprefix("kms:")
+            keys = (KEY, KEY) if operation == "UpdateAlias" else (KEY,)
+            for permission in permissions.alias_operation(operation, t.ALIAS, *keys):
+                on_key = permission.decided_by is permissions.DecidedBy.KEY
+                await authz.require(who, permission, base_values(case.values), key=KEY if on_key else None)
             return True
         await authz.authorize(
             who, case.action, None if case.action in KEYLESS_ACTIONS else KEY,
@@ -225,3 +233,19 @@ def test_declared_permissions_follow_the_api_reference() -> None:
     ]
     assert all(p.values == {"kms:PrimaryRegion": (t.REPLICA,)} for p in moved)
     assert dataclasses.replace(moved[0]).rule.startswith("UpdatePrimaryRegion")
+
+
+def test_alias_permissions_follow_the_developer_guide() -> None:
+    """alias-access: the alias operation on the alias (IAM policy) and on every affected KMS key."""
+    other = dataclasses.replace(KEY, key_id="ffffffff-12ab-34cd-56ef-1234567890ab")
+    updated = permissions.alias_operation("UpdateAlias", t.ALIAS, KEY, other)
+    assert [(p.action, p.decided_by.value, p.resource) for p in updated] == [
+        ("kms:UpdateAlias", "iam", t.ALIAS_ARN),
+        ("kms:UpdateAlias", "key", KEY.arn),
+        ("kms:UpdateAlias", "key", other.arn),
+    ]
+    for operation in ("CreateAlias", "DeleteAlias"):
+        declared = permissions.alias_operation(operation, t.ALIAS, KEY)
+        assert [(p.decided_by.value, p.resource) for p in declared] == [("iam", t.ALIAS_ARN), ("key", KEY.arn)]
+    with pytest.raises(ValueError):
+        permissions.alias_operation("ListAliases", t.ALIAS, KEY)

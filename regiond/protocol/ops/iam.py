@@ -13,6 +13,7 @@ from typing import Any
 from regiond.domain.principal import PrincipalKind, principal_arn, require_name
 from regiond.errors import AccessDeniedException, NoSuchEntity, ValidationException
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
+from regiond.protocol.ops.keys import requester
 
 
 def _str(params: Params, name: str, *, required: bool = True) -> str:
@@ -30,7 +31,7 @@ def _str(params: Params, name: str, *, required: bool = True) -> str:
 async def _authorize(ctx: OpContext, action: str, resource_arn: str) -> None:
     caller = ctx.caller.principal
     target_account = resource_arn.split(":")[4]
-    allowed = await ctx.services.iam_authz.allows(caller, f"iam:{action}", resource_arn)
+    allowed = await ctx.services.iam_authz.allows(caller, f"iam:{action}", resource_arn, requester(ctx).values)
     if caller.account_id != target_account or not allowed:
         raise AccessDeniedException(
             f"User: {caller.arn} is not authorized to perform: iam:{action} on resource: {resource_arn}"
