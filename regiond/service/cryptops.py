@@ -79,6 +79,7 @@ class Decrypted(NamedTuple):
 
 Values = Mapping[str, tuple[str, ...]]
 _SAME_KEY = "kms:ReEncryptOnSameKey"
+_ALGORITHM = "kms:EncryptionAlgorithm"
 
 
 def _re_encrypt_values(who: Requester, source: CachedKey, destination: CachedKey | None) -> Values | None:
@@ -110,7 +111,11 @@ class CryptoService:
     ) -> None:  # fmt: skip
         """Authorize, then the state and usage checks every cryptographic operation shares.
 
-        ``values``: the request's condition values, when the operation adds its own to ``who.values``."""
+        ``values``: the request's condition values, when the operation adds its own to ``who.values``.
+        ``kms:EncryptionAlgorithm`` is the request's algorithm, or SYMMETRIC_DEFAULT when it names
+        none (conditions-kms: a condition "works even when the parameter doesn't appear in the
+        request"; GenerateDataKey* take no algorithm and use SYMMETRIC_DEFAULT)."""
+        values = {**(values or who.values), _ALGORITHM: (algorithm or SYMMETRIC,)}
         await self._authorized(who, entry, operation, action=action, context=context, values=values)
         _require_symmetric(entry.key, operation, algorithm)
 
@@ -129,7 +134,7 @@ class CryptoService:
         self, who: Requester, entry: CachedKey, operation: str, *, action: str | None, context: Mapping[str, str],
         algorithm: str | None, values: Values | None = None,
     ) -> None:  # fmt: skip
-        values = {**(values or who.values), "kms:EncryptionAlgorithm": (algorithm or SYMMETRIC,)}
+        values = {**(values or who.values), _ALGORITHM: (algorithm or SYMMETRIC,)}
         await self._authorized(who, entry, operation, action=action, context=context, values=values)
 
     def _seal(self, entry: CachedKey, plaintext: bytes, context: Mapping[str, str]) -> bytes:

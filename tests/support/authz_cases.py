@@ -134,6 +134,8 @@ PENDING_WINDOW = ("conditions-kms-schedule-key-deletion-pending-window-in-days: 
                   "example refuses a shorter waiting period")  # fmt: skip
 SAME_KEY = "conditions-kms-reencrypt-on-same-key: kms:ReEncryptOnSameKey is true when source and destination match"
 PAIR_SPEC = "conditions-kms-data-key-pair-spec: kms:DataKeyPairSpec is the KeyPairSpec of GenerateDataKeyPair*"
+ALGORITHM = ("conditions-kms-encryption-algorithm: kms:EncryptionAlgorithm is the request's algorithm, "
+             "SYMMETRIC_DEFAULT for a symmetric key when the request names none")  # fmt: skip
 USER_KEY = allow(aws(ALICE))  # a key policy statement naming the caller: kms:* on the key, without IAM
 
 CASES: tuple[Case, ...] = (
@@ -403,6 +405,12 @@ CASES: tuple[Case, ...] = (
     Case("re_encrypt_only_on_the_same_key", SAME_KEY, True, action="kms:ReEncryptFrom",
          iam=(iam_allow("kms:ReEncrypt*", Bool={"kms:ReEncryptOnSameKey": "true"}),),
          values={"kms:ReEncryptOnSameKey": ("true",)}, e2e=True),
+    Case("encrypt_algorithm_allowed", ALGORITHM, True, action="kms:Encrypt",
+         iam=(iam_allow("kms:Encrypt", StringEquals={"kms:EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}),),
+         values={"kms:EncryptionAlgorithm": ("SYMMETRIC_DEFAULT",)}, e2e=True),
+    Case("decrypt_algorithm_denied", ALGORITHM, False,
+         iam=(iam_allow(), iam_deny("kms:Decrypt", StringEquals={"kms:EncryptionAlgorithm": "SYMMETRIC_DEFAULT"})),
+         values={"kms:EncryptionAlgorithm": ("SYMMETRIC_DEFAULT",)}, e2e=True),
     Case("data_key_pair_spec_denied", PAIR_SPEC, False, action="kms:GenerateDataKeyPairWithoutPlaintext",
          iam=(iam_allow(), iam_deny("kms:GenerateDataKeyPair*", StringEquals={"kms:DataKeyPairSpec": "ECC_NIST_P256"})),
          values={"kms:DataKeyPairSpec": ("ECC_NIST_P256",)}, e2e=True),
