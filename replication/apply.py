@@ -14,6 +14,13 @@ Outcomes:
   member. Logged as a warning and counted; the sequence number is consumed, so the channel
   moves on (the refusal is final, retrying would not change it).
 
+Who may change a key here (``_sender_may_change``): only a member of the key set as this region
+knows it (its primary or one of its replicas), and shared state (KEY_CREATED, KEY_UPDATED) only
+from the region that calls itself the primary in it, since only a primary sends it. A region that
+never held the key has no say over it, whatever epoch it claims: without this, any region of the
+cluster could name itself the primary of a key it never had, install backing material it knows
+as the current version, or push the epoch so high that the real primary's frames are refused.
+
 A frame that *cannot* be applied now (material that does not open, a database error) raises
 ``ApplyError``: the transaction rolls back, the sequence number is not consumed, and the
 sender retries with backoff -- sealing happens at send time, so a fixed peers file heals it.
@@ -257,6 +264,8 @@ async def _key_created(con: Conn, frame: Frame, m: KeyCreated, ctx: ApplyContext
     primary, replicas = _members(m.primary_region, m.replica_regions)
     if ctx.region not in replicas:
         return _refuse("not_a_member", source=frame.source, key_id=key_id, seq=frame.seq)
+    if frame.source != primary:  # only the primary replicates a key (ReplicateKey runs there)
+        return _refuse("not_the_primary", source=frame.source, key_id=key_id, seq=frame.seq, primary=primary)
     try:
         config = MultiRegionConfiguration(
             key_type=MultiRegionKeyType.REPLICA,
@@ -295,11 +304,33 @@ async def _key_created(con: Conn, frame: Frame, m: KeyCreated, ctx: ApplyContext
     return APPLIED
 
 
-async def _admitted(con: Conn, frame: Frame, key_id: str) -> tuple[key_store.KeyRecord | None, Result | None]:
-    """The locked key row if ``frame`` passes the epoch rule, else the result to return."""
+def _sender_may_change(record: key_store.KeyRecord, frame: Frame, claimed_primary: str | None) -> Result | None:
+    """``None`` if ``frame.source`` may change this key (module docstring), else the refusal.
+
+    ``claimed_primary``: the primary a shared-state frame names (``None`` for the other kinds)."""
+    config = record.key.multi_region_configuration
+    members = {record.key.region}
+    if config is not None:
+        members = {config.primary_key.region, *(r.region for r in config.replica_keys)}
+    if frame.source not in members:
+        return _refuse("not_a_member", source=frame.source, key_id=record.key.key_id, seq=frame.seq)
+    if claimed_primary is not None and claimed_primary != frame.source:
+        return _refuse("not_the_primary", source=frame.source, key_id=record.key.key_id, seq=frame.seq,
+                       primary=claimed_primary)  # fmt: skip
+    return None
+
+
+async def _admitted(
+    con: Conn, frame: Frame, key_id: str, claimed_primary: str | None = None
+) -> tuple[key_store.KeyRecord | None, Result | None]:
+    """The locked key row if ``frame``'s source may change the key and the frame passes the epoch
+    rule, else the result to return."""
     record = await key_store.get_key(con, key_id, for_update=True)
     if record is None:
         return None, _skip("key_not_here", source=frame.source, key_id=key_id, seq=frame.seq)
+    refused = _sender_may_change(record, frame, claimed_primary)
+    if refused is not None:
+        return None, refused
     local_epoch = await repl_store.epoch(con, key_id)
     config = record.key.multi_region_configuration
     local_primary = config.primary_key.region if config else record.key.region
@@ -340,7 +371,7 @@ async def _key_material(con: Conn, frame: Frame, m: KeyMaterial, ctx: ApplyConte
 
 async def _key_updated(con: Conn, frame: Frame, m: KeyUpdated, ctx: ApplyContext) -> Result:
     key_id = m.key_id
-    record, early = await _admitted(con, frame, key_id)
+    record, early = await _admitted(con, frame, key_id, m.primary_region)
     if record is None:
         assert early is not None
         return early
@@ -361,6 +392,11 @@ async def _primary_moved(con: Conn, frame: Frame, m: PrimaryMoved, ctx: ApplyCon
     record = await key_store.get_key(con, key_id, for_update=True)
     if record is None:
         return _skip("key_not_here", source=frame.source, key_id=key_id, seq=frame.seq)
+    refused = _sender_may_change(record, frame, None)
+    if refused is not None:
+        return refused
+    if m.previous != frame.source:  # the old primary announces its own move
+        return _refuse("not_the_previous_primary", source=frame.source, key_id=key_id, seq=frame.seq)
     primary, replicas = _members(m.primary_region, m.replica_regions)
     local_epoch = await repl_store.epoch(con, key_id)
     config = record.key.multi_region_configuration

@@ -25,6 +25,7 @@ from replication import frames
 from replication.authorize import open_answer, query_envelope
 from replication.channel import Ack, HttpsTransport, Refusal, TransportError
 from replication.frames import Frame, FrameKind
+from replication.messages import KeyMaterial, KeyUpdated, PrimaryMoved, SharedState
 from replication.peers import Peer, ensure_cluster_ca, load_region_tls, load_topology, server_name
 from tests.support.cluster import ACCOUNT_ID, NodeFactory
 from tests.support.regions import REGIONS, Cluster, replicated_cluster, wait_until
@@ -232,4 +233,42 @@ async def test_authorization_queries_are_answered_only_for_the_connected_peer_an
         )  # fmt: skip
         with pytest.raises(TransportError, match="403"):
             await attacker.transport.ask(attacker.peer, stale)
+        await attacker.transport.close()
+
+
+async def test_a_region_that_never_held_a_key_cannot_take_it_over(nodes: NodeFactory) -> None:
+    """A multi-Region key held by eu-west-1 alone (its primary, no replica): us-east-1 is no member
+    of its key set, so nothing it sends may change it, whatever epoch it claims. Before, a frame
+    with a higher epoch was admitted from any region: us-east-1 could make itself the primary of
+    the key, or raise its epoch so that the real primary's own frames were refused as stale."""
+    async with replicated_cluster(nodes, regions=(US, EU)) as cluster:
+        admin = await cluster.admin()
+        eu = cluster.nodes[EU].client(admin)
+        key_id = (await asyncio.to_thread(eu.create_key, MultiRegion=True))["KeyMetadata"]["KeyId"]
+        attacker = Attacker(cluster)
+
+        async def state() -> tuple[Any, ...]:
+            (row,) = await cluster.fetch(EU, "SELECT mr_primary_region, mr_replica_regions::text AS replicas, "
+                                         "current_version FROM keys WHERE key_id = $1", key_id)  # fmt: skip
+            epoch = await cluster.fetchval(EU, "SELECT epoch FROM mrk_epochs WHERE key_id = $1", key_id)
+            return row["mr_primary_region"], row["replicas"], row["current_version"], epoch
+
+        before = await state()
+        assert before[0] == EU
+        shared = SharedState((), None)
+        forged = [
+            (FrameKind.KEY_UPDATED, KeyUpdated(key_id, US, (EU,), 1, shared).to_body()),
+            (FrameKind.KEY_MATERIAL, KeyMaterial(key_id, 1, 1, shared).to_body()),
+            (FrameKind.PRIMARY_MOVED, PrimaryMoved(key_id, US, (EU,), US).to_body()),
+        ]
+        with structlog.testing.capture_logs() as logs:
+            for kind, body in forged:
+                ack = await attacker.send(attacker.envelope(kind, await attacker.next_seq(), body, epoch=1_000))
+                assert ack.ok, (kind, ack)  # authentic and in order: consumed ...
+                assert await state() == before, kind  # ... and refused
+        reasons = [e.get("reason") for e in logs if e["event"] == "replication.frame_refused"]
+        assert reasons.count("not_a_member") == 3, reasons
+        # the key still belongs to eu-west-1 alone: it replicates to us-east-1 as usual
+        await asyncio.to_thread(eu.replicate_key, KeyId=key_id, ReplicaRegion=US)
+        await wait_until(cluster.drained, what="the replica in us-east-1")
         await attacker.transport.close()
