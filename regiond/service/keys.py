@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -66,6 +65,7 @@ from regiond.store.pool import Conn, Pool, connection, transaction
 log = structlog.get_logger(__name__)
 
 __all__ = [
+    "AWS_MANAGED_SERVICES",
     "MAX_TAGS_PER_KEY",
     "CreateKeyRequest",
     "KeyService",
@@ -76,7 +76,17 @@ __all__ = [
 MAX_TAGS_PER_KEY = 50
 """AWS: "Tags per KMS key: 50"."""
 _TAG_CHARS = frozenset("_.:/=+-@")
-_AWS_SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+AWS_MANAGED_SERVICES = frozenset(
+    {
+        "acm", "backup", "codeartifact", "codecommit", "connect", "dms", "dynamodb", "ebs", "elasticfilesystem",
+        "es", "fsx", "glue", "imagebuilder", "kafka", "kinesis", "kinesisvideo", "lambda", "lightsail", "mq", "rds",
+        "redshift", "s3", "secretsmanager", "sns", "sqs", "ssm", "timestream", "workspaces", "xray",
+    }
+)  # fmt: skip
+"""Services whose AWS managed key ``alias/aws/<service>`` is made on first use. AWS makes one only for
+a "predefined AWS alias" (DescribeKey); any other ``alias/aws/`` name is NotFoundException. A fixed
+set, because the key is made before the call is authorized: with any name allowed, a principal
+with no permission at all made a key (material, alias, rotation schedule) per name it tried."""
 DEFAULT_LIST_LIMIT = 100
 RESOURCE_OWNER_SELF = "SELF"
 DEFAULT_TAG_LIST_LIMIT = 50
@@ -250,7 +260,7 @@ class KeyService:
     async def _ensure_aws_managed(self, account: str, alias_name: str) -> str | None:
         """Create the AWS managed key behind ``alias/aws/<service>`` on first use, exactly once."""
         service = alias_name[len(ids.AWS_MANAGED_ALIAS_PREFIX) :]
-        if not _AWS_SERVICE_NAME.fullmatch(service):
+        if service not in AWS_MANAGED_SERVICES:
             return None
         now = self._clock.now()
         async with transaction(self._pool) as con:

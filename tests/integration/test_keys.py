@@ -150,6 +150,30 @@ async def test_aws_managed_key_is_created_on_first_use_and_cannot_be_changed(nod
     assert error_code(await expect_error(kms.describe_key, KeyId="alias/aws/Not_A_Service")) == "NotFoundException"
 
 
+async def test_aws_managed_keys_exist_only_for_predefined_aliases(nodes: NodeFactory) -> None:
+    """AWS makes an AWS managed key on first use of a "predefined AWS alias" only. Any other
+    ``alias/aws/<name>`` made a key (before authorization) for every name a caller tried, even a
+    caller with no permission at all: unbounded keys, material and aliases, none audited as made."""
+    node = await nodes.start()
+    admin = node.client(await nodes.identity(node))
+    nobody = node.client(await nodes.identity(node, user="nobody", policy={
+        "Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}))  # fmt: skip
+
+    async def count() -> int:
+        return len((await aws_call(admin.list_keys, Limit=1000))["Keys"])
+
+    before = await count()
+    for name in ("made-up-1", "made-up-2", "zz9", "s3x"):
+        for kms in (nobody, admin):
+            err = await expect_error(kms.describe_key, KeyId=f"alias/aws/{name}")
+            assert error_code(err) == "NotFoundException", name
+    assert await count() == before
+    assert "alias/aws/made-up-1" not in {a["AliasName"] for a in (await aws_call(admin.list_aliases))["Aliases"]}
+    # a predefined one is still made on first use
+    assert (await aws_call(admin.describe_key, KeyId="alias/aws/ebs"))["KeyMetadata"]["KeyManager"] == "AWS"
+    assert await count() == before + 1
+
+
 async def test_get_key_last_usage_reports_the_last_cryptographic_use(nodes: NodeFactory) -> None:
     node = await nodes.start(extra={"usage_flush_interval_s": "3600"})  # the test flushes by hand
     kms = node.client(await nodes.identity(node))
