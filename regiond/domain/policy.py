@@ -98,6 +98,15 @@ class PrincipalMatch(Enum):
 
 ENCRYPTION_CONTEXT_PREFIX = "kms:encryptioncontext:"
 
+UNKNOWN_WHEN_ABSENT = ("aws:resourcetag/", "kms:resourcealiases")
+"""Condition keys (lower-cased prefixes) that describe the KMS key's tags and aliases, which the
+authorizer does not know: a request without a value for one is not evidence that the key has no
+such tag or alias. AWS evaluates them on every operation on a key ("Conditions for KMS keys used in
+API operations"), so a ``Deny`` on ``aws:ResourceTag/<k>`` or ``kms:ResourceAliases`` would never
+apply here. Such a condition fails closed, as an ambiguous one does (``Statement.match``), ``Null``
+included: it never lets an ``Allow`` apply and always lets a ``Deny`` apply. A request that does
+carry a value for the key (a future service that supplies it, the simulator) is evaluated as usual."""
+
 
 def encryption_context_values(
     encryption_context: Mapping[str, str],
@@ -273,9 +282,11 @@ class Statement:
         values = ctx.values
         ambiguous = ctx.ambiguous_keys
         for condition in self.conditions:
-            if ambiguous and condition.key in ambiguous and not condition.is_null:
-                # Fail closed on a value AWS leaves undefined: a Deny applies, an Allow does not.
-                # (Null asks only whether the key is present, which is not in doubt.)
+            unknown = condition.key.startswith(UNKNOWN_WHEN_ABSENT) and condition.key not in values
+            if unknown or (ambiguous and condition.key in ambiguous and not condition.is_null):
+                # Fail closed on a value AWS leaves undefined, or one the authorizer cannot know: a
+                # Deny applies, an Allow does not. (For an ambiguous key Null asks only whether the
+                # key is present, which is not in doubt; for an unknown one it is in doubt too.)
                 if self.effect is Effect.DENY:
                     continue
                 return PrincipalMatch.NONE

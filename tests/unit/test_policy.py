@@ -362,8 +362,8 @@ CONDITION_CASES: list[tuple[str, dict[str, Any], dict[str, tuple[str, ...]], boo
         False,
     ),
     (
-        "for_any_value_if_exists_missing",
-        {"ForAnyValue:StringLikeIfExists": {"kms:ResourceAliases": "alias/x*"}},
+        "for_any_value_if_exists_missing",  # (kms:ResourceAliases, unknown when absent, fails closed instead)
+        {"ForAnyValue:StringLikeIfExists": {"kms:GrantOperations": "Decrypt*"}},
         {},
         True,
     ),
@@ -902,3 +902,36 @@ def test_error_messages_do_not_echo_large_input() -> None:
     with pytest.raises(MalformedPolicyDocumentException) as info:
         parse_policy(bad_statement(**{long_name: 1}))
     assert len(info.value.message) < 200
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"StringEquals": {"aws:ResourceTag/env": "prod"}},
+        {"StringNotEquals": {"aws:ResourceTag/env": "prod"}},
+        {"StringEqualsIfExists": {"aws:ResourceTag/env": "prod"}},
+        {"Null": {"aws:ResourceTag/env": "true"}},
+        {"Null": {"aws:ResourceTag/env": "false"}},
+        {"ForAnyValue:StringLike": {"kms:ResourceAliases": "alias/finance-*"}},
+        {"ForAllValues:StringLike": {"kms:ResourceAliases": "alias/finance-*"}},
+        {"StringNotLikeIfExists": {"KMS:ResourceAliases": "alias/finance-*"}},
+    ],
+    ids=lambda c: next(iter(c)),
+)
+def test_conditions_on_the_key_s_tags_and_aliases_fail_closed_when_unknown(condition: dict[str, Any]) -> None:
+    """AWS evaluates aws:ResourceTag/<k> and kms:ResourceAliases on every operation on a key; the
+    authorizer does not know a key's tags or aliases, so a condition on them never lets an Allow
+    apply and always lets a Deny apply (AWS's ABAC examples: "Deny ... when aws:ResourceTag ...").
+    Before, the key read as absent: every such Deny with a positive operator was skipped."""
+    assert not evaluate_identity({"Condition": condition}, ctx()).allow
+    deny = parse_policy(json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "kms:*", "Resource": "*", "Condition": condition}]}), PolicyKind.IDENTITY)
+    assert deny.evaluate(ctx()).explicit_deny
+
+
+def test_a_supplied_tag_or_alias_value_is_evaluated_as_usual() -> None:
+    tagged = ctx(values={"aws:resourcetag/env": ("prod",), "kms:resourcealiases": ("alias/finance-a",)})
+    assert evaluate_identity({"Condition": {"StringEquals": {"aws:ResourceTag/env": "prod"}}}, tagged).allow
+    assert not evaluate_identity({"Condition": {"StringEquals": {"aws:ResourceTag/env": "dev"}}}, tagged).allow
+    like = {"ForAnyValue:StringLike": {"kms:ResourceAliases": "alias/finance-*"}}
+    assert evaluate_identity({"Condition": like}, tagged).allow
