@@ -24,9 +24,11 @@ the values such a Deny would see a missing key and never apply.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from regiond.domain.key import Key, KeySpec, KeyUsage, MultiRegionKeyType, Origin
 
-__all__ = ["KEY_CONDITION_KEYS", "bypass_values", "key_values", "new_key_values"]
+__all__ = ["KEY_CONDITION_KEYS", "REQUEST_TAG_PREFIX", "bypass_values", "key_values", "new_key_values", "tag_values"]
 
 KEY_CONDITION_KEYS = frozenset(
     {"kms:keyspec", "kms:customermasterkeyspec", "kms:keyusage", "kms:customermasterkeyusage", "kms:keyorigin",
@@ -80,3 +82,24 @@ def key_values(key: Key) -> Values:
     if config is None and key.multi_region:  # an mrk- key before its configuration is known: still multi-Region
         values["kms:MultiRegion"] = ("true",)
     return {k.lower(): v for k, v in values.items()}
+
+
+REQUEST_TAG_PREFIX = "aws:requesttag/"
+
+
+def tag_values(tags: Sequence[tuple[str, str]] = (), *, tag_keys: Sequence[str] = ()) -> Values:
+    """``aws:RequestTag/<key>`` per tag and ``aws:TagKeys`` (the tag keys, case kept) of a request that
+    tags (CreateKey, ReplicateKey, TagResource: ``tags``) or untags (UntagResource: ``tag_keys``).
+
+    AWS's global tagging condition keys, which KMS supports for these operations ("ABAC for AWS
+    KMS"); absent when the request has no tags. Condition key names are case-insensitive and tag
+    keys are not, so ``Env`` and ``env`` give ``aws:requesttag/env`` two values: the evaluator
+    treats such a single-valued key as ambiguous and fails closed (``policy.RequestContext``)."""
+    values: dict[str, list[str]] = {}
+    for key, value in tags:
+        values.setdefault(REQUEST_TAG_PREFIX + key.lower(), []).append(value)
+    out: Values = {name: tuple(vs) for name, vs in values.items()}
+    keys = tuple(tag_keys) or tuple(key for key, _ in tags)
+    if keys:
+        out["aws:tagkeys"] = keys
+    return out

@@ -97,6 +97,7 @@ class PrincipalMatch(Enum):
 
 
 ENCRYPTION_CONTEXT_PREFIX = "kms:encryptioncontext:"
+_SINGLE_VALUED_PREFIXES = (ENCRYPTION_CONTEXT_PREFIX, "aws:requesttag/")
 
 UNKNOWN_WHEN_ABSENT = ("aws:resourcetag/", "kms:resourcealiases")
 """Condition keys (lower-cased prefixes) that describe the KMS key's tags and aliases, which the
@@ -169,8 +170,9 @@ class RequestContext:
         derived, ambiguous = encryption_context_values(self.encryption_context)
         for k, v in derived.items():
             values.setdefault(k, v)
-        # A caller-supplied multi-valued kms:EncryptionContext:<k> is just as ambiguous.
-        ambiguous |= {k for k, v in values.items() if k.startswith(ENCRYPTION_CONTEXT_PREFIX) and len(v) > 1}
+        # A caller-supplied multi-valued kms:EncryptionContext:<k> is just as ambiguous, and so is
+        # aws:RequestTag/<k> for two request tags equal but for case (single-valued, like it).
+        ambiguous |= {k for k, v in values.items() if k.startswith(_SINGLE_VALUED_PREFIXES) and len(v) > 1}
         root = _ROOT_ARN.fullmatch(self.principal_arn)
         object.__setattr__(self, "ambiguous_keys", frozenset(ambiguous))
         object.__setattr__(self, "values", MappingProxyType(values))

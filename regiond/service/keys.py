@@ -44,6 +44,7 @@ from regiond.domain.key import (
     apply,
     require_state,
 )
+from regiond.domain.key_conditions import tag_values
 from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.errors import (
     InvalidMarkerException,
@@ -313,7 +314,7 @@ class KeyService:
             key_type=MultiRegionKeyType.PRIMARY if request.multi_region else None,
             bypass_lockout=request.bypass_policy_lockout_safety_check, tags=bool(request.tags),
         ):  # fmt: skip
-            await self.authz.require(who.principal, permission, who.values)
+            await self.authz.require(who.principal, permission, {**who.values, **tag_values(request.tags)})
         if request.custom_key_store_id is not None or request.xks_key_id is not None:
             raise UnsupportedOperationException("Custom key stores are not supported by regionkms")
         keyspec.require_available(spec)
@@ -449,7 +450,8 @@ class KeyService:
 
     async def tag_resource(self, who: Requester, value: str, tags: Sequence[tuple[str, str]]) -> Key:
         entry = await self.resolve(who, value, allow_alias=False)
-        await self.authz.authorize(who.principal, "kms:TagResource", entry.key, request_values=who.values)
+        values = {**who.values, **tag_values(tags)}  # aws:RequestTag/<k>, aws:TagKeys
+        await self.authz.authorize(who.principal, "kms:TagResource", entry.key, request_values=values)
         self._require_customer_managed(who, entry.key, "kms:TagResource")
         valid = validate_tags(tags)
         async with transaction(self._pool) as con:
@@ -464,7 +466,8 @@ class KeyService:
 
     async def untag_resource(self, who: Requester, value: str, tag_keys: Sequence[str]) -> Key:
         entry = await self.resolve(who, value, allow_alias=False)
-        await self.authz.authorize(who.principal, "kms:UntagResource", entry.key, request_values=who.values)
+        values = {**who.values, **tag_values(tag_keys=tag_keys)}  # aws:TagKeys
+        await self.authz.authorize(who.principal, "kms:UntagResource", entry.key, request_values=values)
         self._require_customer_managed(who, entry.key, "kms:UntagResource")
         for tag_key in tag_keys:
             if tag_key.lower().startswith("aws:"):

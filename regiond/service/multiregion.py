@@ -45,6 +45,7 @@ from regiond.domain.key import (
     apply,
     require_state,
 )
+from regiond.domain.key_conditions import tag_values
 from regiond.domain.permissions import DecidedBy, Permission
 from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.errors import (
@@ -121,8 +122,9 @@ class MultiRegionService:
         entry = await self._keys.resolve(who, key_param, allow_alias=False)
         key = entry.key
         bypass = bool(bypass_policy_lockout_safety_check)
+        tagged = who._replace(values={**who.values, **tag_values(tags)})  # aws:RequestTag/<k>, aws:TagKeys
         # kms:ReplicateKey here; kms:CreateKey (and kms:TagResource) in IAM, in the replica Region
-        await self._require(who, key, permissions.replicate_key(
+        await self._require(tagged, key, permissions.replicate_key(
             key, replica_region, tags=bool(tags), bypass_lockout=bypass_policy_lockout_safety_check))
         require_primary(key)
         require_state("ReplicateKey", key)

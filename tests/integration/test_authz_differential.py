@@ -131,6 +131,10 @@ async def run(world: World, admin: Any, n: int, case: t.Case) -> bool:
             return await allowed(kms.describe_key, KeyId=key, **with_tokens)
         case "kms:ScheduleKeyDeletion":
             return await allowed(kms.schedule_key_deletion, KeyId=key, PendingWindowInDays=7)
+        case "kms:TagResource":
+            return await allowed(kms.tag_resource, KeyId=key, Tags=case.create["Tags"])
+        case "kms:UntagResource":
+            return await allowed(kms.untag_resource, KeyId=key, TagKeys=case.create["TagKeys"])
         case "kms:CreateAlias":
             return await allowed(kms.create_alias, AliasName=alias, TargetKeyId=key)
         case "kms:UpdateAlias":

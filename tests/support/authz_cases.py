@@ -57,7 +57,9 @@ class Case:
     grants: tuple[Grant, ...] = ()
     context: dict[str, str] = field(default_factory=dict)
     values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # beyond the runner's own
-    create: dict[str, Any] = field(default_factory=dict)  # CreateKey parameters (MultiRegion, Tags, ...)
+    # the operation's own parameters: CreateKey's (MultiRegion, Tags, ...), TagResource's Tags,
+    # UntagResource's TagKeys (the runners derive aws:RequestTag/<k> and aws:TagKeys from them)
+    create: dict[str, Any] = field(default_factory=dict)
     e2e: bool = False
 
 
@@ -136,6 +138,11 @@ SAME_KEY = "conditions-kms-reencrypt-on-same-key: kms:ReEncryptOnSameKey is true
 PAIR_SPEC = "conditions-kms-data-key-pair-spec: kms:DataKeyPairSpec is the KeyPairSpec of GenerateDataKeyPair*"
 ALGORITHM = ("conditions-kms-encryption-algorithm: kms:EncryptionAlgorithm is the request's algorithm, "
              "SYMMETRIC_DEFAULT for a symmetric key when the request names none")  # fmt: skip
+TAGS = ("ABAC for AWS KMS (abac): aws:RequestTag/<key> and aws:TagKeys control CreateKey, ReplicateKey, "
+        "TagResource and UntagResource by the tags in the request")  # fmt: skip
+TAG_CASE = ("aws:RequestTag/<k> is single-valued and tag keys are case-sensitive: two request tags equal but "
+            "for case are undefined in AWS, and fail closed as encryption context keys do")  # fmt: skip
+TEAM_RED = {"Tags": [{"TagKey": "team", "TagValue": "red"}]}
 USER_KEY = allow(aws(ALICE))  # a key policy statement naming the caller: kms:* on the key, without IAM
 
 CASES: tuple[Case, ...] = (
@@ -411,6 +418,22 @@ CASES: tuple[Case, ...] = (
     Case("decrypt_algorithm_denied", ALGORITHM, False,
          iam=(iam_allow(), iam_deny("kms:Decrypt", StringEquals={"kms:EncryptionAlgorithm": "SYMMETRIC_DEFAULT"})),
          values={"kms:EncryptionAlgorithm": ("SYMMETRIC_DEFAULT",)}, e2e=True),
+    Case("create_key_request_tag_denied", TAGS, False, action="kms:CreateKey",
+         iam=(iam_allow("kms:CreateKey", "kms:TagResource"),
+              iam_deny("kms:CreateKey", StringEquals={"aws:RequestTag/team": "red"})), create=TEAM_RED, e2e=True),
+    Case("create_key_request_tag_allowed", TAGS, True, action="kms:CreateKey",
+         iam=(iam_allow("kms:CreateKey"),
+              iam_allow("kms:TagResource", StringEquals={"aws:RequestTag/team": "red"})), create=TEAM_RED, e2e=True),
+    Case("tag_resource_tag_keys_denied", TAGS, False, action="kms:TagResource",
+         iam=(iam_allow(), iam_deny("kms:TagResource", **{"ForAnyValue:StringEquals": {"aws:TagKeys": "team"}})),
+         create=TEAM_RED, e2e=True),
+    Case("tag_resource_tags_equal_but_for_case_fail_closed", TAG_CASE, False, action="kms:TagResource",
+         iam=(iam_allow(), iam_deny("kms:TagResource", StringEquals={"aws:RequestTag/team": "red"})),
+         create={"Tags": [{"TagKey": "team", "TagValue": "blue"}, {"TagKey": "Team", "TagValue": "red"}]},
+         e2e=True),
+    Case("untag_resource_tag_keys_denied", TAGS, False, action="kms:UntagResource",
+         iam=(iam_allow(), iam_deny("kms:UntagResource", **{"ForAnyValue:StringEquals": {"aws:TagKeys": "team"}})),
+         create={"TagKeys": ["team"]}, e2e=True),
     Case("data_key_pair_spec_denied", PAIR_SPEC, False, action="kms:GenerateDataKeyPairWithoutPlaintext",
          iam=(iam_allow(), iam_deny("kms:GenerateDataKeyPair*", StringEquals={"kms:DataKeyPairSpec": "ECC_NIST_P256"})),
          values={"kms:DataKeyPairSpec": ("ECC_NIST_P256",)}, e2e=True),

@@ -29,6 +29,7 @@ from regiond.domain.key import (
     MultiRegionKeyType,
     Origin,
 )
+from regiond.domain.key_conditions import tag_values
 from regiond.domain.policy import Policy, PolicyKind, RequestContext, parse_policy
 from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import AccessDeniedException
@@ -99,6 +100,12 @@ def base_values(extra: Mapping[str, tuple[str, ...]] = {}) -> dict[str, tuple[st
     return {"aws:SourceIp": (t.SOURCE_IP,), "aws:CurrentTime": (NOW,), "aws:RequestedRegion": (t.REGION,), **extra}
 
 
+def tag_values_of(case: t.Case) -> dict[str, tuple[str, ...]]:
+    """aws:RequestTag/<k> and aws:TagKeys of the row's request, as the services derive them."""
+    tags = [(tag["TagKey"], tag["TagValue"]) for tag in case.create.get("Tags", ())]
+    return tag_values(tags, tag_keys=case.create.get("TagKeys", ()))
+
+
 def identity(statements: Sequence[t.Statement]) -> tuple[Policy, ...]:
     return (parse_policy(policy_text(statements), PolicyKind.IDENTITY),) if statements else ()
 
@@ -128,7 +135,7 @@ async def decide_case(case: t.Case) -> bool:
                 key_type=MultiRegionKeyType.PRIMARY if case.create.get("MultiRegion") else None,
                 bypass_lockout=case.create.get("BypassPolicyLockoutSafetyCheck"), tags=bool(case.create.get("Tags")),
             ):  # fmt: skip
-                await authz.require(who, permission, base_values(case.values))
+                await authz.require(who, permission, base_values({**case.values, **tag_values_of(case)}))
             return True
         if case.action in ALIAS_ACTIONS:  # the alias in IAM and every affected key: the service's declaration
             operation = case.action.removeprefix("kms:")
@@ -139,7 +146,7 @@ async def decide_case(case: t.Case) -> bool:
             return True
         await authz.authorize(
             who, case.action, None if case.action in KEYLESS_ACTIONS else KEY,
-            encryption_context=case.context, request_values=base_values(case.values),
+            encryption_context=case.context, request_values=base_values({**case.values, **tag_values_of(case)}),
         )  # fmt: skip
     except AccessDeniedException:
         return False
