@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from regiond.protocol.coverage import OPERATIONS
 from regiond.protocol.ops import KMS_OPERATIONS
+from tests.support.api_coverage import OPERATIONS
 
 API_MD = Path(__file__).resolve().parents[2] / "docs" / "API.md"
 ROW = re.compile(r"^\| (?P<op>[A-Za-z]+) \| (?P<status>implemented|partial|planned|not planned) \|")
@@ -32,7 +32,7 @@ def test_api_md_status_matches_registered_handlers() -> None:
 
 
 def test_api_md_is_what_the_generator_renders_from_its_own_statuses() -> None:
-    from regiond.protocol.coverage import read_markdown, render_markdown
+    from tests.support.api_coverage import read_markdown, render_markdown
 
     text = API_MD.read_text()
     assert render_markdown(*read_markdown(text)) == text

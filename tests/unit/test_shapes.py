@@ -14,7 +14,8 @@ from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
 
 from regiond.errors import SerializationException, UnknownOperationException, ValidationException
-from regiond.protocol import coverage, shapes
+from regiond.protocol import shapes
+from tests.support import api_coverage as coverage
 
 KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
 SECRET = b"TOP-SECRET-PLAINTEXT!"

@@ -2,9 +2,13 @@
 
 docs/API.md is generated from here so that the list of operations can never drift from the
 wire contract: when botocore adds an operation, it appears in the table (under "Other" until
-someone files it into an area) the next time the document is regenerated::
+someone files it into an area) the next time the document is regenerated (statuses and notes
+are read back from the current file)::
 
-    python -m regiond.protocol.coverage > docs/API.md
+    python -m tests.support.api_coverage docs/API.md > API.md.new && mv API.md.new docs/API.md
+
+A docs generator, not part of the product: it lives beside the tests that keep docs/API.md true
+(tests/unit/test_api_coverage.py, tests/unit/test_shapes.py).
 
 Statuses and notes are supplied by the caller; an operation without a status is "planned".
 """
@@ -123,7 +127,7 @@ def render_markdown(status: Mapping[str, str], notes: Mapping[str, str]) -> str:
         "",
         f"Every operation of botocore's KMS service model (API version {API_VERSION}, botocore "
         f"{botocore.__version__}): **{len(OPERATIONS)} operations**. Statuses and notes are kept "
-        "in the tables below; `python -m regiond.protocol.coverage docs/API.md` re-renders the file "
+        "in the tables below; `python -m tests.support.api_coverage docs/API.md` re-renders the file "
         "(operation list, areas, counts) and tests/unit/test_api_coverage.py checks that every "
         "implemented or partial operation, and no other, has a handler.",
         "",
