@@ -1,5 +1,5 @@
 """What the audit trail costs: Encrypt throughput with the real group-committed audit sink versus
-the same run with the audit writer replaced by ``regiond.calls.NullAuditSink`` (``--no-audit``).
+the same run with the audit writer replaced by ``regiond.audit.calls.NullAuditSink`` (``--no-audit``).
 
     python benchmarks/audit_overhead.py [--seconds 5] [--rounds 3] [--concurrency 32] [--workers 1]
                                         [--no-fsync] [--out benchmarks/results/audit_overhead.json]

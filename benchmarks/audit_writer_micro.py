@@ -64,7 +64,7 @@ import regiond.runtime.metrics  # noqa: E402
 from regiond import logging as regiond_logging  # noqa: E402
 from regiond.audit import committer as committer_mod  # noqa: E402
 from regiond.audit import events  # noqa: E402
-from regiond.calls import CallRecord  # noqa: E402
+from regiond.audit.calls import CallRecord  # noqa: E402
 from regiond.crypto.sign import RegionIdentityKey  # noqa: E402
 from regiond.devdb import LocalPostgres  # noqa: E402
 from regiond.domain.principal import Principal, PrincipalKind  # noqa: E402

@@ -65,8 +65,8 @@ from kmsclient.sigv4 import Credentials, sign_headers  # noqa: E402
 from regiond import logging as regiond_logging  # noqa: E402
 from regiond.app import create_app  # noqa: E402
 from regiond.audit import events  # noqa: E402
+from regiond.audit.calls import CallRecord  # noqa: E402
 from regiond.auth import sigv4  # noqa: E402
-from regiond.calls import CallRecord  # noqa: E402
 from regiond.config import Settings  # noqa: E402
 from regiond.crypto.keyring import load_file_keyring  # noqa: E402
 from regiond.devdb import LocalPostgres  # noqa: E402

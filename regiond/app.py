@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from regiond.audit.calls import AuditSink
 from regiond.auth.authn import Authenticator
 from regiond.auth.failures import FailureThrottle
 from regiond.background.import_expiry import ImportExpirySweeper
 from regiond.background.periodic import run_periodically
 from regiond.background.rotation_scheduler import RotationScheduler
 from regiond.background.sweeper import DeletionSweeper
-from regiond.calls import AuditSink
 from regiond.clock import Clock, SystemClock
 from regiond.config import Settings
 from regiond.crypto.keyring import RootKeyring
@@ -165,7 +165,7 @@ def create_app(
         if audit_factory is not None:
             audit = await audit_factory(pool, settings)
         else:
-            from regiond.calls import NullAuditSink
+            from regiond.audit.calls import NullAuditSink
 
             audit = NullAuditSink()
         app[POOL] = pool

@@ -40,8 +40,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsclient import sigv4 as core
+from regiond.audit.calls import CallRecord
 from regiond.auth import sigv4
-from regiond.calls import CallRecord
 from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import KmsError
 

@@ -1,5 +1,6 @@
 """The audit trail: a CloudTrail-style event for every call, group-committed, hash-chained, signed.
 
+    calls.py      CallRecord and AuditSink: what the protocol edge hands to audit (the seam)
     events.py     CallRecord -> CloudTrail record; per-operation allow-lists (never secrets)
     committer.py  GroupCommitter, the AuditSink: one chained, durable batched write (one CALL)
                   shared by concurrent requests (docs/AUDIT.md)

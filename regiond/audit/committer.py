@@ -53,8 +53,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from regiond.audit import chain, events
 from regiond.audit.anchors import ANCHOR_FILE_NAME, AnchorFile
+from regiond.audit.calls import CallRecord
 from regiond.audit.verify import column_mismatches
-from regiond.calls import CallRecord
 from regiond.clock import Clock, SystemClock
 from regiond.config import Settings
 from regiond.crypto.sign import RegionIdentityKey

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from regiond.audit.calls import CallRecord
 from regiond.auth.authn import Caller
-from regiond.calls import CallRecord
 from regiond.service.container import Services
 
 

@@ -24,9 +24,9 @@ import orjson
 import structlog
 from aiohttp import web
 
+from regiond.audit.calls import AuditSink, CallRecord
 from regiond.auth import sigv4
 from regiond.auth.authn import Authenticated
-from regiond.calls import AuditSink, CallRecord
 from regiond.errors import (
     KmsError,
     KMSInternalException,

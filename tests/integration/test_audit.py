@@ -28,9 +28,9 @@ from botocore.config import Config
 
 from regiond.__main__ import parser
 from regiond.audit import CommitOptions, GroupCommitter, chain, events
+from regiond.audit.calls import CallRecord
 from regiond.audit.export import check_export
 from regiond.audit.verify import verify_region
-from regiond.calls import CallRecord
 from regiond.clock import ManualClock
 from regiond.crypto.keyring import load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey

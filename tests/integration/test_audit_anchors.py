@@ -16,7 +16,7 @@ import pytest
 from regiond.__main__ import parser
 from regiond.audit import CommitOptions, GroupCommitter
 from regiond.audit.anchors import ANCHOR_FILE_NAME, read_anchor_file
-from regiond.calls import CallRecord
+from regiond.audit.calls import CallRecord
 from regiond.clock import ManualClock
 from regiond.crypto.keyring import load_file_keyring
 from regiond.statedir import init_state_dir, load_identity

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import structlog
 
-from regiond.calls import CallRecord
+from regiond.audit.calls import CallRecord
 from regiond.protocol.routes import AUDIT
 from tests.support.cluster import Node, NodeFactory
 from tests.support.regions import wait_until

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from regiond.audit import chain, events
+from regiond.audit.calls import CallRecord
 from regiond.audit.verify import walk_events
-from regiond.calls import CallRecord
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.domain.ciphertext import Header
 from regiond.domain.principal import Principal, PrincipalKind

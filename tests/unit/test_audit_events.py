@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 
 from regiond.audit import events
-from regiond.calls import CallRecord
+from regiond.audit.calls import CallRecord
 from regiond.domain.principal import Principal, PrincipalKind
 
 

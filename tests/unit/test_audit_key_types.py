@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from regiond.audit import events
-from regiond.calls import CallRecord
+from regiond.audit.calls import CallRecord
 from regiond.domain.principal import Principal, PrincipalKind
 
 KEY_ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"

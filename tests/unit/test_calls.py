@@ -1,10 +1,10 @@
-"""regiond.calls: the call record's memoised time text."""
+"""regiond.audit.calls: the call record's memoised time text."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from regiond.calls import utc_second_text
+from regiond.audit.calls import utc_second_text
 
 
 def test_second_text_is_strftime_of_the_second() -> None:

@@ -92,6 +92,8 @@ RULES: dict[str, Rule] = {
     "service imports protocol": lambda m, i: _in(m, "regiond.service") and _uses(i, "regiond.protocol"),
     "auth imports service or protocol": lambda m, i: _in(m, "regiond.auth")
     and (_uses(i, "regiond.service") or _uses(i, "regiond.protocol")),
+    "audit imports service or protocol": lambda m, i: _in(m, "regiond.audit")
+    and (_uses(i, "regiond.service") or _uses(i, "regiond.protocol")),
     "store imports service or protocol": lambda m, i: _in(m, "regiond.store")
     and (_uses(i, "regiond.service") or _uses(i, "regiond.protocol")),
     "crypto imports store, service or protocol": lambda m, i: _in(m, "regiond.crypto")
@@ -133,6 +135,8 @@ def test_every_allowance_is_still_needed() -> None:
          "regiond imports replication beyond its wire contract", "regiond.cli.x"),
         ("regiond.service.x", "from regiond.protocol import routes", "service imports protocol", "regiond.app"),
         ("regiond.auth.x", "from regiond.service.iam import IamService", "auth imports service or protocol",
+         "regiond.protocol.x"),
+        ("regiond.audit.x", "from regiond.protocol.context import OpContext", "audit imports service or protocol",
          "regiond.protocol.x"),
     ],
 )  # fmt: skip
