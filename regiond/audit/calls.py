@@ -36,26 +36,6 @@ class CallRecord:
     secure_transport: bool = False  # the client's connection was TLS (aws:SecureTransport)
 
 
-_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00Z")
-
-
-def utc_second_text(value: dt.datetime) -> str:
-    """``value`` (aware) as ``YYYY-MM-DDTHH:MM:SSZ`` in UTC: CloudTrail's ``eventTime`` and ``aws:CurrentTime``.
-
-    Every call needs it twice (its event and its policy conditions) and concurrent calls share
-    their second, so the text of the last second seen is kept (a comparison instead of a
-    ``strftime``). One tuple, replaced whole, so a reader never pairs a second with another's text.
-    """
-    global _last_second
-    second = int(value.timestamp())
-    last = _last_second
-    if last[0] == second:
-        return last[1]
-    text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    _last_second = (second, text)
-    return text
-
-
 class AuditSink(Protocol):
     async def submit(self, record: CallRecord) -> None:
         """Return once the record is durable; raise if it cannot be made durable."""

@@ -29,8 +29,9 @@ from typing import Any
 
 import orjson
 
-from regiond.audit.calls import CallRecord, utc_second_text
+from regiond.audit.calls import CallRecord
 from regiond.cache import remember
+from regiond.clock import utc_second_text
 from regiond.domain.ciphertext import BACKING_VERSION_BYTES, FORMAT_VERSION_1, HEADER_BYTES
 from regiond.domain.principal import Principal, PrincipalKind
 from regiond.randomids import uuid4_pair

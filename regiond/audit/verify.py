@@ -49,7 +49,7 @@ from typing import Any
 import orjson
 
 from regiond.audit import chain
-from regiond.audit.calls import utc_second_text
+from regiond.clock import utc_second_text
 from regiond.crypto import sign
 from regiond.domain.audit_anchor import Anchor
 from regiond.store import audit as audit_store

@@ -12,9 +12,10 @@ import orjson
 import pytest
 
 from regiond.audit import CommitOptions, GroupCommitter, chain
-from regiond.audit.calls import CallRecord, utc_second_text
+from regiond.audit.calls import CallRecord
 from regiond.audit.committer import AuditUnavailableError
 from regiond.audit.verify import verify_region
+from regiond.clock import utc_second_text
 from regiond.store import audit as audit_store
 from regiond.store.audit import NewEvent
 from regiond.store.pool import Pool, create_pool

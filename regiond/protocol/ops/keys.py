@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from regiond.audit.calls import utc_second_text
+from regiond.clock import utc_second_text
 from regiond.domain.key import Key, pending_window_in_days
 from regiond.domain.keyspec import LEGACY_CUSTOMER_MASTER_KEY_SPECS
 from regiond.protocol.context import OpContext, OpHandler, Params, Result

@@ -1,10 +1,10 @@
-"""regiond.audit.calls: the call record's memoised time text."""
+"""regiond.clock: the memoised UTC second text."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from regiond.audit.calls import utc_second_text
+from regiond.clock import utc_second_text
 
 
 def test_second_text_is_strftime_of_the_second() -> None:
