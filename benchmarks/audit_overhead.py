@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "audit_overhead.json"))
     args = p.parse_args(argv)
 
-    from regiond.devdb import LocalPostgres, free_port
+    from regiond.devtools.postgres import LocalPostgres, free_port
     from regiond.statedir import init_state_dir
 
     work = Path(tempfile.mkdtemp(prefix="regionkms-audit-bench-"))

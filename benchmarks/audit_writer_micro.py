@@ -9,7 +9,7 @@ the writer's batches through ``regiond.store.audit.append_batch`` and asyncpg, t
 part of a request's CPU that the group commit owns. PostgreSQL's own CPU (the procedure, chain
 hashing, commits) is not counted: ``time.process_time`` covers this process only.
 
-How: a local PostgreSQL (loopback only, ``regiond.devdb``; ``fsync=off`` unless ``--durable``)
+How: a local PostgreSQL (loopback only, ``regiond.devtools.postgres``; ``fsync=off`` unless ``--durable``)
 migrated to the current schema, a pool, and a started ``GroupCommitter`` with the production
 options. ``N`` submitter tasks (``--submitters``, the in-flight requests of one worker) each
 submit realistic Encrypt call records in a loop (the ``CallRecord`` the Encrypt path hands its
@@ -66,7 +66,7 @@ from regiond.audit import committer as committer_mod  # noqa: E402
 from regiond.audit import events  # noqa: E402
 from regiond.audit.calls import CallRecord  # noqa: E402
 from regiond.crypto.sign import RegionIdentityKey  # noqa: E402
-from regiond.devdb import LocalPostgres  # noqa: E402
+from regiond.devtools.postgres import LocalPostgres  # noqa: E402
 from regiond.domain.principal import Principal, PrincipalKind  # noqa: E402
 from regiond.randomids import uuid4_str  # noqa: E402
 from regiond.store.migrate import migrate  # noqa: E402

@@ -1,6 +1,6 @@
 """The servers under test, each started as its users start it, in a throwaway directory.
 
-- ``RegionKmsServer``: its own PostgreSQL (``regiond.devdb.LocalPostgres``, durable as in
+- ``RegionKmsServer``: its own PostgreSQL (``regiond.devtools.postgres.LocalPostgres``, durable as in
   production), a state directory from ``regiond init``, an account with an admin user and
   access key written straight into the database (as ``regiond dev`` bootstraps), then
   ``python -m regiond serve ... --workers N`` as a subprocess, audit on unless told otherwise.
@@ -31,7 +31,7 @@ import psutil
 from benchmarks.baselines import moto_runner
 from benchmarks.loadgen import PROJECT_ROOT, Endpoint
 from kmsclient.sigv4 import Credentials
-from regiond.devdb import LocalPostgres, free_port
+from regiond.devtools.postgres import LocalPostgres, free_port
 
 REGION = "us-east-1"
 READY_TIMEOUT_S = 90.0

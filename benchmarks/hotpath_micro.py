@@ -8,7 +8,7 @@ Not part of ``make test`` and not a load test: it measures what one worker spend
 owns (aiohttp's HTTP parsing and response writing come on top, ~90 us per request on the
 benchmark machine, and are the same for the minimal server it is compared with).
 
-How: a local PostgreSQL (loopback only, ``regiond.devdb``) holds one account, an admin user
+How: a local PostgreSQL (loopback only, ``regiond.devtools.postgres``) holds one account, an admin user
 and a key, made once through the handler itself. The application is ``create_app`` as the
 tests build it, with an in-memory audit sink that runs ``regiond.audit.events.prepare`` (the
 event building the real group committer does on the request path) and keeps nothing. Requests
@@ -69,7 +69,7 @@ from regiond.audit.calls import CallRecord  # noqa: E402
 from regiond.auth import sigv4  # noqa: E402
 from regiond.config import Settings  # noqa: E402
 from regiond.crypto.keyring import load_file_keyring  # noqa: E402
-from regiond.devdb import LocalPostgres  # noqa: E402
+from regiond.devtools.postgres import LocalPostgres  # noqa: E402
 from regiond.protocol import routes, shapes  # noqa: E402
 from regiond.protocol.context import OpContext  # noqa: E402
 from regiond.protocol.ops import KMS_OPERATIONS  # noqa: E402

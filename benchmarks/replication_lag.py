@@ -52,7 +52,7 @@ from botocore.config import Config  # noqa: E402
 from kmsclient.admin import call_iam  # noqa: E402
 from kmsclient.sigv4 import Credentials  # noqa: E402
 from regiond.crypto.keyring import load_file_keyring  # noqa: E402
-from regiond.devdb import LocalPostgres, free_port  # noqa: E402
+from regiond.devtools.postgres import LocalPostgres, free_port  # noqa: E402
 from regiond.domain.principal import PrincipalKind, principal_arn  # noqa: E402
 from regiond.service.iam import IamService  # noqa: E402
 from regiond.statedir import init_state_dir  # noqa: E402

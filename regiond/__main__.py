@@ -124,7 +124,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from regiond.dev import run_dev
+    from regiond.devtools.dev import run_dev
 
     urls = {
         region: getattr(args, f"database_url_{region.replace('-', '_')}", None) for region in args.regions.split(",")

@@ -34,7 +34,7 @@ from regiond.audit.verify import verify_region
 from regiond.clock import ManualClock
 from regiond.crypto.keyring import load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey
-from regiond.devdb import free_port
+from regiond.devtools.postgres import free_port
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.service.iam import IamService
 from regiond.statedir import init_state_dir, load_identity

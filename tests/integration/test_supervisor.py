@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from regiond.devdb import free_port
+from regiond.devtools.postgres import free_port
 from regiond.statedir import init_state_dir
 from tests.support.cluster import NodeFactory
 from tests.support.regions import wait_until

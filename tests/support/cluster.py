@@ -24,7 +24,7 @@ from regiond.app import create_app
 from regiond.clock import ManualClock
 from regiond.config import Settings
 from regiond.crypto.keyring import AesRootKeyring, load_file_keyring
-from regiond.devdb import LocalPostgres
+from regiond.devtools.postgres import LocalPostgres
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.runtime.client_tls import ServerCertificate
 from regiond.runtime.listener import HttpLimits, Listener, listen

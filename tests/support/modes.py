@@ -8,14 +8,14 @@ import pwd
 import stat
 from pathlib import Path
 
-from regiond.devdb import SERVICE_USER
+from regiond.devtools.postgres import SERVICE_USER
 
 
 def _postgres_gids() -> set[int]:
     """Groups that may pass through a state directory: the local PostgreSQL's user's, when run as root.
 
     PostgreSQL refuses to run as root, so under root ``regiond dev`` runs it as an unprivileged
-    user (regiond.devdb) whose group is let through the directories above its data directory.
+    user (regiond.devtools.postgres) whose group is let through the directories above its data directory.
     """
     if os.geteuid() != 0:
         return set()

@@ -31,7 +31,7 @@ import asyncpg
 
 from regiond.app import REPLICATION
 from regiond.crypto.keyring import load_file_keyring
-from regiond.devdb import free_port
+from regiond.devtools.postgres import free_port
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.protocol.routes import SERVICES
 from regiond.statedir import init_state_dir

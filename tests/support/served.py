@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from regiond.devdb import free_port
+from regiond.devtools.postgres import free_port
 from regiond.runtime.node_metrics import DIR_PREFIX
 from regiond.runtime.supervisor import SUPERVISOR_WORKER
 from regiond.statedir import init_state_dir

@@ -33,7 +33,7 @@ from typing import Any
 
 from regiond import private_files
 from regiond.crypto.keyring import load_file_keyring
-from regiond.devdb import LocalPostgres, free_port
+from regiond.devtools.postgres import LocalPostgres, free_port
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.service.iam import IamService
 from regiond.statedir import init_state_dir

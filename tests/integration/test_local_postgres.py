@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from regiond import devdb
+from regiond.devtools import postgres as devdb
 
 
 def test_start_retries_on_a_port_taken_after_the_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
