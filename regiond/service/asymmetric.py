@@ -122,6 +122,7 @@ class AsymmetricService:
     # --- GetPublicKey ---------------------------------------------------------------------------
 
     async def get_public_key(self, who: Requester, key_param: str) -> PublicKeyInfo:
+        who = self._keys.naming(who, key_param)  # kms:RequestAlias
         entry = await self._keys.resolve(who, key_param)
         await self._keys.authz.authorize(
             who.principal, "kms:GetPublicKey", entry.key,

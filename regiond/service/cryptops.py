@@ -152,6 +152,7 @@ class CryptoService:
         *, algorithm: str | None = None, dry_run: bool = False,
     ) -> Encrypted:  # fmt: skip
         ctx = normalize(context)
+        who = self._keys.naming(who, key_param)  # kms:RequestAlias
         entry = await self._keys.resolve(who, key_param)
         if entry.handle is not None:  # an HMAC or asymmetric key
             return await self._encrypt_asymmetric(who, entry, "Encrypt", None, plaintext, ctx, algorithm, dry_run)
@@ -238,6 +239,8 @@ class CryptoService:
         *, algorithm: str | None = None, dry_run: bool = False, ignore_ciphertext: bool = False,
     ) -> Decrypted:  # fmt: skip
         ctx = normalize(context)
+        if key_param is not None:
+            who = self._keys.naming(who, key_param)  # kms:RequestAlias
         result = await self._open(
             who, blob or b"", ctx, key_param, operation="Decrypt", action="kms:Decrypt", algorithm=algorithm,
             ignore_ciphertext=dry_run and ignore_ciphertext,
@@ -255,10 +258,13 @@ class CryptoService:
     ) -> tuple[Decrypted, Encrypted]:  # fmt: skip
         """Decrypt under the source key and encrypt under the destination: (source side, result)."""
         src_ctx, dst_ctx = normalize(source_context), normalize(destination_context)
+        # kms:RequestAlias: each side sees the alias its own KeyId parameter names
+        src_who = self._keys.naming(who, source_key) if source_key is not None else who
+        who = self._keys.naming(who, destination_key)
         # The destination is resolved first: both permissions see kms:ReEncryptOnSameKey.
         destination = await self._keys.resolve(who, destination_key)
         opened = await self._open(
-            who, blob or b"", src_ctx, source_key,
+            src_who, blob or b"", src_ctx, source_key,
             operation="ReEncrypt", action="kms:ReEncryptFrom", algorithm=source_algorithm,
             ignore_ciphertext=dry_run and ignore_ciphertext, destination=destination,
         )  # fmt: skip
@@ -294,6 +300,7 @@ class CryptoService:
         size = DATA_KEY_SPEC_BYTES[key_spec] if key_spec is not None else number_of_bytes
         assert size is not None
         ctx = normalize(context)
+        who = self._keys.naming(who, key_param)  # kms:RequestAlias
         entry = await self._keys.resolve(who, key_param)
         await self._usable(who, entry, operation, context=ctx)
         if dry_run:
@@ -311,6 +318,7 @@ class CryptoService:
         check (GenerateDataKeyPair*: a private key); ``values``, the operation's own condition keys,
         are added to the request's (``kms:DataKeyPairSpec``)."""
         ctx = normalize(context)
+        who = self._keys.naming(who, key_param)  # kms:RequestAlias
         entry = await self._keys.resolve(who, key_param)
         await self._usable(who, entry, operation, context=ctx, values={**who.values, **(values or {})})
         if dry_run:

@@ -92,6 +92,7 @@ DEFAULT_LIST_LIMIT = 100
 RESOURCE_OWNER_SELF = "SELF"
 DEFAULT_TAG_LIST_LIMIT = 50
 LOCKOUT_MESSAGE = "The new key policy will not allow you to update the key policy in the future."
+REQUEST_ALIAS = "kms:RequestAlias"
 
 _KEY_REFS: dict[str, ids.KeyRef] = {}
 """``KeyId`` parameters already classified (``ids.parse_key_reference`` is a pure function of the
@@ -231,6 +232,19 @@ class KeyService:
     def key_arn(self, account: str, key_id: str) -> str:
         return ids.key_arn(self.region, account, key_id)
 
+    @staticmethod
+    def naming(who: Requester, value: str) -> Requester:
+        """``who`` with ``kms:RequestAlias`` when the ``KeyId`` parameter ``value`` is an alias (its
+        name, whether the request gave the name or the alias ARN); else ``who`` itself.
+
+        AWS ("Use aliases to control access to KMS keys"): kms:RequestAlias "allows or denies access
+        to a KMS key based on the alias in a request", for the cryptographic operations, DescribeKey
+        and GetPublicKey. Without it, a Deny on the alias a request uses never applied."""
+        ref = _key_reference(value)
+        if not ref.is_alias:
+            return who
+        return who._replace(values={**who.values, REQUEST_ALIAS: (ref.alias_name or "",)})
+
     async def resolve(self, who: Requester, value: str, *, allow_alias: bool = True) -> CachedKey:
         """The key a ``KeyId`` parameter names, from the cache; AWS's NotFound/InvalidArn answers.
 
@@ -361,6 +375,7 @@ class KeyService:
 
     async def describe_key(self, who: Requester, value: str) -> tuple[Key, str | None]:
         """The key and its ``CurrentKeyMaterialId`` (symmetric encryption keys with material only, as AWS)."""
+        who = self.naming(who, value)  # kms:RequestAlias
         entry = await self.resolve(who, value)
         await self.authz.authorize(
             who.principal, "kms:DescribeKey", entry.key, request_values=who.values, grant_tokens=who.grant_tokens

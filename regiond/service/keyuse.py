@@ -36,6 +36,7 @@ async def usable_key(
     *, values: Mapping[str, str] | None = None,
 ) -> tuple[CachedKey, keymaterial.KeyHandle]:  # fmt: skip
     """The key ``key_param`` names and its material's handle, once every check has passed."""
+    who = keys.naming(who, key_param)  # kms:RequestAlias
     entry = await keys.resolve(who, key_param)
     request_values = who.values
     if values:

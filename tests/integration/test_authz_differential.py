@@ -89,10 +89,11 @@ async def run(world: World, admin: Any, n: int, case: t.Case) -> bool:
         key = (await aws(admin.create_key, Description=case.name))["KeyMetadata"]["Arn"]
         names[t.KEY_ARN] = key
         names[t.ALIAS_ARN] = f"{key.split(':key/')[0]}:{alias}"
-        if case.action in ("kms:UpdateAlias", "kms:DeleteAlias"):
+        names[t.ALIAS] = alias
+        if case.action in ("kms:UpdateAlias", "kms:DeleteAlias") or case.by_alias:
             await aws(admin.create_alias, AliasName=alias, TargetKeyId=key)
     users = {arn: await world.identity(arn, rename(case.iam, names) if table == case.caller else ())
-             for table, arn in names.items() if table not in (t.KEY_ARN, t.ALIAS_ARN)}  # fmt: skip
+             for table, arn in names.items() if table not in (t.KEY_ARN, t.ALIAS_ARN, t.ALIAS)}  # fmt: skip
     if case.caller.endswith(":root"):
         assert not case.iam, "a root's own identity policy is not part of this table"
         caller = await world.root(case.caller.split(":")[4])
@@ -120,6 +121,8 @@ async def run(world: World, admin: Any, n: int, case: t.Case) -> bool:
         await aws(admin.put_key_policy, KeyId=key, Policy=document(rename(case.key_policy, names)),
                   BypassPolicyLockoutSafetyCheck=True)  # fmt: skip
     with_tokens = {"GrantTokens": tokens} if tokens else {}
+    if case.by_alias:
+        key = alias  # the call names the key by its alias (kms:RequestAlias)
     match case.action:
         case "kms:Decrypt":
             return await allowed(kms.decrypt, CiphertextBlob=blob, KeyId=key, **context, **with_tokens)

@@ -60,6 +60,7 @@ class Case:
     # the operation's own parameters: CreateKey's (MultiRegion, Tags, ...), TagResource's Tags,
     # UntagResource's TagKeys (the runners derive aws:RequestTag/<k> and aws:TagKeys from them)
     create: dict[str, Any] = field(default_factory=dict)
+    by_alias: bool = False  # the request names the key by ALIAS (kms:RequestAlias)
     e2e: bool = False
 
 
@@ -140,6 +141,9 @@ ALGORITHM = ("conditions-kms-encryption-algorithm: kms:EncryptionAlgorithm is th
              "SYMMETRIC_DEFAULT for a symmetric key when the request names none")  # fmt: skip
 TAGS = ("ABAC for AWS KMS (abac): aws:RequestTag/<key> and aws:TagKeys control CreateKey, ReplicateKey, "
         "TagResource and UntagResource by the tags in the request")  # fmt: skip
+REQUEST_ALIAS = ("alias-authorization: kms:RequestAlias 'allows or denies access to a KMS key based on the alias "
+                 "in a request' (crypto operations, DescribeKey, GetPublicKey); absent for a key id")  # fmt: skip
+NOT_VIA_ALIAS = iam_deny("kms:Encrypt", "kms:Decrypt", StringEquals={"kms:RequestAlias": ALIAS})
 TAG_CASE = ("aws:RequestTag/<k> is single-valued and tag keys are case-sensitive: two request tags equal but "
             "for case are undefined in AWS, and fail closed as encryption context keys do")  # fmt: skip
 TEAM_RED = {"Tags": [{"TagKey": "team", "TagValue": "red"}]}
@@ -434,6 +438,16 @@ CASES: tuple[Case, ...] = (
     Case("untag_resource_tag_keys_denied", TAGS, False, action="kms:UntagResource",
          iam=(iam_allow(), iam_deny("kms:UntagResource", **{"ForAnyValue:StringEquals": {"aws:TagKeys": "team"}})),
          create={"TagKeys": ["team"]}, e2e=True),
+    Case("encrypt_through_a_denied_alias", REQUEST_ALIAS, False, action="kms:Encrypt",
+         iam=(iam_allow(), NOT_VIA_ALIAS), by_alias=True, e2e=True),
+    Case("decrypt_through_a_denied_alias", REQUEST_ALIAS, False, iam=(iam_allow(), NOT_VIA_ALIAS), by_alias=True,
+         e2e=True),
+    Case("encrypt_by_key_id_has_no_request_alias", REQUEST_ALIAS, True, action="kms:Encrypt",
+         iam=(iam_allow(), NOT_VIA_ALIAS), e2e=True),
+    Case("describe_key_only_through_the_alias", REQUEST_ALIAS, True, action="kms:DescribeKey",
+         iam=(iam_allow("kms:DescribeKey", StringEquals={"kms:RequestAlias": ALIAS}),), by_alias=True, e2e=True),
+    Case("generate_data_key_only_through_the_alias_by_key_id", REQUEST_ALIAS, False, action="kms:GenerateDataKey",
+         iam=(iam_allow("kms:GenerateDataKey", StringEquals={"kms:RequestAlias": ALIAS}),), e2e=True),
     Case("data_key_pair_spec_denied", PAIR_SPEC, False, action="kms:GenerateDataKeyPairWithoutPlaintext",
          iam=(iam_allow(), iam_deny("kms:GenerateDataKeyPair*", StringEquals={"kms:DataKeyPairSpec": "ECC_NIST_P256"})),
          values={"kms:DataKeyPairSpec": ("ECC_NIST_P256",)}, e2e=True),

@@ -103,7 +103,10 @@ def base_values(extra: Mapping[str, tuple[str, ...]] = {}) -> dict[str, tuple[st
 def tag_values_of(case: t.Case) -> dict[str, tuple[str, ...]]:
     """aws:RequestTag/<k> and aws:TagKeys of the row's request, as the services derive them."""
     tags = [(tag["TagKey"], tag["TagValue"]) for tag in case.create.get("Tags", ())]
-    return tag_values(tags, tag_keys=case.create.get("TagKeys", ()))
+    values = tag_values(tags, tag_keys=case.create.get("TagKeys", ()))
+    if case.by_alias:  # KeyService.naming
+        values["kms:RequestAlias"] = (t.ALIAS,)
+    return values
 
 
 def identity(statements: Sequence[t.Statement]) -> tuple[Policy, ...]:
