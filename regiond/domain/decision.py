@@ -69,21 +69,34 @@ class Decision:
 
 @dataclass(frozen=True)
 class GrantConstraints:
-    """CreateGrant ``Constraints``; when both are set, both must hold.
+    """CreateGrant ``Constraints``; when several are set, all must hold.
 
     ``EncryptionContextEquals``: the request's encryption context is exactly these pairs.
     ``EncryptionContextSubset``: these pairs are all present (the request may have more).
     Both compare keys and values case-sensitively, as AWS does.
+    ``SourceArn``: the request is made on behalf of this AWS resource (AWS: "effectively the
+    same as having the aws:SourceArn global condition key in the grant"). Only an AWS service
+    calling for one of its resources makes such a request; regionkms has no integrated
+    services, so no request here carries ``aws:SourceArn`` and a grant with this constraint
+    allows nothing but RetireGrant, to which AWS does not apply it. Failing closed keeps the
+    grant exactly as narrow as its creator asked.
     """
 
     encryption_context_equals: Mapping[str, str] | None = field(default=None, hash=False)
     encryption_context_subset: Mapping[str, str] | None = field(default=None, hash=False)
+    source_arn: str | None = None
 
     def hold(self, encryption_context: Mapping[str, str]) -> bool:
+        if self.source_arn is not None:
+            return False  # no request is made on behalf of an AWS resource (docstring)
         equals, subset = self.encryption_context_equals, self.encryption_context_subset
         if equals is not None and dict(encryption_context) != dict(equals):
             return False
         return subset is None or all(encryption_context.get(k) == v for k, v in subset.items())
+
+    def without_encryption_context(self) -> GrantConstraints | None:
+        """What is left for operations AWS exempts from the encryption-context constraints."""
+        return GrantConstraints(source_arn=self.source_arn) if self.source_arn is not None else None
 
 
 @dataclass(frozen=True)
@@ -92,10 +105,13 @@ class GrantView:
 
     ``operations`` are KMS operation names as CreateGrant takes them (``"Encrypt"``,
     ``"GenerateDataKey"``), matched case-insensitively against the request's ``kms:<Op>``.
+    ``grantee_principal`` is ``None`` for a grant to an AWS service principal
+    (``GranteeServicePrincipal``): such a grant permits no caller of regionkms, where every
+    caller is an IAM principal authenticated by SigV4 and no AWS service calls in.
     """
 
     grant_id: str
-    grantee_principal: str
+    grantee_principal: str | None
     operations: frozenset[str]
     constraints: GrantConstraints | None = None
     _operation_keys: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -104,7 +120,7 @@ class GrantView:
         object.__setattr__(self, "_operation_keys", frozenset(op.lower() for op in self.operations))
 
     def permits(self, ctx: RequestContext) -> bool:
-        if ctx.principal_arn != self.grantee_principal:
+        if self.grantee_principal is None or ctx.principal_is_service or ctx.principal_arn != self.grantee_principal:
             return False
         service, _, operation = ctx.action_key.partition(":")
         if service != "kms" or operation not in self._operation_keys:

@@ -15,6 +15,7 @@ from regiond.domain.decision import GrantConstraints, GrantView
 
 __all__ = [
     "CONSTRAINT_FREE_ACTIONS",
+    "ConstraintsJson",
     "GrantRecord",
     "NewGrant",
     "applicable_grants",
@@ -24,49 +25,74 @@ __all__ = [
 ]
 
 CONSTRAINT_FREE_ACTIONS = frozenset({"kms:describekey", "kms:retiregrant"})
-"""AWS: a grant's encryption-context constraint does not apply to DescribeKey and RetireGrant."""
+"""AWS: a grant's encryption-context constraint does not apply to DescribeKey and RetireGrant
+(its SourceArn constraint still applies to DescribeKey)."""
+
+ConstraintsJson = dict[str, dict[str, str] | str]
+"""The ``Constraints`` member: ``EncryptionContextEquals``/``Subset`` maps, ``SourceArn``."""
 
 
 @dataclass(frozen=True, slots=True)
 class GrantRecord:
-    """One grant as CreateGrant made it (immutable; one row in the store)."""
+    """One grant as CreateGrant made it (immutable; one row in the store).
+
+    Exactly one of ``grantee_principal`` (an IAM principal ARN) and
+    ``grantee_service_principal`` (an AWS service principal) is set; at most one of
+    ``retiring_principal`` and ``retiring_service_principal``.
+    """
 
     grant_id: str
     key_id: str
     account: str  # the issuing account: the key's account
     name: str | None
-    grantee_principal: str
+    grantee_principal: str | None
     retiring_principal: str | None
     issuing_principal: str
     operations: tuple[str, ...]
     constraints: GrantConstraints | None
     creation_date: dt.datetime
     seq: int = 0
+    grantee_service_principal: str | None = None
+    retiring_service_principal: str | None = None
 
     def view(self) -> GrantView:
         """What the authorizer needs of this grant."""
         return GrantView(self.grant_id, self.grantee_principal, frozenset(self.operations), self.constraints)
 
 
-def constraints_to_json(constraints: GrantConstraints | None) -> dict[str, dict[str, str]] | None:
+def constraints_to_json(constraints: GrantConstraints | None) -> ConstraintsJson | None:
     """The ``Constraints`` member as AWS renders it (and as the row stores it)."""
     if constraints is None:
         return None
-    out: dict[str, dict[str, str]] = {}
+    out: ConstraintsJson = {}
     if constraints.encryption_context_equals is not None:
         out["EncryptionContextEquals"] = dict(constraints.encryption_context_equals)
     if constraints.encryption_context_subset is not None:
         out["EncryptionContextSubset"] = dict(constraints.encryption_context_subset)
+    if constraints.source_arn is not None:
+        out["SourceArn"] = constraints.source_arn
     return out
 
 
-def constraints_from_json(raw: Mapping[str, Mapping[str, str]] | None) -> GrantConstraints | None:
+def _pairs(raw: object) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError("a grant constraint's encryption context must map strings to strings")
+    return dict(raw)
+
+
+def constraints_from_json(raw: Mapping[str, object] | None) -> GrantConstraints | None:
+    """Inverse of ``constraints_to_json`` (a stored row); raises ``ValueError`` on a malformed one."""
     if not raw:
         return None
-    equals, subset = raw.get("EncryptionContextEquals"), raw.get("EncryptionContextSubset")
+    source_arn = raw.get("SourceArn")
+    if source_arn is not None and not isinstance(source_arn, str):
+        raise ValueError("a grant's SourceArn constraint must be a string")
     return GrantConstraints(
-        encryption_context_equals=dict(equals) if equals is not None else None,
-        encryption_context_subset=dict(subset) if subset is not None else None,
+        encryption_context_equals=_pairs(raw.get("EncryptionContextEquals")),
+        encryption_context_subset=_pairs(raw.get("EncryptionContextSubset")),
+        source_arn=source_arn,
     )
 
 
@@ -86,10 +112,14 @@ def grant_admits(parent: GrantConstraints | None, child: GrantConstraints | None
     """May a grantee whose grant has ``parent`` constraints create a grant with ``child`` ones?
 
     AWS: only with an equally strict or stricter encryption-context constraint, i.e. every
-    context the child grant accepts must be accepted by the parent.
+    context the child grant accepts must be accepted by the parent. A parent with a SourceArn
+    constraint admits nothing: the CreateGrant call itself would have to be made on behalf of
+    that resource, which no request to regionkms is (``GrantConstraints``).
     """
     if parent is None:
         return True
+    if parent.source_arn is not None:
+        return False
     if child is None:
         return False
     if parent.encryption_context_equals is not None and (
@@ -107,10 +137,17 @@ def grant_admits(parent: GrantConstraints | None, child: GrantConstraints | None
     return True
 
 
-def _unconstrained(grant: GrantView) -> GrantView:
+def _unconstrained(grant: GrantView, action_key: str) -> GrantView:
+    """``grant`` without the constraints AWS does not apply to ``action_key``.
+
+    Encryption-context constraints apply to neither DescribeKey, RetireGrant nor (once the
+    parent admitted the new grant) CreateGrant; a SourceArn constraint applies to everything
+    but RetireGrant.
+    """
     if grant.constraints is None:
         return grant
-    return GrantView(grant.grant_id, grant.grantee_principal, grant.operations)
+    kept = None if action_key == "kms:retiregrant" else grant.constraints.without_encryption_context()
+    return GrantView(grant.grant_id, grant.grantee_principal, grant.operations, kept)
 
 
 def applicable_grants(
@@ -122,17 +159,17 @@ def applicable_grants(
     counts only if the new grant asks for no operation it lacks and a constraint at least as
     strict as its own (a grant can never be used to widen itself).
     """
-    mine = [g for g in grants if g.grantee_principal == principal_arn]
+    mine = [g for g in grants if g.grantee_principal is not None and g.grantee_principal == principal_arn]
     if not mine:
         return ()
     if action_key in CONSTRAINT_FREE_ACTIONS:
-        return tuple(_unconstrained(g) for g in mine)
+        return tuple(_unconstrained(g, action_key) for g in mine)
     if action_key == "kms:creategrant":
         if new_grant is None:
             return ()
         wanted = {op.lower() for op in new_grant.operations}
         return tuple(
-            _unconstrained(g)
+            _unconstrained(g, action_key)
             for g in mine
             if wanted <= {op.lower() for op in g.operations} and grant_admits(g.constraints, new_grant.constraints)
         )

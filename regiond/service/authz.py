@@ -407,7 +407,7 @@ class Authorizer:
         principal: Principal,
         key: Key,
         *,
-        grantee_principal: str,
+        grantee_principal: str | None,
         retiring_principal: str | None,
         operations: frozenset[str],
         request_values: RequestValues | None = None,
@@ -428,8 +428,11 @@ class Authorizer:
             values={**(request_values or {}), **key_values(key)},
         )
         denied = any(p.evaluate(ctx).explicit_deny for p in (key_policy, *identity))
-        named = principal.arn == retiring_principal or (
-            principal.arn == grantee_principal and "retiregrant" in {op.lower() for op in operations}
+        # ``None``: a grant that names a service principal there, which no caller here is.
+        named = (retiring_principal is not None and principal.arn == retiring_principal) or (
+            grantee_principal is not None
+            and principal.arn == grantee_principal
+            and "retiregrant" in {op.lower() for op in operations}
         )
         issuer_root = principal.is_root and principal.account_id == key.account
         if denied or not (named or issuer_root):

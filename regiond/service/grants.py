@@ -32,6 +32,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import NoReturn
 
 import structlog
 
@@ -40,6 +41,7 @@ from regiond.domain.decision import GrantConstraints, GrantView
 from regiond.domain.grants import GrantRecord, NewGrant, constraints_to_json
 from regiond.domain.key import Key, KeySpec, KeyUsage, require_state
 from regiond.errors import (
+    AccessDeniedException,
     DryRunOperationException,
     InvalidArnException,
     InvalidGrantIdException,
@@ -47,7 +49,6 @@ from regiond.errors import (
     LimitExceededException,
     NoSuchEntity,
     NotFoundException,
-    UnsupportedOperationException,
     ValidationException,
 )
 from regiond.service.authz import Requester, access_denied, make_grant_token, parse_grant_token
@@ -199,24 +200,80 @@ def _context_map(raw: object, member: str) -> dict[str, str] | None:
 def _constraints(raw: Mapping[str, object] | None) -> GrantConstraints | None:
     if not raw:
         return None
-    if raw.get("SourceArn") is not None:
-        raise UnsupportedOperationException("The SourceArn grant constraint is not supported by regionkms")
     equals = _context_map(raw.get("EncryptionContextEquals"), "EncryptionContextEquals")
     subset = _context_map(raw.get("EncryptionContextSubset"), "EncryptionContextSubset")
-    if equals is None and subset is None:
+    source_arn = raw.get("SourceArn")
+    if source_arn is not None and not isinstance(source_arn, str):
+        raise ValidationException("Constraints.SourceArn must be a string")
+    if equals is None and subset is None and source_arn is None:
         return None
-    return GrantConstraints(encryption_context_equals=equals, encryption_context_subset=subset)
+    return GrantConstraints(
+        encryption_context_equals=equals, encryption_context_subset=subset, source_arn=source_arn
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Parties:
+    """Who a new grant names: its grantee and retiring principal, each IAM or service."""
+
+    grantee: str | None
+    grantee_service: str | None
+    retiring: str | None
+    retiring_service: str | None
+
+
+def _parties(request: CreateGrantRequest, constraints: GrantConstraints | None) -> _Parties:
+    """The model's rules for the principal members of CreateGrant (botocore's documentation)."""
+    grantee, grantee_service = request.grantee_principal, request.grantee_service_principal
+    retiring, retiring_service = request.retiring_principal, request.retiring_service_principal
+    if (grantee is None) == (grantee_service is None):
+        raise ValidationException("Specify either GranteePrincipal or GranteeServicePrincipal, but not both.")
+    if retiring is not None and retiring_service is not None:
+        raise ValidationException("Specify either RetiringPrincipal or RetiringServicePrincipal, but not both.")
+    if grantee_service is not None:
+        if constraints is None or constraints.source_arn is None:
+            raise ValidationException("A grant with a GranteeServicePrincipal requires a SourceArn grant constraint.")
+        if retiring is None and retiring_service is None:
+            raise ValidationException(
+                "A grant with a GranteeServicePrincipal requires a RetiringPrincipal or a RetiringServicePrincipal."
+            )
+    return _Parties(
+        grantee=_principal_arn(grantee, "GranteePrincipal") if grantee is not None else None,
+        grantee_service=grantee_service,
+        retiring=_principal_arn(retiring, "RetiringPrincipal") if retiring is not None else None,
+        retiring_service=retiring_service,
+    )
 
 
 def _request_digest(
-    name: str, grantee: str, retiring: str | None, operations: Sequence[str], constraints: GrantConstraints | None
+    name: str, parties: _Parties, operations: Sequence[str], constraints: GrantConstraints | None
 ) -> str:
-    """What makes a named CreateGrant a retry of an earlier one (AWS: all parameters equal)."""
-    canonical = json.dumps(
-        [name, grantee, retiring, sorted(operations), constraints_to_json(constraints)],
-        sort_keys=True, separators=(",", ":"),
-    )  # fmt: skip
+    """What makes a named CreateGrant a retry of an earlier one (AWS: all parameters equal).
+
+    The service principals join the digested list only when one is named, so the digests of
+    grants made before service principals existed are unchanged.
+    """
+    fields: list[object] = [name, parties.grantee, parties.retiring, sorted(operations),
+                            constraints_to_json(constraints)]  # fmt: skip
+    if parties.grantee_service is not None or parties.retiring_service is not None:
+        fields.append({"GranteeServicePrincipal": parties.grantee_service,
+                       "RetiringServicePrincipal": parties.retiring_service})  # fmt: skip
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _refuse_service_filter(who: Requester, action: str, resource: str, member: str) -> NoReturn:
+    """AWS: the service-principal filters "are only usable by callers in a service principal".
+
+    Every caller of regionkms is an IAM principal (no AWS service calls in), so the filter is
+    refused, as AWS refuses it to such a caller, rather than ignored, which would answer with
+    grants the caller did not ask for.
+    """
+    raise AccessDeniedException(
+        f"User: {who.principal.arn} is not authorized to perform: {action} with the {member} filter: it is only "
+        "usable by callers in a service principal",
+        resource=resource if resource != "*" else None,
+    )
 
 
 def _require_grant_id(grant_id: str) -> str:
@@ -247,22 +304,13 @@ class GrantService:
     # --- CreateGrant --------------------------------------------------------------------------
 
     async def create_grant(self, who: Requester, request: CreateGrantRequest, now: dt.datetime) -> NewGrantResult:
-        if request.grantee_service_principal is not None or request.retiring_service_principal is not None:
-            raise UnsupportedOperationException("Service principals in grants are not supported by regionkms")
-        if request.grantee_principal is None:
-            raise ValidationException("GranteePrincipal is required")
-        grantee = _principal_arn(request.grantee_principal, "GranteePrincipal")
-        retiring = (
-            _principal_arn(request.retiring_principal, "RetiringPrincipal")
-            if request.retiring_principal is not None
-            else None
-        )
+        constraints = _constraints(request.constraints)
+        parties = _parties(request, constraints)
         operations = tuple(dict.fromkeys(request.operations))  # AWS keeps one of each, in order
         if not operations:
             raise ValidationException("Operations must contain at least one grant operation")
         if operations == ("CreateGrant",):
             raise ValidationException("Grants must not contain only the CreateGrant operation.")
-        constraints = _constraints(request.constraints)
 
         entry = await self._keys.resolve(who, request.key_id, allow_alias=False)
         key = entry.key
@@ -271,20 +319,26 @@ class GrantService:
             raise ValidationException(
                 f"Grant operation {invalid[0]} is not valid for a key with KeySpec {key.key_spec}"
             )
-        if constraints is not None and key.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
+        has_context_constraint = constraints is not None and (
+            constraints.encryption_context_equals is not None or constraints.encryption_context_subset is not None
+        )
+        if has_context_constraint and key.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
             raise ValidationException("Encryption context grant constraints need a symmetric encryption KMS key")
         values = {
             **who.values,
             "kms:GrantOperations": operations,
             "kms:GrantIsForAWSResource": ("false",),
-            "kms:GranteePrincipal": (grantee,),
         }
-        if retiring is not None:
-            values["kms:RetiringPrincipal"] = (retiring,)
+        if parties.grantee is not None:
+            values["kms:GranteePrincipal"] = (parties.grantee,)
+        if parties.grantee_service is not None:
+            values["kms:GranteeServicePrincipal"] = (parties.grantee_service,)
+        if parties.retiring is not None:
+            values["kms:RetiringPrincipal"] = (parties.retiring,)
         if constraints is not None:
-            values["kms:GrantConstraintType"] = tuple(
-                name for name in constraints_to_json(constraints) or {}
-            )
+            values["kms:GrantConstraintType"] = tuple(constraints_to_json(constraints) or {})
+            if constraints.source_arn is not None:
+                values["kms:GrantConstraintSourceArn"] = (constraints.source_arn,)
         await self._authz.authorize(
             who.principal, "kms:CreateGrant", key, request_values=values, grant_tokens=who.grant_tokens,
             new_grant=NewGrant(frozenset(operations), constraints),
@@ -292,13 +346,13 @@ class GrantService:
         if request.dry_run:
             raise DryRunOperationException(DRY_RUN_MESSAGE)
 
-        digest = _request_digest(request.name, grantee, retiring, operations, constraints) if request.name else None
+        digest = _request_digest(request.name, parties, operations, constraints) if request.name else None
         async with transaction(self._pool) as con:
             record = await key_store.get_key(con, key.key_id, for_update=True)
             if record is None:
                 raise NotFoundException(f"Key '{key.arn}' does not exist")
             require_state("CreateGrant", record.key)
-            for arn, member in ((grantee, "GranteePrincipal"), (retiring, "RetiringPrincipal")):
+            for arn, member in ((parties.grantee, "GranteePrincipal"), (parties.retiring, "RetiringPrincipal")):
                 if arn is not None:
                     try:
                         await iam_store.get_principal(con, arn)
@@ -309,16 +363,21 @@ class GrantService:
                 return NewGrantResult(existing, make_grant_token(existing.grant_id), key)
             if await grant_store.count(con, key.key_id) >= MAX_GRANTS_PER_KEY:
                 raise LimitExceededException(f"The key {key.arn} has the maximum number of grants")
-            if await grant_store.count(con, key.key_id, grantee) >= MAX_GRANTS_PER_GRANTEE:
+            grantee_name = parties.grantee or parties.grantee_service
+            if await grant_store.count(
+                con, key.key_id, parties.grantee, grantee_service_principal=parties.grantee_service
+            ) >= MAX_GRANTS_PER_GRANTEE:
                 raise LimitExceededException(
-                    f"The key {key.arn} has the maximum number of grants for the principal {grantee}"
+                    f"The key {key.arn} has the maximum number of grants for the principal {grantee_name}"
                 )
             grant = await grant_store.insert(
                 con,
                 GrantRecord(
                     grant_id=secrets.token_hex(32), key_id=key.key_id, account=key.account, name=request.name,
-                    grantee_principal=grantee, retiring_principal=retiring, issuing_principal=who.principal.arn,
-                    operations=operations, constraints=constraints, creation_date=now,
+                    grantee_principal=parties.grantee, retiring_principal=parties.retiring,
+                    issuing_principal=who.principal.arn, operations=operations, constraints=constraints,
+                    creation_date=now, grantee_service_principal=parties.grantee_service,
+                    retiring_service_principal=parties.retiring_service,
                 ),
                 request_digest=digest,
             )  # fmt: skip
@@ -330,12 +389,14 @@ class GrantService:
 
     async def list_grants(
         self, who: Requester, key_param: str, *, grant_id: str | None, grantee_principal: str | None,
-        limit: int | None, marker: str | None,
+        limit: int | None, marker: str | None, grantee_service_principal: str | None = None,
     ) -> tuple[Key, Page[GrantRecord]]:  # fmt: skip
         entry = await self._keys.resolve(who, key_param, allow_alias=False)
         await self._authz.authorize(
             who.principal, "kms:ListGrants", entry.key, request_values=who.values, grant_tokens=who.grant_tokens
         )
+        if grantee_service_principal is not None:
+            _refuse_service_filter(who, "kms:ListGrants", entry.key.arn, "GranteeServicePrincipal")
         if grant_id is not None:
             _require_grant_id(grant_id)
         after = _marker(marker)
@@ -352,11 +413,11 @@ class GrantService:
         retiring_service_principal: str | None = None,
     ) -> Page[GrantRecord]:  # fmt: skip
         """Grants, on keys of any account, that a principal *of the caller's account* may retire."""
-        if retiring_service_principal is not None:
-            raise UnsupportedOperationException("Service principals in grants are not supported by regionkms")
-        if retiring_principal is None:
-            raise ValidationException("RetiringPrincipal is required")
+        if (retiring_principal is None) == (retiring_service_principal is None):
+            raise ValidationException("Specify either RetiringPrincipal or RetiringServicePrincipal, but not both.")
         await self._authz.authorize(who.principal, "kms:ListRetirableGrants", None, request_values=who.values)
+        if retiring_principal is None:
+            _refuse_service_filter(who, "kms:ListRetirableGrants", "*", "RetiringServicePrincipal")
         match = _PRINCIPAL_ARN.fullmatch(retiring_principal)
         if match is None:
             raise InvalidArnException(f"RetiringPrincipal {retiring_principal} is not a valid principal ARN")

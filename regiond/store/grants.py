@@ -1,4 +1,4 @@
-"""Grants repository (migration 0005): one row per grant, per key and region.
+"""Grants repository (migrations 0005, 0010): one row per grant, per key and region.
 
 Rows are immutable; CreateGrant inserts, RetireGrant/RevokeGrant delete. Writers of one key's
 grants serialise on that key's row lock (``keys.get_key(..., for_update=True)``, taken by the
@@ -32,7 +32,7 @@ CHANNEL = "regionkms_grants"
 
 _COLUMNS = (
     "grant_id, key_id, account_id, name, grantee_principal, retiring_principal, issuing_principal,"
-    " operations, constraints, creation_date, seq"
+    " operations, constraints, creation_date, seq, grantee_service_principal, retiring_service_principal"
 )
 
 
@@ -49,6 +49,8 @@ def _record(row: Any) -> GrantRecord:
         constraints=constraints_from_json(row["constraints"]),
         creation_date=row["creation_date"],
         seq=int(row["seq"]),
+        grantee_service_principal=row["grantee_service_principal"],
+        retiring_service_principal=row["retiring_service_principal"],
     )
 
 
@@ -56,11 +58,13 @@ async def insert(con: Conn, grant: GrantRecord, *, request_digest: str | None) -
     """Insert ``grant``; returns it with its listing sequence number."""
     row = await con.fetchrow(
         "INSERT INTO grants (grant_id, key_id, account_id, name, grantee_principal, retiring_principal,"
-        " issuing_principal, operations, constraints, request_digest, creation_date)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {_COLUMNS}",
+        " issuing_principal, operations, constraints, request_digest, creation_date, grantee_service_principal,"
+        " retiring_service_principal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        f" RETURNING {_COLUMNS}",
         grant.grant_id, grant.key_id, grant.account, grant.name, grant.grantee_principal,
         grant.retiring_principal, grant.issuing_principal, list(grant.operations),
         constraints_to_json(grant.constraints), request_digest, grant.creation_date,
+        grant.grantee_service_principal, grant.retiring_service_principal,
     )  # fmt: skip
     return _record(row)
 
@@ -73,11 +77,14 @@ async def find_named(con: Conn, key_id: str, request_digest: str) -> GrantRecord
     return _record(row) if row is not None else None
 
 
-async def count(con: Conn, key_id: str, grantee_principal: str | None = None) -> int:
+async def count(
+    con: Conn, key_id: str, grantee_principal: str | None = None, *, grantee_service_principal: str | None = None
+) -> int:
     """Grants on ``key_id`` (for one grantee when given): AWS's per-key limits count these."""
     value = await con.fetchval(
-        "SELECT count(*) FROM grants WHERE key_id = $1 AND ($2::text IS NULL OR grantee_principal = $2)",
-        key_id, grantee_principal,
+        "SELECT count(*) FROM grants WHERE key_id = $1 AND ($2::text IS NULL OR grantee_principal = $2)"
+        " AND ($3::text IS NULL OR grantee_service_principal = $3)",
+        key_id, grantee_principal, grantee_service_principal,
     )  # fmt: skip
     return int(value)
 

@@ -4,6 +4,7 @@ RevokeGrant; encryption-context constraints; grant tokens; a second node of the 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -204,7 +205,7 @@ async def test_create_grant_refuses_bad_requests_and_dry_run_creates_nothing(nod
     assert await code(RetiringPrincipal="bob") == "InvalidArnException"
     assert await code(KeyId="alias/g") == "InvalidArnException"
     assert await code(GranteePrincipal=None, GranteeServicePrincipal="logs.us-east-1.amazonaws.com") == (
-        "UnsupportedOperationException"
+        "ValidationException"  # a service grantee needs a SourceArn constraint and a retiring principal
     )
     assert await code(DryRun=True) == "DryRunOperationException"
     assert (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
@@ -273,3 +274,125 @@ async def test_a_grant_that_allows_create_grant_cannot_widen_itself(nodes: NodeF
     assert not await bob_grants(["Encrypt"], {"EncryptionContextSubset": {"app": "x"}})
     assert not await bob_grants(["Decrypt"], subset)
     assert len((await aws_call(kms.list_grants, KeyId=key["KeyId"], GranteePrincipal=dan.arn))["Grants"]) == 2
+
+
+LOGS = "logs.us-east-1.amazonaws.com"
+LOG_GROUP = f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:app"
+
+
+async def test_grants_to_service_principals_are_kept_listed_retired_and_never_used(nodes: NodeFactory) -> None:
+    node = await nodes.start(extra=QUIET)
+    kms = node.client(await nodes.identity(node))
+    bob = await nodes.identity(node, user="bob")  # no identity policy
+    bob_kms = node.client(bob)
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
+    source = {"SourceArn": LOG_GROUP}
+    base = {"KeyId": key["KeyId"], "Operations": ["Encrypt", "Decrypt", "DescribeKey"]}
+
+    async def code(**kwargs: Any) -> str:
+        return await _code(kms.create_grant, **{k: v for k, v in {**base, **kwargs}.items() if v is not None})
+
+    # The model's rules for the principal members.
+    assert await code(GranteeServicePrincipal=LOGS, RetiringPrincipal=bob.arn) == "ValidationException"  # no SourceArn
+    assert await code(GranteeServicePrincipal=LOGS, Constraints=source) == "ValidationException"  # no retiring
+    assert await code(GranteeServicePrincipal=LOGS, GranteePrincipal=bob.arn, RetiringPrincipal=bob.arn,
+                      Constraints=source) == "ValidationException"  # fmt: skip
+    assert await code() == "ValidationException"  # no grantee at all
+    assert await code(GranteeServicePrincipal=LOGS, RetiringPrincipal=bob.arn, RetiringServicePrincipal=LOGS,
+                      Constraints=source) == "ValidationException"  # fmt: skip
+    assert await code(GranteeServicePrincipal="logs", RetiringPrincipal=bob.arn, Constraints=source) == (
+        "ValidationException"  # not a service principal (the model's pattern)
+    )
+    not_an_arn = {"SourceArn": "arn:aws:logs:us-east-1:acct:log-group:x"}  # the model's pattern: 12 digits
+    assert await code(GranteePrincipal=bob.arn, Constraints=not_an_arn) == "ValidationException"
+    assert (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
+
+    made = await aws_call(kms.create_grant, **base, GranteeServicePrincipal=LOGS, RetiringPrincipal=bob.arn,
+                          Constraints=source, Name="logs")  # fmt: skip
+    again = await aws_call(kms.create_grant, **base, GranteeServicePrincipal=LOGS, RetiringPrincipal=bob.arn,
+                           Constraints=source, Name="logs")  # fmt: skip
+    assert again["GrantId"] == made["GrantId"]  # a named retry
+    (entry,) = (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"]
+    assert entry["GranteeServicePrincipal"] == LOGS and "GranteePrincipal" not in entry
+    assert entry["RetiringPrincipal"] == bob.arn and entry["Constraints"] == source
+    assert entry["Operations"] == ["Encrypt", "Decrypt", "DescribeKey"]
+    # Nobody here is the service: the grant lets no caller use the key, not even with its token.
+    token = [made["GrantToken"]]
+    assert not await _allowed(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", GrantTokens=token)
+    assert not await _allowed(bob_kms.describe_key, KeyId=key["Arn"], GrantTokens=token)
+    # AWS: the service-principal filters are only usable by callers in a service principal.
+    assert not await _allowed(kms.list_grants, KeyId=key["KeyId"], GranteeServicePrincipal=LOGS)
+    assert not await _allowed(kms.list_retirable_grants, RetiringServicePrincipal=LOGS)
+    assert await _code(kms.list_retirable_grants, RetiringPrincipal=bob.arn, RetiringServicePrincipal=LOGS) == (
+        "ValidationException"
+    )
+    assert await _code(kms.list_retirable_grants) == "ValidationException"
+    listed = await aws_call(kms.list_retirable_grants, RetiringPrincipal=bob.arn)
+    assert [g["GrantId"] for g in listed["Grants"]] == [made["GrantId"]]
+    await aws_call(bob_kms.retire_grant, GrantToken=made["GrantToken"])  # the retiring principal, no IAM permission
+    assert (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
+
+    # Retired by a service principal: nobody here but the issuing account's root may retire it.
+    by_service = await aws_call(kms.create_grant, **base, GranteeServicePrincipal=LOGS,
+                                RetiringServicePrincipal=LOGS, Constraints=source)  # fmt: skip
+    (entry,) = (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"]
+    assert entry["RetiringServicePrincipal"] == LOGS and "RetiringPrincipal" not in entry
+    assert not await _allowed(bob_kms.retire_grant, GrantToken=by_service["GrantToken"])
+    root = node.client(await nodes.identity(node, user=None))
+    await aws_call(root.retire_grant, KeyId=key["Arn"], GrantId=by_service["GrantId"])
+    assert (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"] == []
+
+
+async def test_a_source_arn_constraint_leaves_an_iam_grantee_only_retire_grant(nodes: NodeFactory) -> None:
+    node = await nodes.start(extra=QUIET)
+    kms = node.client(await nodes.identity(node))
+    bob, dan = await nodes.identity(node, user="bob"), await nodes.identity(node, user="dan")
+    bob_kms = node.client(bob)
+    key = (await aws_call(kms.create_key))["KeyMetadata"]
+    source = {"SourceArn": LOG_GROUP}
+    grant = await aws_call(kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Constraints=source,
+                           Operations=["Encrypt", "DescribeKey", "CreateGrant", "RetireGrant"])  # fmt: skip
+    token = [grant["GrantToken"]]
+    # No request to regionkms is made on behalf of an AWS resource, so the constraint never holds ...
+    assert not await _allowed(bob_kms.encrypt, KeyId=key["Arn"], Plaintext=b"p", GrantTokens=token)
+    assert not await _allowed(bob_kms.describe_key, KeyId=key["Arn"], GrantTokens=token)
+    assert not await _allowed(bob_kms.create_grant, KeyId=key["Arn"], GranteePrincipal=dan.arn, Operations=["Encrypt"],
+                              Constraints=source, GrantTokens=token)  # fmt: skip
+    # ... but AWS does not apply it to RetireGrant.
+    await aws_call(bob_kms.retire_grant, GrantToken=grant["GrantToken"])
+    # Supported on every key type (unlike the encryption-context constraints).
+    signer = (await aws_call(kms.create_key, KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY"))["KeyMetadata"]
+    await aws_call(kms.create_grant, KeyId=signer["KeyId"], GranteePrincipal=bob.arn, Operations=["Sign"],
+                   Constraints=source)  # fmt: skip
+    assert await _code(kms.create_grant, KeyId=signer["KeyId"], GranteePrincipal=bob.arn, Operations=["Sign"],
+                       Constraints={"EncryptionContextSubset": {"a": "b"}}) == "ValidationException"  # fmt: skip
+
+
+async def test_key_policy_conditions_on_service_principal_grants(nodes: NodeFactory) -> None:
+    node = await nodes.start(extra=QUIET)
+    kms = node.client(await nodes.identity(node))
+    bob = await nodes.identity(node, user="bob")
+    root = f"arn:aws:iam::{ACCOUNT_ID}:root"
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": root}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "kms:CreateGrant", "Resource": "*",
+         "Condition": {"StringEquals": {"kms:GranteeServicePrincipal": "sns.us-east-1.amazonaws.com"}}},
+        {"Effect": "Deny", "Principal": "*", "Action": "kms:CreateGrant", "Resource": "*",
+         "Condition": {"StringLike": {"kms:GrantConstraintSourceArn": "arn:aws:logs:*:log-group:secret*"}}},
+        {"Effect": "Deny", "Principal": "*", "Action": "kms:CreateGrant", "Resource": "*",
+         "Condition": {"StringEquals": {"kms:GrantConstraintType": "SourceArn",
+                                        "kms:GranteePrincipal": bob.arn}}},
+    ]}  # fmt: skip
+    key = (await aws_call(kms.create_key, Policy=json.dumps(policy)))["KeyMetadata"]
+
+    async def allowed(service: str, source_arn: str) -> bool:
+        return await _allowed(kms.create_grant, KeyId=key["KeyId"], GranteeServicePrincipal=service,
+                              RetiringPrincipal=bob.arn, Operations=["Encrypt"],
+                              Constraints={"SourceArn": source_arn})  # fmt: skip
+
+    assert await allowed(LOGS, LOG_GROUP)
+    assert not await allowed("sns.us-east-1.amazonaws.com", LOG_GROUP)
+    assert not await allowed(LOGS, f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:secret-app")
+    assert not await _allowed(kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=["Encrypt"],
+                              Constraints={"SourceArn": LOG_GROUP})  # fmt: skip
+    await aws_call(kms.create_grant, KeyId=key["KeyId"], GranteePrincipal=bob.arn, Operations=["Encrypt"])

@@ -205,6 +205,7 @@ async def test_tokens_are_not_read_when_the_cache_allows_or_a_deny_decides() -> 
 
 EQ = GrantConstraints(encryption_context_equals={"a": "1"})
 SUB = GrantConstraints(encryption_context_subset={"a": "1"})
+SRC = GrantConstraints(source_arn=f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:app")
 
 ADMITS_CASES = [
     ("unconstrained_parent_admits_anything", None, None, True),
@@ -217,6 +218,9 @@ ADMITS_CASES = [
     ("equals_admits_same_equals", EQ, EQ, True),
     ("equals_refuses_subset", EQ, SUB, False),
     ("equals_refuses_other_equals", EQ, GrantConstraints(encryption_context_equals={"a": "2"}), False),
+    ("source_arn_parent_refuses_even_its_own_constraint", SRC, SRC, False),
+    ("source_arn_parent_refuses_unconstrained_child", SRC, None, False),
+    ("unconstrained_parent_admits_source_arn_child", None, SRC, True),
 ]
 
 
@@ -236,6 +240,32 @@ def test_constraints_do_not_apply_to_describe_key_and_retire_grant() -> None:
     (encrypt,) = applicable_grants([grant], BOB.arn, "kms:encrypt")
     assert encrypt.constraints is SUB
     assert applicable_grants([grant], CAROL.arn, "kms:encrypt") == ()
+
+
+def test_a_source_arn_constraint_allows_nothing_but_retire_grant() -> None:
+    """No request to regionkms is made on behalf of an AWS resource (no aws:SourceArn)."""
+    both = GrantConstraints(encryption_context_subset={"a": "1"}, source_arn=SRC.source_arn)
+    for constraints in (SRC, both):
+        grant = GrantView(GRANT_ID, BOB.arn, frozenset({"DescribeKey", "Encrypt", "RetireGrant", "CreateGrant"}),
+                          constraints)  # fmt: skip
+        ctx = RequestContext(BOB.arn, ACCOUNT, "kms:Encrypt", KEY.arn, encryption_context={"a": "1"})
+        assert not grant.permits(ctx)
+        (describe,) = applicable_grants([grant], BOB.arn, "kms:describekey")
+        assert describe.constraints == SRC  # the context part is dropped, SourceArn stays
+        assert not describe.permits(RequestContext(BOB.arn, ACCOUNT, "kms:DescribeKey", KEY.arn))
+        (retire,) = applicable_grants([grant], BOB.arn, "kms:retiregrant")
+        assert retire.constraints is None
+        assert not applicable_grants([grant], BOB.arn, "kms:creategrant", NewGrant(frozenset({"Encrypt"}), SRC))
+
+
+def test_a_grant_to_a_service_principal_permits_no_caller() -> None:
+    grant = GrantView(GRANT_ID, None, frozenset({"Encrypt"}))
+    service = "logs.us-east-1.amazonaws.com"
+    for ctx in (RequestContext(BOB.arn, ACCOUNT, "kms:Encrypt", KEY.arn),
+                RequestContext(service, "", "kms:Encrypt", KEY.arn, principal_is_service=True)):  # fmt: skip
+        assert not grant.permits(ctx)
+    assert applicable_grants([grant], BOB.arn, "kms:encrypt") == ()
+    assert applicable_grants([grant], service, "kms:describekey") == ()
 
 
 def test_create_grant_through_a_grant_needs_a_subset_of_its_operations() -> None:

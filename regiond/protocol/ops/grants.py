@@ -31,6 +31,8 @@ def grant_entry(grant: GrantRecord, region: str) -> dict[str, Any]:
         "IssuingAccount": root_arn(grant.account),
         "Operations": list(grant.operations),
         "Constraints": constraints_to_json(grant.constraints),
+        "GranteeServicePrincipal": grant.grantee_service_principal,
+        "RetiringServicePrincipal": grant.retiring_service_principal,
     }
 
 
@@ -61,6 +63,7 @@ async def list_grants(ctx: OpContext, params: Params) -> Result:
     key, page = await ctx.services.grants.list_grants(
         requester(ctx), params["KeyId"], grant_id=params.get("GrantId"),
         grantee_principal=params.get("GranteePrincipal"), limit=params.get("Limit"), marker=params.get("Marker"),
+        grantee_service_principal=params.get("GranteeServicePrincipal"),
     )  # fmt: skip
     _audit(ctx, key.arn, None)
     region = ctx.services.settings.region
