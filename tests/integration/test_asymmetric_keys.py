@@ -282,14 +282,34 @@ async def test_ecdh_derives_the_secret_the_peer_derives(nodes: NodeFactory) -> N
         err = await expect_error(kms.derive_shared_secret, KeyId=meta["KeyId"], KeyAgreementAlgorithm="ECDH",
                                  PublicKey=bad)  # fmt: skip
         assert error_code(err) == "ValidationException"
-    recipient = {"AttestationDocument": b"doc", "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256"}
-    err = await expect_error(kms.derive_shared_secret, KeyId=meta["KeyId"], KeyAgreementAlgorithm="ECDH",
-                             PublicKey=wrong_curve, Recipient=recipient)  # fmt: skip
-    assert error_code(err) == "ValidationException"
     signer = await _key(kms, "ECC_NIST_P256", "SIGN_VERIFY")
     err = await expect_error(kms.derive_shared_secret, KeyId=signer["KeyId"], KeyAgreementAlgorithm="ECDH",
                              PublicKey=wrong_curve)  # fmt: skip
     assert error_code(err) == "InvalidKeyUsageException"
+
+
+async def test_a_recipient_is_refused_by_every_operation_that_takes_one(nodes: NodeFactory) -> None:
+    """No attestation document can be validated here: each otherwise valid request is refused
+    (never answered in plaintext in place of CiphertextForRecipient)."""
+    node = await nodes.start()
+    kms = node.client(await nodes.identity(node))
+    symmetric = (await aws_call(kms.create_key))["KeyMetadata"]
+    agree = await _key(kms, "ECC_NIST_P256", "KEY_AGREEMENT")
+    peer = spki(ec.generate_private_key(ec.SECP256R1()).public_key())
+    blob = (await aws_call(kms.encrypt, KeyId=symmetric["KeyId"], Plaintext=b"for an enclave"))["CiphertextBlob"]
+    recipient = {"AttestationDocument": b"not an attestation document", "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256"}
+    calls = [
+        (kms.derive_shared_secret, {"KeyId": agree["KeyId"], "KeyAgreementAlgorithm": "ECDH", "PublicKey": peer}),
+        (kms.decrypt, {"CiphertextBlob": blob}),
+        (kms.generate_data_key, {"KeyId": symmetric["KeyId"], "KeySpec": "AES_256"}),
+        (kms.generate_data_key_pair, {"KeyId": symmetric["KeyId"], "KeyPairSpec": "ECC_NIST_P256"}),
+        (kms.generate_random, {"NumberOfBytes": 32}),
+    ]  # fmt: skip
+    for call, kwargs in calls:
+        assert await aws_call(call, **kwargs)  # valid without the Recipient
+        err = await expect_error(call, **kwargs, Recipient=recipient)
+        assert error_code(err) == "ValidationException", call
+        assert "attestation" in err.response["Error"]["Message"], call
 
 
 async def test_ml_kem_encapsulates_to_the_key_and_decapsulates(nodes: NodeFactory) -> None:
