@@ -169,16 +169,16 @@ def _create_key(endpoint: str, creds: Credentials) -> str:
 
 
 def _serve(url: str, state_dir: Path, port: int, workers: int, audit: bool, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable, "-m", "regiond", "serve", "--plain-http", "--region", REGION, "--database-url", url,
-        "--listen", f"127.0.0.1:{port}", "--state-dir", str(state_dir), "--workers", str(workers),
-        "--log-level", "warning",
-    ]  # fmt: skip
-    if not audit:
-        cmd.append("--no-audit")
+    from regiond.devtools.launcher import NodeProcess
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIOND_")}
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    node = NodeProcess(
+        REGION, url, state_dir, port, workers=workers, audit=audit, log_level="warning", log_path=log, env=env,
+        cwd=ROOT,
+    ).start()  # fmt: skip
+    assert node.proc is not None
+    return node.proc
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -224,22 +224,11 @@ def audit_module_present() -> bool:
 
 async def _create_database(admin_url: str) -> str:
     """A new, migrated regionkms database on the server at ``admin_url``; its URL."""
-    import asyncpg
+    from regiond.devtools.launcher import migrate
+    from regiond.store.databases import ensure_database
 
-    from regiond.store import migrate as migrations
-    from regiond.store.pool import create_pool
-
-    con = await asyncpg.connect(admin_url)
-    try:
-        await con.execute('CREATE DATABASE "regionkms"')
-    finally:
-        await con.close()
-    url = admin_url.rsplit("/", 1)[0] + "/regionkms"
-    pool = await create_pool(url, min_size=1, max_size=1)
-    try:
-        await migrations.migrate(pool)
-    finally:
-        await pool.close()
+    url = await ensure_database(admin_url, "regionkms")
+    await migrate(url)
     return url
 
 
@@ -296,31 +285,17 @@ class RegionKmsServer(_OwnPostgres):
         self._start_regiond()
 
     def _start_regiond(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "regiond",
-            "serve",
-            "--plain-http",
-            "--region",
-            REGION,
-            "--database-url",
-            self.database_url,
-            "--listen",
-            f"{HOST}:{self.port}",
-            "--workers",
-            str(self.workers),
-            "--state-dir",
-            str(self._state_dir),
-        ]
-        if not self.audit:
-            cmd.append("--no-audit")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REGIOND_")}
+        from regiond.devtools.launcher import NodeProcess
+
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log = (self.workdir / f"{self.name}.log").open("ab")
-        self._log_offset = self._log.tell()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env)
-        self._wait_ready("/readyz")
+        log = self.workdir / f"{self.name}.log"
+        self._log_offset = log.stat().st_size if log.exists() else 0
+        node = NodeProcess(
+            REGION, self.database_url, self._state_dir, self.port, workers=self.workers, audit=self.audit,
+            log_path=log,
+        ).start()  # fmt: skip
+        self.proc = node.proc
+        node.wait_ready(READY_TIMEOUT_S)
 
     def restart(self) -> None:
         """Stop regiond and start it again on the same database: fresh workers with cold caches."""

@@ -33,11 +33,9 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -51,14 +49,17 @@ from botocore.config import Config  # noqa: E402
 
 from kmsclient.admin import call_iam  # noqa: E402
 from kmsclient.sigv4 import Credentials  # noqa: E402
-from regiond.crypto.keyring import load_file_keyring  # noqa: E402
+from regiond.devtools.launcher import (  # noqa: E402
+    ClusterCA,
+    NodeProcess,
+    bootstrap_admin,
+    migrate,
+    peers_document,
+    prepare_region,
+    write_peers_file,
+)
 from regiond.devtools.postgres import LocalPostgres, free_port  # noqa: E402
-from regiond.domain.principal import PrincipalKind, principal_arn  # noqa: E402
-from regiond.service.iam import IamService  # noqa: E402
-from regiond.statedir import init_state_dir  # noqa: E402
-from regiond.store import migrate as migrations  # noqa: E402
-from regiond.store.pool import create_pool  # noqa: E402
-from replication.peers import ensure_cluster_ca, ensure_region_cert, topology_document  # noqa: E402
+from regiond.store.databases import ensure_database  # noqa: E402
 
 SOURCE, DEST = "us-east-1", "eu-west-1"
 ACCOUNT = "111122223333"
@@ -68,86 +69,38 @@ DRAIN_TIMEOUT_S = 600.0
 CLIENT_THREADS = 16
 
 
-class Region:
-    def __init__(self, name: str, base: Path, database_url: str) -> None:
-        self.name = name
-        self.state_dir = base / name
-        self.database_url = database_url
-        self.port = free_port()
-        self.repl_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+class Region(NodeProcess):
+    """One region: a ``regiond serve`` subprocess over its own database (the launcher's ``NodeProcess``)."""
 
     @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def name(self) -> str:
+        return self.region
 
-    def start(self, peers_file: Path) -> None:
-        cmd = [
-            sys.executable, "-m", "regiond", "serve", "--region", self.name, "--database-url", self.database_url,
-            "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir), "--peers-file", str(peers_file),
-            "--replication-listen", f"127.0.0.1:{self.repl_port}", "--log-level", "warning",
-        ]  # fmt: skip
-        log = open(self.state_dir / "regiond.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
-        log.close()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.state_dir}/regiond.log")
-            try:
-                with urllib.request.urlopen(self.endpoint + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+    def serve(self, peers_file: Path) -> None:
+        self.peers_file = peers_file
+        self.start().wait_ready(READY_TIMEOUT_S)
 
 
 async def _setup(pg_url: str, base: Path) -> tuple[dict[str, Region], Path, Credentials]:
-    con = await asyncpg.connect(pg_url)
-    try:
-        for name in (SOURCE, DEST):
-            await con.execute(f'CREATE DATABASE "{name.replace("-", "_")}"')
-    finally:
-        await con.close()
-    regions = {n: Region(n, base, pg_url.rsplit("/", 1)[0] + "/" + n.replace("-", "_")) for n in (SOURCE, DEST)}
-    ca_cert, ca_key = ensure_cluster_ca(base / "cluster-ca")
-    public = {}
-    for r in regions.values():
-        init_state_dir(r.state_dir, region=r.name)
-        keyring = load_file_keyring(r.state_dir / "root.key")
-        ensure_region_cert(r.state_dir, keyring, ca_cert, ca_key, r.name)
-        public[r.name] = (f"https://127.0.0.1:{r.repl_port}", (r.state_dir / "identity.ed25519.pub").read_bytes(),
-                          (r.state_dir / "encryption.hpke.pub").read_bytes())  # fmt: skip
-        pool = await create_pool(r.database_url, min_size=1, max_size=2)
-        try:
-            await migrations.migrate(pool)
-        finally:
-            await pool.close()
-    peers = base / "peers.json"
-    peers.write_text(json.dumps(topology_document(iam_home_region=SOURCE, ca_cert_pem=ca_cert, regions=public)))
+    ca = ClusterCA.ensure(base / "cluster-ca")
+    regions: dict[str, Region] = {}
+    states = {}
+    for name in (SOURCE, DEST):
+        url = await ensure_database(pg_url, name.replace("-", "_"))
+        regions[name] = Region(
+            name, url, base / name, free_port(), replication_port=free_port(), log_level="warning", env=os.environ,
+            cwd=ROOT,
+        )  # fmt: skip
+        states[name] = prepare_region(base / name, name, ca)
+        await migrate(url)
+    endpoints = {name: r.replication_endpoint for name, r in regions.items()}
+    peers = write_peers_file(
+        base / "peers.json", peers_document(home_region=SOURCE, ca=ca, regions=states, endpoints=endpoints)
+    )
     # the admin, written straight into the home region's database (no outbox: it is bootstrap)
-    pool = await create_pool(regions[SOURCE].database_url, min_size=1, max_size=2)
-    try:
-        iam = IamService(pool, load_file_keyring(regions[SOURCE].state_dir / "root.key"))
-        await iam.ensure_account(ACCOUNT)
-        arn = principal_arn(ACCOUNT, PrincipalKind.USER, "admin")
-        await iam.create_principal(ACCOUNT, PrincipalKind.USER, "admin")
-        await iam.put_identity_policy(arn, "admin", json.dumps(POLICY))
-        new = await iam.create_access_key(arn)
-    finally:
-        await pool.close()
-    return regions, peers, Credentials(new.access_key_id, new.secret_access_key)
+    source = regions[SOURCE]
+    admin = await bootstrap_admin(source.database_url, source.state_dir, account_id=ACCOUNT, policy=POLICY)
+    return regions, peers, Credentials(admin.access_key_id, admin.secret_access_key)
 
 
 def _kms(region: Region, creds: Credentials) -> Any:
@@ -302,8 +255,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         regions, peers, creds = await _setup(pg.start(), base)
         source, dest = regions[SOURCE], regions[DEST]
-        source.start(peers)
-        dest.start(peers)
+        source.serve(peers)
+        dest.serve(peers)
         try:
             # 1. one channel's throughput: metadata entries (IAM), then entries with sealed key material
             iam_rate = await _drain(source, dest, lambda: _fill_iam(source, creds, args.iam_entries))
@@ -312,7 +265,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             lag = await _latency(regions, creds, args.samples)
         finally:
             for r in regions.values():
-                r.stop()
+                r.stop(timeout_s=20)
     finally:
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)

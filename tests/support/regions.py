@@ -17,11 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +26,18 @@ from typing import Any
 import asyncpg
 
 from regiond.app import REPLICATION
-from regiond.crypto.keyring import load_file_keyring
+from regiond.devtools.launcher import (
+    ClusterCA,
+    NodeFailed,
+    NodeProcess,
+    peers_document,
+    prepare_region,
+    write_peers_file,
+)
 from regiond.devtools.postgres import free_port
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.protocol.routes import SERVICES
-from regiond.statedir import init_state_dir
 from replication.memory import InMemoryNetwork
-from replication.peers import ensure_cluster_ca, ensure_region_cert, topology_document
 from tests.support.cluster import ACCOUNT_ID, Identity, Node, NodeFactory
 from tests.support.proxy import TcpProxy
 
@@ -63,15 +64,8 @@ async def wait_until(
         await asyncio.sleep(0.05)
 
 
-@dataclass
-class Process:
-    """A region served by a ``regiond serve`` subprocess."""
-
-    region: str
-    endpoint: str
-    database_url: str
-    state_dir: Path
-    proc: subprocess.Popen[bytes]
+class Process(NodeProcess):
+    """A region served by a ``regiond serve`` subprocess (the launcher's ``NodeProcess``)."""
 
     def client(self, identity: Identity) -> Any:
         import boto3
@@ -150,42 +144,26 @@ class Cluster:
     def start_process(self, region: str) -> Process:
         """Serve ``region`` from a ``regiond serve`` subprocess (same database, state and ports)."""
         previous = self.processes.get(region)
-        port = int(previous.endpoint.rsplit(":", 1)[1]) if previous else free_port()
-        cmd = [
-            sys.executable, "-m", "regiond", "serve", "--region", region, "--database-url", self.databases[region],
-            "--plain-http", "--listen", f"127.0.0.1:{port}", "--state-dir", str(self.state_dirs[region]), "--no-audit",
-            "--peers-file", str(self.peers_files[region]),
-            "--replication-listen", f"127.0.0.1:{self.repl_ports[region]}", "--log-level", "warning",
-        ]  # fmt: skip
-        log = open(self.state_dirs[region] / "regiond.log", "ab")  # noqa: SIM115
-        try:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        finally:
-            log.close()
-        process = Process(region, f"http://127.0.0.1:{port}", self.databases[region], self.state_dirs[region], proc)
+        process = Process(
+            region, self.databases[region], self.state_dirs[region], previous.port if previous else free_port(),
+            peers_file=self.peers_files[region], replication_port=self.repl_ports[region], audit=False,
+            log_level="warning", env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        ).start()  # fmt: skip
         self.processes[region] = process
         return process
 
     async def wait_ready(self, process: Process, timeout_s: float = 60.0) -> None:
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(process.endpoint + "/readyz", timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
         async def check() -> bool:
-            if process.proc.poll() is not None:
-                raise AssertionError(f"regiond for {process.region} exited with {process.proc.returncode}")
-            return await asyncio.to_thread(ready)
+            try:
+                return await asyncio.to_thread(process.ready)
+            except NodeFailed as exc:
+                raise AssertionError(str(exc)) from None
 
         await wait_until(check, timeout_s=timeout_s, what=f"{process.region} to be ready")
 
     def kill(self, region: str) -> None:
         """SIGKILL the region's subprocess: no drain, no flush, no goodbye."""
-        process = self.processes[region]
-        process.proc.send_signal(signal.SIGKILL)
-        process.proc.wait(timeout=10)
+        self.processes[region].kill()
 
     # --- data ---------------------------------------------------------------------------------
 
@@ -248,13 +226,7 @@ class Cluster:
 
     async def close(self) -> None:
         for process in self.processes.values():
-            if process.proc.poll() is None:
-                process.proc.send_signal(signal.SIGTERM)
-                try:
-                    process.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.proc.kill()
-                    process.proc.wait()
+            process.stop()
         for proxy in self.proxies.values():
             await proxy.close()
 
@@ -266,19 +238,11 @@ async def replicated_cluster(
 ) -> AsyncIterator[Cluster]:  # fmt: skip
     """Start ``regions`` as one replicated cluster (IAM home: the first region); see module docstring."""
     names = tuple(regions)
-    ca_cert, ca_key = ensure_cluster_ca(factory.tmp / "cluster-ca")
+    ca = ClusterCA.ensure(factory.tmp / "cluster-ca")
     databases = {r: await factory.database() for r in names}
-    state_dirs = {r: factory.tmp / f"{r}-replicated" for r in names}
+    states = {r: prepare_region(factory.tmp / f"{r}-replicated", r, ca) for r in names}
+    state_dirs = {r: states[r].state_dir for r in names}
     repl_ports = {r: free_port() for r in names}
-    public: dict[str, tuple[bytes, bytes]] = {}
-    for region in names:
-        init_state_dir(state_dirs[region], region=region)
-        keyring = load_file_keyring(state_dirs[region] / "root.key")
-        ensure_region_cert(state_dirs[region], keyring, ca_cert, ca_key, region)
-        public[region] = (
-            (state_dirs[region] / "identity.ed25519.pub").read_bytes(),
-            (state_dirs[region] / "encryption.hpke.pub").read_bytes(),
-        )
     cluster = Cluster(factory, names, databases, state_dirs, repl_ports, {}, {**FAST, **settings}, audited=tuple(audit))
     if in_memory:
         cluster.network = InMemoryNetwork()
@@ -293,13 +257,8 @@ async def replicated_cluster(
             else f"https://127.0.0.1:{repl_ports[dst]}"
             for dst in names
         }  # fmt: skip
-        document = topology_document(
-            iam_home_region=names[0], ca_cert_pem=ca_cert,
-            regions={r: (endpoints[r], *public[r]) for r in names},
-        )  # fmt: skip
-        path = state_dirs[src] / "peers.json"
-        path.write_text(json.dumps(document))
-        cluster.peers_files[src] = path
+        document = peers_document(home_region=names[0], ca=ca, regions=states, endpoints=endpoints)
+        cluster.peers_files[src] = write_peers_file(state_dirs[src] / "peers.json", document)
     try:
         for region in names:
             if region in process:

@@ -8,7 +8,6 @@ import os
 import signal
 import ssl
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from regiond.devtools.launcher import NodeProcess
 from regiond.devtools.postgres import free_port
 from regiond.runtime.node_metrics import DIR_PREFIX
 from regiond.runtime.supervisor import SUPERVISOR_WORKER
@@ -84,20 +84,14 @@ async def serve_workers(
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIOND_")}
     env["TMPDIR"] = str(tmp)  # where the node makes its metrics directory
     log = tmp_path / "regiond.log"
-    endpoint_args = ["--plain-http"]
-    client_tls = None
-    if tls is not None:
-        endpoint_args = ["--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file)]
-        client_tls = ssl.create_default_context(cafile=str(ca_bundle))
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - a long-running server, not awaited
-            [sys.executable, "-m", "regiond", "serve", *endpoint_args, "--region", "us-east-1", "--database-url", url,
-             "--listen", f"127.0.0.1:{port}", "--state-dir", str(state_dir), "--workers", str(workers),
-             "--no-audit"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    scheme = "https" if tls is not None else "http"
-    node = Served(f"{scheme}://127.0.0.1:{port}", proc, tmp, log, client_tls)
+    launched = NodeProcess(
+        "us-east-1", url, state_dir, port, workers=workers, audit=False,
+        tls=(tls.cert_file, tls.key_file) if tls is not None else None, log_path=log, env=env,
+    ).start()  # fmt: skip
+    assert launched.proc is not None
+    proc = launched.proc
+    client_tls = ssl.create_default_context(cafile=str(ca_bundle)) if tls is not None else None
+    node = Served(launched.endpoint, proc, tmp, log, client_tls)
     try:
         await wait_until(node.healthy, what="regiond serve to answer")
         # Each worker publishes a first snapshot once it listens: until all do, some take every connection.

@@ -25,8 +25,6 @@ COMPOSITION = ("regiond.app", "regiond.__main__", "regiond.cli", "regiond.devtoo
 ALLOWED: dict[tuple[str, str], str] = {
     # phase B: the app factory's type moves out of __main__ with the operator commands (cli/)
     ("regiond.__main__", "aiohttp outside protocol and runtime"): "phase B: cli/",
-    # phase B: the launcher's CREATE DATABASE moves into store
-    ("regiond.devtools.dev", "asyncpg outside regiond.store"): "phase B: devtools/, SQL into store",
 }
 
 
