@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STATE_DIR ?= .state
+# The official AWS Encryption CLI, for the interoperability tests only: it needs
+# aws-encryption-sdk 3.x, the test environment carries 4.x, so it lives in a venv of its own.
+ESDK_CLI := $(VENV)/esdk-cli/bin/aws-encryption-cli
 
 .PHONY: install run test lint typecheck pytest bench clean
 
@@ -26,7 +29,11 @@ typecheck: install
 
 # A private --basetemp: pytest prunes all but the newest three /tmp/pytest-of-<user>/pytest-N
 # directories, so two suites running at once on one machine deleted each other's temp trees.
-pytest: install
+$(ESDK_CLI): | $(STAMP)
+	$(BIN)/python -m venv $(VENV)/esdk-cli
+	$(VENV)/esdk-cli/bin/python -m pip install --quiet 'aws-encryption-sdk-cli>=4.3,<5'
+
+pytest: install $(ESDK_CLI)
 	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/regionkms-pytest.XXXXXX") && \
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp="$$tmp/t" $(PYTEST_ARGS); \
 	rc=$$?; rm -rf "$$tmp"; exit $$rc
