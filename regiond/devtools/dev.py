@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -143,9 +144,12 @@ def _print_welcome(cluster: dict[str, Any], cluster_file: Path) -> None:
     for region, info in cluster["regions"].items():
         lines.append(f"  {region:<16} {info['endpoint']}")
     lines += [
+        "  (plain HTTP on loopback, for local use only: production nodes serve TLS, docs/SECURITY.md)",
         "",
         f"cluster file: {cluster_file}",
         "",
+        # The venv's bin first: the README's `aws` and `kmsclient` are the ones `make run` installed.
+        f'export PATH="{Path(sys.executable).parent}:$PATH"',
         "export AWS_ACCESS_KEY_ID=" + creds["access_key_id"],
         "export AWS_SECRET_ACCESS_KEY=" + creds["secret_access_key"],
         f"export AWS_DEFAULT_REGION={first_region}",
