@@ -34,6 +34,7 @@ from kmsclient.transport import AiohttpTransport, Transport
 
 def from_config(config: ClientConfig, **kwargs: object) -> KmsClient:
     """A client for the endpoints, credentials and home region of ``config``."""
+    kwargs.setdefault("transport", AiohttpTransport(ca_bundle=config.ca_bundle))
     return KmsClient(list(config.endpoints), config.credentials, home_region=config.home_region, **kwargs)  # type: ignore[arg-type]
 
 

@@ -34,6 +34,7 @@ from kmsclient.encryption import decrypt_stream, encrypt_stream
 from kmsclient.errors import ConfigurationError, KmsClientError
 from kmsclient.keyrings import AwsKmsDiscoveryKeyring, AwsKmsMrkKeyring, DiscoveryFilter, Keyring, MultiKeyring
 from kmsclient.message import COMMIT_KEY, COMMIT_KEY_ECDSA_P384, DEFAULT_FRAME_LENGTH
+from kmsclient.transport import AiohttpTransport
 
 PROGRESS_THRESHOLD_BYTES = 8 * 1024 * 1024
 SUITES = {"signed": COMMIT_KEY_ECDSA_P384, "unsigned": COMMIT_KEY}
@@ -60,7 +61,10 @@ def _config(args: argparse.Namespace) -> ClientConfig:
 
 
 def _client(config: ClientConfig) -> KmsClient:
-    return KmsClient(list(config.endpoints), config.credentials, home_region=config.home_region)
+    return KmsClient(
+        list(config.endpoints), config.credentials, home_region=config.home_region,
+        transport=AiohttpTransport(ca_bundle=config.ca_bundle),
+    )  # fmt: skip
 
 
 def _keyring(client: KmsClient, keys: Sequence[str]) -> Keyring:

@@ -5,6 +5,9 @@ account and an access key. Without one, endpoints are given as ``REGION=URL`` an
 from the standard AWS environment variables, as the AWS CLI reads them. The environment's
 credentials win over the file's, so an application runs as its own principal against a dev cluster.
 
+A TLS endpoint is verified against the system's trust store, or against ``AWS_CA_BUNDLE`` (as
+the AWS CLI and SDKs read it), else the cluster file's ``ca_bundle`` (``regiond dev --tls``).
+
 The home region is where a single-region key given without an ARN (a bare key id, an alias name)
 lives: the caller's choice, else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else the cluster file's
 first region.
@@ -29,6 +32,7 @@ class ClientConfig:
     credentials: Credentials
     home_region: str
     account_id: str | None = None
+    ca_bundle: str | None = None  # PEM CA certificates TLS endpoints are verified against
 
 
 def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials | None:
@@ -65,6 +69,7 @@ def load_config(
     found: list[Endpoint] = []
     credentials: Credentials | None = None
     account_id: str | None = None
+    ca_bundle: str | None = None
     if cluster_file is not None:
         try:
             cluster = json.loads(Path(cluster_file).read_text())
@@ -73,6 +78,8 @@ def load_config(
             if c.get("access_key_id") and c.get("secret_access_key"):
                 credentials = Credentials(str(c["access_key_id"]), str(c["secret_access_key"]))
             account_id = cluster.get("account_id")
+            if cluster.get("ca_bundle"):
+                ca_bundle = str(Path(cluster_file).parent / str(cluster["ca_bundle"]))
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot read the cluster file {Path(cluster_file).name}: {exc.strerror}"
@@ -94,4 +101,5 @@ def load_config(
         raise ConfigurationError(f"the home region {home_region} has no endpoint")
     from_env = [r for r in (env.get("AWS_REGION"), env.get("AWS_DEFAULT_REGION")) if r in regions]
     home = home_region or (from_env[0] if from_env else regions[0])
-    return ClientConfig(tuple(found), credentials, home, account_id)
+    ca_bundle = env.get("AWS_CA_BUNDLE") or ca_bundle
+    return ClientConfig(tuple(found), credentials, home, account_id, ca_bundle)

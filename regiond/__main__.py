@@ -135,6 +135,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         database_urls=urls,
         base_port=args.base_port,
         workers=args.workers,
+        tls=args.tls,
     )
 
 
@@ -230,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=".state")
     p.add_argument("--base-port", type=int, default=0, help="first HTTP port (0: reuse saved or pick free ports)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--tls", action="store_true",
+                   help="serve the client endpoints over TLS with certificates from the cluster CA (AWS_CA_BUNDLE)")
     for region in ("us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1"):
         p.add_argument(f"--database-url-{region}", dest=f"database_url_{region.replace('-', '_')}")
     p.set_defaults(func=cmd_dev)

@@ -7,6 +7,10 @@ identity policy allows ``kms:*`` and the IAM admin operations, and its access ke
 Everything is written to ``DIR/cluster.json``; running again reuses the directory, so
 keys, users and access keys survive restarts.
 
+The client endpoints are plain HTTP on loopback unless ``--tls``: then each region serves a
+certificate issued by the cluster CA (``DIR/<region>/client-tls``, made once), cluster.json names
+the CA as ``ca_bundle``, and the banner prints the ``AWS_CA_BUNDLE`` line the AWS CLI and SDKs read.
+
 The regions form one replicated cluster (``replication/``): a cluster CA in ``DIR/cluster-ca``,
 each region's mTLS certificate in its state directory, a replication receiver per region on
 its own loopback port, and ``DIR/peers.json`` naming them all, with the first region as the
@@ -25,12 +29,14 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from regiond import private_files
+from regiond.crypto import pki
 from regiond.devtools.launcher import (
     ClusterCA,
     NodeProcess,
@@ -70,9 +76,22 @@ def _saved_port(saved: dict[str, Any], region: str, member: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _client_tls(region_dir: Path, region: str, ca: ClusterCA) -> tuple[Path, Path]:
+    """The region's client-endpoint certificate and key, issued by the cluster CA on first use."""
+    tls_dir = region_dir / "client-tls"
+    cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
+    if not (cert.exists() and key.exists() and pki.issued_by(cert.read_bytes(), ca.cert_pem)):
+        private_files.make_dir(tls_dir)
+        cert_pem, key_pem = pki.issue_server_cert(ca.cert_pem, ca.key_pem, f"regiond {region}")
+        private_files.write_file(key, key_pem)
+        private_files.write_file(cert, cert_pem)
+    return cert, key
+
+
 def run_dev(
-    *, regions: list[str], state_dir: Path, database_urls: dict[str, str | None], base_port: int, workers: int
-) -> int:
+    *, regions: list[str], state_dir: Path, database_urls: dict[str, str | None], base_port: int, workers: int,
+    tls: bool = False,
+) -> int:  # fmt: skip
     private_files.restrict_umask()  # PostgreSQL's files, the nodes' logs: nothing readable by others
     private_files.make_dir(state_dir)
     cluster_file = state_dir / "cluster.json"
@@ -96,7 +115,7 @@ def run_dev(
             )
             nodes.append(NodeProcess(
                 region, url, rdir.resolve(), port, workers=workers, replication_port=repl_port,
-                log_path=rdir / "regiond.log", env=os.environ,
+                log_path=rdir / "regiond.log", env=os.environ, tls=_client_tls(rdir, region, ca) if tls else None,
             ))  # fmt: skip
         document = peers_document(
             home_region=regions[0], ca=ca, regions=states, endpoints={n.region: n.replication_endpoint for n in nodes}
@@ -106,8 +125,10 @@ def run_dev(
         for node in nodes:
             node.peers_file = peers_file
             node.start()
+        ca_file = (state_dir / "cluster-ca" / "ca.crt").resolve()
+        probe = ssl.create_default_context(cadata=ca.cert_pem.decode()) if tls else None
         for node in nodes:
-            node.wait_ready(READY_TIMEOUT_S)
+            node.wait_ready(READY_TIMEOUT_S, probe)
         region_info = {
             n.region: {"endpoint": n.endpoint, "database_url": n.database_url, "state_dir": str(n.state_dir),
                        "replication_endpoint": n.replication_endpoint}
@@ -115,6 +136,8 @@ def run_dev(
         }  # fmt: skip
         cluster = {"account_id": ACCOUNT_ID, "regions": region_info, "credentials": creds,
                    "peers_file": str(peers_file.resolve())}  # fmt: skip
+        if tls:
+            cluster["ca_bundle"] = str(ca_file)
         private_files.write_file(cluster_file, json.dumps(cluster, indent=2).encode())
         _print_welcome(cluster, cluster_file)
         stop = {"now": False}
@@ -144,12 +167,14 @@ def _print_welcome(cluster: dict[str, Any], cluster_file: Path) -> None:
     for region, info in cluster["regions"].items():
         lines.append(f"  {region:<16} {info['endpoint']}")
     lines += [
-        "  (plain HTTP on loopback, for local use only: production nodes serve TLS, docs/SECURITY.md)",
+        "  (TLS, certificates from the cluster CA: AWS_CA_BUNDLE below)" if cluster.get("ca_bundle") else
+        "  (plain HTTP on loopback, for local use only: --tls or production nodes serve TLS, docs/SECURITY.md)",
         "",
         f"cluster file: {cluster_file}",
         "",
         # The venv's bin first: the README's `aws` and `kmsclient` are the ones `make run` installed.
         f'export PATH="{Path(sys.executable).parent}:$PATH"',
+        *([f"export AWS_CA_BUNDLE={cluster['ca_bundle']}"] if cluster.get("ca_bundle") else []),
         "export AWS_ACCESS_KEY_ID=" + creds["access_key_id"],
         "export AWS_SECRET_ACCESS_KEY=" + creds["secret_access_key"],
         f"export AWS_DEFAULT_REGION={first_region}",

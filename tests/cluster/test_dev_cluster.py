@@ -14,14 +14,15 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from regiond.crypto import pki
 from tests.support.modes import loose_modes
 
 START_TIMEOUT_S = 90
 
 
-def _start(state_dir: Path) -> subprocess.Popen[str]:
+def _start(state_dir: Path, *extra: str, banner: list[str] | None = None) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "regiond", "dev", "--regions", "us-east-1", "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "regiond", "dev", "--regions", "us-east-1", "--state-dir", str(state_dir), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -29,7 +30,7 @@ def _start(state_dir: Path) -> subprocess.Popen[str]:
     )
     deadline = time.monotonic() + START_TIMEOUT_S
     assert proc.stdout is not None
-    seen = []
+    seen = banner if banner is not None else []
     for line in proc.stdout:
         seen.append(line)
         if "aws kms list-keys --endpoint-url" in line:
@@ -140,3 +141,48 @@ def test_dev_cluster_writes_nothing_others_can_read(tmp_path: Path) -> None:
     finally:
         _stop(proc)
     assert loose_modes(state_dir) == []  # what stopping wrote too
+
+
+@pytest.mark.timeout(240)
+def test_dev_cluster_with_tls_is_reached_by_the_aws_cli_and_kmsclient_through_its_ca_bundle(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    banner: list[str] = []
+    proc = _start(state_dir, "--tls", banner=banner)
+    try:
+        cluster = json.loads((state_dir / "cluster.json").read_text())
+        endpoint = cluster["regions"]["us-east-1"]["endpoint"]
+        assert endpoint.startswith("https://")
+        assert f"export AWS_CA_BUNDLE={cluster['ca_bundle']}\n" in banner
+        creds = cluster["credentials"]
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_CONFIG_FILE": "/dev/null",
+               "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_ACCESS_KEY_ID": creds["access_key_id"],
+               "AWS_SECRET_ACCESS_KEY": creds["secret_access_key"], "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        aws = [sys.executable, "-m", "awscli", "kms", "list-keys", "--endpoint-url", endpoint]
+        untrusted = subprocess.run(aws, env=env, capture_output=True, text=True, timeout=60)
+        assert untrusted.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+        trusted = subprocess.run(aws, env={**env, "AWS_CA_BUNDLE": cluster["ca_bundle"]}, capture_output=True,
+                                 text=True, timeout=60)  # fmt: skip
+        assert trusted.returncode == 0, trusted.stderr
+
+        kms = boto3.client(
+            "kms", endpoint_url=endpoint, region_name="us-east-1", verify=cluster["ca_bundle"],
+            aws_access_key_id=creds["access_key_id"], aws_secret_access_key=creds["secret_access_key"],
+        )  # fmt: skip
+        key = kms.create_key()["KeyMetadata"]["Arn"]
+        kmsclient = [str(Path(sys.executable).parent / "kmsclient"), "--cluster", str(state_dir / "cluster.json")]
+        sealed = subprocess.run([*kmsclient, "encrypt", "--key", key, "-i", "-", "-o", "-"], input=b"over tls",
+                                capture_output=True, env=env, timeout=60)  # fmt: skip
+        assert sealed.returncode == 0, sealed.stderr
+        opened = subprocess.run([*kmsclient, "decrypt", "-i", "-", "-o", "-"], input=sealed.stdout,
+                                capture_output=True, env=env, timeout=60)  # fmt: skip
+        assert opened.returncode == 0 and opened.stdout == b"over tls", opened.stderr
+        other_ca = tmp_path / "other-ca.crt"
+        other_ca.write_bytes(pki.make_cluster_ca("not the cluster CA")[0])
+        refused = subprocess.run([*kmsclient, "decrypt", "-i", "-", "-o", "-"], input=sealed.stdout,
+                                 capture_output=True, text=False, env={**env, "AWS_CA_BUNDLE": str(other_ca)},
+                                 timeout=60)  # fmt: skip
+        assert refused.returncode == 1 and refused.stdout == b""
+        message = refused.stderr.decode()
+        assert "not trusted" in message and len(message.strip().splitlines()) == 1, message
+    finally:
+        _stop(proc)
