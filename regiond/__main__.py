@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
+import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from regiond import config, private_files
 from regiond import logging as regiond_logging
-from regiond import private_files
-from regiond.config import DEFAULT_LISTEN, Settings, client_endpoint_problem, env, parse_listen
+from regiond.config import Settings, client_endpoint_problem, env
 from regiond.crypto.keyring import AesRootKeyring, KeyringError, env_keyring, load_file_keyring
 
 
@@ -48,43 +47,24 @@ def build_app(settings: Settings) -> web.Application:
 
 
 def _settings_from_args(args: argparse.Namespace) -> Settings:
-    host, port = parse_listen(args.listen)
-    state_dir = Path(args.state_dir) if args.state_dir else None
-    return Settings(
-        region=args.region,
-        database_url=args.database_url,
-        state_dir=state_dir,
-        listen_host=host,
-        listen_port=port,
-        workers=args.workers,
-        root_key_b64=env("ROOT_KEY"),
-        log_level=args.log_level,
-        trusted_proxies=tuple(p for p in (args.trusted_proxies or "").split(",") if p),
-        cache_ttl_s=args.cache_ttl,
-        auth_failure_burst=args.auth_failure_burst,
-        auth_failure_refill_per_s=args.auth_failure_refill,
-        cache_preload_max_keys=args.cache_preload_max_keys,
-        http_header_timeout_s=args.http_header_timeout,
-        http_body_timeout_s=args.http_body_timeout,
-        http_idle_timeout_s=args.http_idle_timeout,
-        http_max_connections=int(args.http_max_connections),
-        tls_cert_file=Path(args.tls_cert) if args.tls_cert else None,
-        tls_key_file=Path(args.tls_key) if args.tls_key else None,
-        plain_http=args.plain_http,
-        tls_handshake_timeout_s=args.tls_handshake_timeout,
-        audit_enabled=not args.no_audit,
-        audit_retention_days=args.audit_retention_days,
-        peers_file=Path(args.peers_file) if args.peers_file else None,
-        replication_listen=args.replication_listen or None,
-        home_region=args.home_region or None,
-    )
+    """The node's settings: its flags over its environment over its file (``--config``) over defaults."""
+    return config.load(_config_file(args), os.environ, config.flags_from(args)).settings
+
+
+def _config_file(args: argparse.Namespace) -> Path | None:
+    name = getattr(args, "config", None) or os.environ.get(config.CONFIG_ENV) or None
+    return Path(name) if name else None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from regiond.runtime.client_tls import ServerCertificate, TlsConfigError
     from regiond.runtime.serve import serve
 
-    settings = _settings_from_args(args)
+    try:
+        settings = _settings_from_args(args)
+    except config.ConfigError as exc:
+        print(f"regiond serve: {exc}", file=sys.stderr)
+        return 2
     problem = client_endpoint_problem(settings)
     if problem is not None:
         print(f"regiond serve: {problem}", file=sys.stderr)
@@ -139,74 +119,30 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = kind(text)
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text!r}")
-        return value
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Print the effective configuration of FILE (with this environment), secrets redacted; exit 2 if unusable."""
+    try:
+        effective = config.load(Path(args.file), os.environ)
+    except config.ConfigError as exc:
+        print(f"regiond config check: {exc}", file=sys.stderr)
+        return 2
+    problem = client_endpoint_problem(effective.settings)
+    if problem is not None:
+        print(f"regiond config check: {problem}", file=sys.stderr)
+        return 2
+    sys.stdout.write(config.render(effective))
+    return 0
 
-    parse.__name__ = kind.__name__  # argparse names the type in its error message
-    return parse
+
+def cmd_config_table(_args: argparse.Namespace) -> int:
+    sys.stdout.write(config.markdown_table())
+    return 0
 
 
 def _add_node_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--region", default=env("REGION", "us-east-1"))
-    p.add_argument("--database-url", default=env("DATABASE_URL"), required=env("DATABASE_URL") is None)
-    p.add_argument("--state-dir", default=env("STATE_DIR"))
-    p.add_argument("--listen", default=env("LISTEN", DEFAULT_LISTEN))
-    p.add_argument("--workers", type=int, default=int(env("WORKERS", "1") or 1))
-    p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
-    p.add_argument("--trusted-proxies", default=env("TRUSTED_PROXIES", ""))
-    p.add_argument(
-        "--auth-failure-burst",
-        type=int,
-        default=int(env("AUTH_FAILURE_BURST", "20") or 20),
-        help="failed authentications a source may make before further failures are throttled (0: no throttle)",
-    )
-    p.add_argument(
-        "--auth-failure-refill",
-        type=float,
-        default=float(env("AUTH_FAILURE_REFILL", "0.5") or 0.5),
-        help="failed authentications per second a throttled source gets back",
-    )
-    p.add_argument(
-        "--cache-ttl",
-        type=float,
-        default=float(env("CACHE_TTL", "3600") or 3600),
-        help="seconds a cached key, policy or credential may live without a change notification (backstop;"
-        " change notifications and a pinged listener connection are what keep caches fresh)",
-    )
-    p.add_argument(
-        "--cache-preload-max-keys",
-        type=int,
-        default=int(env("CACHE_PRELOAD_MAX_KEYS", "100000") or 100_000),
-        help="keys each worker loads into its caches in the background at start and after losing its change"
-        " notifications (at most 100,000, the key cache's size; a few KiB per key per worker; 0: off)",
-    )
-    p.add_argument("--http-header-timeout", type=_positive(float), default=env("HTTP_HEADER_TIMEOUT", "10"),
-                   help="seconds a request's header block may take, from its first byte (default 10)")
-    p.add_argument("--http-body-timeout", type=_positive(float), default=env("HTTP_BODY_TIMEOUT", "30"),
-                   help="seconds a request's whole body may take after its headers; then 408 (default 30)")
-    p.add_argument("--http-idle-timeout", type=_positive(float), default=env("HTTP_IDLE_TIMEOUT", "75"),
-                   help="seconds a kept-alive connection may wait for its next request (default 75; keep it"
-                   " above a load balancer's idle timeout)")
-    p.add_argument("--http-max-connections", type=_positive(int), default=env("HTTP_MAX_CONNECTIONS", "1024"),
-                   help="open client connections per worker process; more are refused (default 1024)")
-    p.add_argument("--tls-cert", default=env("TLS_CERT"),
-                   help="client endpoint: PEM certificate chain, leaf first (re-read on SIGHUP)")
-    p.add_argument("--tls-key", default=env("TLS_KEY"), help="client endpoint: PEM private key (re-read on SIGHUP)")
-    p.add_argument("--plain-http", action="store_true", default=env("PLAIN_HTTP", "") in ("1", "true"),
-                   help="serve the client endpoint over plain HTTP (behind a TLS-terminating proxy, or on loopback)")
-    p.add_argument("--tls-handshake-timeout", type=_positive(float), default=env("TLS_HANDSHAKE_TIMEOUT", "10"),
-                   help="seconds a client's TLS handshake may take from its connection (default 10)")
-    p.add_argument("--no-audit", action="store_true", help="benchmarks only: skip the audit trail")
-    p.add_argument("--audit-retention-days", type=int, default=int(env("AUDIT_RETENTION_DAYS", "0") or 0),
-                   help="delete signed audit events older than this many days (0: keep forever)")  # fmt: skip
-    p.add_argument("--peers-file", default=env("PEERS_FILE"), help="replication: the cluster's peers file")
-    p.add_argument("--replication-listen", default=env("REPLICATION_LISTEN"),
-                   help="replication: HOST:PORT of this region's mTLS receiver")  # fmt: skip
-    p.add_argument("--home-region", default=env("HOME_REGION"), help="replication: the IAM home region")
+    p.add_argument("--config", help=f"the node's TOML configuration file (or {config.CONFIG_ENV});"
+                   " variables and flags override it (docs/CONFIGURATION.md)")  # fmt: skip
+    config.add_flags(p)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -216,6 +152,14 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the HTTP node")
     _add_node_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("config", help="the node's configuration file")
+    config_sub = p.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="print FILE's effective configuration (secrets redacted)")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+    table = config_sub.add_parser("table", help="print the settings table of docs/CONFIGURATION.md")
+    table.set_defaults(func=cmd_config_table)
 
     p = sub.add_parser("init", help="create the region's root key and identity material")
     p.add_argument("--state-dir", required=True)

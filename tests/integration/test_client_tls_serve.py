@@ -63,7 +63,8 @@ def _der(pem: bytes) -> bytes:
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "regiond", "serve", "--database-url", "postgresql://x@127.0.0.1:1/x", *args],
+        [sys.executable, "-m", "regiond", "serve", "--region", "us-east-1",
+         "--database-url", "postgresql://x@127.0.0.1:1/x", *args],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 

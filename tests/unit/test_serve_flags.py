@@ -6,7 +6,7 @@ import pytest
 
 from regiond.__main__ import _settings_from_args, parser
 
-NODE = ["serve", "--database-url", "postgresql://x@127.0.0.1/x"]
+NODE = ["serve", "--region", "us-east-1", "--database-url", "postgresql://x@127.0.0.1/x"]
 
 
 def test_the_http_bounds_reach_the_settings() -> None:
