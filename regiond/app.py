@@ -18,6 +18,7 @@ from regiond.audit.calls import AuditSink
 from regiond.auth.authn import Authenticator
 from regiond.auth.failures import FailureThrottle
 from regiond.background.import_expiry import ImportExpirySweeper
+from regiond.background.leadership import Leadership
 from regiond.background.periodic import run_periodically
 from regiond.background.rotation_scheduler import RotationScheduler
 from regiond.background.sweeper import DeletionSweeper
@@ -61,6 +62,7 @@ ROTATION_SCHEDULER = web.AppKey("rotation_scheduler", RotationScheduler)
 IMPORT_EXPIRY = web.AppKey("import_expiry", ImportExpirySweeper)
 REPLICATION = web.AppKey("replication", ReplicationNode)
 PRELOADER = web.AppKey("preloader", Preloader)
+LEADERSHIP = web.AppKey("leadership", Leadership)
 
 AuditFactory = Callable[[Pool, Settings], Awaitable[AuditSink]]
 IAM_CHANNEL = "regionkms_iam"
@@ -194,10 +196,15 @@ def create_app(
         if replication is not None:
             await replication.start()
         stop = asyncio.Event()
+        # Region-wide tasks: one process of the region runs each (regiond.background.leadership).
+        leadership = Leadership(settings.database_url, region=settings.region, poll_s=settings.leader_poll_s)
+        leadership.add("deletion-sweeper", sweeper.run)
+        leadership.add("rotation-scheduler", rotation_scheduler.run)
+        leadership.add("import-expiry-sweeper", import_expiry.run)
+        app[LEADERSHIP] = leadership
+        # Per-process tasks: every worker flushes its own usage counts and fills its own caches.
         tasks = [
-            asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"),
-            asyncio.create_task(rotation_scheduler.run(stop), name="rotation-scheduler"),
-            asyncio.create_task(import_expiry.run(stop), name="import-expiry-sweeper"),
+            asyncio.create_task(leadership.run(stop), name="background-leadership"),
             asyncio.create_task(
                 _flush_usage(keys, pool, the_clock, stop, _interval_s(settings, "usage_flush_interval_s", 5.0)),
                 name="key-usage-flusher",

@@ -206,6 +206,11 @@ class Settings:
     audit_retention_days: int = setting(
         0, "audit: delete signed events older than this many days (0: keep forever)", check="nonnegative"
     )
+    leader_poll_s: float = setting(
+        1.0, "seconds between a process's tries for the locks of region-wide background tasks it does not run,"
+        " and between the leader's checks of its lock session (failover takes about this long)",
+        key="leader_poll", check="positive",
+    )  # fmt: skip
     pool_max_size: int = setting(10, "database connections per worker process at most", check="positive")
     # Test and benchmark knobs (background intervals): not settings, never read from a file.
     extra: dict[str, str] = field(default_factory=dict)

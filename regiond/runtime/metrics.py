@@ -84,6 +84,18 @@ TLS_RELOADS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+BACKGROUND_LEADER = Gauge(
+    "regionkms_background_leader",
+    "1 while this node runs the region-wide background task (it holds the task's leader lock), else 0",
+    ["task"],
+    registry=REGISTRY,
+)
+BACKGROUND_LEADER_CHANGES = Counter(
+    "regionkms_background_leader_acquired",
+    "Times a process of this node took a background task's leader lock (start, failover, reconnect)",
+    ["task"],
+    registry=REGISTRY,
+)
 
 # The supervisor of `regiond serve --workers N` (regiond.runtime.supervisor) publishes this registry into the
 # node's view as one more member; its counters are summed with the workers'.
@@ -104,6 +116,8 @@ GAUGE_MODES: dict[str, str] = {
     "regionkms_replication_sent_seq": "livemax",
     "regionkms_replication_acked_seq": "livemax",
     "regionkms_replication_applied_seq": "livemax",
+    # At most one process of the region holds a task's lock: the node leads if one of its workers does.
+    "regionkms_background_leader": "livemax",
     # Each worker counts its own connections: the node's are their sum.
     "regionkms_http_connections": "livesum",
 }

@@ -8,6 +8,13 @@ a database (DESIGN section 9). PostgreSQL keeps two lock key spaces apart, and b
         02  DELETION_SWEEPER    one sweep at a time (background/sweeper.py)
         03  ROTATION_SCHEDULER  one scheduler round at a time (background/rotation_scheduler.py)
         04  IMPORT_EXPIRY       one import-expiry sweep at a time (background/import_expiry.py)
+    one bigint (LockId, as above), session-scoped on a dedicated connection: the leader of a task
+        05  LEAD_DELETION_SWEEPER    the one runner of the deletion sweeper in the region
+        06  LEAD_ROTATION_SCHEDULER  the one runner of the rotation scheduler
+        07  LEAD_IMPORT_EXPIRY       the one runner of the import-expiry sweeper
+        (``LEADER_LOCKS`` names them by task; background/leadership.py holds them.) A leader lock
+        is not its task's round lock: session and transaction locks on one key exclude each
+        other, so the leader's own rounds would skip themselves.
     one bigint hashed from a name (``hashtextextended(name, 0)``), transaction-scoped
         "aws-managed:<account>:<service>"  two first uses make one AWS managed key (service/keys.py)
     two int4s (SENDER_LOCK_CLASS = "rkms", crc32 of the destination), session-scoped
@@ -22,11 +29,15 @@ from __future__ import annotations
 import enum
 import zlib
 
+import asyncpg
+
 from regiond.store.pool import Conn
 
 __all__ = [
+    "LEADER_LOCKS",
     "SENDER_LOCK_CLASS",
     "LockId",
+    "SessionLocks",
     "lock_name",
     "lock_xact",
     "sender_lock_key",
@@ -41,6 +52,17 @@ class LockId(enum.IntEnum):
     DELETION_SWEEPER = 0x72_6B_6D_73_02
     ROTATION_SCHEDULER = 0x72_6B_6D_73_03
     IMPORT_EXPIRY = 0x72_6B_6D_73_04
+    LEAD_DELETION_SWEEPER = 0x72_6B_6D_73_05
+    LEAD_ROTATION_SCHEDULER = 0x72_6B_6D_73_06
+    LEAD_IMPORT_EXPIRY = 0x72_6B_6D_73_07
+
+
+LEADER_LOCKS: dict[str, LockId] = {
+    "deletion-sweeper": LockId.LEAD_DELETION_SWEEPER,
+    "rotation-scheduler": LockId.LEAD_ROTATION_SCHEDULER,
+    "import-expiry-sweeper": LockId.LEAD_IMPORT_EXPIRY,
+}
+"""The session lock whose holder runs each region-wide background task (background/leadership.py)."""
 
 
 SENDER_LOCK_CLASS = 0x726B6D73
@@ -75,3 +97,56 @@ async def try_sender_lock(con: Conn, dest: str) -> bool:
 
 async def sender_unlock(con: Conn, dest: str) -> None:
     await con.execute("SELECT pg_advisory_unlock($1, $2)", SENDER_LOCK_CLASS, sender_lock_key(dest))
+
+
+# Keepalives on a leader's lock connection, so that the server ends the session of a holder
+# whose machine vanished (no FIN: power loss, a partition) and frees its locks after about
+# idle + interval * count = 10 + 3 * 3 = 19 s; a process that dies is noticed at once (its
+# kernel closes the socket). Per-session settings any user may set.
+LEADER_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "3", "tcp_keepalives_count": "3"}
+
+
+class SessionLocks:
+    """A dedicated connection holding session-level advisory locks: a pooled one would not do.
+
+    asyncpg resets a connection returned to its pool with ``pg_advisory_unlock_all()``, and the
+    pool may close it at any time; a leader's lock must live exactly as long as its session, so
+    that the session's end (the process died, the connection broke) is what frees it. Its
+    ``application_name`` names the holder in ``pg_stat_activity``.
+    """
+
+    def __init__(self, database_url: str, application_name: str) -> None:
+        self._url = database_url
+        self._name = application_name[:63]  # PostgreSQL truncates at NAMEDATALEN - 1
+        self._con: asyncpg.Connection[asyncpg.Record] | None = None
+
+    async def connect(self, timeout_s: float) -> None:
+        self._con = await asyncpg.connect(
+            self._url, timeout=timeout_s, server_settings={"application_name": self._name, **LEADER_KEEPALIVES}
+        )
+
+    def _live(self) -> asyncpg.Connection[asyncpg.Record]:
+        if self._con is None or self._con.is_closed():
+            raise ConnectionError("the lock connection is closed")
+        return self._con
+
+    async def try_lock(self, lock: LockId, timeout_s: float) -> bool:
+        """``pg_try_advisory_lock``: true if this session now holds ``lock`` (it may already have)."""
+        return bool(await self._live().fetchval("SELECT pg_try_advisory_lock($1)", int(lock), timeout=timeout_s))
+
+    async def unlock(self, lock: LockId, timeout_s: float) -> None:
+        await self._live().fetchval("SELECT pg_advisory_unlock($1)", int(lock), timeout=timeout_s)
+
+    async def ping(self, timeout_s: float) -> None:
+        """One round trip: the session, and with it every lock it holds, is still there."""
+        await self._live().fetchval("SELECT 1", timeout=timeout_s)
+
+    async def close(self) -> None:
+        """End the session, which frees its locks (at once, or when the server notices a broken link)."""
+        con, self._con = self._con, None
+        if con is None or con.is_closed():
+            return
+        try:
+            await con.close(timeout=2)
+        except Exception:  # a server that does not answer cannot take part in a clean close
+            con.terminate()
