@@ -46,10 +46,11 @@ from regiond.service.multiregion import MultiRegionService
 from regiond.service.peer_authz import PeerAuthorizationAnswerer
 from regiond.service.policies import KeyPolicyService
 from regiond.service.preload import Preloader
+from regiond.service.readiness import Readiness
 from regiond.service.rotation import RotationService
 from regiond.store import migrate as migrations
 from regiond.store.notify import Listener
-from regiond.store.pool import Pool, create_pool, ping
+from regiond.store.pool import Pool, create_pool
 from replication.channel import Transport
 from replication.runtime import OUTBOX_CHANNEL, ReplicationNode, load_cluster, outbox_for
 
@@ -63,6 +64,7 @@ IMPORT_EXPIRY = web.AppKey("import_expiry", ImportExpirySweeper)
 REPLICATION = web.AppKey("replication", ReplicationNode)
 PRELOADER = web.AppKey("preloader", Preloader)
 LEADERSHIP = web.AppKey("leadership", Leadership)
+READINESS = web.AppKey("readiness", Readiness)
 
 AuditFactory = Callable[[Pool, Settings], Awaitable[AuditSink]]
 IAM_CHANNEL = "regionkms_iam"
@@ -87,16 +89,12 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    try:
-        await ping(request.app[POOL])
-        missing = await migrations.pending(request.app[POOL])
-    except Exception as exc:
-        return web.json_response({"status": "unavailable", "reason": type(exc).__name__}, status=503)
-    if missing:
-        return web.json_response(
-            {"status": "unavailable", "reason": "migrations pending", "pending": missing}, status=503
-        )
-    return web.json_response({"status": "ready", "schema_version": migrations.latest_version()})
+    """Readiness (regiond.service.readiness): 200 when this worker can serve, 503 with the reason otherwise."""
+    readiness = request.app.get(READINESS)
+    if readiness is None:  # still starting
+        return web.json_response({"status": "unavailable", "reason": "starting"}, status=503)
+    ready, body = await readiness.check()
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics_handler(_request: web.Request) -> web.Response:
@@ -211,6 +209,7 @@ def create_app(
             ),
             asyncio.create_task(preloader.run(stop), name="cache-preloader"),
         ]
+        app[READINESS] = Readiness(pool, listener, preloader, audit)
         log.info("node.started", region=settings.region)
         yield
         if replication is not None:

@@ -146,6 +146,7 @@ class GroupCommitter:
         self._idle: list[Conn] = []
         self._anchors = AnchorFile(options.anchor_path) if options.anchor_path is not None else None
         self._last_anchor: Anchor | None = None  # the newest digest this process knows was anchored
+        self._failed_at: float | None = None  # monotonic time of the last failed batch, None after a success
 
     async def start(self) -> None:
         if self._anchors is not None and self._signer is not None:
@@ -170,6 +171,19 @@ class GroupCommitter:
         self._waiters.append(future)
         self._wakeup.set()
         await future
+
+    def problem(self, hold_s: float) -> str | None:
+        """Why calls cannot be audited durably now, or None (readiness, regiond.service.readiness).
+
+        A failed batch counts for ``hold_s``: an unready node gets no traffic, so without a bound
+        it would never see the success that clears it; after that the readiness check's own
+        database probes decide, and the next failure marks it again.
+        """
+        if self._writer is None or self._writer.done() or self._closing:
+            return "the audit writer is not running"
+        if self._failed_at is not None and time.monotonic() - self._failed_at < hold_s:
+            return "audit writes are failing"
+        return None
 
     async def close(self) -> None:
         """Drain: every queued event is written (or failed), then a last digest."""
@@ -267,6 +281,7 @@ class GroupCommitter:
             if con is not None:  # its state is unknown after a failure or a timeout
                 await self._discard_connection(con)
             AUDIT_WRITE_FAILURES.inc()
+            self._failed_at = time.monotonic()
             # The type and SQLSTATE only: a driver message may quote row data.
             log.error("audit.write_failed", events=len(batch), error=type(exc).__name__,
                       sqlstate=getattr(exc, "sqlstate", None))  # fmt: skip
@@ -275,6 +290,7 @@ class GroupCommitter:
                     future.set_exception(AuditUnavailableError("the audit event could not be made durable"))
             return
         self._idle.append(con)
+        self._failed_at = None
         AUDIT_WRITE_SECONDS.observe(time.perf_counter() - started)
         AUDIT_BATCH_EVENTS.observe(len(batch))
         for future in waiters:

@@ -82,6 +82,11 @@ class Preloader:
         self.last: PreloadResult | None = None
 
     @property
+    def loaded(self) -> bool:
+        """Whether the first pass has finished (or preloading is off): until then the node is not ready."""
+        return self._max_keys <= 0 or self.passes > 0
+
+    @property
     def pending(self) -> bool:
         """Whether a pass has been asked for and not started yet."""
         return self._wanted.is_set()

@@ -35,6 +35,9 @@ class Listener:
         self._callbacks: dict[str, list[Callback]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        # True from LISTEN until the connection is lost: while false a change may go unnoticed, so
+        # the node is not ready (regiond.service.readiness).
+        self.connected = False
 
     def subscribe(self, channel: str, callback: Callback) -> None:
         self._callbacks.setdefault(channel, []).append(callback)
@@ -64,6 +67,7 @@ class Listener:
                 for channel in self._callbacks:  # anything sent before we listened is unknown
                     self._dispatch(channel, None)
                 self._ready.set()
+                self.connected = True
                 while not con.is_closed():
                     await asyncio.sleep(PING_INTERVAL_S)
                     await con.execute("SELECT 1", timeout=PING_TIMEOUT_S)
@@ -72,6 +76,7 @@ class Listener:
             except Exception as exc:
                 log.warning("notify.connection_lost", error=type(exc).__name__)
             finally:
+                self.connected = False
                 if con is not None and not con.is_closed():
                     try:
                         await con.close(timeout=2)

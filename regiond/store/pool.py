@@ -55,3 +55,21 @@ async def ping(pool: Pool) -> None:
     """One round trip on a pooled connection (readiness); raises what the pool or server raises."""
     async with connection(pool) as con:
         await con.fetchval("SELECT 1")
+
+
+async def read_only_reason(pool: Pool) -> str | None:
+    """Why the database cannot take this node's writes, or None: a standby, or read-only sessions.
+
+    A node whose pool reaches a hot standby (a multi-host URL without ``target_session_attrs``, a
+    failover that demoted the old primary) answers reads but fails every write, audit included.
+    """
+    async with connection(pool) as con:
+        row = await con.fetchrow(
+            "SELECT pg_is_in_recovery() AS standby, current_setting('transaction_read_only') AS ro"
+        )
+    assert row is not None
+    if row["standby"]:
+        return "the database is a standby (in recovery)"
+    if row["ro"] == "on":
+        return "the database's sessions are read-only"
+    return None
