@@ -57,7 +57,6 @@ def _config_file(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from regiond.runtime.client_tls import ServerCertificate, TlsConfigError
     from regiond.runtime.serve import serve
 
     try:
@@ -65,18 +64,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"regiond serve: {exc}", file=sys.stderr)
         return 2
-    problem = client_endpoint_problem(settings)
+    regiond_logging.configure(settings.log_level, json=settings.log_json)
+    problem = _endpoint_problem(settings)
     if problem is not None:
         print(f"regiond serve: {problem}", file=sys.stderr)
         return 2
     load_keyring(settings)  # fail fast, before forking workers
-    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+    return serve(settings, build_app)
+
+
+def _endpoint_problem(settings: Settings) -> str | None:
+    """Why the client endpoint of ``settings`` cannot start (its TLS files included), or None."""
+    from regiond.runtime.client_tls import ServerCertificate, TlsConfigError
+
+    problem = client_endpoint_problem(settings)
+    if problem is None and settings.tls_cert_file is not None and settings.tls_key_file is not None:
         try:
             ServerCertificate(settings.tls_cert_file, settings.tls_key_file)
         except TlsConfigError as exc:
-            print(f"regiond serve: {exc}", file=sys.stderr)
-            return 2
-    return serve(settings, build_app)
+            problem = str(exc)
+    return problem
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -126,7 +133,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"regiond config check: {exc}", file=sys.stderr)
         return 2
-    problem = client_endpoint_problem(effective.settings)
+    problem = _endpoint_problem(effective.settings)  # the TLS files as serve would load them
     if problem is not None:
         print(f"regiond config check: {problem}", file=sys.stderr)
         return 2

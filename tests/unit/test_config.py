@@ -177,3 +177,19 @@ def test_serve_refuses_a_bad_file_before_starting(tmp_path: Path, capsys: pytest
 def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "absent.toml", {})
+
+
+def test_the_documented_example_is_a_valid_file(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
+    found = re.search(r"```toml\n(.*?)```", text, re.S)
+    assert found is not None
+    effective = load(_file(tmp_path, found.group(1)), {})
+    assert effective.settings.region == "eu-west-1" and effective.settings.workers == 4
+    assert {k for k, v in effective.sources.items() if v == "file"} >= {"tls_cert", "tls_key", "peers_file"}
+
+
+def test_config_check_loads_the_tls_files_as_serve_would(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = f'region = "r"\ndatabase_url = "{URL}"\ntls_cert = "{tmp_path}/absent.pem"\ntls_key = "{tmp_path}/k.pem"\n'
+    assert main(["config", "check", str(_file(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert "absent.pem" in err and err.count("\n") == 1
