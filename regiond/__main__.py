@@ -21,29 +21,10 @@ import os
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from regiond import config, private_files
 from regiond import logging as regiond_logging
 from regiond.config import Settings, client_endpoint_problem, env
-from regiond.crypto.keyring import AesRootKeyring, KeyringError, env_keyring, load_file_keyring
-
-
-def load_keyring(settings: Settings) -> AesRootKeyring:
-    if settings.root_key_b64:
-        return env_keyring(settings.root_key_b64)
-    if settings.root_key_path is None:
-        raise KeyringError("no root key: give --state-dir (made by `regiond init`) or REGIOND_ROOT_KEY")
-    return load_file_keyring(settings.root_key_path)
-
-
-def build_app(settings: Settings) -> web.Application:
-    """The production wiring (module-level so worker processes can import it)."""
-    from regiond.app import create_app
-    from regiond.audit import make_audit_sink
-
-    audit_factory = make_audit_sink if settings.audit_enabled else None
-    return create_app(settings, load_keyring(settings), audit_factory=audit_factory)
+from regiond.crypto.keyring import KeyringError
 
 
 def _settings_from_args(args: argparse.Namespace) -> Settings:
@@ -57,6 +38,7 @@ def _config_file(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from regiond.app import build_app, load_keyring
     from regiond.runtime.serve import serve
 
     try:

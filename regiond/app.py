@@ -24,7 +24,7 @@ from regiond.background.rotation_scheduler import RotationScheduler
 from regiond.background.sweeper import DeletionSweeper
 from regiond.clock import Clock, SystemClock
 from regiond.config import Settings
-from regiond.crypto.keyring import RootKeyring
+from regiond.crypto.keyring import AesRootKeyring, KeyringError, RootKeyring, env_keyring, load_file_keyring
 from regiond.protocol.refused_http import quiet_refused_http
 from regiond.protocol.routes import AUDIT, MAX_BODY_BYTES, SERVICES, expect_continue, handle
 from regiond.runtime import metrics
@@ -229,3 +229,20 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     return app
+
+
+def load_keyring(settings: Settings) -> AesRootKeyring:
+    """The region root key: ``REGIOND_ROOT_KEY`` when set, else the state directory's key file."""
+    if settings.root_key_b64:
+        return env_keyring(settings.root_key_b64)
+    if settings.root_key_path is None:
+        raise KeyringError("no root key: give --state-dir (made by `regiond init`) or REGIOND_ROOT_KEY")
+    return load_file_keyring(settings.root_key_path)
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The production wiring (module-level so the spawned worker processes can import it)."""
+    from regiond.audit import make_audit_sink
+
+    audit_factory = make_audit_sink if settings.audit_enabled else None
+    return create_app(settings, load_keyring(settings), audit_factory=audit_factory)
