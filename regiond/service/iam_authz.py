@@ -1,8 +1,10 @@
 """Authorization of the IAM admin operations: identity policies only (there is no key policy).
 
-An account root may do anything inside its own account; any other principal needs an
-identity policy that allows ``iam:<Operation>`` on the target's ARN, with no explicit
-Deny. Parsed policies are cached per principal and dropped on any IAM change.
+A principal acts only inside its own account; there an account root may do anything, and any
+other principal needs an identity policy that allows ``iam:<Operation>`` on the target's ARN,
+with no explicit Deny. Parsed policies are cached per principal and dropped on any IAM change.
+The admin handlers (``protocol/ops/iam.py``) call ``authorize`` before anything else, as every
+KMS operation goes through ``service/authz.py``: the protocol edge parses, the service decides.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import structlog
 from regiond.cache import TtlCache
 from regiond.domain.policy import Policy, PolicyKind, RequestContext, parse_policy
 from regiond.domain.principal import Principal
-from regiond.errors import KmsError
+from regiond.errors import AccessDeniedException, KmsError
 from regiond.service.iam import IamService
 
 log = structlog.get_logger(__name__)
@@ -52,6 +54,19 @@ class IamAuthorizer:
         result = tuple(parsed)
         self._policies.put(principal.arn, result, generation=generation)
         return result
+
+    async def authorize(
+        self, principal: Principal, operation: str, resource_arn: str, values: Mapping[str, tuple[str, ...]]
+    ) -> None:
+        """Raise AccessDeniedException unless ``principal`` may perform ``iam:<operation>`` on
+        ``resource_arn``: never across accounts (a root's power stops at its own account), and
+        otherwise as ``allows`` decides."""
+        action = f"iam:{operation}"
+        target_account = resource_arn.split(":")[4]
+        if principal.account_id != target_account or not await self.allows(principal, action, resource_arn, values):
+            raise AccessDeniedException(
+                f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource_arn}"
+            )
 
     async def allows(
         self, principal: Principal, action: str, resource_arn: str, values: Mapping[str, tuple[str, ...]]

@@ -2,7 +2,8 @@
 
 AWS keeps users, access keys and identity policies in IAM; regionkms serves the subset a
 KMS deployment needs. An account's root may manage its own account; any other principal
-needs an identity policy allowing ``iam:<Operation>`` on the target's ARN. Parameters
+needs an identity policy allowing ``iam:<Operation>`` on the target's ARN, as the service decides
+(``service/iam_authz.py``, ``IamAuthorizer.authorize``); handlers only parse and render. Parameters
 use IAM's names (UserName, RoleName, PolicyName, PolicyDocument, AccessKeyId, Status).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from regiond.domain.principal import PrincipalKind, principal_arn, require_name
-from regiond.errors import AccessDeniedException, NoSuchEntity, ValidationException
+from regiond.errors import NoSuchEntity, ValidationException
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
 from regiond.protocol.ops.keys import requester
 
@@ -28,14 +29,9 @@ def _str(params: Params, name: str, *, required: bool = True) -> str:
     return value
 
 
-async def _authorize(ctx: OpContext, action: str, resource_arn: str) -> None:
-    caller = ctx.caller.principal
-    target_account = resource_arn.split(":")[4]
-    allowed = await ctx.services.iam_authz.allows(caller, f"iam:{action}", resource_arn, requester(ctx).values)
-    if caller.account_id != target_account or not allowed:
-        raise AccessDeniedException(
-            f"User: {caller.arn} is not authorized to perform: iam:{action} on resource: {resource_arn}"
-        )
+async def _authorize(ctx: OpContext, operation: str, resource_arn: str) -> None:
+    """The service's decision (``IamAuthorizer.authorize``) for this request's caller and condition keys."""
+    await ctx.services.iam_authz.authorize(ctx.caller.principal, operation, resource_arn, requester(ctx).values)
 
 
 def _target(ctx: OpContext, params: Params) -> tuple[PrincipalKind, str, str]:
