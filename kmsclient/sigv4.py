@@ -196,8 +196,9 @@ def signature(key: bytes | hmac.HMAC, to_sign: str) -> str:
 def keyed_hmac(key: bytes) -> hmac.HMAC:
     """An HMAC-SHA256 keyed with the signing key and fed nothing, for a verifier that keeps it.
 
-    ``signature`` copies it instead of keying a new HMAC from the bytes: ~0.5 us less per
-    signature. It stands for the signing key itself, so it is kept only where that would be.
+    ``signature`` copies it instead of keying a new HMAC from the bytes, which is cheaper per
+    signature (benchmarks/README.md, "Design figures"). It stands for the signing key itself, so
+    it is kept only where that would be.
     """
     return hmac.new(key, digestmod=hashlib.sha256)
 

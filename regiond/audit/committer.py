@@ -12,10 +12,10 @@ after that: a response leaves only once its event is durable.
 Up to ``max_in_flight`` batches (2 by default, each on its own connection) are in flight at once,
 one per writer loop (a task each, started once): while one waits for its WAL flush the next one
 starts, so a request that arrives during a flush waits for one flush, not for the end of the
-previous batch's and then its own (at 8 concurrent clients this alone took Encrypt from ~3,000 to
-~4,100 req/s). What queues while every loop is busy forms the next batch, so the batch size follows
-the load: one event per write when idle, dozens when busy, and the cost per request stays a few
-microseconds of Python plus a share of one round trip.
+previous batch's and then its own (at 8 concurrent clients this alone raised Encrypt's throughput by
+about a third: benchmarks/README.md, "Design figures"). What queues while every loop is busy forms
+the next batch, so the batch size follows the load: one event per write when idle, dozens when busy,
+and the cost per request stays a few microseconds of Python plus a share of one round trip.
 
 Failure is closed: if the batch cannot be committed (database down, table not writable, a
 trigger that raises or silently drops rows, a write that takes longer than the timeout), every
@@ -210,7 +210,7 @@ class GroupCommitter:
 
     async def _write_loops(self) -> None:
         """One loop per batch that may be in flight: a loop, not a task per batch (a task, a semaphore
-        and a done callback per batch cost the writer ~5 us)."""
+        and a done callback per batch cost the writer measurably more: benchmarks/README.md)."""
         await asyncio.gather(*(self._write_loop() for _ in range(max(1, self._opt.max_in_flight))))
 
     async def _write_loop(self) -> None:

@@ -87,8 +87,8 @@ def _bind_log_context(request_id: str) -> None:
     """Start the request's log context: ``request_id`` bound, ``principal`` unbound until authenticated.
 
     ``clear_contextvars`` would do the same, since only ``handle`` binds (``_LOG_CONTEXT_KEYS``),
-    but it copies the whole ``contextvars`` context to find them (~0.4 us of the ~1.4 us the
-    three calls took). Unbinding matters where requests share a context (tests, benchmarks):
+    but it copies the whole ``contextvars`` context to find them, most of what the three calls
+    cost (benchmarks/README.md, "Design figures"). Unbinding matters where requests share a context (tests, benchmarks):
     a request that fails authentication must not log the previous request's principal.
     """
     structlog.contextvars.unbind_contextvars("principal")

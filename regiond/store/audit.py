@@ -154,10 +154,11 @@ def _batch_arrays(events: Sequence[NewEvent]) -> tuple[list[object], ...]:
 # column, fields separated by RS and NULL written as GS, and the CALL cuts it back into the procedure's
 # arrays (string_to_array, then a slice per column). asyncpg encodes an array element by element, with
 # up to three ``collections.abc`` isinstance checks each (a Python-level ``__instancecheck__``) and a
-# per-parameter cost on top: six arrays of a batch of 8 cost the writer ~35 us more than this one
-# string (benchmarks/audit_writer_micro.py). The procedure, its arguments and the stored rows are the
-# same; the form is used only when no field contains RS or GS (ARNs, operation names and error codes
-# never do), otherwise the arrays are sent as they are.
+# per-parameter cost on top: six arrays cost the writer more than this one string
+# (benchmarks/audit_writer_micro.py; figure: benchmarks/README.md, "Design figures"). The
+# procedure, its arguments and the stored rows are the same; the form is used only when no field
+# contains RS or GS (ARNs, operation names and error codes never do), otherwise the arrays are sent
+# as they are.
 _FIELD_SEPARATOR = "\x1e"  # record separator, chr(30)
 _NULL_FIELD = "\x1d"  # group separator, chr(29): the whole field is NULL
 _PACKED_COLUMNS = 6  # event_source, event_name, principal_arn, key_arns, error_code, read_only ('t'/'f')
