@@ -9,7 +9,9 @@
     DIR/encryption.hpke.pub   its public half
     DIR/region                the region name this directory belongs to
 
-    DIR/tls/                  the replication mTLS certificate and key (replication/peers.py)
+    DIR/tls/region.crt        the replication mTLS certificate (PEM), issued by the cluster CA
+                              (``regiond replication issue-cert``, ``regiond dev``: replication/peers.py)
+    DIR/tls/region.key        its PEM private key, wrapped under the root key
 
 Every file is mode 0600 and the directory 0700 (regiond.private_files). Running init again
 creates only what is missing and narrows the modes of what exists, so it is safe in start-up
@@ -24,9 +26,18 @@ from regiond import private_files
 from regiond.crypto.hpke import RegionEncryptionPrivateKey
 from regiond.crypto.keyring import RootKeyring, create_root_key_file, load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey
-from regiond.crypto.wrap import REGION_ENCRYPTION_AAD, REGION_IDENTITY_AAD
+from regiond.crypto.wrap import REGION_ENCRYPTION_AAD, REGION_IDENTITY_AAD, REGION_TLS_KEY_AAD
 
-__all__ = ["init_state_dir", "load_encryption_key", "load_identity"]
+__all__ = [
+    "init_state_dir",
+    "load_encryption_key",
+    "load_identity",
+    "load_region_tls",
+    "region_tls_cert",
+    "write_region_tls",
+]
+
+TLS_DIR = "tls"
 
 
 # What init writes besides root.key, whose loader refuses a wide mode rather than narrow it: a key
@@ -75,3 +86,33 @@ def load_encryption_key(state_dir: Path, keyring: RootKeyring) -> RegionEncrypti
     """The region's HPKE private key (replicated key material is sealed to its public half)."""
     wrapped = (state_dir / "encryption.hpke").read_bytes()
     return RegionEncryptionPrivateKey.from_material(keyring.unwrap(wrapped, REGION_ENCRYPTION_AAD))
+
+
+def write_region_tls(state_dir: Path, keyring: RootKeyring, cert_pem: bytes, key_pem: bytes) -> None:
+    """Store the region's mTLS certificate and its private key (wrapped by the root key)."""
+    tls = private_files.make_dir(state_dir / TLS_DIR)
+    private_files.write_file(tls / "region.crt", cert_pem)
+    private_files.write_file(tls / "region.key", keyring.wrap(key_pem, REGION_TLS_KEY_AAD))
+
+
+def region_tls_cert(state_dir: Path) -> bytes | None:
+    """The region's mTLS certificate (PEM), or None unless both it and its key were written."""
+    tls = state_dir / TLS_DIR
+    if not ((tls / "region.crt").exists() and (tls / "region.key").exists()):
+        return None
+    return (tls / "region.crt").read_bytes()
+
+
+def load_region_tls(state_dir: Path, keyring: RootKeyring) -> tuple[bytes, bytes] | None:
+    """``(cert_pem, key_pem)`` of the region, or None if they were never issued.
+
+    None rather than an error of this module: what a missing certificate means (and which command
+    issues one) is the replication runtime's to say (``replication.peers.load_region_tls``).
+    """
+    tls = state_dir / TLS_DIR
+    try:
+        cert = (tls / "region.crt").read_bytes()
+        wrapped = (tls / "region.key").read_bytes()
+    except OSError:
+        return None
+    return cert, keyring.unwrap(wrapped, REGION_TLS_KEY_AAD)

@@ -20,8 +20,9 @@ Peers file, format version 1 (JSON):
       }
     }
 
-A region's own TLS credentials live in its state directory: ``tls/region.crt`` (PEM) and
-``tls/region.key`` (the PEM private key wrapped by the root key, AAD ``region-tls-key``).
+A region's own TLS credentials live in its state directory (``tls/region.crt``, PEM, and
+``tls/region.key``, wrapped by the root key), written and read by ``regiond.statedir`` only;
+this module decides when a certificate is (re)issued.
 """
 
 from __future__ import annotations
@@ -35,11 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regiond import private_files
+from regiond import private_files, statedir
 from regiond.crypto import pki, sign
 from regiond.crypto.hpke import RegionEncryptionPublicKey
 from regiond.crypto.keyring import RootKeyring
-from regiond.crypto.wrap import REGION_TLS_KEY_AAD
 from replication.errors import ReplicationError
 
 __all__ = [
@@ -53,15 +53,12 @@ __all__ = [
     "load_region_tls",
     "load_topology",
     "parse_topology",
-    "region_tls_exists",
     "server_name",
     "topology_document",
-    "write_region_tls",
 ]
 
 PEERS_FILE_VERSION = 1
 SERVER_NAME_SUFFIX = "replication.regionkms.internal"
-TLS_DIR = "tls"
 CERT_RENEW_BEFORE = dt.timedelta(days=7)
 """A region certificate this close to expiry is reissued at start."""
 
@@ -196,29 +193,15 @@ def topology_document(
     }
 
 
-def write_region_tls(state_dir: Path, keyring: RootKeyring, cert_pem: bytes, key_pem: bytes) -> None:
-    """Store the region's mTLS certificate and its private key (wrapped by the root key)."""
-    tls = private_files.make_dir(state_dir / TLS_DIR)
-    private_files.write_file(tls / "region.crt", cert_pem)
-    private_files.write_file(tls / "region.key", keyring.wrap(key_pem, REGION_TLS_KEY_AAD))
-
-
 def load_region_tls(state_dir: Path, keyring: RootKeyring) -> tuple[bytes, bytes]:
-    """``(cert_pem, key_pem)`` of the region; ``PeersFileError`` if they were never issued."""
-    tls = state_dir / TLS_DIR
-    try:
-        cert = (tls / "region.crt").read_bytes()
-        wrapped = (tls / "region.key").read_bytes()
-    except OSError:
+    """``(cert_pem, key_pem)`` of the region (``regiond.statedir``); ``PeersFileError`` if never issued."""
+    credentials = statedir.load_region_tls(state_dir, keyring)
+    if credentials is None:
         raise PeersFileError(
             "no replication TLS certificate in the state directory: issue one with"
             " `regiond replication issue-cert` (or run `regiond dev`)"
-        ) from None
-    return cert, keyring.unwrap(wrapped, REGION_TLS_KEY_AAD)
-
-
-def region_tls_exists(state_dir: Path) -> bool:
-    return (state_dir / TLS_DIR / "region.crt").exists() and (state_dir / TLS_DIR / "region.key").exists()
+        )
+    return credentials
 
 
 def ensure_cluster_ca(ca_dir: Path, name: str = "regionkms cluster CA") -> tuple[bytes, bytes]:
@@ -247,11 +230,10 @@ def ensure_region_cert(
     Besides ``hostnames`` the certificate names ``server_name(region)``, which is what senders
     verify (see ``replication.channel``).
     """
-    if region_tls_exists(state_dir):
-        cert = (state_dir / TLS_DIR / "region.crt").read_bytes()
-        if pki.issued_by(cert, ca_cert_pem, valid_for=CERT_RENEW_BEFORE):
-            return cert
+    current = statedir.region_tls_cert(state_dir)
+    if current is not None and pki.issued_by(current, ca_cert_pem, valid_for=CERT_RENEW_BEFORE):
+        return current
     names = (*hostnames, server_name(region))
     cert, key = pki.issue_region_cert(ca_cert_pem, ca_key_pem, region, names)
-    write_region_tls(state_dir, keyring, cert, key)
+    statedir.write_region_tls(state_dir, keyring, cert, key)
     return cert
