@@ -24,16 +24,21 @@ from pathlib import Path
 
 from regiond import private_files
 from regiond.crypto.hpke import RegionEncryptionPrivateKey
-from regiond.crypto.keyring import RootKeyring, create_root_key_file, load_file_keyring
+from regiond.crypto.keyring import AesRootKeyring, RootKeyring, create_root_key_file, load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.crypto.wrap import REGION_ENCRYPTION_AAD, REGION_IDENTITY_AAD, REGION_TLS_KEY_AAD
 
 __all__ = [
+    "encryption_public_key",
+    "has_identity",
+    "identity_public_key",
     "init_state_dir",
     "load_encryption_key",
     "load_identity",
     "load_region_tls",
+    "load_root_keyring",
     "region_tls_cert",
+    "region_tls_cert_path",
     "write_region_tls",
 ]
 
@@ -76,6 +81,26 @@ def init_state_dir(state_dir: Path, *, region: str) -> list[str]:
     return created
 
 
+def load_root_keyring(state_dir: Path) -> AesRootKeyring:
+    """The root key of ``root.key`` (refused if others could read it: ``crypto.keyring``)."""
+    return load_file_keyring(state_dir / "root.key")
+
+
+def has_identity(state_dir: Path) -> bool:
+    """Whether ``regiond init`` made the region identity here (a node without one signs no digests)."""
+    return (state_dir / "identity.ed25519").is_file()
+
+
+def identity_public_key(state_dir: Path) -> bytes:
+    """The raw 32 bytes of the identity's public half (verifies frames and audit digests)."""
+    return (state_dir / "identity.ed25519.pub").read_bytes()
+
+
+def encryption_public_key(state_dir: Path) -> bytes:
+    """The HPKE public key other regions seal key material to."""
+    return (state_dir / "encryption.hpke.pub").read_bytes()
+
+
 def load_identity(state_dir: Path, keyring: RootKeyring) -> RegionIdentityKey:
     """The region's Ed25519 identity (signs replication frames and audit digests)."""
     wrapped = (state_dir / "identity.ed25519").read_bytes()
@@ -93,6 +118,11 @@ def write_region_tls(state_dir: Path, keyring: RootKeyring, cert_pem: bytes, key
     tls = private_files.make_dir(state_dir / TLS_DIR)
     private_files.write_file(tls / "region.crt", cert_pem)
     private_files.write_file(tls / "region.key", keyring.wrap(key_pem, REGION_TLS_KEY_AAD))
+
+
+def region_tls_cert_path(state_dir: Path) -> Path:
+    """Where the region's mTLS certificate is (for an operator to look at; read it with ``region_tls_cert``)."""
+    return state_dir / TLS_DIR / "region.crt"
 
 
 def region_tls_cert(state_dir: Path) -> bytes | None:

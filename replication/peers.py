@@ -20,9 +20,9 @@ Peers file, format version 1 (JSON):
       }
     }
 
-A region's own TLS credentials live in its state directory (``tls/region.crt``, PEM, and
-``tls/region.key``, wrapped by the root key), written and read by ``regiond.statedir`` only;
-this module decides when a certificate is (re)issued.
+A region's own TLS credentials (a PEM certificate and its key, wrapped by the root key) live in
+its state directory, written and read by ``regiond.statedir`` only; this module decides when a
+certificate is (re)issued.
 """
 
 from __future__ import annotations

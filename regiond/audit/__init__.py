@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from regiond.audit.committer import AuditUnavailableError, CommitOptions, GroupCommitter
 from regiond.config import Settings
-from regiond.crypto.keyring import env_keyring, load_file_keyring
+from regiond.crypto.keyring import env_keyring
 from regiond.crypto.sign import RegionIdentityKey
-from regiond.statedir import load_identity
+from regiond.statedir import has_identity, load_identity, load_root_keyring
 from regiond.store.pool import Pool
 
 __all__ = ["AuditUnavailableError", "CommitOptions", "GroupCommitter", "load_signer", "make_audit_sink"]
@@ -29,12 +29,9 @@ __all__ = ["AuditUnavailableError", "CommitOptions", "GroupCommitter", "load_sig
 
 def load_signer(settings: Settings) -> RegionIdentityKey | None:
     """The region identity key that signs digests, or ``None`` when the node has no state dir."""
-    if settings.state_dir is None or not (settings.state_dir / "identity.ed25519").exists():
+    if settings.state_dir is None or not has_identity(settings.state_dir):
         return None
-    if settings.root_key_b64:
-        keyring = env_keyring(settings.root_key_b64)
-    else:
-        keyring = load_file_keyring(settings.state_dir / "root.key")
+    keyring = env_keyring(settings.root_key_b64) if settings.root_key_b64 else load_root_keyring(settings.state_dir)
     return load_identity(settings.state_dir, keyring)
 
 

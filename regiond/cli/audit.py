@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from regiond import statedir
 from regiond.cli import cluster_file
 from regiond.cli.cluster_file import UsageError
 from regiond.config import env
@@ -80,10 +81,10 @@ def _trusted_keys(args: argparse.Namespace, target: Target) -> list[bytes]:
             except ValueError:
                 raise UsageError(f"--public-key {value[:20]!r} is neither a file nor hex") from None
     if target.state_dir is not None:
-        pub = target.state_dir / "identity.ed25519.pub"
-        if not pub.is_file():
-            raise UsageError(f"no identity.ed25519.pub in the state dir {target.state_dir.name!r}")
-        keys.append(pub.read_bytes())
+        try:
+            keys.append(statedir.identity_public_key(target.state_dir))
+        except OSError:
+            raise UsageError(f"no identity.ed25519.pub in the state dir {target.state_dir.name!r}") from None
     for key in keys:
         if len(key) != 32:
             raise UsageError("a public key must be 32 raw bytes (64 hex digits)")

@@ -21,10 +21,11 @@ from typing import Any
 
 from kmsclient.errors import KmsClientError
 from regiond.config import env
-from regiond.crypto.keyring import AesRootKeyring, env_keyring, load_file_keyring
+from regiond.crypto.keyring import AesRootKeyring, env_keyring
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.errors import KmsError
 from regiond.service.iam import IamService
+from regiond.statedir import load_root_keyring
 from regiond.store import migrate as migrations
 from regiond.store.pool import create_pool
 
@@ -42,7 +43,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
         out = []
         for region, info in cluster["regions"].items():
             state_dir = Path(info.get("state_dir") or base / region)
-            out.append(Target(info["database_url"], load_file_keyring(state_dir / "root.key")))
+            out.append(Target(info["database_url"], load_root_keyring(state_dir)))
         return out
     if args.database_url:
         root_key = env("ROOT_KEY")
@@ -50,7 +51,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
             return [Target(args.database_url, env_keyring(root_key))]
         if not args.state_dir:
             raise SystemExit("regiond iam: --database-url needs --state-dir (or REGIOND_ROOT_KEY) for the root key")
-        return [Target(args.database_url, load_file_keyring(Path(args.state_dir) / "root.key"))]
+        return [Target(args.database_url, load_root_keyring(Path(args.state_dir)))]
     raise SystemExit("regiond iam: give --cluster, --database-url or --endpoint")
 
 

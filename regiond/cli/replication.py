@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regiond import private_files
+from regiond import private_files, statedir
 from regiond.cli import cluster_file
 from regiond.cli.cluster_file import UsageError
 from regiond.config import env
-from regiond.crypto.keyring import load_file_keyring
 from regiond.store.pool import create_pool
 
 
@@ -101,9 +100,9 @@ def cmd_issue_cert(args: argparse.Namespace) -> int:
 
     ca_cert, ca_key = ensure_cluster_ca(Path(args.ca_dir))
     sdir = Path(args.state_dir)
-    keyring = load_file_keyring(sdir / "root.key")
+    keyring = statedir.load_root_keyring(sdir)
     ensure_region_cert(sdir, keyring, ca_cert, ca_key, args.region, tuple(args.hostname or pki.DEFAULT_HOSTNAMES))
-    print(json.dumps({"region": args.region, "cert": str(sdir / "tls" / "region.crt")}))
+    print(json.dumps({"region": args.region, "cert": str(statedir.region_tls_cert_path(sdir))}))
     return 0
 
 
@@ -118,7 +117,7 @@ def cmd_peers_file(args: argparse.Namespace) -> int:
         if not name or not endpoint or not pub_dir:
             raise UsageError(f"--peer must be REGION=ENDPOINT=STATE_DIR, got {spec!r}")
         d = Path(pub_dir)
-        regions[name] = (endpoint, (d / "identity.ed25519.pub").read_bytes(), (d / "encryption.hpke.pub").read_bytes())
+        regions[name] = (endpoint, statedir.identity_public_key(d), statedir.encryption_public_key(d))
     document = topology_document(iam_home_region=args.iam_home, ca_cert_pem=ca_cert, regions=regions)
     private_files.write_file(Path(args.out), json.dumps(document, indent=2).encode() + b"\n")
     print(json.dumps({"peers_file": args.out, "regions": sorted(regions)}))

@@ -32,11 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from regiond import private_files
-from regiond.crypto.keyring import load_file_keyring
+from regiond import private_files, statedir
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.service.iam import IamService
-from regiond.statedir import init_state_dir
 from regiond.store import migrate as migrations
 from regiond.store.pool import create_pool
 from replication.peers import ensure_cluster_ca, ensure_region_cert, topology_document
@@ -91,17 +89,17 @@ class RegionState:
 
     @property
     def identity_public_key(self) -> bytes:
-        return (self.state_dir / "identity.ed25519.pub").read_bytes()
+        return statedir.identity_public_key(self.state_dir)
 
     @property
     def encryption_public_key(self) -> bytes:
-        return (self.state_dir / "encryption.hpke.pub").read_bytes()
+        return statedir.encryption_public_key(self.state_dir)
 
 
 def prepare_region(state_dir: Path, region: str, ca: ClusterCA) -> RegionState:
     """``regiond init`` for ``region`` in ``state_dir``, then its mTLS certificate from ``ca`` (idempotent)."""
-    init_state_dir(state_dir, region=region)
-    ensure_region_cert(state_dir, load_file_keyring(state_dir / "root.key"), ca.cert_pem, ca.key_pem, region)
+    statedir.init_state_dir(state_dir, region=region)
+    ensure_region_cert(state_dir, statedir.load_root_keyring(state_dir), ca.cert_pem, ca.key_pem, region)
     return RegionState(region, state_dir)
 
 
@@ -158,7 +156,7 @@ async def bootstrap_admin(
     """
     pool = await create_pool(database_url, min_size=1, max_size=2)
     try:
-        iam = IamService(pool, load_file_keyring(state_dir / "root.key"))
+        iam = IamService(pool, statedir.load_root_keyring(state_dir))
         await iam.ensure_account(account_id)
         arn = principal_arn(account_id, PrincipalKind.USER, user_name)
         if not any(p.name == user_name for p in await iam.list_principals(account_id, PrincipalKind.USER)):
