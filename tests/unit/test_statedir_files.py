@@ -27,9 +27,9 @@ def test_only_statedir_names_the_state_files() -> None:
                 continue
             text = path.read_text()
             for state_file in STATE_FILES:
-                if f'"{state_file}' in text or f"/{state_file}" in text:
-                    if ALLOWED.get(name) != state_file:
-                        found.append(f"{name}: {state_file}")
+                named = f'"{state_file}' in text or f"/{state_file}" in text
+                if named and ALLOWED.get(name) != state_file:
+                    found.append(f"{name}: {state_file}")
     assert not found, "read these through regiond.statedir:\n" + "\n".join(found)
 
 
