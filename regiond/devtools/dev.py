@@ -47,7 +47,7 @@ from regiond.devtools.launcher import (
     prepare_region,
     write_peers_file,
 )
-from regiond.devtools.postgres import LocalPostgres, free_port
+from regiond.devtools.postgres import LocalPostgres, free_port, port_is_free
 from regiond.store.databases import ensure_database
 
 ACCOUNT_ID = "111122223333"
@@ -72,8 +72,11 @@ async def _bootstrap(
 
 
 def _saved_port(saved: dict[str, Any], region: str, member: str) -> int | None:
+    """The port this region's ``member`` had in the last run, if it is still free: kept so the
+    printed endpoints stay valid across restarts, given up when something else took it meanwhile
+    (the node would otherwise fail to bind and the whole cluster with it)."""
     text = saved.get("regions", {}).get(region, {}).get(member, "").rsplit(":", 1)[-1]
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isdigit() and port_is_free(int(text)) else None
 
 
 def _client_tls(region_dir: Path, region: str, ca: ClusterCA) -> tuple[Path, Path]:

@@ -65,8 +65,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now: a port kept from an earlier run may have been
+    taken meanwhile (other clusters and test suites start on the same machine). Probed with
+    SO_REUSEADDR, as PostgreSQL and aiohttp bind, so a port whose last connections are in TIME_WAIT
+    still counts as free."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -198,7 +203,7 @@ class LocalPostgres:
         chosen = self.port
         if not chosen:
             saved = int(self._port_file.read_text()) if self._port_file.exists() else 0
-            self.port = saved if saved and _port_is_free(saved) else free_port()
+            self.port = saved if saved and port_is_free(saved) else free_port()
         log = self.data_dir / "server.log"
         for attempt in range(PORT_ATTEMPTS):
             result = self._start_on(self.port, log)

@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The environment running the tests, wherever it is (the README's `.venv/bin/...` lines reach it
+# through a link in the working directory): a checkout whose .venv is not this interpreter's, or has
+# none, ran the README against another installation or failed on a missing path.
+VENV = Path(sys.executable).parent.parent
 REGIONS = "us-east-1,eu-west-1,ap-southeast-2"
 START_TIMEOUT_S = 180
 
@@ -60,13 +64,13 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 @pytest.mark.timeout(420)
 def test_the_readme_kmsclient_examples_pass_as_written(tmp_path: Path) -> None:
-    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    (tmp_path / ".venv").symlink_to(VENV)
     proc = _start(tmp_path)
     try:
         cluster = json.loads((tmp_path / ".state" / "cluster.json").read_text())
         env = {
             **os.environ,
-            "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
             "AWS_ACCESS_KEY_ID": cluster["credentials"]["access_key_id"],  # the printed `export` lines
             "AWS_SECRET_ACCESS_KEY": cluster["credentials"]["secret_access_key"],
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -84,13 +88,13 @@ def test_the_readme_kmsclient_examples_pass_as_written(tmp_path: Path) -> None:
         assert [k["uses"] for k in regions["keys"]] == ["us-east-1", "us-east-1"]  # the key's region, not the nearest
 
         py = subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "python"), "-c", _block("kmsclient python", "python")],
+            [str(VENV / "bin" / "python"), "-c", _block("kmsclient python", "python")],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert py.returncode == 0, py.stderr[-3000:]
         assert py.stdout.strip() == "b'order 42' AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384"
 
-        kmsclient = [str(ROOT / ".venv" / "bin" / "kmsclient"), "--cluster", ".state/cluster.json"]
+        kmsclient = [str(VENV / "bin" / "kmsclient"), "--cluster", ".state/cluster.json"]
         for argv, code in (
             (["decrypt", "-c", "app=other", "-i", "backup.tar.enc", "-o", "wrong.tar"], 1),
             (["decrypt", "-i", "backup.tar", "-o", "-"], 1),  # not an encrypted message

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+from regiond.devtools.dev import _saved_port
 from regiond.devtools.launcher import NodeProcess
 from regiond.store.databases import database_url, ensure_database
 
@@ -63,3 +65,16 @@ async def test_only_plain_lower_case_database_names_are_made(name: str) -> None:
 
 def test_a_database_url_is_its_server_url_with_the_name() -> None:
     assert database_url("postgresql://u:p@127.0.0.1:5/postgres", "regionkms") == "postgresql://u:p@127.0.0.1:5/regionkms"
+
+
+def test_regiond_dev_keeps_a_saved_port_only_while_it_is_free() -> None:
+    """A restart reuses the last run's ports, unless another process took one meanwhile (the node
+    failed to bind and the restart with it)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        saved = {"regions": {"us-east-1": {"endpoint": f"http://127.0.0.1:{port}"}}}
+        assert _saved_port(saved, "us-east-1", "endpoint") is None
+    assert _saved_port(saved, "us-east-1", "endpoint") == port
+    assert _saved_port(saved, "eu-west-1", "endpoint") is None
