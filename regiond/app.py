@@ -142,15 +142,27 @@ def create_app(
         authz = Authorizer(iam_authz, key_cache, grant_cache, ttl_s=settings.cache_ttl_s, region=settings.region)
         keys = KeyService(pool, keyring, key_cache, authz, region=settings.region, clock=the_clock)
         cryptops = CryptoService(keys)
+        replication = None
+        if topology is not None:
+            answerer = PeerAuthorizationAnswerer(iam, keys)
+            replication = ReplicationNode(
+                settings=settings, topology=topology, keyring=keyring, pool=pool, clock=the_clock, outbox=outbox,
+                transport=replication_transport,
+                authorize=lambda q: answerer.decide(
+                    source=q.source, principal_arn=q.principal_arn, action=q.action, key_id=q.key_id, values=q.values,
+                ),
+            )  # fmt: skip
+        rotation = RotationService(pool, keyring, keys, material_listener=outbox)
+        importing = ImportService(pool, keyring, keys)
         services = Services(
             settings=settings, clock=the_clock, authn=authn, iam=iam, iam_authz=iam_authz, authz=authz,
             keys=keys, aliases=AliasService(pool, keys), cryptops=cryptops,
             grants=GrantService(pool, keys, grant_cache), policies=KeyPolicyService(pool, keys), macs=MacService(keys),
             asymmetric=cryptops.asymmetric, data_key_pairs=DataKeyPairService(cryptops),
-            multiregion=MultiRegionService(pool, keys, outbox),
+            # UpdatePrimaryRegion asks the replica's region through the replication node (None: no peers)
+            multiregion=MultiRegionService(pool, keys, outbox, peers=replication),
+            rotation=rotation, importing=importing,
         )  # fmt: skip
-        services.rotation = rotation = RotationService(pool, keyring, keys, material_listener=outbox)
-        services.importing = importing = ImportService(pool, keyring, keys)
         rotation_scheduler = RotationScheduler(
             pool, rotation, the_clock, interval_s=_interval_s(settings, "rotation_interval_s", 300.0)
         )
@@ -176,18 +188,7 @@ def create_app(
         app[ROTATION_SCHEDULER] = rotation_scheduler
         app[IMPORT_EXPIRY] = import_expiry
         app[PRELOADER] = preloader
-        replication = None
-        if topology is not None:
-            answerer = PeerAuthorizationAnswerer(iam, keys)
-            replication = ReplicationNode(
-                settings=settings, topology=topology, keyring=keyring, pool=pool, clock=the_clock, outbox=outbox,
-                transport=replication_transport,
-                authorize=lambda q: answerer.decide(
-                    source=q.source, principal_arn=q.principal_arn, action=q.action, key_id=q.key_id, values=q.values,
-                ),
-            )  # fmt: skip
-            assert services.multiregion is not None
-            services.multiregion.peers = replication  # UpdatePrimaryRegion asks the replica's region
+        if replication is not None:
             listener.subscribe(OUTBOX_CHANNEL, replication.on_outbox_notify)
             app[REPLICATION] = replication
         await listener.start()

@@ -1,4 +1,9 @@
-"""The services one node runs, wired once by ``regiond.app`` and handed to every handler."""
+"""The services one node runs, wired once by ``regiond.app`` and handed to every handler.
+
+Built complete at start: every field is set by the constructor and never assigned later, and each
+service gets its collaborators in its own constructor, so no handler checks for a missing service
+and no service reaches for another through this container.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,6 @@ class Services:
     macs: MacService
     asymmetric: AsymmetricService
     data_key_pairs: DataKeyPairService
-    multiregion: MultiRegionService | None = None
-    rotation: RotationService | None = None
-    importing: ImportService | None = None
+    multiregion: MultiRegionService
+    rotation: RotationService
+    importing: ImportService

@@ -108,7 +108,7 @@ class MultiRegionService:
         self._pool = pool
         self._keys = keys
         self._outbox = outbox
-        self.peers = peers  # set once the replication node exists (regiond.app)
+        self.peers = peers  # None: this node has no peers (it does not replicate)
 
     @property
     def region(self) -> str:

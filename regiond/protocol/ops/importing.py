@@ -8,23 +8,15 @@ by the shapes layer and are never echoed or audited (audit's deny list).
 
 from __future__ import annotations
 
-from regiond.errors import KMSInternalException
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
 from regiond.protocol.ops.keys import requester
-from regiond.service.importing import ImportMaterialRequest, ImportService
+from regiond.service.importing import ImportMaterialRequest
 
 __all__ = ["HANDLERS"]
 
 
-def _service(ctx: OpContext) -> ImportService:
-    service = ctx.services.importing
-    if service is None:  # a wiring fault of this node, never the caller's
-        raise KMSInternalException("Key material import is not configured on this node")
-    return service
-
-
 async def get_parameters_for_import(ctx: OpContext, params: Params) -> Result:
-    result = await _service(ctx).get_parameters_for_import(
+    result = await ctx.services.importing.get_parameters_for_import(
         requester(ctx), params["KeyId"], params["WrappingAlgorithm"], params["WrappingKeySpec"], ctx.now
     )
     ctx.record.resources.append(result.key.arn)
@@ -46,13 +38,14 @@ async def import_key_material(ctx: OpContext, params: Params) -> Result:
         description=params.get("KeyMaterialDescription"),
         key_material_id=params.get("KeyMaterialId"),
     )
-    key, material_id = await _service(ctx).import_key_material(requester(ctx), params["KeyId"], request, ctx.now)
+    importing = ctx.services.importing
+    key, material_id = await importing.import_key_material(requester(ctx), params["KeyId"], request, ctx.now)
     ctx.record.resources.append(key.arn)
     return {"KeyId": key.arn, "KeyMaterialId": material_id}
 
 
 async def delete_imported_key_material(ctx: OpContext, params: Params) -> Result:
-    key, material_id = await _service(ctx).delete_imported_key_material(
+    key, material_id = await ctx.services.importing.delete_imported_key_material(
         requester(ctx), params["KeyId"], params.get("KeyMaterialId"), ctx.now
     )
     ctx.record.resources.append(key.arn)

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from regiond.errors import UnsupportedOperationException
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
 from regiond.protocol.ops.keys import key_metadata, requester
-from regiond.service.multiregion import MultiRegionService
 
 __all__ = ["HANDLERS"]
 
 
-def _service(ctx: OpContext) -> MultiRegionService:
-    service = ctx.services.multiregion
-    if service is None:
-        raise UnsupportedOperationException("Multi-Region keys are not enabled on this node")
-    return service
-
-
 async def replicate_key(ctx: OpContext, params: Params) -> Result:
-    done = await _service(ctx).replicate_key(
+    done = await ctx.services.multiregion.replicate_key(
         requester(ctx),
         params["KeyId"],
         params["ReplicaRegion"],
@@ -40,7 +31,9 @@ async def replicate_key(ctx: OpContext, params: Params) -> Result:
 
 
 async def update_primary_region(ctx: OpContext, params: Params) -> Result:
-    key = await _service(ctx).update_primary_region(requester(ctx), params["KeyId"], params["PrimaryRegion"], ctx.now)
+    key = await ctx.services.multiregion.update_primary_region(
+        requester(ctx), params["KeyId"], params["PrimaryRegion"], ctx.now
+    )
     ctx.record.resources.append(key.arn)
     return {}
 

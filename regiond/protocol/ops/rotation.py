@@ -8,19 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from regiond.errors import KMSInternalException
 from regiond.protocol.context import OpContext, OpHandler, Params, Result
 from regiond.protocol.ops.keys import requester
-from regiond.service.rotation import RotationEntry, RotationService
+from regiond.service.rotation import RotationEntry
 
 __all__ = ["HANDLERS"]
-
-
-def _service(ctx: OpContext) -> RotationService:
-    service = ctx.services.rotation
-    if service is None:  # a wiring fault of this node, never the caller's
-        raise KMSInternalException("Key rotation is not configured on this node")
-    return service
 
 
 def _entry(key_id: str, entry: RotationEntry) -> dict[str, Any]:
@@ -38,7 +30,7 @@ def _entry(key_id: str, entry: RotationEntry) -> dict[str, Any]:
 
 
 async def enable_key_rotation(ctx: OpContext, params: Params) -> Result:
-    key = await _service(ctx).enable_key_rotation(
+    key = await ctx.services.rotation.enable_key_rotation(
         requester(ctx), params["KeyId"], params.get("RotationPeriodInDays"), ctx.now
     )
     ctx.record.resources.append(key.arn)
@@ -46,13 +38,13 @@ async def enable_key_rotation(ctx: OpContext, params: Params) -> Result:
 
 
 async def disable_key_rotation(ctx: OpContext, params: Params) -> Result:
-    key = await _service(ctx).disable_key_rotation(requester(ctx), params["KeyId"], ctx.now)
+    key = await ctx.services.rotation.disable_key_rotation(requester(ctx), params["KeyId"], ctx.now)
     ctx.record.resources.append(key.arn)
     return {}
 
 
 async def get_key_rotation_status(ctx: OpContext, params: Params) -> Result:
-    status = await _service(ctx).get_key_rotation_status(requester(ctx), params["KeyId"])
+    status = await ctx.services.rotation.get_key_rotation_status(requester(ctx), params["KeyId"])
     ctx.record.resources.append(status.key.arn)
     return {
         "KeyRotationEnabled": status.enabled,
@@ -64,13 +56,13 @@ async def get_key_rotation_status(ctx: OpContext, params: Params) -> Result:
 
 
 async def rotate_key_on_demand(ctx: OpContext, params: Params) -> Result:
-    key = await _service(ctx).rotate_key_on_demand(requester(ctx), params["KeyId"], ctx.now)
+    key = await ctx.services.rotation.rotate_key_on_demand(requester(ctx), params["KeyId"], ctx.now)
     ctx.record.resources.append(key.arn)
     return {"KeyId": key.key_id}
 
 
 async def list_key_rotations(ctx: OpContext, params: Params) -> Result:
-    key, page = await _service(ctx).list_key_rotations(
+    key, page = await ctx.services.rotation.list_key_rotations(
         requester(ctx), params["KeyId"], include_key_material=params.get("IncludeKeyMaterial"),
         limit=params.get("Limit"), marker=params.get("Marker"),
     )  # fmt: skip
