@@ -29,6 +29,7 @@ from regiond.protocol.refused_http import quiet_refused_http
 from regiond.protocol.routes import AUDIT, MAX_BODY_BYTES, SERVICES, expect_continue, handle
 from regiond.runtime import metrics
 from regiond.service.aliases import AliasService
+from regiond.service.asymmetric import AsymmetricService
 from regiond.service.authz import Authorizer
 from regiond.service.container import Services
 from regiond.service.cryptops import CryptoService
@@ -40,7 +41,7 @@ from regiond.service.iam_authz import IamAuthorizer
 from regiond.service.importing import ImportService
 from regiond.service.keycache import CHANNEL as KEYS_CHANNEL
 from regiond.service.keycache import KeyCache
-from regiond.service.keys import KeyService
+from regiond.service.keys import KeyService, UsageTracker
 from regiond.service.mac import MacService
 from regiond.service.multiregion import MultiRegionService
 from regiond.service.peer_authz import PeerAuthorizationAnswerer
@@ -140,11 +141,14 @@ def create_app(
         preloader = Preloader(pool, key_cache, grant_cache, max_keys=settings.cache_preload_max_keys)
         listener.subscribe(KEYS_CHANNEL, preloader.request)
         authz = Authorizer(iam_authz, key_cache, grant_cache, ttl_s=settings.cache_ttl_s, region=settings.region)
-        keys = KeyService(pool, keyring, key_cache, authz, region=settings.region, clock=the_clock)
-        cryptops = CryptoService(keys)
+        usage = UsageTracker(the_clock)
+        keys = KeyService(pool, keyring, key_cache, authz, region=settings.region, clock=the_clock, usage=usage)
+        # Each service gets the collaborators it uses, not a way to reach them through KeyService.
+        asymmetric = AsymmetricService(keys, authz=authz, usage=usage)
+        cryptops = CryptoService(keys, asymmetric, authz=authz, cache=key_cache, usage=usage)
         replication = None
         if topology is not None:
-            answerer = PeerAuthorizationAnswerer(iam, keys)
+            answerer = PeerAuthorizationAnswerer(iam, authz=authz, cache=key_cache)
             replication = ReplicationNode(
                 settings=settings, topology=topology, keyring=keyring, pool=pool, clock=the_clock, outbox=outbox,
                 transport=replication_transport,
@@ -152,15 +156,17 @@ def create_app(
                     source=q.source, principal_arn=q.principal_arn, action=q.action, key_id=q.key_id, values=q.values,
                 ),
             )  # fmt: skip
-        rotation = RotationService(pool, keyring, keys, material_listener=outbox)
-        importing = ImportService(pool, keyring, keys)
+        rotation = RotationService(pool, keyring, keys, authz=authz, cache=key_cache, material_listener=outbox)
+        importing = ImportService(pool, keyring, keys, authz=authz, cache=key_cache)
         services = Services(
             settings=settings, clock=the_clock, authn=authn, iam=iam, iam_authz=iam_authz, authz=authz,
-            keys=keys, aliases=AliasService(pool, keys), cryptops=cryptops,
-            grants=GrantService(pool, keys, grant_cache), policies=KeyPolicyService(pool, keys), macs=MacService(keys),
-            asymmetric=cryptops.asymmetric, data_key_pairs=DataKeyPairService(cryptops),
+            keys=keys, aliases=AliasService(pool, keys, authz=authz, cache=key_cache), cryptops=cryptops,
+            grants=GrantService(pool, keys, grant_cache, authz=authz, key_cache=key_cache),
+            policies=KeyPolicyService(pool, keys, authz=authz, cache=key_cache),
+            macs=MacService(keys, authz=authz, usage=usage), asymmetric=asymmetric,
+            data_key_pairs=DataKeyPairService(cryptops),
             # UpdatePrimaryRegion asks the replica's region through the replication node (None: no peers)
-            multiregion=MultiRegionService(pool, keys, outbox, peers=replication),
+            multiregion=MultiRegionService(pool, keys, outbox, authz=authz, cache=key_cache, peers=replication),
             rotation=rotation, importing=importing,
         )  # fmt: skip
         rotation_scheduler = RotationScheduler(

@@ -17,7 +17,8 @@ from regiond.domain import ids, permissions
 from regiond.domain.key import Key, require_state
 from regiond.domain.permissions import DecidedBy
 from regiond.errors import InvalidMarkerException, NotFoundException, ValidationException
-from regiond.service.authz import Requester
+from regiond.service.authz import Authorizer, Requester
+from regiond.service.keycache import KeyCache
 from regiond.service.keys import KeyService, Page
 from regiond.store import aliases as alias_store
 from regiond.store import keys as key_store
@@ -30,9 +31,11 @@ DEFAULT_LIST_LIMIT = 100
 
 
 class AliasService:
-    def __init__(self, pool: Pool, keys: KeyService) -> None:
+    def __init__(self, pool: Pool, keys: KeyService, *, authz: Authorizer, cache: KeyCache) -> None:
         self._pool = pool
         self._keys = keys
+        self._authz = authz
+        self._cache = cache
         self._region = keys.region
 
     def _arn(self, account: str, alias_name: str) -> str:
@@ -46,7 +49,7 @@ class AliasService:
         by_arn = {key.arn: key for key in keys}
         for permission in permissions.alias_operation(operation, alias_name, *keys):
             key = by_arn[permission.resource] if permission.decided_by is DecidedBy.KEY else None
-            await self._keys.authz.require(who.principal, permission, who.values, key=key)
+            await self._authz.require(who.principal, permission, who.values, key=key)
 
     async def create_alias(self, who: Requester, alias_name: str, target: str, now: dt.datetime) -> str:
         """Create ``alias_name`` -> ``target``; returns the key ARN it points to."""
@@ -63,7 +66,7 @@ class AliasService:
             await alias_store.insert(
                 con, who.account, alias_name, record.key.key_id, now, arn=self._arn(who.account, alias_name)
             )
-        self._keys.cache.invalidate(entry.key.key_id)
+        self._cache.invalidate(entry.key.key_id)
         return entry.key.arn
 
     async def update_alias(self, who: Requester, alias_name: str, target: str, now: dt.datetime) -> tuple[str, str]:
@@ -72,7 +75,7 @@ class AliasService:
         new = await self._keys.resolve(who, target, allow_alias=False)
         if new.key.account != who.account:
             raise NotFoundException(f"Key '{new.key.arn}' does not exist")
-        old_key_id = await self._keys.cache.alias_target(who.account, alias_name)
+        old_key_id = await self._cache.alias_target(who.account, alias_name)
         if old_key_id is None:
             raise self._not_found(who.account, alias_name)
         old = await self._keys.resolve(who, old_key_id)
@@ -92,14 +95,14 @@ class AliasService:
                 raise NotFoundException(f"Key '{new.key.arn}' does not exist")
             require_state("UpdateAlias", record.key)
             await alias_store.update_target(con, who.account, alias_name, record.key.key_id, now)
-        self._keys.cache.invalidate(new.key.key_id)
+        self._cache.invalidate(new.key.key_id)
         return old.key.arn, new.key.arn
 
     async def delete_alias(self, who: Requester, alias_name: str) -> str:
         """Delete ``alias_name``; returns the ARN of the key it pointed to."""
         if not alias_name.startswith(ids.ALIAS_PREFIX):
             raise ValidationException(f'Alias must start with the prefix "{ids.ALIAS_PREFIX}".')
-        key_id = await self._keys.cache.alias_target(who.account, alias_name)
+        key_id = await self._cache.alias_target(who.account, alias_name)
         if key_id is None:
             raise self._not_found(who.account, alias_name)
         entry = await self._keys.resolve(who, key_id)
@@ -111,13 +114,13 @@ class AliasService:
             if alias.key_id != key_id:
                 raise NotFoundException(f"Alias {self._arn(who.account, alias_name)} changed; retry the request")
             await alias_store.delete(con, who.account, alias_name)
-        self._keys.cache.invalidate(key_id)
+        self._cache.invalidate(key_id)
         return entry.key.arn
 
     async def list_aliases(
         self, who: Requester, key_param: str | None, *, limit: int | None, marker: str | None
     ) -> Page[AliasRecord]:
-        await self._keys.authz.authorize(who.principal, "kms:ListAliases", None, request_values=who.values)
+        await self._authz.authorize(who.principal, "kms:ListAliases", None, request_values=who.values)
         if marker is not None and not marker.startswith(ids.ALIAS_PREFIX):
             raise InvalidMarkerException("Invalid marker")
         key_id = None

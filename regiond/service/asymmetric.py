@@ -46,9 +46,9 @@ from regiond.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.service.authz import Requester
+from regiond.service.authz import Authorizer, Requester
 from regiond.service.keycache import CachedKey
-from regiond.service.keys import KeyService
+from regiond.service.keys import KeyService, UsageTracker
 from regiond.service.keyuse import DRY_RUN_MESSAGE, invalid_usage, usable_key
 
 __all__ = ["AsymmetricService", "PublicKeyInfo", "Signed"]
@@ -87,8 +87,10 @@ def _dry_run(dry_run: bool) -> None:
 
 
 class AsymmetricService:
-    def __init__(self, keys: KeyService) -> None:
+    def __init__(self, keys: KeyService, *, authz: Authorizer, usage: UsageTracker) -> None:
         self._keys = keys
+        self._authz = authz
+        self._usage = usage
 
     # --- Sign / Verify ------------------------------------------------------------------------
 
@@ -97,12 +99,14 @@ class AsymmetricService:
         *, dry_run: bool = False,
     ) -> Signed:  # fmt: skip
         values = {"kms:SigningAlgorithm": algorithm, "kms:MessageType": message_type or "RAW"}
-        entry, handle = await usable_key(self._keys, who, key_param, "Sign", KeyUsage.SIGN_VERIFY, values=values)
+        entry, handle = await usable_key(
+            self._keys, self._authz, who, key_param, "Sign", KeyUsage.SIGN_VERIFY, values=values
+        )
         private = _private(entry, "Sign", handle)
         request = signing_input(entry.key, algorithm, message_type, message)
         _dry_run(dry_run)
         signature = private.sign(request)
-        self._keys.usage.record(entry.key.key_id, "Sign", who.request_id)
+        self._usage.record(entry.key.key_id, "Sign", who.request_id)
         return Signed(signature, entry.key, entry.arn, request.algorithm)
 
     async def verify(
@@ -110,13 +114,15 @@ class AsymmetricService:
         message_type: str | None, *, dry_run: bool = False,
     ) -> Signed:  # fmt: skip
         values = {"kms:SigningAlgorithm": algorithm, "kms:MessageType": message_type or "RAW"}
-        entry, handle = await usable_key(self._keys, who, key_param, "Verify", KeyUsage.SIGN_VERIFY, values=values)
+        entry, handle = await usable_key(
+            self._keys, self._authz, who, key_param, "Verify", KeyUsage.SIGN_VERIFY, values=values
+        )
         private = _private(entry, "Verify", handle)
         request = signing_input(entry.key, algorithm, message_type, message)
         _dry_run(dry_run)
         if not private.verify(request, signature):
             raise KMSInvalidSignatureException("The signature is not valid for this key, message and algorithm.")
-        self._keys.usage.record(entry.key.key_id, "Verify", who.request_id)
+        self._usage.record(entry.key.key_id, "Verify", who.request_id)
         return Signed(b"", entry.key, entry.arn, request.algorithm)
 
     # --- GetPublicKey ---------------------------------------------------------------------------
@@ -124,7 +130,7 @@ class AsymmetricService:
     async def get_public_key(self, who: Requester, key_param: str) -> PublicKeyInfo:
         who = self._keys.naming(who, key_param)  # kms:RequestAlias
         entry = await self._keys.resolve(who, key_param)
-        await self._keys.authz.authorize(
+        await self._authz.authorize(
             who.principal, "kms:GetPublicKey", entry.key,
             request_values=who.values, grant_tokens=who.grant_tokens, key_policy=entry.policy,
         )  # fmt: skip
@@ -190,7 +196,7 @@ class AsymmetricService:
     ) -> Secret:
         values = {"kms:KeyAgreementAlgorithm": algorithm}
         entry, handle = await usable_key(
-            self._keys, who, key_param, "DeriveSharedSecret", KeyUsage.KEY_AGREEMENT, values=values
+            self._keys, self._authz, who, key_param, "DeriveSharedSecret", KeyUsage.KEY_AGREEMENT, values=values
         )
         private = _private(entry, "DeriveSharedSecret", handle)
         chosen = KeyAgreementAlgorithm(algorithm)
@@ -201,11 +207,13 @@ class AsymmetricService:
             secret = private.derive_shared_secret(public_key)
         except asymmetric.PeerKeyError as exc:
             raise ValidationException(str(exc)) from None
-        self._keys.usage.record(entry.key.key_id, "DeriveSharedSecret", who.request_id)
+        self._usage.record(entry.key.key_id, "DeriveSharedSecret", who.request_id)
         return Secret(secret, b"", entry.key, entry.arn)
 
     async def _ml_kem(self, who: Requester, key_param: str, operation: str) -> tuple[CachedKey, PrivateKey]:
-        entry, handle = await usable_key(self._keys, who, key_param, operation, KeyUsage.ENCAPSULATE_DECAPSULATE)
+        entry, handle = await usable_key(
+            self._keys, self._authz, who, key_param, operation, KeyUsage.ENCAPSULATE_DECAPSULATE
+        )
         if family(entry.key.key_spec) is not KeyFamily.ML_KEM:
             raise invalid_usage(entry.key, operation)
         return entry, _private(entry, operation, handle)
@@ -214,7 +222,7 @@ class AsymmetricService:
         entry, private = await self._ml_kem(who, key_param, "Encapsulate")
         _dry_run(dry_run)
         secret, ciphertext = private.encapsulate()
-        self._keys.usage.record(entry.key.key_id, "Encapsulate", who.request_id)
+        self._usage.record(entry.key.key_id, "Encapsulate", who.request_id)
         return Secret(secret, ciphertext, entry.key, entry.arn)
 
     async def decapsulate(self, who: Requester, key_param: str, ciphertext: bytes, *, dry_run: bool = False) -> Secret:
@@ -224,5 +232,5 @@ class AsymmetricService:
             secret = private.decapsulate(ciphertext)
         except asymmetric.DecryptionError:
             raise invalid_ciphertext() from None
-        self._keys.usage.record(entry.key.key_id, "Decapsulate", who.request_id)
+        self._usage.record(entry.key.key_id, "Decapsulate", who.request_id)
         return Secret(secret, b"", entry.key, entry.arn)

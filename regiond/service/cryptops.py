@@ -43,9 +43,9 @@ from regiond.errors import (
     ValidationException,
 )
 from regiond.service.asymmetric import AsymmetricService
-from regiond.service.authz import Requester
-from regiond.service.keycache import CachedKey
-from regiond.service.keys import KeyService
+from regiond.service.authz import Authorizer, Requester
+from regiond.service.keycache import CachedKey, KeyCache
+from regiond.service.keys import KeyService, UsageTracker
 
 __all__ = ["DATA_KEY_SPEC_BYTES", "CryptoService", "Decrypted", "Encrypted"]
 
@@ -98,12 +98,15 @@ def _require_symmetric(key: Key, operation: str, algorithm: str | None) -> None:
 
 
 class CryptoService:
-    def __init__(self, keys: KeyService, asymmetric: AsymmetricService | None = None) -> None:
+    def __init__(
+        self, keys: KeyService, asymmetric: AsymmetricService, *, authz: Authorizer, cache: KeyCache,
+        usage: UsageTracker,
+    ) -> None:  # fmt: skip
         self._keys = keys
-        self._cache = keys.cache
-        self._authz = keys.authz
-        self._usage = keys.usage
-        self.asymmetric = asymmetric or AsymmetricService(keys)
+        self._cache = cache
+        self._authz = authz
+        self._usage = usage
+        self.asymmetric = asymmetric
 
     async def _usable(
         self, who: Requester, entry: CachedKey, operation: str, *, action: str | None = None,

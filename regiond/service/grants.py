@@ -51,7 +51,8 @@ from regiond.errors import (
     NotFoundException,
     ValidationException,
 )
-from regiond.service.authz import Requester, access_denied, make_grant_token, parse_grant_token
+from regiond.service.authz import Authorizer, Requester, access_denied, make_grant_token, parse_grant_token
+from regiond.service.keycache import KeyCache
 from regiond.service.keys import KeyService, Page
 from regiond.store import grants as grant_store
 from regiond.store import iam as iam_store
@@ -295,10 +296,13 @@ def _page(records: list[GrantRecord], size: int) -> Page[GrantRecord]:
 
 
 class GrantService:
-    def __init__(self, pool: Pool, keys: KeyService, cache: GrantCache) -> None:
+    def __init__(
+        self, pool: Pool, keys: KeyService, cache: GrantCache, *, authz: Authorizer, key_cache: KeyCache
+    ) -> None:
         self._pool = pool
         self._keys = keys
-        self._authz = keys.authz
+        self._authz = authz
+        self._cache = key_cache
         self.cache = cache
 
     # --- CreateGrant --------------------------------------------------------------------------
@@ -453,7 +457,7 @@ class GrantService:
         if grant is None or (key is not None and grant.key_id != key.key_id):
             raise NotFoundException(f"Grant {grant_id} does not exist")
         if key is None:
-            entry = await self._keys.cache.get(grant.key_id)
+            entry = await self._cache.get(grant.key_id)
             if entry is None:
                 raise NotFoundException(f"Grant {grant_id} does not exist")
             key = entry.key

@@ -61,7 +61,8 @@ from regiond.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.service.authz import Requester, access_denied
+from regiond.service.authz import Authorizer, Requester, access_denied
+from regiond.service.keycache import KeyCache
 from regiond.service.keys import KeyService
 from regiond.store import imports as import_store
 from regiond.store import keys as key_store
@@ -178,15 +179,18 @@ def _associated(materials: list[MaterialRecord], current_version: int | None) ->
 
 
 class ImportService:
-    def __init__(self, pool: Pool, keyring: RootKeyring, keys: KeyService) -> None:
+    def __init__(
+        self, pool: Pool, keyring: RootKeyring, keys: KeyService, *, authz: Authorizer, cache: KeyCache
+    ) -> None:
         self._pool = pool
         self._keyring = keyring
         self._keys = keys
-        self._authz = keys.authz
+        self._authz = authz
+        self._cache = cache
 
     def invalidate(self, key_id: str) -> None:
         """Drop this process's cached copy of a key changed outside a request (the expiry sweeper)."""
-        self._keys.cache.invalidate(key_id)
+        self._cache.invalidate(key_id)
 
     async def _external_key(
         self, who: Requester, value: str, operation: str, values: Mapping[str, tuple[str, ...]]
@@ -304,7 +308,7 @@ class ImportService:
             else:
                 version = await self._restore(con, record, match, material, ident, model, valid_to, request, now)
             updated = await self._settle_state(con, record, KeyEvent.IMPORT_MATERIAL, now)
-        self._keys.cache.invalidate(key.key_id)
+        self._cache.invalidate(key.key_id)
         log.info("key.material_imported", key_id=key.key_id, version=version, import_type=import_type)
         return updated, ident
 
@@ -413,7 +417,7 @@ class ImportService:
             updated = await self._remove(
                 con, record, target, KeyEvent.DELETE_IMPORTED_MATERIAL, now, forget_pending=True
             )
-        self._keys.cache.invalidate(key.key_id)
+        self._cache.invalidate(key.key_id)
         log.info("key.material_deleted", key_id=key.key_id, version=target.version)
         return updated, target.key_material_id
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from regiond.crypto import keymaterial
 from regiond.domain.key import Key, KeyUsage, require_usable_for_crypto
 from regiond.errors import InvalidKeyUsageException, KMSInvalidStateException
-from regiond.service.authz import Requester
+from regiond.service.authz import Authorizer, Requester
 from regiond.service.keycache import CachedKey
 from regiond.service.keys import KeyService
 
@@ -32,7 +32,7 @@ def invalid_usage(key: Key, operation: str) -> InvalidKeyUsageException:
 
 
 async def usable_key(
-    keys: KeyService, who: Requester, key_param: str, operation: str, usage: KeyUsage,
+    keys: KeyService, authz: Authorizer, who: Requester, key_param: str, operation: str, usage: KeyUsage,
     *, values: Mapping[str, str] | None = None,
 ) -> tuple[CachedKey, keymaterial.KeyHandle]:  # fmt: skip
     """The key ``key_param`` names and its material's handle, once every check has passed."""
@@ -41,7 +41,7 @@ async def usable_key(
     request_values = who.values
     if values:
         request_values = {**who.values, **{k: (v,) for k, v in values.items()}}
-    await keys.authz.authorize(
+    await authz.authorize(
         who.principal, f"kms:{operation}", entry.key,
         request_values=request_values, grant_tokens=who.grant_tokens, key_policy=entry.policy,
     )  # fmt: skip

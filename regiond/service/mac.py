@@ -14,8 +14,8 @@ from typing import NamedTuple
 from regiond.crypto.mac import MacKey
 from regiond.domain.key import Key, KeyUsage, MacAlgorithm
 from regiond.errors import DryRunOperationException, InvalidKeyUsageException, KMSInvalidMacException
-from regiond.service.authz import Requester
-from regiond.service.keys import KeyService
+from regiond.service.authz import Authorizer, Requester
+from regiond.service.keys import KeyService, UsageTracker
 from regiond.service.keyuse import DRY_RUN_MESSAGE, invalid_usage, usable_key
 
 __all__ = ["MacResult", "MacService"]
@@ -29,15 +29,18 @@ class MacResult(NamedTuple):
 
 
 class MacService:
-    def __init__(self, keys: KeyService) -> None:
+    def __init__(self, keys: KeyService, *, authz: Authorizer, usage: UsageTracker) -> None:
         self._keys = keys
+        self._authz = authz
+        self._usage = usage
 
     async def _mac_key(
         self, who: Requester, key_param: str, operation: str, algorithm: str
     ) -> tuple[Key, str, MacKey, MacAlgorithm]:
         entry, handle = await usable_key(
-            self._keys, who, key_param, operation, KeyUsage.GENERATE_VERIFY_MAC, values={"kms:MacAlgorithm": algorithm}
-        )
+            self._keys, self._authz, who, key_param, operation, KeyUsage.GENERATE_VERIFY_MAC,
+            values={"kms:MacAlgorithm": algorithm},
+        )  # fmt: skip
         if not isinstance(handle, MacKey):
             raise invalid_usage(entry.key, operation)
         chosen = MacAlgorithm(algorithm)
@@ -52,7 +55,7 @@ class MacService:
         if dry_run:
             raise DryRunOperationException(DRY_RUN_MESSAGE)
         mac = handle.generate(message)
-        self._keys.usage.record(key.key_id, "GenerateMac", who.request_id)
+        self._usage.record(key.key_id, "GenerateMac", who.request_id)
         return MacResult(mac, key, arn, chosen)
 
     async def verify_mac(
@@ -63,5 +66,5 @@ class MacService:
             raise DryRunOperationException(DRY_RUN_MESSAGE)
         if not handle.verify(message, mac):
             raise KMSInvalidMacException("The MAC is not valid for this key, message and MAC algorithm.")
-        self._keys.usage.record(key.key_id, "VerifyMac", who.request_id)
+        self._usage.record(key.key_id, "VerifyMac", who.request_id)
         return MacResult(b"", key, arn, chosen)

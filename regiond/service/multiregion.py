@@ -56,7 +56,8 @@ from regiond.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.service.authz import Requester, access_denied, in_region
+from regiond.service.authz import Authorizer, Requester, access_denied, in_region
+from regiond.service.keycache import KeyCache
 from regiond.service.keys import LOCKOUT_MESSAGE, KeyService, validate_tags
 from regiond.service.peer_authz import PeerAuthorizer
 from regiond.store import keys as key_store
@@ -104,9 +105,14 @@ class Replicated:
 
 
 class MultiRegionService:
-    def __init__(self, pool: Pool, keys: KeyService, outbox: Outbox, peers: PeerAuthorizer | None = None) -> None:
+    def __init__(
+        self, pool: Pool, keys: KeyService, outbox: Outbox, *, authz: Authorizer, cache: KeyCache,
+        peers: PeerAuthorizer | None = None,
+    ) -> None:  # fmt: skip
         self._pool = pool
         self._keys = keys
+        self._authz = authz
+        self._cache = cache
         self._outbox = outbox
         self.peers = peers  # None: this node has no peers (it does not replicate)
 
@@ -142,7 +148,7 @@ class MultiRegionService:
             policy = default_key_policy(key.account)
         else:
             parsed = parse_policy_for_write(policy, PolicyKind.KEY)
-            if not bypass and not await self._keys.authz.allows_put_key_policy_later(
+            if not bypass and not await self._authz.allows_put_key_policy_later(
                 who.principal, parsed, key_arn=replica_arn, key_account=key.account,
                 request_values=in_region(who.values, replica_region),
             ):  # fmt: skip
@@ -172,7 +178,7 @@ class MultiRegionService:
             await self._outbox.append_key(con, created, epoch=epoch, dests=[replica_region])
             updated = KeyUpdated(key.key_id, self.region, tuple(replicas), record.current_version, shared)
             await self._outbox.append_key(con, updated, epoch=epoch, dests=existing)
-        self._keys.cache.invalidate(key.key_id)
+        self._cache.invalidate(key.key_id)
         log.info("key.replicated", key_id=key.key_id, replica_region=replica_region)
         replica = dataclasses.replace(
             key,
@@ -192,7 +198,7 @@ class MultiRegionService:
         for permission in needed:
             if permission.decided_by is DecidedBy.IAM or permission.region == self.region:
                 local_key = key if permission.decided_by is DecidedBy.KEY else None
-                await self._keys.authz.require(who.principal, permission, who.values, key=local_key)
+                await self._authz.require(who.principal, permission, who.values, key=local_key)
                 continue
             if self.peers is None:
                 raise KMSInternalException(
@@ -251,7 +257,7 @@ class MultiRegionService:
             await key_store.update_state(con, updating, now)
             moved = PrimaryMoved(key.key_id, primary_region, tuple(new_replicas), self.region)
             await self._outbox.append_key(con, moved, epoch=epoch, dests=replicas)
-        self._keys.cache.invalidate(key.key_id)
+        self._cache.invalidate(key.key_id)
         log.info("key.primary_moving", key_id=key.key_id, new_primary=primary_region, epoch=epoch)
         config = configuration(key.account, key.key_id, self.region, primary_region, new_replicas)
         return dataclasses.replace(updating, multi_region_configuration=config)

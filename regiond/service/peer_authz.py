@@ -23,8 +23,9 @@ import structlog
 
 from regiond.domain.ids import KeyIdKind, key_id_kind
 from regiond.errors import AccessDeniedException, KmsError
+from regiond.service.authz import Authorizer
 from regiond.service.iam import IamService
-from regiond.service.keys import KeyService
+from regiond.service.keycache import KeyCache
 
 log = structlog.get_logger(__name__)
 
@@ -45,9 +46,10 @@ class PeerAuthorizer(Protocol):
 class PeerAuthorizationAnswerer:
     """This region's side: decide a peer's question with this region's own policies and grants."""
 
-    def __init__(self, iam: IamService, keys: KeyService) -> None:
+    def __init__(self, iam: IamService, *, authz: Authorizer, cache: KeyCache) -> None:
         self._iam = iam
-        self._keys = keys
+        self._authz = authz
+        self._cache = cache
 
     async def decide(
         self, *, source: str, principal_arn: str, action: str, key_id: str, values: Mapping[str, tuple[str, ...]]
@@ -57,10 +59,10 @@ class PeerAuthorizationAnswerer:
             return False
         try:
             principal = await self._iam.get_principal(principal_arn)
-            entry = await self._keys.cache.get(key_id)
+            entry = await self._cache.get(key_id)
             if entry is None or entry.key.account != principal.account_id:
                 return False
-            await self._keys.authz.authorize(principal, action, entry.key, request_values=values)
+            await self._authz.authorize(principal, action, entry.key, request_values=values)
         except AccessDeniedException:
             return False
         except KmsError as exc:  # an unknown principal, a key that cannot be read: not allowed

@@ -20,7 +20,8 @@ from regiond.domain.key import Key, KeyManager, require_state
 from regiond.domain.key_conditions import bypass_values
 from regiond.domain.policy import PolicyKind, parse_policy_for_write
 from regiond.errors import InvalidMarkerException, MalformedPolicyDocumentException, NotFoundException
-from regiond.service.authz import Requester, access_denied
+from regiond.service.authz import Authorizer, Requester, access_denied
+from regiond.service.keycache import KeyCache
 from regiond.service.keys import LOCKOUT_MESSAGE, KeyService, Page
 from regiond.store import keys as key_store
 from regiond.store import policies as policy_store
@@ -39,10 +40,11 @@ def _require_default(policy_name: str | None) -> None:
 
 
 class KeyPolicyService:
-    def __init__(self, pool: Pool, keys: KeyService) -> None:
+    def __init__(self, pool: Pool, keys: KeyService, *, authz: Authorizer, cache: KeyCache) -> None:
         self._pool = pool
         self._keys = keys
-        self._authz = keys.authz
+        self._authz = authz
+        self._cache = cache
 
     async def get_key_policy(self, who: Requester, key_param: str, policy_name: str | None) -> tuple[Key, str]:
         entry = await self._keys.resolve(who, key_param, allow_alias=False)
@@ -89,6 +91,6 @@ class KeyPolicyService:
                 raise NotFoundException(f"Key '{key.arn}' does not exist")
             require_state("PutKeyPolicy", record.key)
             await policy_store.set_policy(con, key.key_id, document, now)
-        self._keys.cache.invalidate(key.key_id)
+        self._cache.invalidate(key.key_id)
         log.info("key.policy_changed", key_id=key.key_id, statements=len(parsed.statements))
         return key

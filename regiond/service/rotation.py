@@ -55,8 +55,8 @@ from regiond.errors import (
     NotFoundException,
     UnsupportedOperationException,
 )
-from regiond.service.authz import Requester, access_denied
-from regiond.service.keycache import CachedKey
+from regiond.service.authz import Authorizer, Requester, access_denied
+from regiond.service.keycache import CachedKey, KeyCache
 from regiond.service.keys import KeyService, Page
 from regiond.store import imports as import_store
 from regiond.store import keys as key_store
@@ -142,12 +142,14 @@ def _no_fault(_step: str) -> None:
 
 class RotationService:
     def __init__(
-        self, pool: Pool, keyring: RootKeyring, keys: KeyService, *, material_listener: MaterialListener | None = None
-    ) -> None:
+        self, pool: Pool, keyring: RootKeyring, keys: KeyService, *, authz: Authorizer, cache: KeyCache,
+        material_listener: MaterialListener | None = None,
+    ) -> None:  # fmt: skip
         self._pool = pool
         self._keyring = keyring
         self._keys = keys
-        self._authz = keys.authz
+        self._authz = authz
+        self._cache = cache
         self._listener = material_listener
         # Fault-injection seam: called with a step name between the steps of a rotation
         # ("on_demand_accepted", "version_inserted", "current_flipped"); tests make it raise.
@@ -155,7 +157,7 @@ class RotationService:
 
     def invalidate(self, key_id: str) -> None:
         """Drop this process's cached copy of a key rotated outside a request (the scheduler)."""
-        self._keys.cache.invalidate(key_id)
+        self._cache.invalidate(key_id)
 
     # --- checks shared by the operations ------------------------------------------------------
 
@@ -316,7 +318,7 @@ class RotationService:
             if await rotation_store.pending_on_demand(con, key_id) is None:
                 return None
             version = await self.rotate_locked(con, record, now, RotationType.ON_DEMAND)
-        self._keys.cache.invalidate(key_id)
+        self._cache.invalidate(key_id)
         return version
 
     # --- the rotation itself ------------------------------------------------------------------
