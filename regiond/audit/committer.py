@@ -242,10 +242,7 @@ class GroupCommitter:
             await self._discard_connection(con)  # the server went away meanwhile: never write on it
         con = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
         try:
-            # Durability must not depend on the server default (the procedure also refuses to
-            # flush with it off): an operator who turns synchronous_commit off globally would
-            # otherwise release responses before their events are on disk.
-            await con.execute("SET synchronous_commit = on")
+            await audit_store.require_synchronous_commit(con)
         except BaseException:
             await self._pool.release(con, timeout=ACQUIRE_TIMEOUT_S)
             raise
@@ -374,7 +371,7 @@ class GroupCommitter:
         async with asyncio.timeout(self._opt.write_timeout_s), transaction(self._pool) as con:
             # The head lock must not be held across a WAL flush (every writer queues behind it). A
             # digest lost in a crash is lost with every event after it and is simply made again.
-            await con.execute("SET LOCAL synchronous_commit = off")
+            await audit_store.defer_flush(con)
             head = await self._locked_head(con)
             if head.seq <= head.digest_seq:
                 return False

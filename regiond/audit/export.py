@@ -86,12 +86,8 @@ async def export_region(
     """Write one file (and digest) per hour with events of ``region`` in ``[since, until)``."""
     written: list[ExportedHour] = []
     async with transaction(pool, isolation="repeatable_read") as con:
-        span = await con.fetchrow(
-            "SELECT min(event_time), max(event_time) FROM audit_events WHERE region = $1"
-            " AND ($2::timestamptz IS NULL OR event_time >= $2) AND ($3::timestamptz IS NULL OR event_time < $3)",
-            region, since, until,
-        )  # fmt: skip
-        if span is None or span[0] is None:
+        span = await audit_store.time_span(con, region, since, until)
+        if span is None:
             return written
         hour = _hour_floor(span[0])
         while hour <= span[1]:

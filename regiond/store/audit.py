@@ -365,6 +365,35 @@ async def seq_range_for_time(
     return int(row[0]), int(row[1])
 
 
+async def time_span(
+    con: Conn, region: str, since: dt.datetime | None, until: dt.datetime | None
+) -> tuple[dt.datetime, dt.datetime] | None:
+    """The first and last ``event_time`` among the events with ``since <= event_time < until``."""
+    row = await con.fetchrow(
+        "SELECT min(event_time), max(event_time) FROM audit_events WHERE region = $1"
+        " AND ($2::timestamptz IS NULL OR event_time >= $2) AND ($3::timestamptz IS NULL OR event_time < $3)",
+        region, since, until,
+    )  # fmt: skip
+    if row is None or row[0] is None:
+        return None
+    return row[0], row[1]
+
+
+async def require_synchronous_commit(con: Conn) -> None:
+    """Make every commit on ``con`` wait for its WAL flush, whatever the server's default.
+
+    Durability must not depend on the server default (the append procedure also refuses to flush
+    with it off): an operator who turns synchronous_commit off globally would otherwise release
+    responses before their events are on disk.
+    """
+    await con.execute("SET synchronous_commit = on")
+
+
+async def defer_flush(con: Conn) -> None:
+    """Let the current transaction commit without waiting for its WAL flush (``SET LOCAL``)."""
+    await con.execute("SET LOCAL synchronous_commit = off")
+
+
 async def iter_events(con: Conn, region: str, first_seq: int, last_seq: int) -> AsyncIterator[EventRow]:
     """Events ``first_seq..last_seq`` in seq order, fetched in chunks (keyset pagination)."""
     after = first_seq - 1

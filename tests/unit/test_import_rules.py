@@ -149,3 +149,34 @@ def test_each_rule_catches_its_violation(module: str, source: str, rule: str, al
 def test_the_wire_contract_is_allowed_to_regiond() -> None:
     imports = {"replication.messages", "replication.messages.KeyCreated", "replication.frames.FrameKind"}
     assert not RULES["regiond imports replication beyond its wire contract"]("regiond.store.outbox", imports)
+
+
+SQL_CALLS = ("execute", "executemany", "fetch", "fetchrow", "fetchval")
+
+
+def _sql_calls(path: Path) -> list[int]:
+    """Lines where a database call is given SQL text (a string literal as its first argument)."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_CALLS
+        and node.args and isinstance(node.args[0], (ast.Constant, ast.JoinedStr))
+        and (not isinstance(node.args[0], ast.Constant) or isinstance(node.args[0].value, str))
+    ]  # fmt: skip
+
+
+def test_sql_runs_only_in_the_store() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if not _in(_module_name(path), "regiond.store")
+        for line in _sql_calls(path)
+    ]
+    assert not found, "SQL outside regiond/store (docs/ARCHITECTURE.md):\n" + "\n".join(found)
+
+
+def test_the_sql_check_sees_a_query(tmp_path: Path) -> None:
+    source = tmp_path / "x.py"
+    source.write_text('async def f(con):\n    await con.fetchrow("SELECT 1")\n    await con.execute(query)\n')
+    assert _sql_calls(source) == [2]
