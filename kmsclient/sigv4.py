@@ -104,11 +104,6 @@ def _memoised_canonical_value(value: str) -> str:
     return out
 
 
-def canonical_header_line(name: str, value: str) -> str:
-    """``name:value\\n`` for one signed header that was sent once: the value trimmed, inner white space squeezed."""
-    return f"{name}:{canonical_value(name, (value,))}\n"
-
-
 def canonical_value(name: str, values: Sequence[str]) -> str:
     """The SigV4 canonical value of the header ``name`` (lower case) sent with ``values``, in order.
 
