@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
@@ -15,43 +13,19 @@ import pytest
 from botocore.config import Config
 
 from regiond.crypto import pki
+from tests.support.dev import start_dev, stop_dev
 from tests.support.modes import loose_modes
 
 START_TIMEOUT_S = 90
 
 
 def _start(state_dir: Path, *extra: str, banner: list[str] | None = None) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "regiond", "dev", "--regions", "us-east-1", "--state-dir", str(state_dir), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        umask=0o022,  # a usual login umask: whatever regiond writes must be private anyway
-    )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    assert proc.stdout is not None
-    seen = banner if banner is not None else []
-    for line in proc.stdout:
-        seen.append(line)
-        if "aws kms list-keys --endpoint-url" in line:
-            return proc
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    proc.communicate()
-    log = state_dir / "us-east-1" / "regiond.log"
-    node_log = log.read_text()[-3000:] if log.exists() else ""
-    pytest.fail("regiond dev did not come up:\n" + "".join(seen)[-3000:] + "\nnode log:\n" + node_log)
+    # a usual login umask: whatever regiond writes must be private anyway
+    return start_dev(state_dir, "us-east-1", *extra, umask=0o022, timeout_s=START_TIMEOUT_S, banner=banner)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail("regiond dev did not stop on Ctrl-C")
+    stop_dev(proc)
 
 
 def _client(cluster: dict) -> object:  # type: ignore[type-arg]

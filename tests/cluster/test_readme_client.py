@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.dev import start_dev, stop_dev
 
 ROOT = Path(__file__).resolve().parents[2]
 # The environment running the tests, wherever it is (the README's `.venv/bin/...` lines reach it
@@ -35,31 +35,11 @@ def _block(marker: str, language: str) -> str:
 
 
 def _start(workdir: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "regiond", "dev", "--regions", REGIONS, "--state-dir", str(workdir / ".state")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT_S
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "aws kms list-keys --endpoint-url" in line:
-            return proc
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    proc.communicate()
-    pytest.fail("regiond dev did not come up:\n" + "".join(seen)[-3000:])
+    return start_dev(workdir / ".state", REGIONS, cwd=workdir, timeout_s=START_TIMEOUT_S)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+    stop_dev(proc, 60, must_stop=False)
 
 
 @pytest.mark.timeout(420)
