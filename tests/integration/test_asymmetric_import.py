@@ -18,11 +18,11 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
 from tests.support.aws import aws_call, error_code, expect_error
 from tests.support.cavp import records, vector_path
 from tests.support.cluster import NodeFactory
+from tests.support.import_material import wrap_for_import
 
 DOES_NOT_EXPIRE = {"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
 
@@ -35,18 +35,6 @@ def _pkcs8(key: Any) -> bytes:
     return key.private_bytes(  # type: ignore[no-any-return]
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-def _wrap(public_der: bytes, algorithm: str, material: bytes) -> bytes:
-    """The Developer Guide's "encrypt the key material" step, with `cryptography` alone."""
-    public = serialization.load_der_public_key(public_der)
-    assert isinstance(public, rsa.RSAPublicKey)
-    digest: hashes.HashAlgorithm = hashes.SHA256() if algorithm.endswith("SHA_256") else hashes.SHA1()
-    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=digest), algorithm=digest, label=None)
-    if algorithm.startswith("RSAES_OAEP"):
-        return public.encrypt(material, oaep)
-    aes_key = os.urandom(32)
-    return public.encrypt(aes_key, oaep) + aes_key_wrap_with_padding(aes_key, material)
 
 
 async def _external(kms: Any, spec: str, usage: str) -> dict[str, Any]:
@@ -64,7 +52,7 @@ async def _import(
                             WrappingKeySpec=spec)  # fmt: skip
     result: dict[str, Any] = await aws_call(
         kms.import_key_material, KeyId=key_id, ImportToken=params["ImportToken"],
-        EncryptedKeyMaterial=_wrap(params["PublicKey"], algorithm, material), **(extra or DOES_NOT_EXPIRE),
+        EncryptedKeyMaterial=wrap_for_import(params["PublicKey"], algorithm, material), **(extra or DOES_NOT_EXPIRE),
     )  # fmt: skip
     return result
 

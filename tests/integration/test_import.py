@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from regiond.__main__ import parser
 from regiond.app import IMPORT_EXPIRY
@@ -23,20 +22,9 @@ from regiond.service.authz import Requester
 from regiond.service.importing import ImportMaterialRequest
 from tests.support.aws import aws_call, error_code, expect_error
 from tests.support.cluster import NodeFactory
+from tests.support.import_material import wrap_for_import
 
 DOES_NOT_EXPIRE = {"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
-
-
-def _wrap(public_der: bytes, algorithm: str, material: bytes) -> bytes:
-    """The Developer Guide's "encrypt the key material" step, with `cryptography` alone."""
-    public = serialization.load_der_public_key(public_der)
-    assert isinstance(public, rsa.RSAPublicKey)
-    digest: hashes.HashAlgorithm = hashes.SHA256() if algorithm.endswith("SHA_256") else hashes.SHA1()
-    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=digest), algorithm=digest, label=None)
-    if algorithm.startswith("RSAES_OAEP"):
-        return public.encrypt(material, oaep)
-    aes_key = os.urandom(32)
-    return public.encrypt(aes_key, oaep) + aes_key_wrap_with_padding(aes_key, material)
 
 
 async def _import(
@@ -46,7 +34,7 @@ async def _import(
     params = await aws_call(
         kms.get_parameters_for_import, KeyId=key_id, WrappingAlgorithm=algorithm, WrappingKeySpec=spec
     )
-    encrypted = _wrap(params["PublicKey"], algorithm, material)
+    encrypted = wrap_for_import(params["PublicKey"], algorithm, material)
     result: dict[str, Any] = await aws_call(
         kms.import_key_material, KeyId=key_id, ImportToken=params["ImportToken"], EncryptedKeyMaterial=encrypted,
         **(extra or DOES_NOT_EXPIRE),
@@ -86,7 +74,7 @@ async def test_import_with_each_wrapping_algorithm_enables_the_key(nodes: NodeFa
         material = os.urandom(32)
         result = await aws_call(
             kms.import_key_material, KeyId=key_id, ImportToken=params["ImportToken"],
-            EncryptedKeyMaterial=_wrap(params["PublicKey"], algorithm, material), **DOES_NOT_EXPIRE,
+            EncryptedKeyMaterial=wrap_for_import(params["PublicKey"], algorithm, material), **DOES_NOT_EXPIRE,
         )  # fmt: skip
         assert result["KeyId"] == md["Arn"] and len(result["KeyMaterialId"]) == 64
         md = (await aws_call(kms.describe_key, KeyId=key_id))["KeyMetadata"]
@@ -123,7 +111,7 @@ async def test_import_refusals_name_the_problem(nodes: NodeFactory) -> None:
     assert error_code(err) == "UnsupportedOperationException"
 
     mine, foreign = await params_for(key_id), await params_for(other_id)
-    encrypted = _wrap(mine["PublicKey"], "RSAES_OAEP_SHA_256", material)
+    encrypted = wrap_for_import(mine["PublicKey"], "RSAES_OAEP_SHA_256", material)
 
     async def attempt(**kwargs: Any) -> str:
         request = {"KeyId": key_id, "ImportToken": mine["ImportToken"], "EncryptedKeyMaterial": encrypted,
@@ -133,12 +121,11 @@ async def test_import_refusals_name_the_problem(nodes: NodeFactory) -> None:
     assert await attempt(ImportToken=foreign["ImportToken"]) == "InvalidImportTokenException"
     assert await attempt(ImportToken=b"\x01" + os.urandom(16)) == "InvalidImportTokenException"
     assert await attempt(ImportToken=b"garbage") == "InvalidImportTokenException"
-    assert await attempt(EncryptedKeyMaterial=_wrap(mine["PublicKey"], "RSAES_OAEP_SHA_1", material)) == (
+    assert await attempt(EncryptedKeyMaterial=wrap_for_import(mine["PublicKey"], "RSAES_OAEP_SHA_1", material)) == (
         "InvalidCiphertextException"
     )
-    assert await attempt(EncryptedKeyMaterial=_wrap(mine["PublicKey"], "RSAES_OAEP_SHA_256", os.urandom(16))) == (
-        "IncorrectKeyMaterialException"
-    )
+    too_short = wrap_for_import(mine["PublicKey"], "RSAES_OAEP_SHA_256", os.urandom(16))
+    assert await attempt(EncryptedKeyMaterial=too_short) == "IncorrectKeyMaterialException"
     assert await attempt(ExpirationModel="KEY_MATERIAL_EXPIRES") == "ValidationException"  # no ValidTo
     too_late = node.clock.now() + dt.timedelta(days=366)
     assert await attempt(ExpirationModel="KEY_MATERIAL_EXPIRES", ValidTo=too_late) == "ValidationException"
@@ -242,8 +229,8 @@ def _import_sync(kms: Any) -> Any:
                                                WrappingKeySpec="RSA_2048")  # fmt: skip
         return kms.import_key_material(
             KeyId=key_id, ImportToken=params["ImportToken"],
-            EncryptedKeyMaterial=_wrap(params["PublicKey"], "RSAES_OAEP_SHA_256", material), **DOES_NOT_EXPIRE,
-            **extra,
+            EncryptedKeyMaterial=wrap_for_import(params["PublicKey"], "RSAES_OAEP_SHA_256", material),
+            **DOES_NOT_EXPIRE, **extra,
         )  # fmt: skip
 
     return run

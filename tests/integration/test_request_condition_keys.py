@@ -17,9 +17,9 @@ from typing import Any
 
 import botocore.exceptions
 
-from tests.integration.test_import import _wrap
 from tests.support.aws import aws_call, error_code, expect_error
 from tests.support.cluster import ACCOUNT_ID, NodeFactory
+from tests.support.import_material import wrap_for_import
 from tests.support.raw import signed_post
 
 
@@ -51,7 +51,7 @@ async def test_import_condition_keys_are_the_request_s_parameters(nodes: NodeFac
         assert error_code(err) == "AccessDeniedException", (algorithm, spec)
     params = await aws_call(parameters, kms=bob, algorithm="RSAES_OAEP_SHA_256", spec="RSA_3072")
 
-    encrypted = _wrap(params["PublicKey"], "RSAES_OAEP_SHA_256", os.urandom(32))
+    encrypted = wrap_for_import(params["PublicKey"], "RSAES_OAEP_SHA_256", os.urandom(32))
     request = {"KeyId": key_id, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": encrypted}
     valid_to = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     for expiring in ({}, {"ExpirationModel": "KEY_MATERIAL_EXPIRES", "ValidTo": valid_to}):
@@ -79,7 +79,7 @@ async def test_import_valid_to_is_compared_in_seconds_since_the_epoch(nodes: Nod
                                 WrappingKeySpec="RSA_2048")  # fmt: skip
         try:
             await aws_call(carol.import_key_material, KeyId=key_id, ImportToken=params["ImportToken"],
-                           EncryptedKeyMaterial=_wrap(params["PublicKey"], "RSAES_OAEP_SHA_256", material),
+                           EncryptedKeyMaterial=wrap_for_import(params["PublicKey"], "RSAES_OAEP_SHA_256", material),
                            ExpirationModel="KEY_MATERIAL_EXPIRES", ValidTo=valid_to)  # fmt: skip
         except botocore.exceptions.ClientError as exc:
             return error_code(exc)

@@ -6,14 +6,14 @@ import os
 import pickle
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from regiond.crypto import import_wrap, keymaterial, wrap
 from regiond.crypto.import_wrap import WrappingAlgorithm, WrappingKeySpec
 from regiond.crypto.keyring import AesRootKeyring, KeyringError
 from regiond.domain.key import KeySpec
+from tests.support.import_material import wrap_for_import
 
 KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
 OTHER_ID = "2234abcd-12ab-34cd-56ef-1234567890ab"
@@ -25,24 +25,12 @@ def pair() -> import_wrap.WrappingKeyPair:
     return import_wrap.generate_wrapping_key(WrappingKeySpec.RSA_2048)
 
 
-def _aws_client_wrap(public_der: bytes, algorithm: str, material: bytes) -> bytes:
-    """What the Developer Guide's openssl recipe produces, written with `cryptography` alone."""
-    public = serialization.load_der_public_key(public_der)
-    assert isinstance(public, rsa.RSAPublicKey)
-    digest: hashes.HashAlgorithm = hashes.SHA256() if algorithm.endswith("SHA_256") else hashes.SHA1()
-    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=digest), algorithm=digest, label=None)
-    if algorithm.startswith("RSAES_OAEP"):
-        return public.encrypt(material, oaep)
-    aes_key = os.urandom(32)
-    return public.encrypt(aes_key, oaep) + aes_key_wrap_with_padding(aes_key, material)
-
-
 @pytest.mark.parametrize("algorithm", list(WrappingAlgorithm))
 def test_material_wrapped_as_aws_documents_opens_with_each_algorithm(
     pair: import_wrap.WrappingKeyPair, algorithm: WrappingAlgorithm
 ) -> None:
     material = os.urandom(32)
-    encrypted = _aws_client_wrap(pair.public_key_der, algorithm.value, material)
+    encrypted = wrap_for_import(pair.public_key_der, algorithm.value, material)
     assert import_wrap.unwrap_key_material(pair.private, algorithm, encrypted).material() == material
 
 
@@ -93,7 +81,7 @@ def test_any_flipped_byte_or_truncation_is_one_failure(
 
 def test_material_that_is_not_256_bits_is_refused_for_a_symmetric_key(pair: import_wrap.WrappingKeyPair) -> None:
     for size in (16, 31, 33, 64):
-        encrypted = _aws_client_wrap(pair.public_key_der, "RSAES_OAEP_SHA_256", os.urandom(size))
+        encrypted = wrap_for_import(pair.public_key_der, "RSAES_OAEP_SHA_256", os.urandom(size))
         opened = import_wrap.unwrap_key_material(pair.private, WrappingAlgorithm.RSAES_OAEP_SHA_256, encrypted)
         with pytest.raises(keymaterial.MaterialError, match="256 bits"):
             keymaterial.check_imported(KeySpec.SYMMETRIC_DEFAULT, opened)
