@@ -4,6 +4,7 @@
     events.py     CallRecord -> CloudTrail record; per-operation allow-lists (never secrets)
     committer.py  GroupCommitter, the AuditSink: one chained, durable batched write (one CALL)
                   shared by concurrent requests (docs/AUDIT.md)
+    segment.py    v2 segments: one row per batch (JSON lines), one hash chain per writer
     chain.py      the per-region hash chain and Ed25519-signed digests (formats documented there)
     anchors.py    the node's anchor file: every signed digest, held outside the database
     verify.py     find changed, deleted, inserted and reordered events, edited query columns,
