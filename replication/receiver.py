@@ -37,6 +37,7 @@ from regiond.crypto.keyring import RootKeyring
 from regiond.crypto.pki import PeerIdentityError, peer_region_from_cert
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.domain.audit_anchor import AnchorError
+from regiond.runtime.listener import BodyTimeout, read_body_within
 from regiond.store import replication as repl_store
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Conn, Pool, connection, transaction
@@ -52,6 +53,7 @@ from replication.authorize import (
     open_query,
 )
 from replication.channel import (
+    DEFAULT_TIMEOUT_S,
     FRAMES_PATH,
     MAX_BATCH_BYTES,
     Ack,
@@ -291,8 +293,20 @@ def _peer_region(request: web.Request) -> str | None:
         return None
 
 
-def make_receiver_app(receiver: Receiver) -> web.Application:
-    """The receiver's HTTP endpoint; serve it only behind ``pki.ssl_server_context`` (mutual TLS)."""
+def make_receiver_app(receiver: Receiver, body_timeout_s: float = DEFAULT_TIMEOUT_S) -> web.Application:
+    """The receiver's HTTP endpoint; serve it only behind ``pki.ssl_server_context`` (mutual TLS).
+
+    Bodies are read within ``body_timeout_s`` (408 past it), as on the client endpoint: an
+    authenticated peer, or one whose certificate leaked, must not hold handlers with a stalled body.
+    No honest sender is still sending past its own request timeout (``DEFAULT_TIMEOUT_S``).
+    """
+
+    async def read(request: web.Request) -> bytes | None:
+        try:
+            return await read_body_within(request, body_timeout_s)
+        except BodyTimeout:
+            log.warning("replication.body_timeout", peer=_peer_region(request) or "unknown", path=request.path)
+            return None
 
     async def handle(request: web.Request) -> web.Response:
         peer = _peer_region(request)
@@ -301,7 +315,10 @@ def make_receiver_app(receiver: Receiver) -> web.Application:
             log.warning("replication.frame_refused", reason=Refusal.PEER_MISMATCH, peer="unknown")
             return web.Response(status=403, body=encode_ack(ack), content_type="application/x-msgpack")
         try:
-            envelopes = decode_batch(await request.read())
+            body = await read(request)
+            if body is None:
+                return web.Response(status=408, text="request body timeout")
+            envelopes = decode_batch(body)
         except (ChannelError, web.HTTPRequestEntityTooLarge) as exc:
             ack = await receiver.refuse(peer, Refusal.MALFORMED, str(exc))
         else:
@@ -314,9 +331,12 @@ def make_receiver_app(receiver: Receiver) -> web.Application:
         if peer is None:
             return web.Response(status=403, text="no verified client certificate")
         try:
-            body = await request.read()
+            read_body = await read(request)
         except web.HTTPRequestEntityTooLarge:
-            body = b""
+            read_body = b""
+        if read_body is None:
+            return web.Response(status=408, text="request body timeout")
+        body = read_body
         answer = await receiver.answer(peer, body) if 0 < len(body) <= MAX_QUERY_BYTES else None
         if answer is None:
             return web.Response(status=403, text="query refused")

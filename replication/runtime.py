@@ -34,7 +34,7 @@ from regiond.statedir import load_encryption_key, load_identity
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Pool
 from replication.authorize import AuthorizeError, open_answer, query_envelope
-from replication.channel import HttpsTransport, Transport, TransportError
+from replication.channel import DEFAULT_TIMEOUT_S, HttpsTransport, Transport, TransportError
 from replication.peers import PeersFileError, Topology, load_region_tls, load_topology
 from replication.receiver import AuthorizeHandler, Receiver, make_receiver_app
 from replication.sender import Backoff, FrameBuilder, Sender, SenderSettings
@@ -158,8 +158,9 @@ class ReplicationNode:
             cert, key = load_region_tls(self.settings.state_dir, self._keyring)
             context = pki.ssl_server_context(cert, key, self.topology.ca_cert_pem)
             host, port = parse_listen(self.settings.replication_listen)
+            body_timeout_s = min(self.settings.http_body_timeout_s, DEFAULT_TIMEOUT_S)
             self._listener = await listen(
-                make_receiver_app(self.receiver), host, port, HttpLimits.from_settings(self.settings),
+                make_receiver_app(self.receiver, body_timeout_s), host, port, HttpLimits.from_settings(self.settings),
                 tls_context=lambda: context, tls_label="replication", reuse_port=self.settings.workers > 1,
             )  # fmt: skip
             self.bound_port = self._listener.port

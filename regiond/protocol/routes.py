@@ -15,7 +15,6 @@ path: each aiohttp middleware layer costs a coroutine per request.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import time
 from typing import Any
@@ -41,7 +40,8 @@ from regiond.protocol import iam_shapes, shapes
 from regiond.protocol.context import OpContext, OpHandler
 from regiond.protocol.ops import IAM_OPERATIONS, KMS_OPERATIONS
 from regiond.randomids import uuid4_str
-from regiond.runtime.metrics import HTTP_TIMEOUTS, REQUEST_LATENCY, REQUESTS
+from regiond.runtime.listener import BodyTimeout, read_body_within
+from regiond.runtime.metrics import REQUEST_LATENCY, REQUESTS
 from regiond.service.container import Services
 
 log = structlog.get_logger("regiond.request")
@@ -189,26 +189,13 @@ class _ClientGone(Exception):
 
 
 async def _read_body(request: web.Request, timeout_s: float) -> bytes:
-    """The whole request body, within ``timeout_s`` of the end of its headers.
-
-    A body that stalls (headers, 2 of 100 bytes, then silence) held its handler and connection
-    for good; one that dribbles in a byte at a time is bounded too, since the bound is on the
-    whole body (regiond.runtime.listener has the other bounds).
-    """
+    """The whole request body within the body timeout, aiohttp's failures as the AWS errors."""
     try:
-        if request.content.is_eof():  # the body came with the headers (nearly every call): no timer
-            return await request.read()
-        bound = asyncio.timeout(timeout_s)
-        try:
-            async with bound:
-                return await request.read()
-        except TimeoutError:
-            if not bound.expired():
-                raise  # the connection's own ETIMEDOUT (TCP keep-alive): the client is gone
-            HTTP_TIMEOUTS.labels("body").inc()
-            raise RequestTimeoutException(
-                "Your socket connection to the server was not read from or written to within the timeout period"
-            ) from None
+        return await read_body_within(request, timeout_s)
+    except BodyTimeout:
+        raise RequestTimeoutException(
+            "Your socket connection to the server was not read from or written to within the timeout period"
+        ) from None
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestEntityTooLargeException("Request body exceeds the 1 MiB limit") from exc
     except web.RequestPayloadError as exc:  # a malformed chunked encoding or compressed body

@@ -7,10 +7,11 @@ A client that is slow on purpose must not hold a connection, a handler or a work
 header timeout        a request's header block, from its first byte (on a fresh connection:
                       from the accept) to its blank line; past it the connection is closed
                       without an answer (nothing of the request is known yet)
-body timeout          the whole body, from the end of the headers (``regiond.protocol.routes``):
-                      past it the answer is ``RequestTimeoutException`` (HTTP 408, which the
-                      AWS SDKs retry) and the connection is closed. A bound on the whole body,
-                      not between reads, so dribbling a byte at a time does not extend it
+body timeout          the whole body, from the end of the headers (``read_body_within``, called by
+                      the handlers: ``regiond.protocol.routes`` answers ``RequestTimeoutException``,
+                      HTTP 408, which the AWS SDKs retry; the replication receiver answers 408 too)
+                      and the connection is closed. A bound on the whole body, not between
+                      reads, so dribbling a byte at a time does not extend it
 idle timeout          a kept-alive connection between requests (aiohttp's ``keepalive_timeout``);
                       it also bounds whatever the header timeout does not see (the rest of a
                       header block that arrived while the previous request was being handled)
@@ -71,6 +72,30 @@ REFUSAL_LOG_INTERVAL_S = 10.0
 # the answer rather than a reset. aiohttp's 10 s would keep every timed-out connection 10 s longer.
 LINGER_S = 2.0
 _PRIVATE_ATTRIBUTES = ("_waiter", "_request_count")
+
+
+class BodyTimeout(Exception):
+    """A request's body did not arrive whole within the body timeout (the module docstring's table)."""
+
+
+async def read_body_within(request: web.Request, timeout_s: float) -> bytes:
+    """The whole body of ``request``, within ``timeout_s`` of the end of its headers, else ``BodyTimeout``.
+
+    A body that stalls (headers, 2 of 100 bytes, then silence) would hold its handler and connection
+    for good; one that dribbles in a byte at a time is bounded too, since the bound is on the whole
+    body. aiohttp's own errors (too large, malformed chunking, connection lost) pass through.
+    """
+    if request.content.is_eof():  # the body came with the headers (nearly every call): no timer
+        return await request.read()
+    bound = asyncio.timeout(timeout_s)
+    try:
+        async with bound:
+            return await request.read()
+    except TimeoutError:
+        if not bound.expired():
+            raise  # the connection's own ETIMEDOUT (TCP keep-alive): the client is gone
+        HTTP_TIMEOUTS.labels("body").inc()
+        raise BodyTimeout from None
 
 
 @dataclass(frozen=True)

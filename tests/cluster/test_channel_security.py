@@ -22,13 +22,14 @@ from regiond.crypto.sign import RegionIdentityKey
 from regiond.protocol.routes import SERVICES
 from regiond.statedir import load_identity
 from replication import frames
-from replication.authorize import open_answer, query_envelope
-from replication.channel import Ack, HttpsTransport, Refusal, TransportError
+from replication.authorize import AUTHORIZE_PATH, open_answer, query_envelope
+from replication.channel import FRAMES_PATH, Ack, HttpsTransport, Refusal, TransportError
 from replication.frames import Frame, FrameKind
 from replication.messages import KeyMaterial, KeyUpdated, PrimaryMoved, SharedState
 from replication.peers import Peer, ensure_cluster_ca, load_region_tls, load_topology, server_name
 from tests.support.cluster import ACCOUNT_ID, NodeFactory
 from tests.support.regions import REGIONS, Cluster, replicated_cluster, wait_until
+from tests.support.sockets import RawConnection, request_head
 
 pytestmark = pytest.mark.cluster
 
@@ -272,3 +273,27 @@ async def test_a_region_that_never_held_a_key_cannot_take_it_over(nodes: NodeFac
         await asyncio.to_thread(eu.replicate_key, KeyId=key_id, ReplicaRegion=US)
         await wait_until(cluster.drained, what="the replica in us-east-1")
         await attacker.transport.close()
+
+
+async def test_a_peer_that_stalls_its_request_body_is_answered_408_and_cut_off(nodes: NodeFactory) -> None:
+    """A peer with a valid certificate (or a leaked one) must not hold the receiver's handlers with a
+    body that never comes: the client endpoint's body timeout bounds both receiver paths too."""
+    async with replicated_cluster(nodes, regions=(US, EU), http_body_timeout_s=0.5) as cluster:
+        sdir = cluster.state_dirs[US]
+        cert_pem, key_pem = load_region_tls(sdir, load_file_keyring(sdir / "root.key"))
+        topology = load_topology(cluster.peers_files[US], US)
+        tls = pki.ssl_client_context(cert_pem, key_pem, topology.ca_cert_pem)
+        peer = topology.peer(EU)
+        for path in (FRAMES_PATH, AUTHORIZE_PATH):
+            async with await RawConnection.open(peer.endpoint, tls) as conn:
+                head = {"Content-Type": "application/x-msgpack", "Content-Length": "1000"}
+                await conn.send(request_head("POST", path, head) + b"\x91")
+                answer = await conn.answer()
+                assert answer is not None and answer.status == 408, (path, answer)
+                assert await conn.closed_by_server()
+        # The receiver still serves the honest sender afterwards.
+        admin = await cluster.admin()
+        kms = cluster.nodes[US].client(admin)
+        key_id = (await asyncio.to_thread(kms.create_key, MultiRegion=True))["KeyMetadata"]["KeyId"]
+        await asyncio.to_thread(kms.replicate_key, KeyId=key_id, ReplicaRegion=EU)
+        await wait_until(cluster.drained, what="the replica")
