@@ -54,6 +54,24 @@ ACCOUNT_ID = "111122223333"
 ADMIN_USER = "admin"
 DATABASE = "regionkms"
 READY_TIMEOUT_S = 60
+AWS_CONFIG = "aws-config"
+
+
+def aws_config_text(cluster: dict[str, Any]) -> str:
+    """The AWS CLI config file of ``cluster``: a ``[profile REGION]`` per region, reaching its node.
+
+    A profile-wide ``endpoint_url`` (botocore's endpoint configuration) serves KMS and STS alike.
+    Given with ``--profile``, a profile's credentials win over ``AWS_ACCESS_KEY_ID`` in the shell.
+    """
+    creds = cluster["credentials"]
+    lines = ["# Written by `regiond dev`: AWS_CONFIG_FILE=<this file> aws --profile <region> kms list-keys"]
+    for region, info in cluster["regions"].items():
+        lines += ["", f"[profile {region}]", f"region = {region}", f"endpoint_url = {info['endpoint']}",
+                  f"aws_access_key_id = {creds['access_key_id']}",
+                  f"aws_secret_access_key = {creds['secret_access_key']}"]  # fmt: skip
+        if cluster.get("ca_bundle"):
+            lines.append(f"ca_bundle = {cluster['ca_bundle']}")
+    return "\n".join(lines) + "\n"
 
 
 async def _bootstrap(
@@ -141,6 +159,9 @@ def run_dev(
                    "peers_file": str(peers_file.resolve())}  # fmt: skip
         if tls:
             cluster["ca_bundle"] = str(ca_file)
+        aws_config = state_dir / AWS_CONFIG
+        cluster["aws_config"] = str(aws_config.resolve())
+        private_files.write_file(aws_config, aws_config_text(cluster).encode())
         private_files.write_file(cluster_file, json.dumps(cluster, indent=2).encode())
         _print_welcome(cluster, cluster_file)
         stop = {"now": False}
@@ -181,6 +202,9 @@ def _print_welcome(cluster: dict[str, Any], cluster_file: Path) -> None:
         "export AWS_ACCESS_KEY_ID=" + creds["access_key_id"],
         "export AWS_SECRET_ACCESS_KEY=" + creds["secret_access_key"],
         f"export AWS_DEFAULT_REGION={first_region}",
+        "",
+        f"or one AWS CLI profile per region: AWS_CONFIG_FILE={cluster['aws_config']} aws --profile {first_region}"
+        " kms list-keys",
         "",
         f"aws kms list-keys --endpoint-url {first['endpoint']} --region {first_region}",
         "",

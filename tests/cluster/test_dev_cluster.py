@@ -109,12 +109,50 @@ def test_dev_cluster_writes_nothing_others_can_read(tmp_path: Path) -> None:
         cluster = json.loads((state_dir / "cluster.json").read_text())
         _client(cluster).list_keys()  # type: ignore[attr-defined]
         written = {p.relative_to(state_dir).as_posix() for p in state_dir.rglob("*")}
-        assert {"cluster.json", "peers.json", "cluster-ca/ca.key", "us-east-1/regiond.log", "us-east-1/root.key",
-                "us-east-1/tls/region.key", "us-east-1/postgres/pg_password"} <= written  # fmt: skip
+        assert {"cluster.json", "aws-config", "peers.json", "cluster-ca/ca.key", "us-east-1/regiond.log",
+                "us-east-1/root.key", "us-east-1/tls/region.key",
+                "us-east-1/postgres/pg_password"} <= written  # fmt: skip
         assert loose_modes(state_dir) == []
     finally:
         _stop(proc)
     assert loose_modes(state_dir) == []  # what stopping wrote too
+
+
+def _aws_cli(config: Path, profile: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """The real AWS CLI with only ``config`` (no credentials, region or CA in the environment)."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "AWS_CONFIG_FILE": str(config),
+           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "awscli", "--profile", profile, "--output", "json", *args],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+@pytest.mark.timeout(240)
+def test_dev_cluster_writes_an_aws_cli_profile_per_region(tmp_path: Path) -> None:
+    """`AWS_CONFIG_FILE=.state/aws-config aws --profile eu-west-1 kms list-keys` works with nothing else set
+    (issue 18 item 5), and each profile reaches its own region's node."""
+    state_dir = tmp_path / "state"
+    banner: list[str] = []
+    proc = start_dev(state_dir, "us-east-1,eu-west-1", umask=0o022, timeout_s=START_TIMEOUT_S, banner=banner)
+    try:
+        cluster = json.loads((state_dir / "cluster.json").read_text())
+        config = Path(cluster["aws_config"])
+        assert config == (state_dir / "aws-config").resolve()
+        assert config.stat().st_mode & 0o777 == 0o600
+        assert any(f"AWS_CONFIG_FILE={config} aws --profile us-east-1" in line for line in banner)
+        made = _aws_cli(config, "eu-west-1", "kms", "create-key", "--description", "via profile", home=tmp_path)
+        assert made.returncode == 0, made.stderr
+        arn = json.loads(made.stdout)["KeyMetadata"]["Arn"]
+        assert arn.startswith("arn:aws:kms:eu-west-1:111122223333:key/")
+        listed = _aws_cli(config, "eu-west-1", "kms", "list-keys", home=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        assert arn in {k["KeyArn"] for k in json.loads(listed.stdout)["Keys"]}
+        other = _aws_cli(config, "us-east-1", "kms", "list-keys", home=tmp_path)
+        assert other.returncode == 0, other.stderr
+        assert arn not in {k["KeyArn"] for k in json.loads(other.stdout)["Keys"]}
+        unknown = _aws_cli(config, "us-west-2", "kms", "list-keys", home=tmp_path)
+        assert unknown.returncode != 0 and "us-west-2" in unknown.stderr
+    finally:
+        _stop(proc)
 
 
 @pytest.mark.timeout(240)
@@ -137,6 +175,9 @@ def test_dev_cluster_with_tls_is_reached_by_the_aws_cli_and_kmsclient_through_it
         trusted = subprocess.run(aws, env={**env, "AWS_CA_BUNDLE": cluster["ca_bundle"]}, capture_output=True,
                                  text=True, timeout=60)  # fmt: skip
         assert trusted.returncode == 0, trusted.stderr
+
+        profile = _aws_cli(state_dir / "aws-config", "us-east-1", "kms", "list-keys", home=tmp_path)
+        assert profile.returncode == 0, profile.stderr  # the profile names the CA bundle itself
 
         kms = boto3.client(
             "kms", endpoint_url=endpoint, region_name="us-east-1", verify=cluster["ca_bundle"],
