@@ -168,10 +168,14 @@ def _create_key(endpoint: str, creds: Credentials) -> str:
         return str(json.loads(r.read())["KeyMetadata"]["KeyId"])
 
 
-def _serve(url: str, state_dir: Path, port: int, workers: int, audit: bool, log: Path) -> subprocess.Popen[bytes]:
+def _serve(
+    url: str, state_dir: Path, port: int, workers: int, audit: bool, log: Path, settings: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """``regiond serve`` with ``settings`` (``benchmarks.harness.server_settings``) as its REGIOND_* variables."""
+    from benchmarks.harness import server_environment
     from regiond.devtools.launcher import NodeProcess
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIOND_")}
+    env = server_environment(settings)
     env["PYTHONPATH"] = str(ROOT)
     node = NodeProcess(
         REGION, url, state_dir, port, workers=workers, audit=audit, log_level="warning", log_path=log, env=env,
@@ -232,6 +236,7 @@ async def _audit_stats(url: str) -> tuple[int, int]:
     con = await asyncpg.connect(url)
     try:
         row = await con.fetchrow("SELECT count(*), count(DISTINCT xmin::text) FROM audit_events")
+        assert row is not None
         return int(row[0]), int(row[1])
     finally:
         await con.close()
@@ -247,10 +252,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--no-fsync", action="store_true", help="PostgreSQL without fsync (not what production runs)")
+    p.add_argument(
+        "--setting", action="append", default=[], metavar="KEY=VALUE",
+        help="a regiond setting for both sides (repeatable); REGIOND_* variables are passed too",
+    )  # fmt: skip
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "audit_overhead.json"))
     args = p.parse_args(argv)
 
+    from benchmarks.harness import recorded_settings, server_settings, setting_pairs
     from regiond.devtools.postgres import LocalPostgres, free_port
+
+    try:
+        settings = server_settings(setting_pairs(args.setting), os.environ)
+    except ValueError as exc:
+        raise SystemExit(f"audit_overhead: {exc}") from None
     from regiond.statedir import init_state_dir
 
     work = Path(tempfile.mkdtemp(prefix="regionkms-audit-bench-"))
@@ -276,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         endpoint = f"http://127.0.0.1:{port}"
         log = work / "regiond.log"
-        proc = _serve(url, state_dir, port, args.workers, True, log)
+        proc = _serve(url, state_dir, port, args.workers, True, log, settings)
         try:
             _wait_ready(endpoint, proc)
             key_id = _create_key(endpoint, creds)
@@ -294,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(args.rounds):
             for mode in ("audit", "null") if round_no % 2 == 0 else ("null", "audit"):
                 events_before, tx_before = asyncio.run(_audit_stats(url))
-                proc = _serve(url, state_dir, port, args.workers, mode == "audit", log)
+                proc = _serve(url, state_dir, port, args.workers, mode == "audit", log, settings)
                 try:
                     _wait_ready(endpoint, proc)
                     _run_load(port, requests_file, args.concurrency, WARMUP_S)
@@ -348,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "workers": args.workers,
             "fsync": not args.no_fsync,
+            "regiond_settings": recorded_settings(settings),
         },
         "audit_rps": [round(v, 1) for v in runs["audit"]],
         "null_sink_rps": [round(v, 1) for v in runs["null"]],

@@ -3,7 +3,9 @@
 - ``RegionKmsServer``: its own PostgreSQL (``regiond.devtools.postgres.LocalPostgres``, durable as in
   production), a state directory from ``regiond init``, an account with an admin user and
   access key written straight into the database (as ``regiond dev`` bootstraps), then
-  ``python -m regiond serve ... --workers N`` as a subprocess, audit on unless told otherwise.
+  ``python -m regiond serve ... --workers N`` as a subprocess, audit on unless told otherwise,
+  with the server settings it is given (``server_settings``: the caller's ``REGIOND_*``
+  variables and ``--setting KEY=VALUE``), which the results record.
 - ``MinimalServer``: ``benchmarks.baselines.minimal_server`` in ``work`` (b) or ``floor`` (c) mode.
 - ``MotoServer``: ``moto_server`` (a).
 
@@ -23,8 +25,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import psutil
 
@@ -33,10 +36,82 @@ from benchmarks.loadgen import PROJECT_ROOT, Endpoint
 from kmsclient.sigv4 import Credentials
 from regiond.devtools.postgres import LocalPostgres, free_port
 
+if TYPE_CHECKING:
+    from regiond.devtools.launcher import NodeProcess
+
 REGION = "us-east-1"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
 HOST = "127.0.0.1"
+
+
+# Settings the harness gives regiond itself (flags of ``NodeProcess``, the state dir's root key, one
+# node): the same setting from elsewhere would be overridden by the flag, or would change what the
+# harness set up (a REGIOND_AUDIT=false under a run that records "audit: true"), so it is refused.
+HARNESS_SETTINGS = frozenset(
+    {"region", "database_url", "listen", "workers", "state_dir", "plain_http", "tls_cert", "tls_key", "audit",
+     "root_key", "peers_file", "replication_listen", "home_region"}
+)  # fmt: skip
+
+
+def server_settings(given: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings regiond runs with beyond the harness's own, as ``REGIOND_*`` variables.
+
+    The caller's ``REGIOND_*`` variables (``environ``), then ``given`` (key -> text, the runner's
+    ``--setting``) over them. Every one is checked as ``regiond serve`` will read it (an unknown
+    name, a bad value), because regiond ignores a variable that is not a setting of its revision:
+    a run given ``REGIOND_AUDIT_DURABILITY`` before that setting existed would silently measure
+    the default, which is how settings given this way once went unmeasured. ``REGIOND_CONFIG``
+    is refused too (a file's settings would not be recorded: give them with ``--setting``).
+    ValueError names what is wrong.
+    """
+    from regiond import config
+
+    chosen: dict[str, str] = {}
+    for name, text in environ.items():
+        if not name.startswith(config.ENV_PREFIX) or text == "":
+            continue
+        if name == config.CONFIG_ENV:
+            raise ValueError(f"{name} is not passed to the benchmarked server: give its settings with --setting")
+        key = name.removeprefix(config.ENV_PREFIX).lower()
+        if key not in config.BY_KEY:
+            raise ValueError(f"{name} is not a setting of this regiond revision (docs/CONFIGURATION.md)")
+        chosen[key] = text
+    for key, text in given.items():
+        if key not in config.BY_KEY:
+            raise ValueError(f"--setting {key}: not a setting of this regiond revision (docs/CONFIGURATION.md)")
+        chosen[key] = text
+    for key in chosen:
+        if key in HARNESS_SETTINGS:
+            raise ValueError(f"{key} is set by the benchmark harness itself and cannot be given as a setting")
+    variables = {config.BY_KEY[key].env: text for key, text in chosen.items()}
+    try:  # the same parse and checks as ``regiond serve`` (the two required ones only stand in)
+        config.load(environ={"REGIOND_REGION": REGION, "REGIOND_DATABASE_URL": "postgresql:///x", **variables})
+    except config.ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return variables
+
+
+def setting_pairs(pairs: list[str]) -> dict[str, str]:
+    """``--setting KEY=VALUE`` arguments as a mapping (the last of a repeated key wins); SystemExit if malformed."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--setting {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def recorded_settings(variables: Mapping[str, str]) -> dict[str, str]:
+    """``server_settings``'s variables as a results file records them: by key, secrets redacted."""
+    from regiond import config
+
+    out = {}
+    for name, text in sorted(variables.items()):
+        entry = config.BY_KEY[name.removeprefix(config.ENV_PREFIX).lower()]
+        out[entry.key] = str(config.redact(entry, text))
+    return out
 
 
 def _tree_rss_bytes(pid: int) -> int:
@@ -247,6 +322,13 @@ async def _bootstrap(admin_url: str, state_dir: Path) -> tuple[str, Credentials]
     return url, credentials
 
 
+def server_environment(variables: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a benchmarked regiond: ``base`` (default this process's) without its
+    ``REGIOND_*`` variables, plus ``variables`` (``server_settings``: the ones checked and recorded)."""
+    base = os.environ if base is None else base
+    return {**{k: v for k, v in base.items() if not k.startswith("REGIOND_")}, **variables}
+
+
 def _postmaster_pid(postgres: LocalPostgres | None) -> int | None:
     if postgres is None:
         return None
@@ -262,13 +344,22 @@ def _postgres_cpu_s(postgres: LocalPostgres | None) -> float:
 
 
 class RegionKmsServer(_OwnPostgres):
+    """regiond over its own PostgreSQL. ``settings`` are ``server_settings``'s variables: regiond is
+    started with exactly them as its ``REGIOND_*`` environment (none of the caller's others)."""
+
     name = "regionkms"
 
-    def __init__(self, workdir: Path, *, workers: int, audit: bool = True, durable: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, *, workers: int, audit: bool = True, durable: bool = True,
+        settings: Mapping[str, str] | None = None, name: str | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(workdir)
+        if name is not None:
+            self.name = name
         self.workers = workers
         self.audit = audit
         self.durable = durable
+        self.settings = dict(settings or {})
         self.postgres: LocalPostgres | None = None
         self.database_url = ""
         self._state_dir = self.workdir / "state"
@@ -285,17 +376,21 @@ class RegionKmsServer(_OwnPostgres):
         self._start_regiond()
 
     def _start_regiond(self) -> None:
-        from regiond.devtools.launcher import NodeProcess
-
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.workdir / f"{self.name}.log"
         self._log_offset = log.stat().st_size if log.exists() else 0
-        node = NodeProcess(
-            REGION, self.database_url, self._state_dir, self.port, workers=self.workers, audit=self.audit,
-            log_path=log,
-        ).start()  # fmt: skip
+        node = self.node_process(log).start()
         self.proc = node.proc
         node.wait_ready(READY_TIMEOUT_S)
+
+    def node_process(self, log: Path) -> NodeProcess:
+        """The ``regiond serve`` to start: the harness's flags, and ``settings`` as its environment."""
+        from regiond.devtools.launcher import NodeProcess
+
+        return NodeProcess(
+            REGION, self.database_url, self._state_dir, self.port, workers=self.workers, audit=self.audit,
+            log_path=log, env=server_environment(self.settings),
+        )  # fmt: skip
 
     def restart(self) -> None:
         """Stop regiond and start it again on the same database: fresh workers with cold caches."""

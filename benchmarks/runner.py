@@ -36,7 +36,16 @@ from typing import Any
 import psutil
 
 from benchmarks import plots, profile, report
-from benchmarks.harness import MinimalServer, MotoServer, RegionKmsServer, Server, audit_module_present
+from benchmarks.harness import (
+    MinimalServer,
+    MotoServer,
+    RegionKmsServer,
+    Server,
+    audit_module_present,
+    recorded_settings,
+    server_settings,
+    setting_pairs,
+)
 from benchmarks.loadgen import LoadResult, presign_all, run_load, wrk_available
 from benchmarks.report import HEADLINE_CONCURRENCY, HEADLINE_WORKLOAD, Run
 from benchmarks.scenarios import WORKLOADS, Call, Fixture, SetupError, create_keys, encrypt, prepare
@@ -400,6 +409,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--no-fsync", action="store_true", help="regiond's PostgreSQL without fsync (diagnosis only: not durable)"
     )
+    p.add_argument(
+        "--setting", action="append", default=[], metavar="KEY=VALUE",
+        help="a regiond setting for the run (docs/CONFIGURATION.md; repeatable); REGIOND_* variables of this"
+        " environment are passed too. Both are checked, and recorded in the results",
+    )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="add a py-spy profile of one regiond worker")
     p.add_argument("--name", help="scenario name in the output file names (default: full or quick)")
     p.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
@@ -441,11 +455,16 @@ def main(argv: list[str] | None = None) -> int:
     engine = args.engine if args.engine != "auto" else ("wrk" if wrk_available() else "asyncio")
     wanted = [s for s in args.servers.split(",") if s]
     blocks = [b for b in args.blocks.split(",") if b]
+    try:
+        settings = server_settings(setting_pairs(args.setting), os.environ)
+    except ValueError as exc:
+        raise SystemExit(f"python -m benchmarks: {exc}") from None
     workdir = Path(tempfile.mkdtemp(prefix="regionkms-bench-"))
     started_at = dt.datetime.now(dt.UTC)
     factories = {
         "regionkms": lambda: RegionKmsServer(
-            workdir / "regionkms", workers=args.workers, audit=not args.no_audit, durable=not args.no_fsync
+            workdir / "regionkms", workers=args.workers, audit=not args.no_audit, durable=not args.no_fsync,
+            settings=settings,
         ),
         "minimal": lambda: MinimalServer(workdir / "minimal", mode="work", workers=args.workers),
         "minimal_audit": lambda: MinimalServer(workdir / "minimal_audit", mode="audit", workers=args.workers),
@@ -454,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     servers: dict[str, Server] = {}
     _say(f"load generator: {engine}; workers: {args.workers}; work dir: {workdir}")
+    if settings:
+        _say("regiond settings: " + ", ".join(f"{k} = {v}" for k, v in recorded_settings(settings).items()))
     try:
         for name in wanted:
             _say(f"starting {name}")
@@ -483,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                 "servers": wanted,
                 "audit": not args.no_audit,
                 "postgres_fsync": not args.no_fsync,
+                "regiond_settings": recorded_settings(settings),
                 "quiet_wait_s": bench.quiet_wait_s,
                 "disturbed_retries": bench.retries,
                 "audit_module_present": audit_module_present(),
