@@ -46,8 +46,9 @@ def latest_version() -> int:
     return max((m.version for m in available()), default=0)
 
 
-async def migrate(pool: Pool) -> list[int]:
-    """Apply every pending migration; return the versions applied by this call."""
+async def migrate(pool: Pool, *, up_to: int | None = None) -> list[int]:
+    """Apply every pending migration (numbered ``up_to`` at most, if given: a test building a database
+    of an older release to upgrade); return the versions applied by this call."""
     done: list[int] = []
     async with transaction(pool) as con:
         await locks.lock_xact(con, LockId.MIGRATIONS)
@@ -59,7 +60,7 @@ async def migrate(pool: Pool) -> list[int]:
         # (two branches adding migrations) is still applied.
         applied = {int(r["version"]) for r in await con.fetch("SELECT version FROM schema_version")}
         for m in available():
-            if m.version in applied:
+            if m.version in applied or (up_to is not None and m.version > up_to):
                 continue
             async with con.transaction():
                 await con.execute(m.sql)
