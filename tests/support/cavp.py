@@ -60,3 +60,32 @@ def records(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
             current = {}
         current[key] = value
     yield from flush()
+
+
+def pkcs1_fields(path: Path) -> Iterator[tuple[str, bytes]]:
+    """The ``# Label:`` fields of a PKCS #1 v2.1 vector file (RSA Laboratories' ``oaep-vect.txt``
+    and the ``oaep-custom`` files built like it), in file order, each with the bytes of the hex
+    lines under it. A key is a run Modulus, Public exponent, Exponent, Prime 1, Prime 2, ...;
+    an example is a run Message, (Seed,) Encryption after its key."""
+    label: str | None = None
+    value: list[str] = []
+    for raw in [*path.read_text().splitlines(), "#"]:
+        line = raw.strip()
+        if line.startswith("#"):
+            if label is not None and value:
+                yield label, _hex("".join(value))
+            text = line.lstrip("# ").strip()
+            label, value = (text[:-1], []) if text.endswith(":") else (None, [])
+        elif label is not None and line:
+            digits = line.replace(" ", "")
+            if all(c in "0123456789abcdefABCDEF" for c in digits):
+                value.append(digits)
+            else:  # prose (a file's trailing notes, a ==== rule): the field ended
+                if value:
+                    yield label, _hex("".join(value))
+                label, value = None, []
+
+
+def _hex(digits: str) -> bytes:
+    """Bytes of a big-endian hex number; pyca's files write exponents with an odd digit count (``10001``)."""
+    return bytes.fromhex(digits if len(digits) % 2 == 0 else "0" + digits)
