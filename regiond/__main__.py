@@ -189,6 +189,10 @@ def parser() -> argparse.ArgumentParser:
     from regiond.cli.import_material import add_import_parser
 
     add_import_parser(sub)
+
+    from regiond.cli.root_key import add_root_key_parser
+
+    add_root_key_parser(sub)
     return top
 
 

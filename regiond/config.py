@@ -116,7 +116,8 @@ class Settings:
     )
     home_region: str | None = setting(None, "replication: the IAM home region (default: the peers file's)")
     root_key_b64: str | None = setting(
-        None, "the root key, base64 of 32 bytes, instead of the state directory's root.key", key="root_key",
+        None, "the root key, base64 of the state directory's root.key (32 bytes, or a keyring once rotated),"
+        " instead of it", key="root_key",
         secret="value",
     )  # fmt: skip
     log_level: str = setting("info", "log level", choices=("debug", "info", "warning", "error"))

@@ -40,12 +40,14 @@ def make_dir(path: Path) -> Path:
     return path
 
 
-def write_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+def write_file(path: Path, data: bytes, *, exclusive: bool = False, durable: bool = False) -> None:
     """Write ``data`` to ``path`` with mode 0600.
 
     ``exclusive``: refuse (``FileExistsError``) if ``path`` exists, as for a key that must never
     be overwritten. Otherwise the file is replaced atomically (a temporary file beside it, then a
-    rename), so a reader sees the old content or the new, never part of either.
+    rename), so a reader sees the old content or the new, never part of either. ``durable``: the
+    data and the rename reach the disk before this returns (a root key that a power cut loses
+    after its values were re-sealed under it would lose them all).
     """
     if exclusive:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
@@ -58,7 +60,16 @@ def write_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), FILE_MODE)  # a leftover temporary file keeps its mode on O_TRUNC
             f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

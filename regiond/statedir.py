@@ -1,6 +1,7 @@
 """A region's state directory: the one place that writes (``regiond init``) and reads it.
 
-    DIR/root.key              32 random bytes, mode 0600: the root key (never in the database)
+    DIR/root.key              the root key, mode 0600 (never in the database): 32 random bytes, or a
+                              keyring of several versions once rotated (crypto/keyring.py)
     DIR/identity.ed25519      Ed25519 region identity (signs replication frames and audit digests),
                               wrapped under the root key
     DIR/identity.ed25519.pub  its public half, raw 32 bytes
@@ -24,11 +25,19 @@ from pathlib import Path
 
 from regiond import private_files
 from regiond.crypto.hpke import RegionEncryptionPrivateKey
-from regiond.crypto.keyring import AesRootKeyring, RootKeyring, create_root_key_file, load_file_keyring
+from regiond.crypto.keyring import (
+    AesRootKeyring,
+    FileRootKeyring,
+    RootKeyring,
+    create_root_key_file,
+    load_file_keyring,
+    wrapped_root_version,
+)
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.crypto.wrap import REGION_ENCRYPTION_AAD, REGION_IDENTITY_AAD, REGION_TLS_KEY_AAD
 
 __all__ = [
+    "SEALED_FILES",
     "encryption_public_key",
     "has_identity",
     "identity_public_key",
@@ -39,10 +48,20 @@ __all__ = [
     "load_root_keyring",
     "region_tls_cert",
     "region_tls_cert_path",
+    "rewrap_sealed_files",
+    "root_key_path",
+    "sealed_files_not_under",
     "write_region_tls",
 ]
 
 TLS_DIR = "tls"
+
+# Every file of the directory sealed under the root key, with its AAD (regiond rotate-root-key).
+SEALED_FILES = (
+    ("identity.ed25519", REGION_IDENTITY_AAD),
+    ("encryption.hpke", REGION_ENCRYPTION_AAD),
+    ("tls/region.key", REGION_TLS_KEY_AAD),
+)
 
 
 # What init writes besides root.key, whose loader refuses a wide mode rather than narrow it: a key
@@ -81,9 +100,15 @@ def init_state_dir(state_dir: Path, *, region: str) -> list[str]:
     return created
 
 
-def load_root_keyring(state_dir: Path) -> AesRootKeyring:
-    """The root key of ``root.key`` (refused if others could read it: ``crypto.keyring``)."""
-    return load_file_keyring(state_dir / "root.key")
+def root_key_path(state_dir: Path) -> Path:
+    """The root key file (``regiond rotate-root-key`` rewrites it; read it with ``load_root_keyring``)."""
+    return state_dir / "root.key"
+
+
+def load_root_keyring(state_dir: Path) -> FileRootKeyring:
+    """The root key of ``root.key`` (refused if others could read it: ``crypto.keyring``); it follows
+    the file when ``regiond rotate-root-key`` replaces it."""
+    return load_file_keyring(root_key_path(state_dir))
 
 
 def has_identity(state_dir: Path) -> bool:
@@ -146,3 +171,26 @@ def load_region_tls(state_dir: Path, keyring: RootKeyring) -> tuple[bytes, bytes
     except OSError:
         return None
     return cert, keyring.unwrap(wrapped, REGION_TLS_KEY_AAD)
+
+
+def sealed_files_not_under(state_dir: Path, version: int) -> list[str]:
+    """The sealed files of ``state_dir`` not sealed under root key ``version``."""
+    out = []
+    for name, _ in SEALED_FILES:
+        path = state_dir / name
+        if path.exists() and wrapped_root_version(path.read_bytes()) != version:
+            out.append(name)
+    return out
+
+
+def rewrap_sealed_files(state_dir: Path, keyring: AesRootKeyring) -> list[str]:
+    """Seal every sealed file again under ``keyring``'s active version (atomically, each file
+    replaced whole); the names of those rewritten. A running node read them at start and holds
+    them in memory, so it is not disturbed."""
+    done = []
+    for name in sealed_files_not_under(state_dir, keyring.active_version):
+        path = state_dir / name
+        for aad in (a for n, a in SEALED_FILES if n == name):
+            private_files.write_file(path, keyring.wrap(keyring.unwrap(path.read_bytes(), aad), aad), durable=True)
+            done.append(name)
+    return done

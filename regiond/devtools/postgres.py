@@ -142,6 +142,12 @@ class LocalPostgres:
         return self.base_dir / "pgdata"
 
     @property
+    def bindir(self) -> Path:
+        """The server's binaries' directory: its own ``pg_dump``, ``pg_restore`` and ``pg_basebackup``
+        match its version (docs/OPERATIONS.md, Backup and restore)."""
+        return self._bindir
+
+    @property
     def _password_file(self) -> Path:
         return self.base_dir / "pg_password"
 

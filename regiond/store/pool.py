@@ -73,3 +73,10 @@ async def read_only_reason(pool: Pool) -> str | None:
     if row["ro"] == "on":
         return "the database's sessions are read-only"
     return None
+
+
+# What a command-line tool catches to say "the database failed" in one line without importing
+# asyncpg: a refused or dropped connection, a server error, a timeout.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
+)  # fmt: skip

@@ -444,9 +444,11 @@ def _hook_keyring(patch: pytest.MonkeyPatch) -> None:
 
     init, wrap, unwrap = AesRootKeyring.__init__, AesRootKeyring.wrap, AesRootKeyring.unwrap
 
-    def hooked_init(self: AesRootKeyring, key: bytes) -> None:
-        RECORDER.secret(key, "root key")
-        init(self, key)
+    def hooked_init(self: AesRootKeyring, key: bytes | None = None, **kwargs: Any) -> None:
+        for material in [key, *kwargs.get("versions", {}).values()]:
+            if material:
+                RECORDER.secret(material, "root key")
+        init(self, key, **kwargs)
 
     def hooked_wrap(self: AesRootKeyring, plaintext: bytes, aad: bytes) -> bytes:
         RECORDER.secret(plaintext, "value sealed under the root key")
