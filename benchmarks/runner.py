@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"python -m benchmarks: {exc}") from None
     workdir = Path(tempfile.mkdtemp(prefix="regionkms-bench-"))
     started_at = dt.datetime.now(dt.UTC)
-    factories = {
+    factories: dict[str, Callable[[], Server]] = {
         "regionkms": lambda: RegionKmsServer(
             workdir / "regionkms", workers=args.workers, audit=not args.no_audit, durable=not args.no_fsync,
             settings=settings,
