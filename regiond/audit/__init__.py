@@ -9,7 +9,8 @@
     anchors.py    the node's anchor file: every signed digest, held outside the database
     verify.py     find changed, deleted, inserted and reordered events, edited query columns,
                   forged digests and rollbacks (digests anchored outside that the database lacks)
-    query.py      filter events for ``regiond audit query``
+    verify_segments.py  the same over v2: every writer's chain of segments
+    query.py      filter events for ``regiond audit query`` (segments and the legacy chain)
     export.py     hourly gzip JSON-lines files with a signed digest each, for a SIEM
 
 ``make_audit_sink(pool, settings)`` is what the composition root and the test nodes call;

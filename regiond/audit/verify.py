@@ -1,9 +1,16 @@
 """``regiond audit verify``: prove the trail is what the writers wrote, or say exactly where not.
 
-Reads one consistent snapshot (REPEATABLE READ) of a region's chain head, events and digests
-and reports every finding; ``Report.ok`` is true only if there are none.
+Reads one consistent snapshot (REPEATABLE READ) of a region's trail and reports every finding;
+``Report.ok`` is true only if there are none. ``verify_region`` runs one check after the other on
+that snapshot, each adding its findings to the report:
 
-How each tampering shows (chain.py explains why the seq is not hashed):
+* ``_check_legacy``: the v1 trail (``audit_events``, one chain per region, closed by the upgrade to
+  v2 and verified with the v1 rules below, its digests and anchors);
+* ``verify_segments.check_writers``: every writer's chain of v2 segments (that module lists what
+  each finding means); it returns the heads of the writer chains as stored, which a digest check
+  over them takes.
+
+How each tampering of the legacy chain shows (chain.py explains why the seq is not hashed):
 
 * **changed** - an event whose stored bytes no longer hash to its stored hash.
 * **deleted** - a hole in the seqs where the next event's link points to no stored event, or
@@ -41,6 +48,7 @@ links), which keeps memory bounded however long the trail is.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,12 +56,13 @@ from typing import Any
 
 import orjson
 
-from regiond.audit import chain
+from regiond.audit import chain, verify_segments
+from regiond.audit.verify_segments import WriterHead
 from regiond.clock import utc_second_text
 from regiond.crypto import sign
 from regiond.domain.audit_anchor import Anchor
 from regiond.store import audit as audit_store
-from regiond.store.pool import Pool, transaction
+from regiond.store.pool import Conn, Pool, transaction
 
 __all__ = ["AnchorSet", "Finding", "Report", "column_mismatches", "verify_region", "walk_events"]
 
@@ -68,8 +77,12 @@ class Finding:
     seq: int | None
     detail: str
     event_id: str | None = None
+    writer: str | None = None  # a v2 writer's id: ``seq`` is then a segment of its chain
 
     def line(self) -> str:
+        if self.writer is not None:
+            where = f"writer {self.writer}" + (f" segment {self.seq}" if self.seq is not None else "")
+            return f"{self.region} {where}: {self.kind}: {self.detail}"
         where = f"seq {self.seq}" if self.seq is not None else "chain"
         ident = f" (eventID {self.event_id})" if self.event_id else ""
         return f"{self.region} {where}: {self.kind}: {self.detail}{ident}"
@@ -83,6 +96,9 @@ class Report:
     events_checked: int = 0
     digests_checked: int = 0
     anchors_checked: int = 0
+    writers_checked: int = 0
+    segments_checked: int = 0
+    heads: list[WriterHead] = field(default_factory=list)  # every v2 writer's chain head as stored
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -92,6 +108,9 @@ class Report:
 
     def add(self, kind: str, seq: int | None, detail: str, event_id: str | None = None) -> None:
         self.findings.append(Finding(kind, self.region, seq, detail, event_id))
+
+    def add_writer(self, kind: str, writer: uuid.UUID | None, seq: int | None, detail: str) -> None:
+        self.findings.append(Finding(kind, self.region, seq, detail, writer=str(writer) if writer else None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,55 +406,68 @@ async def verify_region(
 ) -> Report:  # fmt: skip
     """Verify ``region``'s trail (all of it, or the events with ``since <= eventTime < until``).
 
-    Events not yet chained are checked whatever the range: they are the newest, and a chainer
-    that stopped is a finding however old the range asked for is. ``anchors`` (whatever the
-    range) must all be held by the database: that is what detects a rollback.
+    The checks run in order on one snapshot (module docstring). ``anchors`` (whatever the range)
+    must all be held by the database: that is what detects a rollback of the legacy chain.
     """
     trusted = [bytes(k) for k in trusted_keys if len(k) == sign.PUBLIC_KEY_BYTES]
     report = Report(region)
-    full = since is None and until is None
     async with transaction(pool, isolation="repeatable_read") as con:
-        head = await audit_store.get_head(con, region)
-        if head is None:
-            report.notes.append("no audit trail for this region")
-            return report
-        _check_pending(report, await audit_store.pending_stats(con, region, unchained_after_s), unchained_after_s)
-        if full:
-            bounds = await audit_store.seq_bounds(con, region)
-            first = head.pruned_seq + 1
-            last = max(head.seq, bounds[1] if bounds else 0)
-            anchor: bytes | None = head.pruned_hash if head.pruned_seq > 0 else chain.genesis_hash(region)
-        else:
-            bounds = await audit_store.seq_range_for_time(con, region, since, until)
-            if bounds is None:
-                report.notes.append("no events in the time range")
-                return report
-            first, last = bounds
-            if first - 1 == head.pruned_seq:
-                anchor = head.pruned_hash if head.pruned_seq > 0 else chain.genesis_hash(region)
-            else:
-                before_row = await audit_store.event_at(con, region, first - 1)
-                anchor = before_row.hash if before_row is not None else None
-        if head.pruned_seq > 0:
-            report.notes.append(f"events through seq {head.pruned_seq} (event time up to "
-                                f"{head.pruned_through:%Y-%m-%dT%H:%M:%SZ}) were removed by retention")  # fmt: skip
-        report.first_seq, report.last_seq = first, last
-        digest_rows = await audit_store.digests(con, region, None if full else first, None if full else last)
-        boundaries = {d.last_seq for d in digest_rows}
-        window = _Window(_ChainWalk(report, anchor, first, boundaries, columns=True))
-        async for row in audit_store.iter_events(con, region, first, last):
-            window.feed(row)
-        walk = window.finish()
-        if full:
-            _check_tail(report, head, walk, first)
-        before = None if full else await audit_store.digest_before(con, region, first)
-        if full and head.pruned_seq > 0 and digest_rows:
-            before = None  # the digest before the first kept one was pruned with its events
-        _check_digests(report, digest_rows, before, walk, trusted, head, full, first, last)
-        all_digests = digest_rows if full else await audit_store.digests(con, region)
-        _check_anchors(report, anchors, all_digests, trusted, head)
-        undigested = max(0, (walk.last.seq if walk.last else 0) - head.digest_seq)
-        if undigested:
-            report.notes.append(f"{undigested} newest events are not yet covered by a signed digest "
-                                "(protected by the hash chain only)")  # fmt: skip
+        await _check_legacy(con, report, region, trusted, since, until, unchained_after_s, anchors)
+        report.heads = await verify_segments.check_writers(
+            con, report, region, await audit_store.regions(con), since, until
+        )
+        report.writers_checked = len(report.heads)
+        report.segments_checked = sum(h.segments_checked for h in report.heads)
+    if not report.events_checked and not report.segments_checked and not report.findings:
+        report.notes.append("no audit events for this region" + (" in the time range" if since or until else ""))
     return report
+
+
+async def _check_legacy(
+    con: Conn, report: Report, region: str, trusted: Sequence[bytes], since: dt.datetime | None,
+    until: dt.datetime | None, unchained_after_s: float, anchors: Sequence[AnchorSet],
+) -> None:  # fmt: skip
+    """The v1 trail (``audit_events``): events not yet chained whatever the range (they are the
+    newest, and a chainer that stopped is a finding however old the range asked for is)."""
+    full = since is None and until is None
+    head = await audit_store.get_head(con, region)
+    if head is None:
+        return
+    _check_pending(report, await audit_store.pending_stats(con, region, unchained_after_s), unchained_after_s)
+    if full:
+        bounds = await audit_store.seq_bounds(con, region)
+        first = head.pruned_seq + 1
+        last = max(head.seq, bounds[1] if bounds else 0)
+        anchor: bytes | None = head.pruned_hash if head.pruned_seq > 0 else chain.genesis_hash(region)
+    else:
+        bounds = await audit_store.seq_range_for_time(con, region, since, until)
+        if bounds is None:
+            return
+        first, last = bounds
+        if first - 1 == head.pruned_seq:
+            anchor = head.pruned_hash if head.pruned_seq > 0 else chain.genesis_hash(region)
+        else:
+            before_row = await audit_store.event_at(con, region, first - 1)
+            anchor = before_row.hash if before_row is not None else None
+    if head.pruned_seq > 0:
+        report.notes.append(f"events through seq {head.pruned_seq} (event time up to "
+                            f"{head.pruned_through:%Y-%m-%dT%H:%M:%SZ}) were removed by retention")  # fmt: skip
+    report.first_seq, report.last_seq = first, last
+    digest_rows = await audit_store.digests(con, region, None if full else first, None if full else last)
+    boundaries = {d.last_seq for d in digest_rows}
+    window = _Window(_ChainWalk(report, anchor, first, boundaries, columns=True))
+    async for row in audit_store.iter_events(con, region, first, last):
+        window.feed(row)
+    walk = window.finish()
+    if full:
+        _check_tail(report, head, walk, first)
+    before = None if full else await audit_store.digest_before(con, region, first)
+    if full and head.pruned_seq > 0 and digest_rows:
+        before = None  # the digest before the first kept one was pruned with its events
+    _check_digests(report, digest_rows, before, walk, trusted, head, full, first, last)
+    all_digests = digest_rows if full else await audit_store.digests(con, region)
+    _check_anchors(report, anchors, all_digests, trusted, head)
+    undigested = max(0, (walk.last.seq if walk.last else 0) - head.digest_seq)
+    if undigested:
+        report.notes.append(f"{undigested} newest events are not yet covered by a signed digest "
+                            "(protected by the hash chain only)")  # fmt: skip

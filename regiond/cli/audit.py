@@ -170,7 +170,8 @@ async def _verify(args: argparse.Namespace, target: Target, pool: Any) -> int:
         for r in reports:
             print(json.dumps({"region": r.region, "ok": r.ok, "firstSeq": r.first_seq, "lastSeq": r.last_seq,
                               "eventsChecked": r.events_checked, "digestsChecked": r.digests_checked,
-                              "anchorsChecked": r.anchors_checked,
+                              "anchorsChecked": r.anchors_checked, "writersChecked": r.writers_checked,
+                              "segmentsChecked": r.segments_checked,
                               "findings": [asdict(f) for f in r.findings], "notes": r.notes}))  # fmt: skip
     else:
         if not keys:
@@ -182,7 +183,8 @@ async def _verify(args: argparse.Namespace, target: Target, pool: Any) -> int:
             for note in r.notes:
                 print(f"{r.region}: note: {note}")
             verdict = "OK" if r.ok else f"FAILED ({len(r.findings)} findings)"
-            print(f"{r.region}: {verdict}: {r.events_checked} events (seq {r.first_seq}..{r.last_seq}), "
+            print(f"{r.region}: {verdict}: {r.events_checked} events of the legacy chain (seq {r.first_seq}.."
+                  f"{r.last_seq}), {r.segments_checked} segments of {r.writers_checked} writers, "
                   f"{r.digests_checked} signed digests, {r.anchors_checked} anchors checked")  # fmt: skip
     if not reports:
         print("no audit trail found", file=sys.stderr)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from regiond.store.pool import Conn
 
@@ -22,9 +24,15 @@ __all__ = [
     "NewSegment",
     "SegmentConflictError",
     "SegmentNotStoredError",
+    "SegmentRow",
+    "WriterRow",
     "close_v1_chains",
     "insert_segment",
+    "iter_segments_by_time",
+    "iter_writer_segments",
     "register_writer",
+    "unregistered_writers",
+    "writers",
 ]
 
 # --- write side (the audit writer) -----------------------------------------------------------
@@ -138,3 +146,86 @@ async def close_v1_chains(con: Conn, region: str, genesis_v1: bytes) -> int | No
 
 
 # --- read side (verify, query, export, digests) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WriterRow:
+    writer_id: uuid.UUID
+    node: str
+    pid: int
+    started_at: dt.datetime
+    genesis: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRow:
+    writer_id: uuid.UUID
+    seq: int
+    first_time: dt.datetime
+    last_time: dt.datetime
+    record_count: int
+    prev_hash: bytes
+    hash: bytes
+    body: bytes
+
+
+SEGMENT_CHUNK_ROWS = 500  # segments per fetch while walking: bounds the reader's memory
+_SEGMENT_COLUMNS = "writer_id, seq, first_time, last_time, record_count, prev_hash, hash, body"
+
+
+def _segment(r: Any) -> SegmentRow:
+    return SegmentRow(r[0], int(r[1]), r[2], r[3], int(r[4]), bytes(r[5]), bytes(r[6]), bytes(r[7]))
+
+
+async def writers(con: Conn) -> list[WriterRow]:
+    """Every registered writer, oldest first."""
+    rows = await con.fetch(
+        "SELECT writer_id, node, pid, started_at, genesis FROM audit_writers ORDER BY started_at, writer_id"
+    )
+    return [WriterRow(r[0], r[1], int(r[2]), r[3], bytes(r[4])) for r in rows]
+
+
+async def unregistered_writers(con: Conn) -> list[tuple[uuid.UUID, int]]:
+    """Writer ids that hold segments but no ``audit_writers`` row, with how many segments each."""
+    rows = await con.fetch(
+        "SELECT s.writer_id, count(*) FROM audit_segments s"
+        " WHERE NOT EXISTS (SELECT 1 FROM audit_writers w WHERE w.writer_id = s.writer_id)"
+        " GROUP BY s.writer_id ORDER BY s.writer_id"
+    )
+    return [(r[0], int(r[1])) for r in rows]
+
+
+async def iter_writer_segments(
+    con: Conn, writer_id: uuid.UUID, since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> AsyncIterator[SegmentRow]:
+    """One writer's segments in seq order (those whose time bounds meet ``[since, until)``), in chunks."""
+    after = 0
+    while True:
+        rows = await con.fetch(
+            f"SELECT {_SEGMENT_COLUMNS} FROM audit_segments WHERE writer_id = $1 AND seq > $2"
+            " AND ($3::timestamptz IS NULL OR last_time >= $3) AND ($4::timestamptz IS NULL OR first_time < $4)"
+            " ORDER BY seq LIMIT $5",
+            writer_id, after, since, until, SEGMENT_CHUNK_ROWS,
+        )  # fmt: skip
+        for r in rows:
+            yield _segment(r)
+        if len(rows) < SEGMENT_CHUNK_ROWS:
+            return
+        after = int(rows[-1][1])
+
+
+async def iter_segments_by_time(
+    con: Conn, since: dt.datetime | None, until: dt.datetime | None
+) -> AsyncIterator[SegmentRow]:
+    """Every writer's segments whose time bounds meet ``[since, until)``, by ``first_time`` (query, export).
+
+    Pruned on the time columns (``last_time`` is indexed); ``con`` must be in a transaction (a cursor).
+    """
+    cursor = con.cursor(
+        f"SELECT {_SEGMENT_COLUMNS} FROM audit_segments"
+        " WHERE ($1::timestamptz IS NULL OR last_time >= $1) AND ($2::timestamptz IS NULL OR first_time < $2)"
+        " ORDER BY first_time, writer_id, seq",
+        since, until, prefetch=SEGMENT_CHUNK_ROWS,
+    )  # fmt: skip
+    async for r in cursor:
+        yield _segment(r)
