@@ -26,7 +26,15 @@ from regiond.clock import Clock, SystemClock
 from regiond.config import Settings
 from regiond.crypto.keyring import AesRootKeyring, KeyringError, RootKeyring, env_keyring, load_file_keyring
 from regiond.protocol.refused_http import quiet_refused_http
-from regiond.protocol.routes import AUDIT, MAX_BODY_BYTES, SERVICES, expect_continue, handle
+from regiond.protocol.routes import (
+    AUDIT,
+    FORWARDER,
+    MAX_BODY_BYTES,
+    SERVICES,
+    expect_continue,
+    handle,
+    serve_forwarded,
+)
 from regiond.runtime import metrics
 from regiond.service.aliases import AliasService
 from regiond.service.asymmetric import AsymmetricService
@@ -155,6 +163,8 @@ def create_app(
                 authorize=lambda q: answerer.decide(
                     source=q.source, principal_arn=q.principal_arn, action=q.action, key_id=q.key_id, values=q.values,
                 ),
+                # A request another region relays is served here as this region's own call.
+                forward=lambda peer, address, envelope: serve_forwarded(app, peer, address, envelope),
             )  # fmt: skip
         rotation = RotationService(pool, keyring, keys, authz=authz, cache=key_cache, material_listener=outbox)
         importing = ImportService(pool, keyring, keys, authz=authz, cache=key_cache)
@@ -197,6 +207,7 @@ def create_app(
         if replication is not None:
             listener.subscribe(OUTBOX_CHANNEL, replication.on_outbox_notify)
             app[REPLICATION] = replication
+            app[FORWARDER] = replication  # any node serves any region of its cluster
         await listener.start()
         if replication is not None:
             await replication.start()

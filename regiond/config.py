@@ -115,6 +115,10 @@ class Settings:
         5.0, "replication: seconds between an idle sender's heartbeats", key="replication_heartbeat", check="positive"
     )
     home_region: str | None = setting(None, "replication: the IAM home region (default: the peers file's)")
+    forward_timeout_s: float = setting(
+        30.0, "seconds a request signed for another region, forwarded there, may take to be answered;"
+        " then DependencyTimeoutException", key="forward_timeout", check="positive",
+    )  # fmt: skip
     root_key_b64: str | None = setting(
         None, "the root key, base64 of the state directory's root.key (32 bytes, or a keyring once rotated),"
         " instead of it", key="root_key",

@@ -41,11 +41,13 @@ from replication.peers import Peer, server_name
 
 __all__ = [
     "BATCH_VERSION",
+    "FORWARD_PATH",
     "FRAMES_PATH",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_FRAMES",
     "Ack",
     "ChannelError",
+    "ForwardClient",
     "HttpsTransport",
     "Refusal",
     "Transport",
@@ -58,6 +60,11 @@ __all__ = [
 
 BATCH_VERSION = 1
 FRAMES_PATH = "/replication/v1/frames"
+FORWARD_PATH = "/replication/v1/forward"
+"""A client request signed for the receiving region, relayed by a node of another region
+(``regiond.protocol.forwarding`` defines the envelope; this channel carries it as bytes)."""
+MAX_FORWARD_BYTES = 2 * 1024 * 1024
+FORWARD_CONNECTIONS_PER_PEER = 64
 MAX_BATCH_FRAMES = 512
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 15.0
@@ -186,7 +193,9 @@ class HttpsTransport:
         body = encode_batch(envelopes)
         try:
             async with self._client().post(
-                peer.endpoint + FRAMES_PATH, data=body, headers={"Content-Type": "application/x-msgpack"},
+                peer.endpoint + FRAMES_PATH,
+                data=body,
+                headers={"Content-Type": "application/x-msgpack"},
                 server_hostname=server_name(peer.region),
             ) as resp:
                 data = await resp.read()
@@ -203,8 +212,10 @@ class HttpsTransport:
     async def ask(self, peer: Peer, envelope: bytes) -> bytes:
         try:
             async with self._client().post(
-                peer.endpoint + AUTHORIZE_PATH, data=bytes(envelope),
-                headers={"Content-Type": "application/x-msgpack"}, server_hostname=server_name(peer.region),
+                peer.endpoint + AUTHORIZE_PATH,
+                data=bytes(envelope),
+                headers={"Content-Type": "application/x-msgpack"},
+                server_hostname=server_name(peer.region),
             ) as resp:
                 if resp.status != 200:
                     raise TransportError(f"HTTP {resp.status}: query refused by {peer.region}")
@@ -214,6 +225,54 @@ class HttpsTransport:
                     if len(data) > MAX_QUERY_BYTES:
                         raise TransportError(f"answer from {peer.region} is too large")
         except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        return bytes(data)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class ForwardClient:
+    """Forwarded client requests over the same mutual TLS as the frames (``regiond.protocol.forwarding``).
+
+    A pool of its own, wider than the senders' (client traffic is concurrent), with the same
+    server-name check: only the named region's cluster certificate answers. The caller bounds
+    each call's time; ``TransportError`` when the peer cannot be reached, refuses the channel or
+    answers something that is not a reply envelope.
+    """
+
+    def __init__(self, client_context: ssl.SSLContext) -> None:
+        self._ssl = client_context
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                ssl=self._ssl, limit_per_host=FORWARD_CONNECTIONS_PER_PEER, enable_cleanup_closed=True
+            )
+            self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+        return self._session
+
+    async def forward(self, peer: Peer, envelope: bytes) -> bytes:
+        try:
+            async with self._client().post(
+                peer.endpoint + FORWARD_PATH,
+                data=envelope,
+                headers={"Content-Type": "application/x-msgpack"},
+                server_hostname=server_name(peer.region),
+            ) as resp:
+                if resp.status != 200:
+                    raise TransportError(f"HTTP {resp.status}: forwarded request refused by {peer.region}")
+                data = bytearray()
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    data += chunk
+                    if len(data) > MAX_FORWARD_BYTES:
+                        raise TransportError(f"answer from {peer.region} is too large")
+        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+            if isinstance(exc, TimeoutError):
+                raise
             raise TransportError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
         return bytes(data)
 

@@ -54,8 +54,10 @@ from replication.authorize import (
 )
 from replication.channel import (
     DEFAULT_TIMEOUT_S,
+    FORWARD_PATH,
     FRAMES_PATH,
     MAX_BATCH_BYTES,
+    MAX_FORWARD_BYTES,
     Ack,
     ChannelError,
     Refusal,
@@ -70,7 +72,7 @@ from replication.status import APPLIED_SEQ, FRAMES_APPLIED, FRAMES_REFUSED
 
 log = structlog.get_logger("replication.receiver")
 
-__all__ = ["Receiver", "make_receiver_app"]
+__all__ = ["ForwardHandler", "Receiver", "make_receiver_app"]
 
 REFUSAL_STATUS = {
     Refusal.MALFORMED: 400,
@@ -95,13 +97,18 @@ class _FrameFailed(ReplicationError):
 AuthorizeHandler = Callable[[AuthorizeQuery], Awaitable[bool]]
 """Decides a peer's authorization query in this region (``regiond.service.peer_authz``); wired by the app."""
 
+ForwardHandler = Callable[[str, str, bytes], Awaitable[bytes]]
+"""Serves a client request another region forwarded: (peer region, peer address, envelope) -> reply
+envelope (``regiond.protocol.routes.serve_forwarded``); raises ``ValueError`` for a malformed one."""
+
 
 class Receiver:
     def __init__(
         self, *, pool: Pool, topology: Topology, keyring: RootKeyring, encryption_key: RegionEncryptionPrivateKey,
         outbox: Outbox, clock: Clock, identity: RegionIdentityKey | None = None,
-        authorize: AuthorizeHandler | None = None,
+        authorize: AuthorizeHandler | None = None, forward: ForwardHandler | None = None,
     ) -> None:  # fmt: skip
+        self.forward = forward
         self._pool = pool
         self.topology = topology
         self._keyring = keyring
@@ -273,9 +280,7 @@ class Receiver:
         return stopped
 
     @staticmethod
-    async def _apply_one(
-        con: Conn, source: str, frame: frames.Frame, ctx: ApplyContext, now: dt.datetime
-    ) -> Result:
+    async def _apply_one(con: Conn, source: str, frame: frames.Frame, ctx: ApplyContext, now: dt.datetime) -> Result:
         result = await apply_frame(con, frame, ctx)
         if result.outcome is Outcome.REFUSED:
             await repl_store.record_refusal(con, source, result.reason, now)
@@ -342,7 +347,33 @@ def make_receiver_app(receiver: Receiver, body_timeout_s: float = DEFAULT_TIMEOU
             return web.Response(status=403, text="query refused")
         return web.Response(status=200, body=answer, content_type="application/x-msgpack")
 
+    async def forward(request: web.Request) -> web.Response:
+        """A client request for this region relayed by a node of ``peer`` (never forwarded on)."""
+        peer = _peer_region(request)
+        if peer is None or peer not in receiver.topology.identity_keys():
+            log.warning("replication.forward_refused", peer=peer or "unknown", reason="no peer certificate")
+            return web.Response(status=403, text="no verified peer certificate")
+        if receiver.forward is None:
+            return web.Response(status=503, text="this node serves no forwarded requests")
+        if request.content_length is not None and request.content_length > MAX_FORWARD_BYTES:
+            return web.Response(status=413, text="forwarded request too large")
+        try:
+            body = await read(request)
+        except web.HTTPRequestEntityTooLarge:
+            return web.Response(status=413, text="forwarded request too large")
+        if body is None:
+            return web.Response(status=408, text="request body timeout")
+        if len(body) > MAX_FORWARD_BYTES:
+            return web.Response(status=413, text="forwarded request too large")
+        try:
+            reply = await receiver.forward(peer, request.remote or "", body)
+        except ValueError as exc:
+            log.warning("replication.forward_refused", peer=peer, reason=str(exc)[:200])
+            return web.Response(status=400, text="malformed forwarded request")
+        return web.Response(status=200, body=reply, content_type="application/x-msgpack")
+
     app = web.Application(client_max_size=MAX_BATCH_BYTES)
     app.router.add_post(FRAMES_PATH, handle)
     app.router.add_post(AUTHORIZE_PATH, authorize)
+    app.router.add_post(FORWARD_PATH, forward)
     return app

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import structlog
 
+from regiond import statedir
 from regiond.clock import Clock
 from regiond.config import Settings, parse_listen
 from regiond.crypto import pki
@@ -34,9 +35,9 @@ from regiond.statedir import load_encryption_key, load_identity
 from regiond.store.outbox import Outbox
 from regiond.store.pool import Pool
 from replication.authorize import AuthorizeError, open_answer, query_envelope
-from replication.channel import DEFAULT_TIMEOUT_S, HttpsTransport, Transport, TransportError
+from replication.channel import DEFAULT_TIMEOUT_S, ForwardClient, HttpsTransport, Transport, TransportError
 from replication.peers import PeersFileError, Topology, load_region_tls, load_topology
-from replication.receiver import AuthorizeHandler, Receiver, make_receiver_app
+from replication.receiver import AuthorizeHandler, ForwardHandler, Receiver, make_receiver_app
 from replication.sender import Backoff, FrameBuilder, Sender, SenderSettings
 
 log = structlog.get_logger("replication.runtime")
@@ -84,7 +85,7 @@ class ReplicationNode:
     def __init__(
         self, *, settings: Settings, topology: Topology, keyring: RootKeyring, pool: Pool, clock: Clock,
         outbox: Outbox, transport: Transport | None = None, sender_settings: SenderSettings | None = None,
-        authorize: AuthorizeHandler | None = None,
+        authorize: AuthorizeHandler | None = None, forward: ForwardHandler | None = None,
     ) -> None:  # fmt: skip
         if settings.state_dir is None:
             raise PeersFileError("replication needs --state-dir (identity, encryption and TLS keys)")
@@ -96,14 +97,19 @@ class ReplicationNode:
         self.outbox = outbox
         secrets = _Secrets.load(settings.state_dir, keyring)
         self._own_transport = transport is None
-        if transport is None:
+        self._forwarding: ForwardClient | None = None
+        if transport is None or statedir.region_tls_cert(settings.state_dir) is not None:
             cert, key = load_region_tls(settings.state_dir, keyring)
-            transport = HttpsTransport(pki.ssl_client_context(cert, key, topology.ca_cert_pem, check_hostname=True))
+            client_context = pki.ssl_client_context(cert, key, topology.ca_cert_pem, check_hostname=True)
+            self._forwarding = ForwardClient(client_context)  # an in-memory transport may have no TLS
+        if transport is None:
+            transport = HttpsTransport(client_context)
         self.transport = transport
+        self.forward_regions = frozenset(topology.peer_names)
         self._identity = secrets.identity
         self.receiver = Receiver(
             pool=pool, topology=topology, keyring=keyring, encryption_key=secrets.encryption, outbox=outbox,
-            clock=clock, identity=secrets.identity, authorize=authorize,
+            clock=clock, identity=secrets.identity, authorize=authorize, forward=forward,
         )  # fmt: skip
         builder = FrameBuilder(region=settings.region, keyring=keyring, identity=secrets.identity, clock=clock)
         tuning = sender_settings or SenderSettings(
@@ -143,6 +149,21 @@ class ReplicationNode:
         return open_answer(
             answer, self.topology.identity_keys(), local_region=self.settings.region, asked=region, nonce=nonce
         )
+
+    async def forward(self, region: str, envelope: bytes, *, timeout_s: float) -> bytes:
+        """Relay a client request signed for ``region`` to it (``regiond.protocol.forwarding``);
+        ``TimeoutError`` past ``timeout_s``, ``ConnectionError`` when it cannot be reached."""
+        try:
+            peer = self.topology.peer(region)
+        except PeersFileError:
+            raise ConnectionError(f"{region} is not a peer of {self.settings.region}") from None
+        async with asyncio.timeout(timeout_s):
+            if self._forwarding is None:
+                raise ConnectionError("this node has no replication TLS certificate")
+            try:
+                return await self._forwarding.forward(peer, envelope)
+            except TransportError as exc:
+                raise ConnectionError(str(exc)) from None
 
     def on_outbox_notify(self, payload: str | None) -> None:
         """Listener callback: wake the sender of the destination (all of them after a reconnect)."""
@@ -184,3 +205,5 @@ class ReplicationNode:
             self._listener = None
         if self._own_transport:
             await self.transport.close()
+        if self._forwarding is not None:
+            await self._forwarding.close()

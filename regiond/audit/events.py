@@ -190,7 +190,9 @@ _READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Generate", "Encrypt", "Decryp
                        "Verify", "Derive", "Encapsulate", "Decapsulate")  # fmt: skip
 
 _ADDITIONAL_TOP = frozenset({"keyId", "encryptionContext", "keyMaterialId", "backingKeyVersion",
-                             "sourceBackingKeyVersion", "grantId", "dryRun", "customKeyStoreId"})  # fmt: skip
+                             "sourceBackingKeyVersion", "grantId", "dryRun", "customKeyStoreId",
+                             "forwardedFromRegion"})  # fmt: skip
+"""``forwardedFromRegion``: the region whose node relayed the call here (regiond.protocol.forwarding)."""
 
 # Where the backing key version used by a successful call can be read: (source, blob member, event name).
 # Only the authenticated header of the blob is read; the blob itself never reaches the event.

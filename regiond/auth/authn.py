@@ -123,13 +123,16 @@ class Authenticator:
         body: bytes,
         now: dt.datetime,
         source_ip: str,
+        auth: sigv4.ParsedAuthorization | None = None,
     ) -> Authenticated:
+        """Who signed the request; ``auth`` is its Authorization header when already parsed (``sigv4.parse``)."""
         throttled = self._throttle.exhausted(source_ip)
         access_key_id: str | None = None
         label = "none"
         guess = False  # from the key lookup on, a failure tells the caller something: throttled
         try:
-            auth = sigv4.parse(headers)
+            if auth is None:
+                auth = sigv4.parse(headers)
             access_key_id = auth.access_key_id
             if not sigv4.well_formed_access_key_id(access_key_id):
                 label = "malformed"

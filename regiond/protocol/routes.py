@@ -22,11 +22,13 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from multidict import CIMultiDict
 
 from regiond.audit.calls import AuditSink, CallRecord
 from regiond.auth import sigv4
 from regiond.auth.authn import Authenticated
 from regiond.errors import (
+    DependencyTimeoutException,
     KmsError,
     KMSInternalException,
     RequestEntityTooLargeException,
@@ -36,12 +38,13 @@ from regiond.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.protocol import iam_shapes, shapes
+from regiond.protocol import forwarding, iam_shapes, shapes
 from regiond.protocol.context import OpContext, OpHandler
+from regiond.protocol.forwarding import PeerForwarder
 from regiond.protocol.ops import IAM_OPERATIONS, KMS_OPERATIONS
 from regiond.randomids import uuid4_str
 from regiond.runtime.listener import BodyTimeout, read_body_within
-from regiond.runtime.metrics import REQUEST_LATENCY, REQUESTS
+from regiond.runtime.metrics import FORWARD_LATENCY, FORWARDED, REQUEST_LATENCY, REQUESTS
 from regiond.service.container import Services
 
 log = structlog.get_logger("regiond.request")
@@ -54,6 +57,7 @@ EVENT_SOURCE_IAM = "iam.amazonaws.com"
 
 SERVICES = web.AppKey("services", Services)
 AUDIT = web.AppKey("audit", AuditSink)
+FORWARDER: web.AppKey[PeerForwarder] = web.AppKey("forwarder")
 
 
 _OK_COUNTERS: dict[str, Any] = {}
@@ -210,9 +214,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     request_id = uuid4_str()  # x-amzn-RequestId: a random UUID (randomids: a third of uuid.uuid4's cost)
     started = time.perf_counter()
     _bind_log_context(request_id)
-    operation = "unknown"
     source_ip = request.remote or ""
-    record: CallRecord | None = None
     try:
         headers = sigv4.HeaderView(request.headers)
         _refuse_content_encoding(headers)
@@ -225,14 +227,111 @@ async def handle(request: web.Request) -> web.StreamResponse:
             # Nothing was authenticated (the signature covers the body), so nothing is audited,
             # and there is no one to answer: not a server error, not worth a traceback.
             log.info("request.client_disconnected", source_ip=source_ip, error=type(exc.__cause__).__name__)
-            REQUESTS.labels(operation, "ClientDisconnected").inc()
+            REQUESTS.labels("unknown", "ClientDisconnected").inc()
             return web.Response(status=400, headers={"x-amzn-RequestId": request_id})  # never delivered
-        now = services.clock.now()
-        path, _, query = request.raw_path.partition("?")  # as sent: SigV4 signs the encoded target
         source_ip = _source_ip(request, headers, services.settings.trusted_proxies)
+        auth = _scope(headers)
+        forwarder = request.app.get(FORWARDER)
+        if (
+            auth is not None and auth.region != services.settings.region and forwarder is not None
+            and auth.region in forwarder.forward_regions
+        ):  # fmt: skip
+            return await _forward(request, forwarder, auth, body, request_id, services.settings.forward_timeout_s)
+    except KmsError as exc:
+        _latency("unknown").observe(time.perf_counter() - started)
+        REQUESTS.labels("unknown", exc.code).inc()
+        log.info("request.rejected", operation="unknown", error=exc.code, source_ip=source_ip)
+        return _error_response(exc, request_id)
+    except Exception:
+        log.exception("request.failed", operation="unknown")
+        REQUESTS.labels("unknown", KMSInternalException.code).inc()
+        failed = KMSInternalException("An internal error occurred; see the server log for this request id")
+        return _error_response(failed, request_id)
+    return await _serve(
+        services, audit, request_id=request_id, started=started, method=request.method, raw_path=request.raw_path,
+        headers=headers, body=body, source_ip=source_ip, secure=request.secure, auth=auth,
+    )  # fmt: skip
+
+
+def _scope(headers: sigv4.HeaderView) -> sigv4.ParsedAuthorization | None:
+    """The request's parsed Authorization (its credential scope), or None when it does not parse:
+    then authentication parses it again and answers the AWS error, counted and throttled there."""
+    try:
+        return sigv4.parse(headers)
+    except KmsError:
+        return None
+
+
+async def _forward(
+    request: web.Request, forwarder: PeerForwarder, auth: sigv4.ParsedAuthorization, body: bytes,
+    request_id: str, timeout_s: float,
+) -> web.Response:  # fmt: skip
+    """Relay the request to the region its signature names, and its answer back (``forwarding``)."""
+    region = auth.region
+    envelope = forwarding.encode_request(forwarding.ForwardedRequest(
+        request.method, request.raw_path.encode("utf-8", "surrogateescape"),
+        forwarding.end_to_end_headers(request.raw_headers, auth.signed_headers), body, request.secure,
+    ))  # fmt: skip
+    started = time.perf_counter()
+    failure: KmsError
+    try:
+        reply = forwarding.decode_reply(await forwarder.forward(region, envelope, timeout_s=timeout_s))
+    except TimeoutError:
+        outcome = "timeout"
+        failure = DependencyTimeoutException(f"The request to {region} timed out; try again")
+    except ConnectionError as exc:
+        outcome = "unreachable"
+        log.warning("request.forward_failed", region=region, error=str(exc)[:200])
+        failure = KMSInternalException(f"Region {region} could not be reached from this node; try again")
+    except forwarding.ForwardError as exc:
+        outcome = "bad_reply"
+        log.error("request.forward_bad_reply", region=region, error=str(exc))
+        failure = KMSInternalException(f"Region {region} sent an unreadable answer")
+    else:
+        FORWARD_LATENCY.labels(region).observe(time.perf_counter() - started)
+        FORWARDED.labels(region, "ok" if reply.status < 400 else "error").inc()
+        return web.Response(status=reply.status, body=reply.body, headers=CIMultiDict(reply.headers))
+    FORWARD_LATENCY.labels(region).observe(time.perf_counter() - started)
+    FORWARDED.labels(region, outcome).inc()
+    return _error_response(failure, request_id)
+
+
+async def serve_forwarded(app: web.Application, peer_region: str, peer_address: str, envelope: bytes) -> bytes:
+    """Serve a request another region forwarded (``forwarding``) as this region's own call.
+
+    The request is authenticated, authorized and audited here; it is never forwarded again (the
+    loop guard): signed for any other region, it fails the scope check. Its source address is
+    the forwarding node's (what this node can verify), and ``aws:SecureTransport`` holds only if
+    the client's own connection to that node was TLS.
+    """
+    request = forwarding.decode_request(envelope)  # ForwardError: the channel answers 400
+    request_id = uuid4_str()
+    _bind_log_context(request_id)
+    headers = sigv4.HeaderView(request.header_multidict())
+    response = await _serve(
+        app[SERVICES], app[AUDIT], request_id=request_id, started=time.perf_counter(), method=request.method,
+        raw_path=request.raw_path, headers=headers, body=request.body, source_ip=peer_address,
+        secure=request.client_tls, auth=None, forwarded_from=peer_region,
+    )  # fmt: skip
+    body = response.body if isinstance(response.body, bytes) else b""
+    return forwarding.encode_reply(forwarding.ForwardedReply(response.status, tuple(response.headers.items()), body))
+
+
+async def _serve(
+    services: Services, audit: AuditSink, *, request_id: str, started: float, method: str, raw_path: str,
+    headers: sigv4.HeaderView, body: bytes, source_ip: str, secure: bool, auth: sigv4.ParsedAuthorization | None,
+    forwarded_from: str | None = None,
+) -> web.Response:  # fmt: skip
+    """Authenticate, dispatch, audit and answer one call whose body has been read."""
+    operation = "unknown"
+    record: CallRecord | None = None
+    try:
+        now = services.clock.now()
+        path, _, query = raw_path.partition("?")  # as sent: SigV4 signs the encoded target
         authenticated: Authenticated = await services.authn.authenticate(
-            method=request.method, path=path, query=query, headers=headers, body=body, now=now, source_ip=source_ip
-        )
+            method=method, path=path, query=query, headers=headers, body=body, now=now, source_ip=source_ip,
+            auth=auth,
+        )  # fmt: skip
         caller = authenticated.caller
         structlog.contextvars.bind_contextvars(principal=caller.principal.arn)
         event_source, operation, handler = _resolve(authenticated.signed.get("x-amz-target", ""))
@@ -244,10 +343,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
             region=services.settings.region,
             source_ip=source_ip,
             user_agent=headers.lossy("user-agent")[:1024],
-            secure_transport=request.secure,
+            secure_transport=secure,
             principal=caller.principal,
             access_key_id=caller.access_key_id,
         )
+        if forwarded_from is not None:
+            record.additional["forwardedFromRegion"] = forwarded_from
         raw = _parse_json(body)
         if event_source == EVENT_SOURCE_KMS:
             params = shapes.validate_request(operation, raw)

@@ -28,6 +28,20 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+FORWARDED = Counter(
+    "regionkms_forwarded_requests_total",
+    "Requests signed for another region of the cluster and forwarded there (regiond.protocol.forwarding), by"
+    " target region and outcome (ok, error: the target answered an error; timeout, unreachable, bad_reply)",
+    ["region", "outcome"],
+    registry=REGISTRY,
+)
+FORWARD_LATENCY = Histogram(
+    "regionkms_forward_seconds",
+    "Time from sending a forwarded request to its target region to having its answer, by target region",
+    ["region"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
 AUTH_FAILURES = Counter(
     "regionkms_auth_failures_total",
     "Requests that failed authentication, by access key id (bounded: see regiond.auth.failures) and error",
