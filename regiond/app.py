@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from regiond.audit import load_signer
 from regiond.audit.calls import AuditSink
+from regiond.audit.digests import DigestTask
 from regiond.auth.authn import Authenticator
 from regiond.auth.failures import FailureThrottle
 from regiond.background.import_expiry import ImportExpirySweeper
@@ -217,6 +219,11 @@ def create_app(
         leadership.add("deletion-sweeper", sweeper.run)
         leadership.add("rotation-scheduler", rotation_scheduler.run)
         leadership.add("import-expiry-sweeper", import_expiry.run)
+        leadership.add("audit-digests", DigestTask(
+            pool, settings.region, load_signer(settings) if audit_factory is not None else None,
+            interval_s=settings.audit_digest_interval_s, close_after_s=settings.audit_writer_close_after_s,
+            clock=the_clock,
+        ).run)  # fmt: skip
         app[LEADERSHIP] = leadership
         # Per-process tasks: every worker flushes its own usage counts and fills its own caches.
         tasks = [

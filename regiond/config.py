@@ -211,6 +211,17 @@ class Settings:
     audit_retention_days: int = setting(
         0, "audit: delete signed events older than this many days (0: keep forever)", check="nonnegative"
     )
+    # Audit trail v2 digests (regiond.audit.digests): one process of the region signs the heads of
+    # every writer's chain this often while any moved; a writer whose liveness lease and newest
+    # segment are both older than the close-after time is closed by the next digest (its final head).
+    audit_digest_interval_s: float = setting(
+        5.0, "audit: seconds between signed digests of every writer's chain head (while any moved)",
+        key="audit_digest_interval", check="positive",
+    )  # fmt: skip
+    audit_writer_close_after_s: float = setting(
+        30.0, "audit: seconds without a lease renewal or a segment after which a writer is closed as gone",
+        key="audit_writer_close_after", check="positive",
+    )  # fmt: skip
     leader_poll_s: float = setting(
         1.0, "seconds between a process's tries for the locks of region-wide background tasks it does not run,"
         " and between the leader's checks of its lock session (failover takes about this long)",

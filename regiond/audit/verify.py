@@ -57,6 +57,7 @@ from typing import Any
 import orjson
 
 from regiond.audit import chain, verify_segments
+from regiond.audit.digest_verify import check_digests
 from regiond.audit.verify_segments import WriterHead
 from regiond.clock import utc_second_text
 from regiond.crypto import sign
@@ -418,6 +419,7 @@ async def verify_region(
         )
         report.writers_checked = len(report.heads)
         report.segments_checked = sum(h.segments_checked for h in report.heads)
+        await check_digests(con, report, trusted)  # v2: every writer's head as signed (regiond.audit.digest_verify)
     if not report.events_checked and not report.segments_checked and not report.findings:
         report.notes.append("no audit events for this region" + (" in the time range" if since or until else ""))
     return report

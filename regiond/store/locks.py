@@ -8,10 +8,12 @@ a database (DESIGN section 9). PostgreSQL keeps two lock key spaces apart, and b
         02  DELETION_SWEEPER    one sweep at a time (background/sweeper.py)
         03  ROTATION_SCHEDULER  one scheduler round at a time (background/rotation_scheduler.py)
         04  IMPORT_EXPIRY       one import-expiry sweep at a time (background/import_expiry.py)
+        09  AUDIT_DIGEST        one audit v2 digest at a time (audit/digests.py)
     one bigint (LockId, as above), session-scoped on a dedicated connection: the leader of a task
         05  LEAD_DELETION_SWEEPER    the one runner of the deletion sweeper in the region
         06  LEAD_ROTATION_SCHEDULER  the one runner of the rotation scheduler
         07  LEAD_IMPORT_EXPIRY       the one runner of the import-expiry sweeper
+        08  LEAD_AUDIT_DIGESTS       the one signer of the region's audit v2 digests (audit/digests.py)
         (``LEADER_LOCKS`` names them by task; background/leadership.py holds them.) A leader lock
         is not its task's round lock: session and transaction locks on one key exclude each
         other, so the leader's own rounds would skip themselves.
@@ -55,12 +57,15 @@ class LockId(enum.IntEnum):
     LEAD_DELETION_SWEEPER = 0x72_6B_6D_73_05
     LEAD_ROTATION_SCHEDULER = 0x72_6B_6D_73_06
     LEAD_IMPORT_EXPIRY = 0x72_6B_6D_73_07
+    LEAD_AUDIT_DIGESTS = 0x72_6B_6D_73_08
+    AUDIT_DIGEST = 0x72_6B_6D_73_09
 
 
 LEADER_LOCKS: dict[str, LockId] = {
     "deletion-sweeper": LockId.LEAD_DELETION_SWEEPER,
     "rotation-scheduler": LockId.LEAD_ROTATION_SCHEDULER,
     "import-expiry-sweeper": LockId.LEAD_IMPORT_EXPIRY,
+    "audit-digests": LockId.LEAD_AUDIT_DIGESTS,
 }
 """The session lock whose holder runs each region-wide background task (background/leadership.py)."""
 

@@ -1,0 +1,277 @@
+"""Audit trail v2 digests on a real PostgreSQL (``regiond.audit.digests``, ``regiond.audit.digest_verify``):
+the task signs every writer's head and chains each digest to the one before, closes a writer that is
+gone, refuses to sign over a cut chain; verify finds each kind of tampering only a digest can show."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+
+import pytest
+
+from regiond.audit import digests, segment
+from regiond.audit.digest_verify import check_digests
+from regiond.audit.verify import Report
+from regiond.crypto.sign import RegionIdentityKey
+from regiond.store import audit_digests as store
+from regiond.store import audit_segments
+from regiond.store.pool import Conn, Pool, create_pool
+from tests.support.audit_v2 import Chain, rehash
+
+REGION = "us-east-1"
+T0 = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
+KEY = RegionIdentityKey.generate()
+
+
+class _Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.t = now
+
+    def now(self) -> dt.datetime:
+        return self.t
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    p = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+def _task(pool: Pool, clock: _Clock, *, close_after_s: float = 3600.0) -> digests.DigestTask:
+    return digests.DigestTask(pool, REGION, KEY, interval_s=5.0, close_after_s=close_after_s, clock=clock)
+
+
+async def _report(con: Conn) -> Report:
+    report = Report(REGION)
+    await check_digests(con, report, [KEY.public_bytes()], grace_s=60.0)
+    return report
+
+
+async def test_a_digest_signs_every_writers_head_and_links_to_the_one_before(pool: Pool) -> None:
+    clock = _Clock(T0)
+    task = _task(pool, clock)
+    a, b, idle = Chain(REGION), Chain(REGION), Chain(REGION)
+    async with pool.acquire() as con:
+        for c in (a, b, idle):
+            await c.register(con)
+        await a.write(con, 3, when=T0)
+        await b.write(con, 1, when=T0)
+    first = await task.round()
+    assert first is not None and first.seq == 1 and first.prev_hash is None
+    assert {(h.writer_id, h.seq, h.hash) for h in first.heads} == {
+        (a.writer_id, 3, a.head), (b.writer_id, 1, b.head), (idle.writer_id, 0, idle.genesis)}
+    assert await task.round() is None  # nothing moved: nothing signed
+    async with pool.acquire() as con:
+        await b.write(con, 2, when=T0)
+    clock.t = T0 + dt.timedelta(seconds=5)
+    second = await task.round()
+    assert second is not None and second.seq == 2
+    async with pool.acquire() as con:
+        rows = [r async for r in store.digests(con, REGION)]
+        assert [r.seq for r in rows] == [1, 2]
+        assert second.prev_hash == digests.digest_hash(rows[0].message)
+        assert digests.decode(rows[1].message) == second
+        assert digests.signature_valid([KEY.public_bytes()], rows[1].message, rows[1].signature)
+        report = await _report(con)
+    assert report.ok, report.findings
+    assert report.digests_checked == 2
+
+
+async def test_a_writer_gone_is_closed_by_the_next_digest_with_its_final_head(pool: Pool) -> None:
+    clock = _Clock(T0)
+    gone, alive = Chain(REGION), Chain(REGION)
+    async with pool.acquire() as con:
+        for c in (gone, alive):
+            await c.register(con)
+        old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+        await gone.write(con, 2, when=old)
+        await alive.write(con, 1, when=dt.datetime.now(dt.UTC))
+        await con.execute("UPDATE audit_writers SET alive_at = $2 WHERE writer_id = $1", gone.writer_id, old)
+    d = await _task(pool, clock, close_after_s=60.0).round()
+    assert d is not None
+    assert d.head(gone.writer_id) == digests.Head(gone.writer_id, 2, gone.head, closed=True)
+    assert d.head(alive.writer_id) == digests.Head(alive.writer_id, 1, alive.head, closed=False)
+    async with pool.acquire() as con:
+        assert not await store.renew_writer(con, gone.writer_id)  # closed: it must not write again
+        assert await store.renew_writer(con, alive.writer_id)
+        await alive.write(con, 1, when=dt.datetime.now(dt.UTC))
+    clock.t = T0 + dt.timedelta(seconds=5)
+    after = await _task(pool, clock, close_after_s=60.0).round()
+    assert after is not None and after.head(gone.writer_id) is None and after.head(alive.writer_id) is not None
+    async with pool.acquire() as con:
+        assert (await _report(con)).ok
+        # A segment of the closed writer stored after its closing.
+        await audit_segments.insert_segment(con, gone.next([b'{"eventID":"x","eventTime":"t"}'], old))
+        kinds = [f.kind for f in (await _report(con)).findings]
+    assert kinds == ["written-after-close"]
+
+
+async def test_the_task_refuses_to_sign_over_a_cut_chain(pool: Pool) -> None:
+    clock = _Clock(T0)
+    a = Chain(REGION)
+    async with pool.acquire() as con:
+        await a.register(con)
+        await a.write(con, 3, when=T0)
+    assert await _task(pool, clock).round() is not None
+    async with pool.acquire() as con:
+        await con.execute("DELETE FROM audit_segments WHERE writer_id = $1 AND seq = 3", a.writer_id)
+    clock.t = T0 + dt.timedelta(seconds=5)
+    refused = digests.AUDIT_DIGESTS_REFUSED._value.get()
+    assert await _task(pool, clock).round() is None
+    assert digests.AUDIT_DIGESTS_REFUSED._value.get() == refused + 1
+    async with pool.acquire() as con:
+        assert await con.fetchval("SELECT count(*) FROM audit_digests_v2") == 1
+
+
+# --- verify: each tampering, on one trail, each undone before the next --------------------------
+
+Tamper = Callable[[Conn, dict[str, Chain]], Awaitable[None]]
+
+
+async def _replace(con: Conn, segments: list[audit_segments.NewSegment]) -> None:
+    for s in segments:
+        await con.execute("DELETE FROM audit_segments WHERE writer_id = $1 AND seq = $2", s.writer_id, s.seq)
+        await audit_segments.insert_segment(con, s)
+
+
+async def _changed_and_rehashed(con: Conn, chains: dict[str, Chain]) -> None:
+    a = chains["a"]
+    forged = replace(a.segments[1], body=a.segments[1].body.replace(b'"Encrypt"', b'"Decrypt"', 1))
+    await _replace(con, rehash([forged, *a.segments[2:]]))
+
+
+async def _swapped_and_rehashed(con: Conn, chains: dict[str, Chain]) -> None:
+    a = chains["a"]
+    s1, s2 = a.segments[0], a.segments[1]
+    await _replace(con, rehash([replace(s2, seq=1, prev_hash=s1.prev_hash), replace(s1, seq=2), *a.segments[2:]]))
+
+
+async def _inserted_and_rehashed(con: Conn, chains: dict[str, Chain]) -> None:
+    a = chains["a"]
+    await con.execute("DELETE FROM audit_segments WHERE writer_id = $1 AND seq >= 2", a.writer_id)
+    extra = replace(a.segments[1], prev_hash=a.segments[0].hash)
+    for s in rehash([extra, *(replace(s, seq=s.seq + 1) for s in a.segments[1:])]):
+        await audit_segments.insert_segment(con, s)
+
+
+async def _segment_deleted(con: Conn, chains: dict[str, Chain]) -> None:
+    await con.execute("DELETE FROM audit_segments WHERE writer_id = $1 AND seq = 2", chains["a"].writer_id)
+
+
+async def _tail_truncated(con: Conn, chains: dict[str, Chain]) -> None:
+    await con.execute("DELETE FROM audit_segments WHERE writer_id = $1 AND seq >= 3", chains["a"].writer_id)
+
+
+async def _writer_deleted(con: Conn, chains: dict[str, Chain]) -> None:
+    b = chains["b"].writer_id
+    await con.execute("DELETE FROM audit_segments WHERE writer_id = $1", b)
+    await con.execute("DELETE FROM audit_writers WHERE writer_id = $1", b)
+
+
+async def _unknown_writer(con: Conn, chains: dict[str, Chain]) -> None:
+    stranger = Chain(REGION)
+    for _ in range(2):  # no digest knows it, and its events are older than the newest digest
+        await audit_segments.insert_segment(con, stranger.next([b'{"eventID":"x","eventTime":"t"}'], T0))
+
+
+async def _digest_edited(con: Conn, chains: dict[str, Chain]) -> None:
+    row = await con.fetchrow("SELECT message FROM audit_digests_v2 WHERE seq = 2")
+    assert row is not None
+    d = digests.decode(row["message"])
+    heads = tuple(digests.Head(h.writer_id, max(1, h.seq - 1), h.hash) for h in d.heads)
+    forged = digests.Digest(d.region, d.seq, d.digest_time, d.prev_hash, heads).message()
+    await con.execute("UPDATE audit_digests_v2 SET message = $1 WHERE seq = 2", forged)
+
+
+async def _digest_resigned_by_another_key(con: Conn, chains: dict[str, Chain]) -> None:
+    row = await con.fetchrow("SELECT message FROM audit_digests_v2 WHERE seq = 3")
+    assert row is not None
+    other = RegionIdentityKey.generate()
+    await con.execute("UPDATE audit_digests_v2 SET signature = $1, public_key = $2 WHERE seq = 3",
+                      other.sign(row["message"]), other.public_bytes())  # fmt: skip
+
+
+async def _digest_removed(con: Conn, chains: dict[str, Chain]) -> None:
+    await con.execute("DELETE FROM audit_digests_v2 WHERE seq = 2")
+
+
+async def _digest_column_changed(con: Conn, chains: dict[str, Chain]) -> None:
+    await con.execute("UPDATE audit_digests_v2 SET digest_time = digest_time - interval '1 day' WHERE seq = 1")
+
+
+async def _writer_dropped_by_a_digest(con: Conn, chains: dict[str, Chain]) -> None:
+    """A digest, validly signed, that leaves out an open writer (a faulty or coerced signer)."""
+    row = await con.fetchrow("SELECT message FROM audit_digests_v2 ORDER BY seq DESC LIMIT 1")
+    assert row is not None
+    last = digests.decode(row["message"])
+    kept = tuple(h for h in last.heads if h.writer_id != chains["b"].writer_id)
+    d = digests.Digest(REGION, last.seq + 1, last.digest_time + dt.timedelta(seconds=5),
+                       digests.digest_hash(row["message"]), kept)  # fmt: skip
+    message = d.message()
+    await store.add_digest(con, store.DigestRow(REGION, d.seq, d.digest_time, d.prev_hash, len(kept), [],
+                                                KEY.public_bytes(), message, KEY.sign(message)))  # fmt: skip
+
+
+CASES: list[tuple[str, Tamper, str]] = [
+    ("a changed event, its chain re-hashed", _changed_and_rehashed, "digest-mismatch"),
+    ("two segments swapped, re-hashed", _swapped_and_rehashed, "digest-mismatch"),
+    ("a segment inserted, re-hashed", _inserted_and_rehashed, "digest-mismatch"),
+    ("a segment deleted", _segment_deleted, "segment-deleted"),
+    ("a writer's tail cut", _tail_truncated, "truncated"),
+    ("a writer's whole chain deleted", _writer_deleted, "writer-deleted"),
+    ("segments of a writer no digest knows", _unknown_writer, "writer-undigested"),
+    ("a digest's heads edited", _digest_edited, "digest-forged"),
+    ("a digest signed with another key", _digest_resigned_by_another_key, "digest-forged"),
+    ("a digest removed", _digest_removed, "digest-missing"),
+    ("a digest's column changed", _digest_column_changed, "digest-column-changed"),
+    ("a writer dropped by a later digest", _writer_dropped_by_a_digest, "writer-dropped"),
+]
+
+
+class _Undo(Exception):
+    pass
+
+
+async def test_verify_finds_what_only_the_digests_show(pool: Pool) -> None:
+    clock = _Clock(T0 + dt.timedelta(minutes=5))
+    task = _task(pool, clock)
+    chains = {"a": Chain(REGION), "b": Chain(REGION)}
+    async with pool.acquire() as con:
+        for c in chains.values():
+            await c.register(con)
+        for step in range(3):  # three digests: heads a 2/3/4 (after the first round), b 1/2/2
+            await chains["a"].write(con, 2 if step == 0 else 1, when=T0)
+            if step < 2:
+                await chains["b"].write(con, 1, when=T0)
+            assert await task.round() is not None
+            clock.t += dt.timedelta(seconds=5)
+        assert (await _report(con)).ok
+        for name, tamper, kind in CASES:
+            try:
+                async with con.transaction():
+                    await tamper(con, chains)
+                    found = (await _report(con)).findings
+                    raise _Undo
+            except _Undo:
+                pass
+            assert kind in {f.kind for f in found}, (name, [f.line() for f in found])
+            assert all(f.detail for f in found)
+        assert (await _report(con)).ok  # every tampering was undone
+
+
+def test_a_digest_message_round_trips_and_refuses_other_forms() -> None:
+    w = uuid.uuid4()
+    genesis = segment.writer_genesis(REGION, w)
+    heads = (digests.Head(w, 3, b"\x02" * 32, closed=True), digests.Head(uuid.uuid4(), 0, genesis))
+    d = digests.Digest(REGION, 7, T0, b"\x01" * 32, heads)
+    in_order = tuple(sorted(heads, key=lambda h: h.writer_id.bytes))
+    assert digests.decode(d.message()) == replace(d, heads=in_order)
+    for bad in (d.message().replace(b'"seq":7', b'"seq":"7"'), d.message() + b" ", b"regionkms.audit.digest.v1\x00{}",
+                d.message().replace(b'"closed":true', b'"closed":1')):  # fmt: skip
+        with pytest.raises(digests.DigestFormatError):
+            digests.decode(bad)
