@@ -13,7 +13,7 @@ import pytest
 
 from regiond.audit import digests, segment
 from regiond.audit.digest_verify import check_digests
-from regiond.audit.verify import Report
+from regiond.audit.verify import Report, verify_region
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.store import audit_digests as store
 from regiond.store import audit_segments
@@ -80,6 +80,8 @@ async def test_a_digest_signs_every_writers_head_and_links_to_the_one_before(poo
         report = await _report(con)
     assert report.ok, report.findings
     assert report.digests_checked == 2
+    whole = await verify_region(pool, REGION, trusted_keys=[KEY.public_bytes()])  # what regiond audit verify runs
+    assert whole.ok and whole.digests_checked == 2 and whole.segments_checked == 6, [f.line() for f in whole.findings]
 
 
 async def test_a_writer_gone_is_closed_by_the_next_digest_with_its_final_head(pool: Pool) -> None:
