@@ -56,7 +56,8 @@ class _KeyEntry:
     active: bool
     caller: Caller  # what every request signed with this key authenticates as: built once
     secret: bytes = field(repr=False)
-    # date -> the signing key for (region, kms), as ``core.keyed_hmac`` (what ``sigv4.verify`` uses fastest)
+    # date (kms) or date/service -> the signing key for the region, as ``core.keyed_hmac`` (what
+    # ``sigv4.verify`` uses fastest)
     signing_keys: dict[str, hmac.HMAC] = field(default_factory=dict, repr=False)
 
 
@@ -104,13 +105,14 @@ class Authenticator:
             self._keys.put(access_key_id, entry, generation=generation)
         return entry
 
-    def _signing_key(self, entry: _KeyEntry, date: str) -> hmac.HMAC:
-        key = entry.signing_keys.get(date)
+    def _signing_key(self, entry: _KeyEntry, date: str, service: str) -> hmac.HMAC:
+        scope = date if service == sigv4.SERVICE else f"{date}/{service}"  # the hot path's key is the date alone
+        key = entry.signing_keys.get(scope)
         if key is None:
-            key = core.keyed_hmac(core.signing_key(entry.secret.decode(), date, self._region, sigv4.SERVICE))
-            if len(entry.signing_keys) >= 3:  # a request's date is today, or yesterday near midnight
+            key = core.keyed_hmac(core.signing_key(entry.secret.decode(), date, self._region, service))
+            if len(entry.signing_keys) >= 6:  # today or yesterday near midnight, for kms and sts
                 entry.signing_keys.clear()
-            entry.signing_keys[date] = key
+            entry.signing_keys[scope] = key
         return key
 
     async def authenticate(
@@ -156,7 +158,7 @@ class Authenticator:
                 query=query,
                 headers=headers,
                 body=body,
-                signing_key=self._signing_key(entry, auth.date),
+                signing_key=self._signing_key(entry, auth.date, auth.service),
             )
         except KmsError as exc:
             self._failed(exc, source_ip=source_ip, access_key_id=access_key_id, label=label,

@@ -31,6 +31,8 @@ from regiond.cache import remember
 from regiond.errors import IncompleteSignature, InvalidSignatureException, MissingAuthenticationToken
 
 SERVICE = "kms"
+SERVICES = frozenset({SERVICE, "sts"})
+"""The services a request may be signed for: KMS, and STS for GetCallerIdentity (``protocol/sts.py``)."""
 
 DISPATCH_HEADERS = ("x-amz-target",)
 """Headers the server dispatches on: when sent, each must be a signed header (DESIGN section 2).
@@ -234,7 +236,7 @@ def _skew(max_skew_s: int) -> dt.timedelta:
 
 
 def check_scope(auth: ParsedAuthorization, *, region: str, now: dt.datetime, max_skew_s: int) -> None:
-    if auth.service != SERVICE:
+    if auth.service not in SERVICES:
         raise InvalidSignatureException(f"Credential should be scoped to correct service: '{SERVICE}'.")
     if auth.region != region:
         raise InvalidSignatureException(f"Credential should be scoped to a valid region, not '{auth.region[:40]}'.")

@@ -38,7 +38,7 @@ from regiond.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from regiond.protocol import forwarding, iam_shapes, shapes
+from regiond.protocol import forwarding, iam_shapes, shapes, sts
 from regiond.protocol.context import OpContext, OpHandler
 from regiond.protocol.forwarding import PeerForwarder
 from regiond.protocol.ops import IAM_OPERATIONS, KMS_OPERATIONS
@@ -106,6 +106,14 @@ def _error_response(exc: KmsError, request_id: str) -> web.Response:
         body=body,
         headers={"x-amzn-RequestId": request_id, "Content-Type": CONTENT_TYPE},
     )
+
+
+def _failure_response(exc: KmsError, request_id: str, headers: sigv4.HeaderView | None, as_sts: bool) -> web.Response:
+    """The AWS error in the protocol of the call: KMS's JSON, or STS's (``sts.render_error``)."""
+    if not as_sts or headers is None:
+        return _error_response(exc, request_id)
+    status, body, out = sts.render_error(exc, request_id, headers)
+    return web.Response(status=status, body=body, headers=out)
 
 
 async def _not_implemented(ctx: OpContext, _params: dict[str, Any]) -> dict[str, Any]:
@@ -215,8 +223,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     _bind_log_context(request_id)
     source_ip = request.remote or ""
+    headers = sigv4.HeaderView(request.headers)
     try:
-        headers = sigv4.HeaderView(request.headers)
         _refuse_content_encoding(headers)
         content_length = request.content_length
         if content_length is not None and content_length > MAX_BODY_BYTES:
@@ -241,12 +249,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         _latency("unknown").observe(time.perf_counter() - started)
         REQUESTS.labels("unknown", exc.code).inc()
         log.info("request.rejected", operation="unknown", error=exc.code, source_ip=source_ip)
-        return _error_response(exc, request_id)
+        return _failure_response(exc, request_id, headers, sts.is_sts(_scope(headers), headers))
     except Exception:
         log.exception("request.failed", operation="unknown")
         REQUESTS.labels("unknown", KMSInternalException.code).inc()
         failed = KMSInternalException("An internal error occurred; see the server log for this request id")
-        return _error_response(failed, request_id)
+        return _failure_response(failed, request_id, headers, sts.is_sts(_scope(headers), headers))
     return await _serve(
         services, audit, request_id=request_id, started=started, method=request.method, raw_path=request.raw_path,
         headers=headers, body=body, source_ip=source_ip, secure=request.secure, auth=auth,
@@ -325,6 +333,9 @@ async def _serve(
     """Authenticate, dispatch, audit and answer one call whose body has been read."""
     operation = "unknown"
     record: CallRecord | None = None
+    if auth is None:
+        auth = _scope(headers)
+    as_sts = sts.is_sts(auth, headers)
     try:
         now = services.clock.now()
         path, _, query = raw_path.partition("?")  # as sent: SigV4 signs the encoded target
@@ -334,7 +345,12 @@ async def _serve(
         )  # fmt: skip
         caller = authenticated.caller
         structlog.contextvars.bind_contextvars(principal=caller.principal.arn)
-        event_source, operation, handler = _resolve(authenticated.signed.get("x-amz-target", ""))
+        if as_sts:
+            event_source = sts.EVENT_SOURCE
+            call = sts.parse(authenticated.signed, headers, query, body)
+            operation = call.operation
+        else:
+            event_source, operation, handler = _resolve(authenticated.signed.get("x-amz-target", ""))
         record = CallRecord(
             operation=operation,
             event_source=event_source,
@@ -349,6 +365,12 @@ async def _serve(
         )
         if forwarded_from is not None:
             record.additional["forwardedFromRegion"] = forwarded_from
+        if as_sts:  # GetCallerIdentity: no permission needed, as AWS
+            record.result = identity = sts.identity(caller.principal)
+            payload, content_type = sts.render_result(call, identity, request_id)
+            await audit.submit(record)
+            _ok_counter(operation).inc()
+            return web.Response(body=payload, headers={"x-amzn-RequestId": request_id, "Content-Type": content_type})
         raw = _parse_json(body)
         if event_source == EVENT_SOURCE_KMS:
             params = shapes.validate_request(operation, raw)
@@ -390,4 +412,4 @@ async def _serve(
         log.error("request.error", operation=operation, error=failure.code, source_ip=source_ip)
     else:
         log.info("request.rejected", operation=operation, error=failure.code, source_ip=source_ip)
-    return _error_response(failure, request_id)
+    return _failure_response(failure, request_id, headers, as_sts)

@@ -100,6 +100,10 @@ async def test_one_endpoint_serves_both_regions_with_replicas_and_target_audit(
         assert refused["ResponseMetadata"]["RequestId"]
         assert forwarded(EU, "ok") - ok_before >= 5 and forwarded(EU, "error") >= 1
 
+        # STS too: who signed, answered by the region the call was signed for.
+        me = await call(us_node.client(admin, "sts", region=EU).get_caller_identity)
+        assert me["Arn"] == admin.arn and me["Account"] == ACCOUNT_ID
+
         # A region outside the cluster gets AWS's answer, as before forwarding existed.
         outside = us_node.client(admin, region=AP)
         wrong = await error_of(outside.list_keys)
