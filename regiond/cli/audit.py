@@ -14,7 +14,7 @@ Which anchors (digests held outside the database, docs/AUDIT.md "Anchors") ``ver
     regiond audit anchors --source R                       (another region's anchors held here, as a file)
     regiond audit query   [--event-name N] [--key K] [--principal ARN] [--error-code C]
                           [--since T] [--until T] [--limit N] [--format json|table]
-    regiond audit export  --out DIR [--from T] [--to T]
+    regiond audit export  --out DIR [--from T] [--to T] [--bucket B] [--trail-name N]   (CloudTrail files)
 
 Times are ISO 8601 (``2024-05-01T12:00:00Z``) or relative to now (``90s``, ``30m``, ``1h``, ``7d``).
 """
@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -214,18 +215,28 @@ async def _export(args: argparse.Namespace, target: Target, pool: Any) -> int:
     from regiond.audit.export import export_region
 
     now = dt.datetime.now(dt.UTC)
+    if not _BUCKET.match(args.bucket) or not _TRAIL.match(args.trail_name):
+        raise UsageError("--bucket is an S3 bucket name (3-63 of a-z 0-9 . -), --trail-name 1-128 of A-Z a-z 0-9 . _ -")
     signer = _signer(target)
     if signer is None:
         print("note: no --state-dir: the exported digests are not signed", file=sys.stderr)
-    total = 0
+    files = records = digests = 0
     for region in await _regions(pool, target):
-        hours = await export_region(pool, region, Path(args.out), since=_time(args.since, now),
-                                    until=_time(args.until, now), signer=signer)  # fmt: skip
-        for h in hours:
-            print(f"{h.path} ({h.events} events)")
-            total += h.events
-    print(f"exported {total} events", file=sys.stderr)
+        result = await export_region(pool, region, Path(args.out), since=_time(args.since, now),
+                                     until=_time(args.until, now), signer=signer, bucket=args.bucket,
+                                     trail=args.trail_name, now=now)  # fmt: skip
+        for f in result.files:
+            print(f"{f.key} ({f.records} records)")
+        for key in result.digests:
+            print(key)
+        files, records, digests = files + len(result.files), records + result.records, digests + len(result.digests)
+    print(f"exported {records} records in {files} log files and {digests} digest files (whole hours ended by "
+          f"{_time(args.until, now) or now:%Y-%m-%dT%H:%M:%SZ})", file=sys.stderr)  # fmt: skip
     return 0
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_TRAIL = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 async def _anchors(args: argparse.Namespace, target: Target, pool: Any) -> int:
@@ -303,8 +314,10 @@ def add_audit_parser(sub: Any) -> None:
     _common(c)
     c.add_argument("--source", required=True, help="the region whose anchors to print")
 
-    c = cmds.add_parser("export", help="write hourly gzip JSON-lines files with a digest each")
+    c = cmds.add_parser("export", help="write CloudTrail log files and digest files (whole UTC hours) under OUT")
     _common(c)
-    c.add_argument("--out", required=True, help="output directory")
-    c.add_argument("--from", dest="since")
-    c.add_argument("--to", dest="until")
+    c.add_argument("--out", required=True, help="output directory: the root of the bucket the files would go to")
+    c.add_argument("--from", dest="since", help="first hour (floored to the hour; default: the first event's)")
+    c.add_argument("--to", dest="until", help="export the hours that ended by then (default: now)")
+    c.add_argument("--bucket", default="regionkms-audit", help="the S3 bucket the digests name")
+    c.add_argument("--trail-name", default="regionkms", help="the trail name in digest file names")

@@ -31,6 +31,7 @@ __all__ = [
     "iter_segments_by_time",
     "iter_writer_segments",
     "register_writer",
+    "time_span",
     "unregistered_writers",
     "writers",
 ]
@@ -229,3 +230,17 @@ async def iter_segments_by_time(
     )  # fmt: skip
     async for r in cursor:
         yield _segment(r)
+
+
+async def time_span(
+    con: Conn, since: dt.datetime | None, until: dt.datetime | None
+) -> tuple[dt.datetime, dt.datetime] | None:
+    """The earliest ``first_time`` and latest ``last_time`` of the segments meeting ``[since, until)`` (export)."""
+    row = await con.fetchrow(
+        "SELECT min(first_time), max(last_time) FROM audit_segments"
+        " WHERE ($1::timestamptz IS NULL OR last_time >= $1) AND ($2::timestamptz IS NULL OR first_time < $2)",
+        since, until,
+    )  # fmt: skip
+    if row is None or row[0] is None:
+        return None
+    return row[0], row[1]

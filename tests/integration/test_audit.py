@@ -29,7 +29,7 @@ from botocore.config import Config
 from regiond.__main__ import parser
 from regiond.audit import CommitOptions, GroupCommitter, chain, events
 from regiond.audit.calls import CallRecord
-from regiond.audit.export import check_export
+from regiond.audit.export import LOG_NAME, check_export
 from regiond.audit.verify import verify_region
 from regiond.clock import ManualClock
 from regiond.crypto.keyring import load_file_keyring
@@ -529,18 +529,19 @@ async def test_query_filters_and_export_writes_signed_hourly_files(
     assert len(out.splitlines()) == 2 and nobody.arn in out
     assert (await _cli(capsys, "query", *by_cluster, "--since", "tomorrow"))[0] == 2
 
-    code, out = await _cli(capsys, "export", *by_cluster, "--out", str(tmp_path / "siem"))
+    # The hour in progress is exported only when --to says it has ended (CloudTrail delivers after the fact).
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    code, out = await _cli(capsys, "export", *by_cluster, "--out", str(tmp_path / "siem"), "--to", later)
     assert code == 0
-    files = sorted((tmp_path / "siem").rglob("*.jsonl.gz"))
-    assert files and all(f.name.startswith(f"regionkms_{node.region}_") for f in files)
-    exported = [json.loads(line) for f in files for line in gzip.decompress(f.read_bytes()).splitlines()]
-    assert [e["requestID"] for e in exported] == [e["requestID"] for e in await _events(node.database_url)]
+    files = sorted((tmp_path / "siem").rglob("*_CloudTrail_*.json.gz"))
+    assert files and all(LOG_NAME.match(f.name) for f in files)
+    exported = [e for f in files for e in json.loads(gzip.decompress(f.read_bytes()))["Records"]]
+    assert sorted(e["requestID"] for e in exported) == sorted(e["requestID"] for e in await _events(node.database_url))
     public = load_identity(node.state_dir, node.keyring).public_bytes()
-    digests = sorted((tmp_path / "siem").rglob("*.digest.json"))
-    assert len(digests) == len(files)
-    assert all(check_export(d, public) == [] for d in digests)
-    files[0].write_bytes(gzip.compress(b'{"eventName":"Nothing"}\n'))
-    assert check_export(digests[0], public) == [f"{files[0].name}: content does not match its digest"]
+    assert check_export(tmp_path / "siem", [public]) == []
+    files[0].write_bytes(gzip.compress(b'{"Records":[]}'))
+    problems = check_export(tmp_path / "siem", [public])
+    assert len(problems) == 1 and files[0].name in problems[0] and "does not match" in problems[0]
 
 
 # --- the committer on its own: checkpoints on time, retention ----------------------------------
