@@ -7,6 +7,7 @@
     segment.py    v2 segments: one row per batch (JSON lines), one hash chain per writer
     digests.py    v2 digests: every writer's chain head signed every few seconds (region-wide task);
                   digest_verify.py checks them against the segments for ``regiond audit verify``
+    lease.py      a v2 writer's liveness lease: it writes only while valid; the digests close a lapsed one
     chain.py      the per-region hash chain and Ed25519-signed digests (formats documented there)
     anchors.py    the node's anchor file: every signed digest, held outside the database
     verify.py     find changed, deleted, inserted and reordered events, edited query columns,

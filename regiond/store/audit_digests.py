@@ -30,6 +30,7 @@ __all__ = [
     "open_writer_heads",
     "registered_writers",
     "renew_writer",
+    "retire_writer",
     "segment_hashes",
     "writer_summaries",
 ]
@@ -111,7 +112,7 @@ class WriterHead:
     closed: bool
     seq: int  # 0: no segment stored
     hash: bytes | None
-    idle_s: float  # seconds since the newer of the lease's renewal and the newest segment's last event
+    idle_s: float  # seconds since the newer of the lease's renewal and the newest segment (inf: retired)
 
 
 async def open_writer_heads(con: Conn, also: Sequence[uuid.UUID]) -> list[WriterHead]:
@@ -121,7 +122,8 @@ async def open_writer_heads(con: Conn, also: Sequence[uuid.UUID]) -> list[Writer
         "WITH w AS (SELECT writer_id FROM audit_writers WHERE closed_at IS NULL"
         "           UNION SELECT unnest($1::uuid[]))"
         " SELECT w.writer_id, a.writer_id IS NOT NULL, a.genesis, a.closed_at IS NOT NULL, s.seq, s.hash,"
-        "        extract(epoch FROM now() - greatest(a.alive_at, s.last_time))::float8"
+        "        CASE WHEN a.alive_at = '-infinity' THEN 'Infinity'::float8"
+        "             ELSE extract(epoch FROM now() - greatest(a.alive_at, s.last_time))::float8 END"
         " FROM w LEFT JOIN audit_writers a ON a.writer_id = w.writer_id"
         " LEFT JOIN LATERAL (SELECT seq, hash, last_time FROM audit_segments x WHERE x.writer_id = w.writer_id"
         "                    ORDER BY seq DESC LIMIT 1) s ON true"
@@ -145,6 +147,13 @@ async def renew_writer(con: Conn, writer_id: uuid.UUID, *, timeout_s: float | No
         "UPDATE audit_writers SET alive_at = now() WHERE writer_id = $1 AND closed_at IS NULL RETURNING true",
         writer_id, timeout=timeout_s,
     ))  # fmt: skip
+
+
+async def retire_writer(con: Conn, writer_id: uuid.UUID) -> None:
+    """A writer that stopped cleanly gives up its lease: the next digest closes it at once."""
+    await con.execute(
+        "UPDATE audit_writers SET alive_at = '-infinity' WHERE writer_id = $1 AND closed_at IS NULL", writer_id
+    )
 
 
 async def segment_hashes(con: Conn, heads: Sequence[tuple[uuid.UUID, int]]) -> dict[tuple[uuid.UUID, int], bytes]:

@@ -13,6 +13,7 @@ import pytest
 
 from regiond.audit import digests, segment
 from regiond.audit.digest_verify import check_digests
+from regiond.audit.lease import WriterLease
 from regiond.audit.verify import Report, verify_region
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.store import audit_digests as store
@@ -111,6 +112,28 @@ async def test_a_writer_gone_is_closed_by_the_next_digest_with_its_final_head(po
         await audit_segments.insert_segment(con, gone.next([b'{"eventID":"x","eventTime":"t"}'], old))
         kinds = [f.kind for f in (await _report(con)).findings]
     assert kinds == ["written-after-close"]
+
+
+async def test_a_writer_writes_under_its_lease_and_a_retired_one_is_closed_at_once(pool: Pool) -> None:
+    clock, ticks = _Clock(T0), [100.0]
+    w = Chain(REGION)
+    async with pool.acquire() as con:
+        await w.register(con)
+    lease = WriterLease(pool, w.writer_id, close_after_s=60.0, monotonic=lambda: ticks[0])
+    assert lease.valid()
+    ticks[0] += 30.0  # half of close_after_s without a renewal: the writer must stop writing
+    assert not lease.valid()
+    assert await lease.renew() and lease.valid()
+    async with pool.acquire() as con:
+        await w.write(con, 1, when=dt.datetime.now(dt.UTC))
+    first = await _task(pool, clock, close_after_s=60.0).round()
+    assert first is not None and first.head(w.writer_id) == digests.Head(w.writer_id, 1, w.head)
+    await lease.retire()  # a clean stop, just after a segment: closed by the next digest all the same
+    assert not lease.valid()
+    clock.t += dt.timedelta(seconds=5)
+    second = await _task(pool, clock, close_after_s=60.0).round()
+    assert second is not None and second.head(w.writer_id) == digests.Head(w.writer_id, 1, w.head, closed=True)
+    assert not await lease.renew() and lease.closed and not lease.valid()
 
 
 async def test_the_task_refuses_to_sign_over_a_cut_chain(pool: Pool) -> None:

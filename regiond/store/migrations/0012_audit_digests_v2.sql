@@ -26,6 +26,7 @@ CREATE INDEX audit_digests_v2_time ON audit_digests_v2 (digest_time);
 -- not renewed for half of audit_writer_close_after_s; the digest task closes a writer whose lease and
 -- newest segment are both older than audit_writer_close_after_s (a SIGKILLed or restarted process),
 -- recording its final head in that digest and closed_at here. A closed writer never writes again.
+-- A writer that stops cleanly sets alive_at to -infinity (retire_writer): the next digest closes it.
 ALTER TABLE audit_writers
     ADD COLUMN alive_at timestamptz NOT NULL DEFAULT now(),
     ADD COLUMN closed_at timestamptz;
