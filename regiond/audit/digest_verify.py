@@ -74,13 +74,18 @@ def _signed(trusted: Sequence[bytes], row: store.DigestRow) -> bool:
 async def check_digests(
     con: Conn, report: _Report, trusted_keys: Sequence[bytes] = (), *, grace_s: float = GRACE_S
 ) -> DigestCheck:
-    """Check the region's v2 digests against its segments (in the caller's snapshot) into ``report``."""
+    """Check the region's v2 digests against its segments (in the caller's snapshot) into ``report``.
+
+    Memory is bounded by the number of writers: the digests are read in chunks and the segments at
+    their heads looked up a chunk at a time (a head repeated by the next digest is looked up once).
+    """
     region = report.region
     trusted = [bytes(k) for k in trusted_keys if len(k) == sign.PUBLIC_KEY_BYTES]
+    summaries = {s.writer_id: s for s in await store.writer_summaries(con)}
     prev_row: store.DigestRow | None = None
     prev: digests.Digest | None = None
     newest: dict[uuid.UUID, _Newest] = {}
-    recorded: dict[_Key, tuple[bytes, int]] = {}  # (writer, seq) -> (hash, first digest)
+    pending: list[tuple[_Key, bytes, int]] = []  # heads to look up: (writer, seq), signed hash, digest
     newest_time: dt.datetime | None = None
     count = 0
     async for row in store.digests(con, region):
@@ -114,27 +119,36 @@ async def check_digests(
             report.add("digest-missing", None, f"digest {d.seq} is the first stored but does not start the chain")
         _check_writers(report, prev, d)
         for h in d.heads:
+            last = newest.get(h.writer_id)
             if h.seq == 0:
                 if h.hash != segment.writer_genesis(region, h.writer_id):
                     report.add_writer("digest-forged", h.writer_id, None, f"{where} starts it from a foreign genesis")
-            else:
-                held = recorded.setdefault((h.writer_id, h.seq), (h.hash, d.seq))
-                if held[0] != h.hash:
+            elif last is not None and last.seq == h.seq:
+                if last.hash != h.hash:
                     report.add_writer("digest-forged", h.writer_id, h.seq, f"{where} signs it with another hash than "
-                                      f"digest {held[1]}")  # fmt: skip
-            last = newest.get(h.writer_id)
+                                      f"digest {last.digest}")  # fmt: skip
+                if h.closed and not last.closed:  # closed where it stood: the closing digest is the one to name
+                    last.closed, last.digest = True, d.seq
+                continue  # the same head as before: looked up already
+            else:
+                pending.append(((h.writer_id, h.seq), h.hash, d.seq))
             if last is None or h.seq >= last.seq:
                 newest[h.writer_id] = _Newest(h.seq, h.hash, d.seq, h.closed)
+        if len(pending) >= store.FETCH_CHUNK_ROWS:
+            await _check_heads(con, report, pending, summaries)
+            pending = []
         prev_row, prev, newest_time = row, d, d.digest_time
-    await _check_segments(con, report, newest, recorded, newest_time, grace_s)
+    await _check_heads(con, report, pending, summaries)
+    _check_tails(report, newest, summaries, newest_time, grace_s)
     return DigestCheck(count, len(newest), newest_time)
 
 
 def _check_writers(report: _Report, prev: digests.Digest | None, d: digests.Digest) -> None:
     if prev is None:
         return
+    heads = {h.writer_id: h for h in d.heads}
     for h in prev.heads:
-        now = d.head(h.writer_id)
+        now = heads.get(h.writer_id)
         if h.closed:
             if now is not None:
                 report.add_writer("writer-dropped", h.writer_id, None, f"closed by digest {prev.seq}, it is open "
@@ -147,23 +161,32 @@ def _check_writers(report: _Report, prev: digests.Digest | None, d: digests.Dige
                               f"segment {h.seq}")  # fmt: skip
 
 
-async def _check_segments(
-    con: Conn, report: _Report, newest: dict[uuid.UUID, _Newest], recorded: dict[_Key, tuple[bytes, int]],
-    newest_time: dt.datetime | None, grace_s: float,
-) -> None:  # fmt: skip
-    summaries = {s.writer_id: s for s in await store.writer_summaries(con)}
-    stored = await store.segment_hashes(con, sorted(recorded, key=lambda k: (k[0].bytes, k[1])))
-    for (writer_id, seq), (signed, first) in sorted(recorded.items(), key=lambda kv: (kv[0][0].bytes, kv[0][1])):
+async def _check_heads(
+    con: Conn, report: _Report, heads: list[tuple[_Key, bytes, int]], summaries: dict[uuid.UUID, store.WriterSummary]
+) -> None:
+    """The stored segment at each signed head must be the signed one (a missing tail is ``_check_tails``')."""
+    if not heads:
+        return
+    stored = await store.segment_hashes(con, [k for k, _, _ in heads])
+    for (writer_id, seq), signed, digest in heads:
         held = stored.get((writer_id, seq))
         summary = summaries.get(writer_id)
         if held is None:
             if summary is None or summary.max_seq < seq:
-                continue  # the tail check below reports it once per writer
-            report.add_writer("segment-deleted", writer_id, seq, f"signed as a head by digest {first}, it is not "
+                continue  # the tail check reports it once per writer
+            report.add_writer("segment-deleted", writer_id, seq, f"signed as a head by digest {digest}, it is not "
                               "stored")  # fmt: skip
         elif held != signed:
-            report.add_writer("digest-mismatch", writer_id, seq, f"it is not the segment digest {first} signed: the "
+            report.add_writer("digest-mismatch", writer_id, seq, f"it is not the segment digest {digest} signed: the "
                               "chain up to here was changed, moved or re-hashed after signing")  # fmt: skip
+
+
+def _check_tails(
+    report: _Report, newest: dict[uuid.UUID, _Newest], summaries: dict[uuid.UUID, store.WriterSummary],
+    newest_time: dt.datetime | None, grace_s: float,
+) -> None:  # fmt: skip
+    """Each writer's chain must reach its newest signed head, and a closed one go no further; a
+    writer no digest knows must be younger than the newest digest."""
     for writer_id, n in sorted(newest.items(), key=lambda kv: kv[0].bytes):
         summary = summaries.get(writer_id)
         have = summary.max_seq if summary is not None else 0

@@ -134,6 +134,9 @@ async def test_a_writer_writes_under_its_lease_and_a_retired_one_is_closed_at_on
     second = await _task(pool, clock, close_after_s=60.0).round()
     assert second is not None and second.head(w.writer_id) == digests.Head(w.writer_id, 1, w.head, closed=True)
     assert not await lease.renew() and lease.closed and not lease.valid()
+    async with pool.acquire() as con:  # closed where its head stood: a segment after it is found
+        await audit_segments.insert_segment(con, w.next([b'{"eventID":"x","eventTime":"t"}'], T0))
+        assert [f.kind for f in (await _report(con)).findings] == ["written-after-close"]
 
 
 async def test_the_task_refuses_to_sign_over_a_cut_chain(pool: Pool) -> None:
