@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from regiond.audit import load_signer
+from regiond.audit.anchors import V2_ANCHOR_FILE_NAME
 from regiond.audit.calls import AuditSink
 from regiond.audit.digests import DigestTask
 from regiond.auth.authn import Authenticator
@@ -222,7 +223,7 @@ def create_app(
         leadership.add("audit-digests", DigestTask(
             pool, settings.region, load_signer(settings) if audit_factory is not None else None,
             interval_s=settings.audit_digest_interval_s, close_after_s=settings.audit_writer_close_after_s,
-            clock=the_clock,
+            clock=the_clock, anchor_path=settings.state_dir / V2_ANCHOR_FILE_NAME if settings.state_dir else None,
         ).run)  # fmt: skip
         app[LEADERSHIP] = leadership
         # Per-process tasks: every worker flushes its own usage counts and fills its own caches.

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from regiond.domain.audit_anchor import Anchor, AnchorError, parse_line
 
-__all__ = ["ANCHOR_FILE_NAME", "AnchorFile", "AnchorRead", "read_anchor_file"]
+__all__ = ["ANCHOR_FILE_NAME", "V2_ANCHOR_FILE_NAME", "AnchorFile", "AnchorRead", "read_anchor_file"]
 
 ANCHOR_FILE_NAME = "audit-anchors.jsonl"
+V2_ANCHOR_FILE_NAME = "audit-anchors-v2.jsonl"  # audit trail v2 digests (regiond.audit.digests): their own sequence
 TAIL_READ_BYTES = 64 * 1024  # the last line is found in this much of the file's end
 
 

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from regiond.audit import digests, segment
 from regiond.crypto import sign
+from regiond.domain.audit_anchor import DIGEST_LABEL_V2, Anchor
 from regiond.store import audit_digests as store
 from regiond.store.pool import Conn
 
@@ -42,6 +43,7 @@ _Key = tuple[uuid.UUID, int]  # (writer, segment seq)
 
 class _Report(Protocol):
     digests_checked: int
+    anchors_checked: int
     notes: list[str]
     region: str
 
@@ -71,9 +73,18 @@ def _signed(trusted: Sequence[bytes], row: store.DigestRow) -> bool:
     return digests.signature_valid(trusted or [row.public_key], row.message, row.signature)
 
 
+class _AnchorSet(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def anchors(self) -> Sequence[Anchor]: ...
+
+
 async def check_digests(
-    con: Conn, report: _Report, trusted_keys: Sequence[bytes] = (), *, grace_s: float = GRACE_S
-) -> DigestCheck:
+    con: Conn, report: _Report, trusted_keys: Sequence[bytes] = (), *, grace_s: float = GRACE_S,
+    anchors: Sequence[_AnchorSet] = (),
+) -> DigestCheck:  # fmt: skip
     """Check the region's v2 digests against its segments (in the caller's snapshot) into ``report``.
 
     Memory is bounded by the number of writers: the digests are read in chunks and the segments at
@@ -87,8 +98,13 @@ async def check_digests(
     newest: dict[uuid.UUID, _Newest] = {}
     pending: list[tuple[_Key, bytes, int]] = []  # heads to look up: (writer, seq), signed hash, digest
     newest_time: dt.datetime | None = None
+    held_v2 = [(a_set.name, [a for a in a_set.anchors if a.message.startswith(DIGEST_LABEL_V2)]) for a_set in anchors]
+    wanted = {a.position for _, held in held_v2 for a in held}
+    stored_at: dict[int, bytes] = {}  # digest seq -> SHA-256 of its stored message, for the anchored seqs
     count = 0
     async for row in store.digests(con, region):
+        if row.seq in wanted:
+            stored_at[row.seq] = digests.digest_hash(row.message)
         count += 1
         report.digests_checked += 1
         where = f"digest {row.seq}"
@@ -140,7 +156,36 @@ async def check_digests(
         prev_row, prev, newest_time = row, d, d.digest_time
     await _check_heads(con, report, pending, summaries)
     _check_tails(report, newest, summaries, newest_time, grace_s)
+    _check_anchors(report, held_v2, stored_at, prev_row.seq if prev_row is not None else 0, trusted)
     return DigestCheck(count, len(newest), newest_time)
+
+
+def _check_anchors(
+    report: _Report, sets: Sequence[tuple[str, Sequence[Anchor]]], stored_at: dict[int, bytes], newest: int,
+    trusted: Sequence[bytes],
+) -> None:  # fmt: skip
+    """Every v2 digest anchored outside the database must be held by it, byte for byte: a rollback of
+    the newest segments and digests (all genuine, just fewer) shows only here."""
+    for name, held in sets:
+        for a in held:
+            if a.region != report.region:
+                report.add("anchor-invalid", None, f"{name} holds a v2 anchor of region {a.region}")
+                continue
+            if trusted and not digests.signature_valid(trusted, a.message, a.signature):
+                report.add("anchor-invalid", None, f"{name}: v2 digest {a.position}'s signature does not verify "
+                           "with the region identity key")  # fmt: skip
+                continue
+            report.anchors_checked += 1
+            hash_ = stored_at.get(a.position)
+            if hash_ is None:
+                where = ("past the newest stored, " if a.position > newest else "") + f"digest {newest}"
+                report.add("rolled-back", None, f"v2 digest {a.position}, signed at {a.digest_time} and anchored in "
+                           f"{name}, is not in the database ({where}): the newest segments and digests were "
+                           "removed, or the trail restored from an older copy")  # fmt: skip
+            elif hash_ != a.digest_hash:
+                report.add("rolled-back", None, f"the database holds another v2 digest {a.position} than the one "
+                           f"signed at {a.digest_time} and anchored in {name}: the trail was rolled back and signed "
+                           "again")  # fmt: skip
 
 
 def _check_writers(report: _Report, prev: digests.Digest | None, d: digests.Digest) -> None:

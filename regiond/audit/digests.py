@@ -38,6 +38,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -45,10 +46,12 @@ import structlog
 from prometheus_client import Counter
 
 from regiond.audit import segment
+from regiond.audit.anchors import AnchorFile
 from regiond.background.periodic import run_periodically
 from regiond.clock import Clock, SystemClock
 from regiond.crypto import sign
 from regiond.crypto.sign import RegionIdentityKey
+from regiond.domain.audit_anchor import DIGEST_LABEL_V2, Anchor, parse_anchor
 from regiond.runtime.metrics import REGISTRY
 from regiond.store import audit_digests as store
 from regiond.store import locks
@@ -66,7 +69,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-DIGEST_LABEL_V2 = b"regionkms.audit.digest.v2\x00"
 MAX_WRITERS = 100_000  # bounds what a reader of one message allocates
 
 AUDIT_DIGESTS = Counter("regionkms_audit_digests_total", "Audit v2 digests signed", registry=REGISTRY)
@@ -200,7 +202,7 @@ class DigestTask:
 
     def __init__(
         self, pool: Pool, region: str, signer: RegionIdentityKey | None, *, interval_s: float,
-        close_after_s: float, clock: Clock | None = None, timeout_s: float = 10.0,
+        close_after_s: float, clock: Clock | None = None, timeout_s: float = 10.0, anchor_path: Path | None = None,
     ) -> None:  # fmt: skip
         self._pool = pool
         self._region = region
@@ -209,6 +211,8 @@ class DigestTask:
         self._close_after_s = close_after_s
         self._clock = clock or SystemClock()
         self._timeout_s = timeout_s
+        self._anchors = AnchorFile(anchor_path) if anchor_path is not None else None
+        self._last_anchor: Anchor | None = None  # the newest digest this node anchored (read when leading)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Leadership's ``work``: a round every interval until ``stop`` (a failed round is retried)."""
@@ -216,6 +220,8 @@ class DigestTask:
             log.warning("audit.digests_unsigned", region=self._region, reason="no region identity key")
             await stop.wait()
             return
+        if self._anchors is not None:  # the leader may have moved here from another worker of this node
+            self._last_anchor = await asyncio.to_thread(self._anchors.last)
         await run_periodically("audit.digest", lambda _now: self.round(), clock=self._clock,
                                interval_s=self._interval_s, stop=stop)  # fmt: skip
 
@@ -232,9 +238,10 @@ class DigestTask:
                 if digest is None:
                     return None
                 message = digest.message()
+                signature = self._signer.sign(message)
                 await store.add_digest(con, store.DigestRow(
                     self._region, digest.seq, digest.digest_time, digest.prev_hash, len(digest.heads),
-                    digest.closed, self._signer.public_bytes(), message, self._signer.sign(message),
+                    digest.closed, self._signer.public_bytes(), message, signature,
                 ))  # fmt: skip
         except DigestRefusedError as exc:
             AUDIT_DIGESTS_REFUSED.inc()
@@ -242,11 +249,35 @@ class DigestTask:
             return None
         AUDIT_DIGESTS.inc()
         AUDIT_WRITERS_CLOSED.inc(len(digest.closed))
+        await self._anchor(parse_anchor(message, signature))
         for writer_id in digest.closed:
             log.info("audit.writer_closed", region=self._region, writer=str(writer_id), digest=digest.seq)
         return digest
 
+    async def _anchor(self, anchor: Anchor) -> None:
+        """Hold the digest (durable: ``add_digest`` commits synchronously) outside the database."""
+        self._last_anchor = anchor
+        if self._anchors is None:
+            return
+        try:
+            await asyncio.to_thread(self._anchors.append, anchor)
+        except OSError as exc:
+            log.error("audit.anchor_write_failed", region=self._region, position=anchor.position,
+                      error=type(exc).__name__)  # fmt: skip
+
+    async def _check_rollback(self, con: Any) -> None:
+        """Refuse to sign over a database that no longer holds the last digest this node anchored."""
+        last = self._last_anchor
+        if last is None:
+            return
+        held = await store.digest_at(con, self._region, last.position)
+        if held is None or digest_hash(held.message) != last.digest_hash:
+            found = "another digest" if held is not None else "no digest"
+            raise DigestRefusedError(f"the database holds {found} at digest {last.position}, which this node signed "
+                                     f"at {last.digest_time} and anchored: the trail was rolled back")  # fmt: skip
+
     async def _next(self, con: Any, signer: RegionIdentityKey) -> Digest | None:
+        await self._check_rollback(con)
         row = await store.last_digest(con, self._region)
         prev: Digest | None = None
         if row is not None:

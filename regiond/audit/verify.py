@@ -61,7 +61,7 @@ from regiond.audit.digest_verify import check_digests
 from regiond.audit.verify_segments import WriterHead
 from regiond.clock import utc_second_text
 from regiond.crypto import sign
-from regiond.domain.audit_anchor import Anchor
+from regiond.domain.audit_anchor import DIGEST_LABEL_V1, Anchor
 from regiond.store import audit as audit_store
 from regiond.store.pool import Conn, Pool, transaction
 
@@ -347,6 +347,8 @@ def _check_anchors(
         changed: list[Anchor] = []
         reached = 0
         for a in anchor_set.anchors:
+            if not a.message.startswith(DIGEST_LABEL_V1):
+                continue  # a v2 digest's anchor: regiond.audit.digest_verify checks it
             if a.region != report.region:
                 report.add("anchor-invalid", a.position, f"{anchor_set.name} holds an anchor of region {a.region}")
                 continue
@@ -419,7 +421,7 @@ async def verify_region(
         )
         report.writers_checked = len(report.heads)
         report.segments_checked = sum(h.segments_checked for h in report.heads)
-        await check_digests(con, report, trusted)  # v2: every writer's head as signed (regiond.audit.digest_verify)
+        await check_digests(con, report, trusted, anchors=anchors)  # v2: every writer's head, as signed
     if not report.events_checked and not report.segments_checked and not report.findings:
         report.notes.append("no audit events for this region" + (" in the time range" if since or until else ""))
     return report

@@ -114,15 +114,16 @@ async def _regions(pool: Any, target: Target) -> list[str]:
 
 def _anchor_files(args: argparse.Namespace, target: Target) -> list[Any]:
     """The anchor files to check: the state dir's own (if it has one) and every ``--anchor``."""
-    from regiond.audit.anchors import ANCHOR_FILE_NAME, read_anchor_file
+    from regiond.audit.anchors import ANCHOR_FILE_NAME, V2_ANCHOR_FILE_NAME, read_anchor_file
     from regiond.audit.verify import AnchorSet
 
     paths = [Path(p) for p in args.anchor or []]
     for path in paths:
         if not path.is_file():
             raise UsageError(f"--anchor {path.name}: no such file")
-    if target.state_dir is not None and (target.state_dir / ANCHOR_FILE_NAME).is_file():
-        paths.insert(0, target.state_dir / ANCHOR_FILE_NAME)
+    for own in (V2_ANCHOR_FILE_NAME, ANCHOR_FILE_NAME):  # v1 and v2 digests' anchors (each check takes its own)
+        if target.state_dir is not None and (target.state_dir / own).is_file():
+            paths.insert(0, target.state_dir / own)
     sets = []
     for path in paths:
         read = read_anchor_file(path)

@@ -15,7 +15,9 @@ when the digest format changes: the digest's label says how to read its position
     message   = <digest label> || JSON (sorted keys) of the digest's members
     signature = Ed25519(region identity key, message)
     position  = the digest's place in the region's sequence of digests: strictly increasing from
-                one digest to the next (``lastSeq`` for ``regionkms.audit.digest.v1``)
+                one digest to the next (``lastSeq`` for ``regionkms.audit.digest.v1``, ``seq`` for
+                ``regionkms.audit.digest.v2``: two sequences, so anchors of the two are kept apart
+                by their label, in files of their own)
     digest hash = SHA-256(message): what the next digest links to, and what ``verify`` compares
 
 One anchor per line in a file, format version 1 (JSON, sorted keys; only ``message`` and
@@ -41,6 +43,7 @@ import orjson
 __all__ = [
     "ANCHOR_LINE_VERSION",
     "DIGEST_LABEL_V1",
+    "DIGEST_LABEL_V2",
     "Anchor",
     "AnchorError",
     "parse_anchor",
@@ -49,11 +52,15 @@ __all__ = [
 
 ANCHOR_LINE_VERSION = 1
 DIGEST_LABEL_V1 = b"regionkms.audit.digest.v1\x00"
+DIGEST_LABEL_V2 = b"regionkms.audit.digest.v2\x00"  # audit trail v2: every writer's head (regiond.audit.digests)
 MAX_MESSAGE_BYTES = 4096
+MAX_MESSAGE_BYTES_V2 = 4 * 1024 * 1024  # a v2 digest names every open writer of the region
 SIGNATURE_BYTES = 64
 
-# How each digest format names its position (append a label when a digest format is added).
-_POSITION_MEMBER = {DIGEST_LABEL_V1: "lastSeq"}
+# How each digest format names its position (append a label when a digest format is added), and
+# how long its message may be.
+_POSITION_MEMBER = {DIGEST_LABEL_V1: "lastSeq", DIGEST_LABEL_V2: "seq"}
+_MAX_BYTES = {DIGEST_LABEL_V1: MAX_MESSAGE_BYTES, DIGEST_LABEL_V2: MAX_MESSAGE_BYTES_V2}
 
 
 class AnchorError(ValueError):
@@ -89,11 +96,11 @@ def parse_anchor(message: bytes, signature: bytes) -> Anchor:
     message, signature = bytes(message), bytes(signature)
     if len(signature) != SIGNATURE_BYTES:
         raise AnchorError("an anchor's signature is 64 bytes")
-    if len(message) > MAX_MESSAGE_BYTES:
-        raise AnchorError("an anchor's message is too long")
     label = next((known for known in _POSITION_MEMBER if message.startswith(known)), None)
     if label is None:
         raise AnchorError("not a signed audit digest of a known format")
+    if len(message) > _MAX_BYTES[label]:
+        raise AnchorError("an anchor's message is too long")
     member = _POSITION_MEMBER[label]
     try:
         body: Any = orjson.loads(message[len(label) :])

@@ -25,6 +25,7 @@ __all__ = [
     "WriterHead",
     "WriterSummary",
     "add_digest",
+    "digest_at",
     "digests",
     "last_digest",
     "open_writer_heads",
@@ -70,8 +71,19 @@ async def last_digest(con: Conn, region: str) -> DigestRow | None:
     return _digest(row) if row is not None else None
 
 
+async def digest_at(con: Conn, region: str, seq: int) -> DigestRow | None:
+    row = await con.fetchrow(f"SELECT {_DIGEST_COLUMNS} FROM audit_digests_v2 WHERE region = $1 AND seq = $2",
+                             region, seq)  # fmt: skip
+    return _digest(row) if row is not None else None
+
+
 async def add_digest(con: Conn, d: DigestRow) -> None:
-    """Store a signed digest and mark the writers it closes (the caller's transaction: both or neither)."""
+    """Store a signed digest and mark the writers it closes (the caller's transaction: both or neither).
+
+    The transaction's commit waits for its WAL flush whatever the server's default: the digest is
+    anchored outside the database once committed, and an anchor must never name a digest a crash
+    could lose."""
+    await con.execute("SET LOCAL synchronous_commit = on")
     await con.execute(
         f"INSERT INTO audit_digests_v2 ({_DIGEST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         d.region, d.seq, d.digest_time, d.prev_hash, d.writers, d.closed, d.public_key, d.message, d.signature,

@@ -8,13 +8,15 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from regiond.audit import digests, segment
+from regiond.audit.anchors import V2_ANCHOR_FILE_NAME, read_anchor_file
 from regiond.audit.digest_verify import check_digests
 from regiond.audit.lease import WriterLease
-from regiond.audit.verify import Report, verify_region
+from regiond.audit.verify import AnchorSet, Report, verify_region
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.store import audit_digests as store
 from regiond.store import audit_segments
@@ -154,6 +156,36 @@ async def test_the_task_refuses_to_sign_over_a_cut_chain(pool: Pool) -> None:
     assert digests.AUDIT_DIGESTS_REFUSED._value.get() == refused + 1
     async with pool.acquire() as con:
         assert await con.fetchval("SELECT count(*) FROM audit_digests_v2") == 1
+
+
+async def test_a_rollback_is_found_by_the_anchors_and_never_signed_over(pool: Pool, tmp_path: Path) -> None:
+    clock = _Clock(T0)
+    path = tmp_path / V2_ANCHOR_FILE_NAME
+    task = digests.DigestTask(pool, REGION, KEY, interval_s=5.0, close_after_s=3600.0, clock=clock, anchor_path=path)
+    w = Chain(REGION)
+    async with pool.acquire() as con:
+        await w.register(con)
+        for _ in range(2):
+            await w.write(con, 1, when=T0)
+            assert await task.round() is not None
+            clock.t += dt.timedelta(seconds=5)
+    held = read_anchor_file(path)
+    assert [a.position for a in held.anchors] == [1, 2] and not held.bad_lines
+    anchors = [AnchorSet("the anchor file", held.anchors)]
+    whole = await verify_region(pool, REGION, trusted_keys=[KEY.public_bytes()], anchors=anchors)
+    assert whole.ok and whole.anchors_checked == 2, [f.line() for f in whole.findings]
+    async with pool.acquire() as con:  # the newest segment and digest removed: what is left is all genuine
+        await con.execute("DELETE FROM audit_segments WHERE seq = 2")
+        await con.execute("DELETE FROM audit_digests_v2 WHERE seq = 2")
+        assert (await _report(con)).ok  # nothing inside the database can tell
+    found = await verify_region(pool, REGION, trusted_keys=[KEY.public_bytes()], anchors=anchors)
+    assert [f.kind for f in found.findings] == ["rolled-back"] and "v2 digest 2" in found.findings[0].detail
+    w.segments.pop()
+    async with pool.acquire() as con:
+        await w.write(con, 1, when=T0)  # the trail goes on from the rolled-back state
+    assert await task.round() is None  # and the task will not sign it into looking whole
+    async with pool.acquire() as con:
+        assert await con.fetchval("SELECT max(seq) FROM audit_digests_v2") == 1
 
 
 # --- verify: each tampering, on one trail, each undone before the next --------------------------
