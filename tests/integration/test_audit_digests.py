@@ -4,6 +4,7 @@ gone, refuses to sign over a cut chain; verify finds each kind of tampering only
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from regiond import statedir
 from regiond.audit import digests, segment
 from regiond.audit.anchors import V2_ANCHOR_FILE_NAME, read_anchor_file
 from regiond.audit.digest_verify import check_digests
@@ -22,6 +24,7 @@ from regiond.store import audit_digests as store
 from regiond.store import audit_segments
 from regiond.store.pool import Conn, Pool, create_pool
 from tests.support.audit_v2 import Chain, rehash
+from tests.support.cluster import NodeFactory
 
 REGION = "us-east-1"
 T0 = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
@@ -186,6 +189,33 @@ async def test_a_rollback_is_found_by_the_anchors_and_never_signed_over(pool: Po
     assert await task.round() is None  # and the task will not sign it into looking whole
     async with pool.acquire() as con:
         assert await con.fetchval("SELECT max(seq) FROM audit_digests_v2") == 1
+
+
+async def test_a_node_signs_digests_with_its_identity_key_and_anchors_them(nodes: NodeFactory) -> None:
+    """The wiring: the leader of the region's audit-digests task, the state dir's key and anchor file."""
+    node = await nodes.start(audit_digest_interval_s=0.2)
+    w = Chain(node.region)
+    pool = await create_pool(node.database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as con:
+            await w.register(con)
+            await w.write(con, 2, when=dt.datetime.now(dt.UTC))
+            for _ in range(200):  # the leader takes the lock within a poll, then signs within an interval
+                row = await con.fetchrow("SELECT message, public_key FROM audit_digests_v2 ORDER BY seq DESC LIMIT 1")
+                if row is not None:
+                    break
+                await asyncio.sleep(0.1)
+        assert row is not None, "no digest was signed"
+        public = statedir.identity_public_key(node.state_dir)
+        assert bytes(row["public_key"]) == public
+        assert digests.decode(row["message"]).head(w.writer_id) == digests.Head(w.writer_id, 2, w.head)
+        anchored = read_anchor_file(node.state_dir / V2_ANCHOR_FILE_NAME).anchors
+        assert anchored and anchored[-1].message == bytes(row["message"])
+        report = await verify_region(pool, node.region, trusted_keys=[public],
+                                     anchors=[AnchorSet("the node's anchor file", anchored)])  # fmt: skip
+    finally:
+        await pool.close()
+    assert report.ok and report.anchors_checked >= 1, [f.line() for f in report.findings]
 
 
 # --- verify: each tampering, on one trail, each undone before the next --------------------------

@@ -53,11 +53,14 @@ class Chain:
         return self.segments[-1].hash if self.segments else self.genesis
 
     def next(self, records: Sequence[bytes], when: dt.datetime) -> audit_segments.NewSegment:
+        """The next segment; its time bounds are its records' eventTimes, as the writer sets them (``when``,
+        to the second, for records without a readable one)."""
         body = segment.encode(records)
         seq = len(self.segments) + 1
         prev = self.head
         link = segment.segment_hash(prev, self.writer_id, seq, len(records), body)
-        s = audit_segments.NewSegment(self.writer_id, seq, when, when, len(records), prev, link, body)
+        times = [_event_time(r) or when.replace(microsecond=0) for r in records]
+        s = audit_segments.NewSegment(self.writer_id, seq, min(times), max(times), len(records), prev, link, body)
         self.segments.append(s)
         return s
 
@@ -76,6 +79,13 @@ class Chain:
             await audit_segments.insert_segment(con, s)
             made.append(s)
         return made
+
+
+def _event_time(record: bytes) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(orjson.loads(record)["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def rehash(segments: Sequence[audit_segments.NewSegment]) -> list[audit_segments.NewSegment]:
