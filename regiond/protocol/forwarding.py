@@ -59,7 +59,9 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "transfer-encoding", "upgrade",
 })  # fmt: skip
-RELAYED_REPLY_HEADERS = frozenset({"x-amzn-requestid", "content-type", "x-amzn-errortype", "retry-after"})
+RELAYED_REPLY_HEADERS = frozenset(
+    {"x-amzn-requestid", "content-type", "x-amzn-errortype", "x-amzn-query-error", "retry-after"}
+)
 """The headers of the target's answer that reach the client: what AWS clients read."""
 
 

@@ -50,10 +50,12 @@ def test_garbage_and_oversized_envelopes_are_refused() -> None:
 
 def test_reply_keeps_only_the_headers_clients_read() -> None:
     reply = ForwardedReply(400, (("x-amzn-RequestId", "r-1"), ("Content-Type", "application/x-amz-json-1.1"),
+                                 ("x-amzn-query-error", "SignatureDoesNotMatch;Sender"),
                                  ("Set-Cookie", "x=1"), ("Server", "evil")), b"{}")  # fmt: skip
     back = forwarding.decode_reply(forwarding.encode_reply(reply))
     assert back.status == 400 and back.body == b"{}"
-    assert dict(back.headers) == {"x-amzn-RequestId": "r-1", "Content-Type": "application/x-amz-json-1.1"}
+    assert dict(back.headers) == {"x-amzn-RequestId": "r-1", "Content-Type": "application/x-amz-json-1.1",
+                                  "x-amzn-query-error": "SignatureDoesNotMatch;Sender"}  # fmt: skip
     with pytest.raises(ForwardError):
         forwarding.decode_reply(msgpack.packb([1, 99, [], b""], use_bin_type=True))
 
