@@ -1,39 +1,28 @@
-"""Python CPU per audit event of the group commit, in process: ``GroupCommitter`` against a real PostgreSQL.
+"""CPU per audit event of the audit writer, in process: ``SegmentWriter`` against a real PostgreSQL.
 
     python -m benchmarks.audit_writer_micro [--events 4000] [--rounds 7] [--submitters 8,16] [--work-us 40]
-                                            [--durable] [--against REV] [--profile 25]
+                                            [--durable] [--variants sync-1,sync-2,async-2] [--profile 25]
 
 Not part of ``make test`` and not a load test: it measures what one worker process spends per
-event on the audit path of a request (``GroupCommitter.submit``: ``events.prepare``, the queue,
-the writer's batches through ``regiond.store.audit.append_batch`` and asyncpg, the futures), the
-part of a request's CPU that the group commit owns. PostgreSQL's own CPU (the procedure, chain
-hashing, commits) is not counted: ``time.process_time`` covers this process only.
+event on the audit path of a request (``SegmentWriter.submit``: ``events.encode``, the queue, the
+segment built and hashed, one INSERT through asyncpg, the futures), and what PostgreSQL spends per
+event (the CPU of the server's processes over the round, from /proc), so events per PostgreSQL
+CPU-second say how far one region's database carries a multi-node region.
 
 How: a local PostgreSQL (loopback only, ``regiond.devtools.postgres``; ``fsync=off`` unless ``--durable``)
-migrated to the current schema, a pool, and a started ``GroupCommitter`` with the production
-options. ``N`` submitter tasks (``--submitters``, the in-flight requests of one worker) each
-submit realistic Encrypt call records in a loop (the ``CallRecord`` the Encrypt path hands its
-sink: principal, validated params, result, the key ARN as resource) until ``--events`` events
-are durable; the CPU time of the whole round is divided by the events. Before each submit a
-submitter burns ``--work-us`` of CPU in a plain loop (the rest of a request: SigV4, JSON, AES-GCM,
-HTTP), so the process is busy most of the time as a loaded worker is; that loop's CPU, calibrated
-in the same round, is subtracted. The submitters move in step (a batch's futures wake them
-together, and they all submit before the writer runs again), so a batch holds one event per
-submitter: ``--submitters 8`` gives the batches of ~8 a worker sees at c=32. The mean batch size
-is read from the committer's batch histogram. ``events.prepare`` (the event building on the request
-path, regiond/audit/events.py) is timed alone as well, so the committer's own share is the
-difference.
+migrated to the current schema, a pool, and one started ``SegmentWriter`` per variant
+(``--variants``: ``sync-1`` is sync durability with one batch in flight, ``sync-2`` two, ``async-2``
+async durability with two; ``-linger`` appended adds a 0.2 ms linger under load). ``N`` submitter
+tasks (``--submitters``, the in-flight requests of one worker) each submit realistic Encrypt call
+records in a loop until ``--events`` events are durable (async rounds wait for the backlog to
+drain); the CPU time of the whole round is divided by the events. Before each submit a submitter
+burns ``--work-us`` of CPU in a plain loop (the rest of a request: SigV4, JSON, AES-GCM, HTTP), so
+the process is busy most of the time as a loaded worker is; that loop's CPU, calibrated in the
+same round, is subtracted. The mean batch size is read from the writer's batch histogram.
+``events.encode`` (the event building on the request path) is timed alone as well.
 
-A process that waits in epoll for PostgreSQL pays wake-up costs that depend on how often it
-idles; ``cpu %`` (CPU time / wall time of the round) says how saturated a round was, and more
-submitters saturate it more (and make batches larger). Rounds of every variant and submitter
-count take turns, so a burst of other load hits all of them alike; the best round is reported
-(the least disturbed), with the median beside it.
-
-``--against REV`` loads ``regiond/audit/committer.py`` and ``regiond/store/audit.py`` as they
-are at git revision ``REV`` into separate modules and runs them interleaved with the working
-tree's (before/after in one invocation, one database; the schema is the working tree's, so REV
-must write through a procedure it still has).
+Rounds of every variant and submitter count take turns, so a burst of other load hits all of them
+alike; the best round is reported (the least disturbed), with the median beside it.
 """
 
 from __future__ import annotations
@@ -44,28 +33,23 @@ import cProfile
 import datetime as dt
 import gc
 import io
+import os
 import pstats
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from prometheus_client import CollectorRegistry  # noqa: E402
-
-import regiond.runtime.metrics  # noqa: E402
 from regiond import logging as regiond_logging  # noqa: E402
-from regiond.audit import committer as committer_mod  # noqa: E402
 from regiond.audit import events  # noqa: E402
+from regiond.audit import writer as writer_mod  # noqa: E402
 from regiond.audit.calls import CallRecord  # noqa: E402
-from regiond.crypto.sign import RegionIdentityKey  # noqa: E402
 from regiond.devtools.postgres import LocalPostgres  # noqa: E402
 from regiond.domain.principal import Principal, PrincipalKind  # noqa: E402
 from regiond.randomids import uuid4_str  # noqa: E402
@@ -92,40 +76,38 @@ def encrypt_record() -> CallRecord:
     )  # fmt: skip
 
 
-def _git_show(rev: str, path: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True, capture_output=True, text=True
-    ).stdout
-
-
-def _load_module(name: str, source: str) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__file__ = f"<{name}>"
-    sys.modules[name] = module
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
-    return module
-
-
-def load_committer_at(rev: str) -> types.ModuleType:
-    """The committer module of ``rev``, writing through the store of ``rev``; its metrics in a private registry."""
-    store = _load_module(f"audit_store_{rev}", _git_show(rev, "regiond/store/audit.py"))
-    shared = regiond.runtime.metrics.REGISTRY
-    regiond.runtime.metrics.REGISTRY = CollectorRegistry()  # the module registers its histograms at import
-    try:
-        module = _load_module(f"audit_committer_{rev}", _git_show(rev, "regiond/audit/committer.py"))
-    finally:
-        regiond.runtime.metrics.REGISTRY = shared
-    module.audit_store = store
-    return module
-
-
-def _batches(module: types.ModuleType) -> float:
-    """Batches written so far, from the module's batch-size histogram."""
-    for metric in module.AUDIT_BATCH_EVENTS.collect():
+def _batches() -> float:
+    """Batches written so far, from the writer's batch-size histogram."""
+    for metric in writer_mod.AUDIT_BATCH_EVENTS.collect():
         for sample in metric.samples:
             if sample.name.endswith("_count"):
                 return float(sample.value)
     return 0.0
+
+
+def pg_cpu_s(data_dir: Path) -> float:
+    """CPU seconds (user + system) of the PostgreSQL server's processes so far (postmaster and children)."""
+    pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue  # a backend that ended meanwhile
+    return total
+
+
+def options_for(variant: str) -> writer_mod.WriterOptions:
+    mode, _, rest = variant.partition("-")
+    in_flight, _, linger = rest.partition("-")
+    if mode not in ("sync", "async") or not in_flight.isdigit() or linger not in ("", "linger"):
+        raise SystemExit(f"unknown variant {variant!r} (e.g. sync-1, sync-2, async-2, sync-2-linger)")
+    return writer_mod.WriterOptions(durability="sync" if mode == "sync" else "async", max_in_flight=int(in_flight),
+                                    linger_s=0.0002 if linger else 0.0, async_queue_events=100_000)  # fmt: skip
 
 
 def burn(loops: int) -> None:
@@ -153,105 +135,113 @@ def loops_for(work_us: float) -> int:
     return max(1, round(work_us / per_loop))
 
 
-async def run_round(committer: Any, module: types.ModuleType, records: list[CallRecord], submitters: int,
-                    n_events: int, loops: int = 0, loop_us: float = 0.0) -> dict[str, float]:  # fmt: skip
+async def run_round(writer: writer_mod.SegmentWriter, records: list[CallRecord], submitters: int, n_events: int,
+                    loops: int = 0, loop_us: float = 0.0, pg_dir: Path | None = None) -> dict[str, float]:  # fmt: skip
     """``n_events`` submitted by ``submitters`` tasks, each after ``burn(loops)``; audit CPU us per event (the
-    burns' CPU subtracted), batch mean, wall rate, CPU share (of the whole process, burns included)."""
+    burns' CPU subtracted), PostgreSQL CPU us per event, batch mean, wall rate, CPU share of this process."""
     per_task = n_events // submitters
     n = len(records)
 
     async def submitter(offset: int) -> None:
         for i in range(per_task):
             burn(loops)
-            await committer.submit(records[(offset + i) % n])
+            await writer.submit(records[(offset + i) % n])
+            if i % 8 == 0:
+                await asyncio.sleep(0)  # async submits never wait: let the writer run as a server's loop would
 
     gc.collect()
-    batches = _batches(module)
+    batches = _batches()
+    pg0 = pg_cpu_s(pg_dir) if pg_dir is not None else 0.0
     wall, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(submitter(k * 7) for k in range(submitters)))
+    while writer.backlog:  # noqa: ASYNC110 - async: the round ends when its events are durable (polled)
+        await asyncio.sleep(0.0005)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    pg = (pg_cpu_s(pg_dir) - pg0) if pg_dir is not None else 0.0
     done = per_task * submitters
-    written = _batches(module) - batches
+    written = _batches() - batches
     return {
         "us_per_event": cpu / done * 1e6 - loop_us,
+        "pg_us_per_event": pg / done * 1e6,
         "batch_mean": done / written if written else 0.0,
         "events_per_s": done / wall,
         "cpu_share": cpu / wall,
     }
 
 
-def prepare_us(records: list[CallRecord], n: int) -> float:
+def encode_us(records: list[CallRecord], n: int) -> float:
     gc.collect()
     start = time.process_time()
     for i in range(n):
-        events.prepare(records[i % len(records)])
+        events.encode(records[i % len(records)])
     return (time.process_time() - start) / n * 1e6
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    variants: dict[str, types.ModuleType] = {"working tree": committer_mod}
-    if args.against:
-        variants = {args.against: load_committer_at(args.against), **variants}
+    variants = {v: options_for(v) for v in args.variants.split(",")}
     counts = [int(c) for c in args.submitters.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="audit-writer-micro-"))
     pg = LocalPostgres(tmp / "pg", durable=args.durable)
     try:
         url = pg.start()
-        pool = await create_pool(url, min_size=2, max_size=8)
+        pool = await create_pool(url, min_size=2, max_size=12)
         await migrate(pool)
         records = [encrypt_record() for _ in range(64)]
         loops = loops_for(args.work_us)
-        signer = RegionIdentityKey.generate()
-        committers = {}
-        for name, module in variants.items():
-            c = module.GroupCommitter(pool, REGION, signer)
-            await c.start()
-            committers[name] = c
-        for name, c in committers.items():  # warm up: statements prepared, connections held
-            await run_round(c, variants[name], records, max(counts), 2000)
+        writers = {}
+        for name, options in variants.items():
+            w = writer_mod.SegmentWriter(pool, REGION, options=options, node="bench")
+            await w.start()
+            writers[name] = w
+        for w in writers.values():  # warm up: statements prepared, connections held
+            await run_round(w, records, max(counts), 2000)
         timings: dict[str, list[dict[str, float]]] = {f"{v} / {s}": [] for v in variants for s in counts}
-        prepares: list[float] = []
+        encodes: list[float] = []
         for _ in range(args.rounds):
             loop_us = burn_us(loops) if loops else 0.0  # again each round: the machine's load changes
             for s in counts:
-                for name, c in committers.items():
+                for name, w in writers.items():
                     timings[f"{name} / {s}"].append(
-                        await run_round(c, variants[name], records, s, args.events, loops, loop_us)
+                        await run_round(w, records, s, args.events, loops, loop_us, pg.data_dir)
                     )
-            prepares.append(prepare_us(records, args.events))
+            encodes.append(encode_us(records, args.events))
         profile = ""
         if args.profile:
             profiler = cProfile.Profile(time.process_time)  # CPU: the waits in epoll are not counted
             profiler.enable()
-            await run_round(committers["working tree"], committer_mod, records, counts[0], args.events, loops)
+            await run_round(next(iter(writers.values())), records, counts[0], args.events, loops)
             profiler.disable()
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(args.profile)
             profile = out.getvalue()
-        for c in committers.values():
-            await c.close()
+        for w in writers.values():
+            await w.close()
         await pool.close()
     finally:
         pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"timings": timings, "prepare_us": min(prepares), "profile": profile}
+    return {"timings": timings, "encode_us": min(encodes), "profile": profile}
 
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"audit group commit, Python CPU per event: best (median) of {args.rounds} rounds of {args.events} events,"
+    print(f"audit writer, CPU per event: best (median) of {args.rounds} rounds of {args.events} events,"
           f" {'durable' if args.durable else 'fsync=off'} PostgreSQL, {args.work_us:g} us of other work per request"
           " (subtracted)")  # fmt: skip
-    print(f"  {'variant / submitters':<34} {'us/event':>9} {'(median)':>9} {'batch':>6} {'events/s':>9} {'cpu %':>6}")
+    print(f"  {'variant / submitters':<26} {'us/event':>9} {'(median)':>9} {'pg us':>6} {'ev/pg-s':>8} {'batch':>6}"
+          f" {'events/s':>9} {'cpu %':>6}")  # fmt: skip
     for name, rounds in results["timings"].items():
         best = min(rounds, key=lambda r: r["us_per_event"])
         med = statistics.median(r["us_per_event"] for r in rounds)
         batch = statistics.median(r["batch_mean"] for r in rounds)
         rate = statistics.median(r["events_per_s"] for r in rounds)
         share = statistics.median(r["cpu_share"] for r in rounds)
-        print(f"  {name:<34} {best['us_per_event']:9.1f} {med:9.1f} {batch:6.1f} {rate:9.0f} {share * 100:6.0f}")
-    print(f"  events.prepare alone (best): {results['prepare_us']:.1f} us per event (included above)")
+        pg = statistics.median(r["pg_us_per_event"] for r in rounds)
+        per_pg_s = 1e6 / pg if pg else 0.0
+        print(f"  {name:<26} {best['us_per_event']:9.1f} {med:9.1f} {pg:6.1f} {per_pg_s:8.0f} {batch:6.1f}"
+              f" {rate:9.0f} {share * 100:6.0f}")  # fmt: skip
+    print(f"  events.encode alone (best): {results['encode_us']:.1f} us per event (included above)")
     if results["profile"]:
-        print("\ncProfile of one round (working tree, first submitter count), by self time")
+        print("\ncProfile of one round (first variant, first submitter count), by self time")
         print(results["profile"])
 
 
@@ -267,7 +257,8 @@ def main() -> None:
         help="CPU each submitter burns before each submit (the rest of a request; subtracted)",
     )
     parser.add_argument("--durable", action="store_true", help="PostgreSQL with fsync on (slower, more idle)")
-    parser.add_argument("--against", metavar="REV", help="git revision whose committer runs interleaved (before)")
+    parser.add_argument("--variants", default="sync-1,sync-2,async-2",
+                        help="comma-separated writer variants: sync-N / async-N (N batches in flight), -linger")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print cProfile's top N functions")
     args = parser.parse_args()
     regiond_logging.configure("warning")

@@ -10,8 +10,8 @@ benchmark machine, and are the same for the minimal server it is compared with).
 
 How: a local PostgreSQL (loopback only, ``regiond.devtools.postgres``) holds one account, an admin user
 and a key, made once through the handler itself. The application is ``create_app`` as the
-tests build it, with an in-memory audit sink that runs ``regiond.audit.events.prepare`` (the
-event building the real group committer does on the request path) and keeps nothing. Requests
+tests build it, with an in-memory audit sink that runs ``regiond.audit.events.encode`` (the
+event building the real audit writer does on the request path) and keeps nothing. Requests
 are pre-signed with ``kmsclient.sigv4.sign_headers`` and wrapped in aiohttp mocked requests
 (``make_mocked_request``) before timing starts, then ``handle`` is awaited on each of them in
 turn, timed with ``time.process_time`` (CPU, so other load on the machine matters less).
@@ -84,16 +84,15 @@ QUIET = {"sweeper_interval_s": "3600", "usage_flush_interval_s": "3600", "rotati
 
 
 class MemoryAuditSink:
-    """Builds each event as the group committer does (``events.prepare``) and keeps only a count."""
+    """Builds each event as the audit writer does (``events.encode``) and keeps only a count."""
 
     def __init__(self) -> None:
         self.events = 0
         self.last: bytes = b""
 
     async def submit(self, record: CallRecord) -> None:
-        prepared = events.prepare(record)
+        self.last = events.encode(record)
         self.events += 1
-        self.last = prepared.record
 
 
 class _Transport:
@@ -281,7 +280,7 @@ async def _components(bench: Bench, key_id: str, n: int) -> dict[str, float]:
         "CallRecord()": record,
         "ops.encrypt (authz + seal)": operation,
         "shapes.render_response": lambda: shapes.render_response("Encrypt", result),
-        "events.prepare": lambda: events.prepare(rec),
+        "events.encode": lambda: events.encode(rec),
     }
     out: dict[str, float] = {}
     for name, fn in steps.items():

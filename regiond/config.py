@@ -190,27 +190,27 @@ class Settings:
         " (0: off)", check="nonnegative",
     )  # fmt: skip
     audit_enabled: bool = setting(True, "the audit trail (false: benchmarks only)", key="audit")
-    # Audit group commit (regiond.audit.committer): how long a batch waits for company (0: it
-    # takes whatever queued while the previous write was in flight), its cap, the write timeout
-    # after which the waiting calls fail closed, signed checkpoints and retention (0 = forever).
+    # Audit writer (regiond.audit.writer; docs/AUDIT.md): each group-commit batch is one segment. The
+    # linger applies under load only; the write timeout fails the waiting calls closed.
+    audit_durability: str = setting(
+        "sync", "audit: sync answers a call once its event is durable; async once it is queued (bounded"
+        " by audit_async_queue_events, refused when full)", choices=("sync", "async"),
+    )  # fmt: skip
+    audit_async_queue_events: int = setting(
+        10_000, "audit, async only: events accepted but not yet durable at most (the loss window of a crash)",
+        check="positive",
+    )  # fmt: skip
     audit_batch_linger_ms: float = setting(
-        0.0, "audit: milliseconds a batch waits for company (0: whatever queued meanwhile)", check="nonnegative"
-    )
-    audit_max_batch_events: int = setting(1000, "audit: events per group commit at most", check="positive")
-    # Batches a worker has in flight at once: while one waits for its WAL flush, the next starts.
+        0.0, "audit: milliseconds a batch waits for company under load (an idle node never waits)",
+        check="nonnegative",
+    )  # fmt: skip
+    audit_max_batch_events: int = setting(1000, "audit: events per segment at most", check="positive")
+    # Batches a worker has in flight at once: while one waits for its commit, the next one starts.
     audit_max_in_flight: int = setting(2, "audit: batches a worker has in flight at once", check="positive")
     audit_write_timeout_s: float = setting(
         5.0, "audit: seconds a batch may take to become durable; then its calls fail closed",
         key="audit_write_timeout", check="positive",
     )  # fmt: skip
-    audit_checkpoint_events: int = setting(1000, "audit: events between signed digests", check="positive")
-    audit_checkpoint_interval_s: float = setting(
-        300.0, "audit: seconds between signed digests when fewer events came", key="audit_checkpoint_interval",
-        check="positive",
-    )  # fmt: skip
-    audit_retention_days: int = setting(
-        0, "audit: delete signed events older than this many days (0: keep forever)", check="nonnegative"
-    )
     # Audit trail v2 digests (regiond.audit.digests): one process of the region signs the heads of
     # every writer's chain this often while any moved; a writer whose liveness lease and newest
     # segment are both older than the close-after time is closed by the next digest (its final head).

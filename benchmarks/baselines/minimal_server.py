@@ -9,9 +9,10 @@ operation (two for ReEncrypt), render JSON. No database, no policy, no audit, on
 the cost of aiohttp + uvloop + HTTP/1.1 keep-alive alone.
 
 ``--mode audit`` (b+audit, a diagnosis, not a target's baseline) is ``work`` plus the durable audit
-trail DESIGN section 7 requires of every call, written by regionkms's own group committer
-(``regiond.audit.committer``: one CloudTrail event per call, hash-chained, signed digests, the
-response released only once its event is durable) to a PostgreSQL at ``BENCH_DATABASE_URL``.
+trail DESIGN section 7 requires of every call, written by regionkms's own audit writer
+(``regiond.audit.writer``: one CloudTrail event per call, one segment per group-commit batch in
+the worker's own hash chain, the response released only once its event is durable, with the
+node's ``REGIOND_AUDIT_DURABILITY``) to a PostgreSQL at ``BENCH_DATABASE_URL``.
 It answers "what does the durable audit alone cost on this machine?": the throughput of
 ``work`` times this ratio is the most any server that audits as regionkms must can reach.
 
@@ -55,7 +56,7 @@ class _Work:
     """State of one worker of the (b) server: the credentials, a cached signing key, one AES key."""
 
     def __init__(self, region: str, access_key_id: str, secret: str) -> None:
-        self.audit: Any = None  # --mode audit: the worker's GroupCommitter
+        self.audit: Any = None  # --mode audit: the worker's SegmentWriter
         self.principal = Principal(
             arn=f"arn:aws:iam::{ACCOUNT_ID}:user/bench", account_id=ACCOUNT_ID, kind=PrincipalKind.USER,
             name="bench", principal_id="AIDABENCHMINIMAL0000",
@@ -164,13 +165,13 @@ class _Work:
 
 
 async def _with_audit(work: _Work, database_url: str) -> AsyncIterator[None]:
-    """cleanup_ctx of ``--mode audit``: the worker's pool and group committer, started and drained."""
-    from regiond.audit.committer import GroupCommitter
-    from regiond.crypto.sign import RegionIdentityKey
+    """cleanup_ctx of ``--mode audit``: the worker's pool and audit writer, started and drained."""
+    from regiond.audit.writer import SegmentWriter, WriterOptions
     from regiond.store.pool import create_pool
 
+    durability = "async" if os.environ.get("REGIOND_AUDIT_DURABILITY") == "async" else "sync"
     pool = await create_pool(database_url, min_size=1, max_size=4)
-    work.audit = GroupCommitter(pool, work.region, RegionIdentityKey.generate())
+    work.audit = SegmentWriter(pool, work.region, options=WriterOptions(durability=durability))
     await work.audit.start()
     try:
         yield

@@ -8,9 +8,9 @@ survives a crash names a digest the database had durably. The file only grows: n
 rewrites or truncates it.
 
 Read back by ``regiond audit verify`` (the node's own file from ``--state-dir``, or any copy given
-with ``--anchor``) and, its last line only, by the signer itself when it starts: the signer
-refuses to sign a digest over a database that no longer holds its last anchored one
-(``GroupCommitter``), so a rolled-back database is never re-signed into looking whole.
+with ``--anchor``). The v1 digest signer (removed with the v1 writer, issue 15) also read its last
+line when it started and refused to sign over a database that no longer held it; the anchors it
+wrote stay checkable against the closed legacy chain.
 """
 
 from __future__ import annotations

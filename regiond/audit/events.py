@@ -34,18 +34,16 @@ from regiond.cache import remember
 from regiond.clock import utc_second_text
 from regiond.domain.ciphertext import BACKING_VERSION_BYTES, FORMAT_VERSION_1, HEADER_BYTES
 from regiond.domain.principal import Principal, PrincipalKind
-from regiond.randomids import uuid4_pair
-from regiond.store.audit import NewEvent
+from regiond.randomids import uuid4_str
 
 __all__ = [
     "EVENT_VERSION",
     "REQUEST_MEMBERS",
     "RESPONSE_MEMBERS",
     "SECRET_MEMBERS",
-    "PreparedEvent",
     "build_event",
+    "encode",
     "is_read_only",
-    "prepare",
 ]
 
 EVENT_VERSION = "1.08"
@@ -381,22 +379,7 @@ def _build_event(record: CallRecord, event_id: str, resources: list[str], read_o
     return event
 
 
-PreparedEvent = NewEvent  # the event bytes plus its query columns, ready for the batch writer
-
-
-def prepare(record: CallRecord) -> PreparedEvent:
-    event_id, event_id_text = uuid4_pair()
+def encode(record: CallRecord) -> bytes:
+    """The event of ``record`` as its canonical JSON bytes: what a segment holds (``regiond.audit.writer``)."""
     resources = list(dict.fromkeys(record.resources))
-    read_only = is_read_only(record.operation)
-    body = orjson.dumps(_build_event(record, event_id_text, resources, read_only))
-    return NewEvent(
-        event_id=event_id,
-        event_time=record.event_time,
-        event_source=record.event_source,
-        event_name=record.operation,
-        principal_arn=record.principal.arn if record.principal is not None else None,
-        key_arns=resources,
-        error_code=record.error.code if record.error is not None else None,
-        read_only=read_only,
-        record=body,
-    )
+    return orjson.dumps(_build_event(record, uuid4_str(), resources, is_read_only(record.operation)))

@@ -31,6 +31,7 @@ __all__ = [
     "iter_segments_by_time",
     "iter_writer_segments",
     "register_writer",
+    "require_synchronous_commit",
     "time_span",
     "unregistered_writers",
     "writers",
@@ -61,6 +62,15 @@ class NewSegment:
     body: bytes
 
 
+async def require_synchronous_commit(con: Conn) -> None:
+    """Make every commit on ``con`` wait for its WAL flush, whatever the server's default.
+
+    Durability must not depend on the server default: an operator who turns synchronous_commit off
+    globally would otherwise release responses before their events are on disk.
+    """
+    await con.execute("SET synchronous_commit = on")
+
+
 async def register_writer(
     con: Conn, writer_id: uuid.UUID, node: str, pid: int, genesis: bytes, *, timeout_s: float | None = None
 ) -> None:
@@ -84,7 +94,7 @@ async def insert_segment(
     """Store one segment in its own transaction (``con`` outside any: one statement, one commit).
 
     The commit is as durable as the session's ``synchronous_commit`` (the writer sets it on,
-    ``regiond.store.audit.require_synchronous_commit``). Raises unless the row was stored.
+    ``require_synchronous_commit``). Raises unless the row was stored.
 
     ``idempotent``: a retry of a segment whose first attempt may have committed unseen (a timeout,
     a dropped connection: the statement can still finish on the server). A row already stored under

@@ -80,3 +80,12 @@ async def read_only_reason(pool: Pool) -> str | None:
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
 )  # fmt: skip
+
+
+def connection_usable(con: Conn) -> bool:
+    """Whether a connection kept outside the pool is open and still the holder's: the pool takes back
+    a connection whose server session ended (then every call on it raises ``InterfaceError``)."""
+    try:
+        return not con.is_closed()
+    except asyncpg.InterfaceError:
+        return False

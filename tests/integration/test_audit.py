@@ -1,4 +1,7 @@
-"""The audit trail end to end: events per call, durability, fail-closed, tamper evidence (issue 7)."""
+"""The audit trail end to end: events per call, durability, fail-closed, tamper evidence (issues 7 and 15).
+
+Nodes write audit trail v2 (segments, one chain per writer); the tampering of the legacy v1 chain is
+played on a database of the previous release upgraded in place (``tests.support.legacy_audit``)."""
 
 from __future__ import annotations
 
@@ -27,20 +30,18 @@ import pytest
 from botocore.config import Config
 
 from regiond.__main__ import parser
-from regiond.audit import CommitOptions, GroupCommitter, chain, events
+from regiond.audit import SegmentWriter, chain, segment
 from regiond.audit.calls import CallRecord
 from regiond.audit.export import LOG_NAME, check_export
-from regiond.audit.verify import verify_region
-from regiond.clock import ManualClock
 from regiond.crypto.keyring import load_file_keyring
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.devtools.postgres import free_port
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.service.iam import IamService
 from regiond.statedir import init_state_dir, load_identity
-from regiond.store import audit as audit_store
 from regiond.store.pool import create_pool
-from tests.support.cluster import ACCOUNT_ID, Identity, Node, NodeFactory
+from tests.support import legacy_audit
+from tests.support.cluster import ACCOUNT_ID, Identity, NodeFactory, PgServer
 from tests.support.raw import signed_post
 
 ADMIN_POLICY = {
@@ -59,11 +60,12 @@ async def _error(fn: Callable[..., Any], **kwargs: Any) -> botocore.exceptions.C
     return info.value
 
 
-# Every durable event: the chained ones in chain order, then those a node of the previous release
-# staged but nobody has linked yet (the tests that play such a node stage some).
-DURABLE_RECORDS = (
-    "SELECT record FROM (SELECT 0 AS step, seq AS pos, record FROM audit_events"
-    " UNION ALL SELECT 1, id, record FROM audit_pending) t ORDER BY step, pos"
+# Every durable event: the closed legacy v1 chain in chain order, then every writer's segments
+# (writers in the order they started, each chain in seq order).
+LEGACY_RECORDS = "SELECT record FROM audit_events ORDER BY seq"
+SEGMENTS = (
+    "SELECT s.writer_id, s.seq, s.record_count, s.body FROM audit_segments s"
+    " LEFT JOIN audit_writers w USING (writer_id) ORDER BY w.started_at, s.writer_id, s.seq"
 )
 
 
@@ -74,23 +76,16 @@ async def _events(database_url: str) -> list[dict[str, Any]]:
 async def _records(database_url: str) -> list[bytes]:
     con = await asyncpg.connect(database_url)
     try:
-        rows = await con.fetch(DURABLE_RECORDS)
+        legacy = [bytes(r["record"]) for r in await con.fetch(LEGACY_RECORDS)]
+        segments = await con.fetch(SEGMENTS)
     finally:
         await con.close()
-    return [bytes(r["record"]) for r in rows]
+    return legacy + [record for r in segments
+                     for record in segment.decode(r["writer_id"], r["seq"], r["record_count"], bytes(r["body"]))]
 
 
 async def _raw_trail(database_url: str) -> bytes:
     return b"\n".join(await _records(database_url))
-
-
-async def _chained(con: asyncpg.Connection) -> None:
-    """Wait until the writers have linked everything they stored (they do so right after each batch)."""
-    for _ in range(400):
-        if await con.fetchval("SELECT count(*) FROM audit_pending") == 0:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError("stored events were not linked into the chain")
 
 
 async def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -208,11 +203,11 @@ async def test_source_ip_honours_forwarded_for_only_from_a_trusted_proxy(nodes: 
     assert [e["sourceIPAddress"] for e in await _events(direct.database_url)] == ["127.0.0.1", "203.0.113.9"]
 
 
-async def test_two_nodes_on_one_database_extend_one_gap_free_chain(
+async def test_two_nodes_on_one_database_write_one_chain_each(
     nodes: NodeFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    first = await nodes.start(audit_checkpoint_events=16)
-    second = await nodes.start(database_url=first.database_url, state_dir=first.state_dir, audit_checkpoint_events=16)
+    first = await nodes.start()
+    second = await nodes.start(database_url=first.database_url, state_dir=first.state_dir)
     ident = await nodes.identity(first)
     clients = [first.client(ident), second.client(ident)]
     key_id = (await _call(clients[0].create_key))["KeyMetadata"]["KeyId"]
@@ -224,16 +219,19 @@ async def test_two_nodes_on_one_database_extend_one_gap_free_chain(
         ids = await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(pool, burst, i) for i in range(96)))
     con = await asyncpg.connect(first.database_url)
     try:
-        await _chained(con)
-        seqs = [r["seq"] for r in await con.fetch("SELECT seq FROM audit_events ORDER BY seq")]
-        digests = await con.fetchval("SELECT count(*) FROM audit_digests")
+        chains = await con.fetch("SELECT writer_id, array_agg(seq ORDER BY seq) AS seqs, sum(record_count) AS n"
+                                 " FROM audit_segments GROUP BY writer_id")  # fmt: skip
+        writers = await con.fetchval("SELECT count(*) FROM audit_writers")
     finally:
         await con.close()
-    assert seqs == list(range(1, 98))
-    assert digests >= 1
+    assert writers == len(chains) == 2  # no lock, no chain shared between the nodes
+    for c in chains:
+        assert list(c["seqs"]) == list(range(1, len(c["seqs"]) + 1))
+    assert sum(c["n"] for c in chains) == 97
     assert set(ids) <= {e["requestID"] for e in await _events(first.database_url)}
     code, out = await _cli(capsys, "verify", "--database-url", first.database_url, "--state-dir", str(first.state_dir))
     assert code == 0, out
+    assert "segments of 2 writers" in out
 
 
 # --- fail closed -----------------------------------------------------------------------------
@@ -241,11 +239,11 @@ async def test_two_nodes_on_one_database_extend_one_gap_free_chain(
 REJECT_TRIGGER = """
 CREATE FUNCTION audit_reject() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit is read-only'; END; $$
     LANGUAGE plpgsql;
-CREATE TRIGGER audit_reject BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_reject();
+CREATE TRIGGER audit_reject BEFORE INSERT ON audit_segments FOR EACH ROW EXECUTE FUNCTION audit_reject();
 """
 DROP_TRIGGER = """
 CREATE FUNCTION audit_drop() RETURNS trigger AS $$ BEGIN RETURN NULL; END; $$ LANGUAGE plpgsql;
-CREATE TRIGGER audit_drop BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_drop();
+CREATE TRIGGER audit_drop BEFORE INSERT ON audit_segments FOR EACH ROW EXECUTE FUNCTION audit_drop();
 """
 
 
@@ -261,16 +259,14 @@ async def test_encrypt_fails_closed_when_the_audit_table_is_unwritable(nodes: No
             assert err.response["Error"]["Code"] == "KMSInternalException"
             assert "CiphertextBlob" not in err.response
             assert err.response["ResponseMetadata"]["HTTPStatusCode"] == 500
-            await con.execute(f"DROP TRIGGER {name} ON audit_events; DROP FUNCTION {name}()")
-        await _chained(con)
-        before = await con.fetchval("SELECT count(*) FROM audit_events")
+            await con.execute(f"DROP TRIGGER {name} ON audit_segments; DROP FUNCTION {name}()")
         ok = await _call(kms.encrypt, KeyId=key_id, Plaintext=b"audited again")
-        await _chained(con)
-        assert await con.fetchval("SELECT count(*) FROM audit_events WHERE position($1::bytea in record) > 0",
+        assert await con.fetchval("SELECT count(*) FROM audit_segments WHERE position($1::bytea in body) > 0",
                                   _request_id(ok).encode()) == 1  # fmt: skip
-        assert await con.fetchval("SELECT count(*) FROM audit_events") == before + 1
     finally:
         await con.close()
+    # The refused calls' segments were retried (they may have committed unseen): the chain has no hole.
+    assert "must not be returned" not in (await _raw_trail(node.database_url)).decode()
 
 
 # --- durability across SIGKILL, and a whole run scanned for secrets ----------------------------
@@ -356,17 +352,6 @@ async def test_sigkill_after_responses_loses_no_event_and_no_secret_is_logged(
     missing = {rid for ids in answered for rid in ids} - recorded
     assert not missing, f"{len(missing)} answered requests have no audit event"
 
-    # The next node to start links whatever the killed writer stored but had not chained yet.
-    pool = await create_pool(url, min_size=1, max_size=2)
-    try:
-        restarted = GroupCommitter(pool, "us-east-1", None)
-        await restarted.start()
-        await restarted.close()
-        async with pool.acquire() as con:
-            assert await con.fetchval("SELECT count(*) FROM audit_pending") == 0
-    finally:
-        await pool.close()
-    assert {e["requestID"] for e in await _events(url)} == recorded
     verify = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "regiond", "audit", "verify", "--database-url", url],
         capture_output=True, env=env, check=False,
@@ -382,21 +367,24 @@ async def test_sigkill_after_responses_loses_no_event_and_no_secret_is_logged(
 # --- integrity: verify -----------------------------------------------------------------------
 
 
-async def _audited_node(nodes: NodeFactory, calls: int = 24) -> tuple[Node, Path]:
-    node = await nodes.start(audit_checkpoint_events=5)
-    ident = await nodes.identity(node)
-    kms = node.client(ident)
-    for _ in range(calls):
-        await _call(kms.list_keys)
-    await nodes.stop(node)  # drains and signs a last digest
-    return node, node.state_dir
-
-
 async def test_verify_passes_on_an_untouched_chain_and_reports_each_tampering(
-    nodes: NodeFactory, capsys: pytest.CaptureFixture[str]
+    pg_server: PgServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    node, state_dir = await _audited_node(nodes)
-    db = ["--database-url", node.database_url, "--state-dir", str(state_dir)]
+    """The closed legacy chain of a database upgraded from the previous release, with its v1 digests."""
+    region = "us-east-1"
+    state_dir = tmp_path / "state"
+    init_state_dir(state_dir, region=region)
+    signer = load_identity(state_dir, load_file_keyring(state_dir / "root.key"))
+    url = await legacy_audit.v1_trail(pg_server, f"v1_tamper_{uuid.uuid4().hex[:8]}", region, signer, events=24,
+                                      digest_every=5)  # fmt: skip
+    try:
+        await _tamper_legacy(url, region, state_dir, capsys)
+    finally:
+        await pg_server.drop_database(url)
+
+
+async def _tamper_legacy(url: str, region: str, state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = ["--database-url", url, "--state-dir", str(state_dir)]
     code, out = await _cli(capsys, "verify", *db)
     assert code == 0, out
     assert "OK: 24 events" in out
@@ -410,7 +398,7 @@ async def test_verify_passes_on_an_untouched_chain_and_reports_each_tampering(
         assert (code == 0) == report["ok"]
         return [(f["kind"], f["seq"]) for f in report["findings"]]
 
-    con = await asyncpg.connect(node.database_url)
+    con = await asyncpg.connect(url)
     try:
         original = {r["seq"]: r for r in await con.fetch("SELECT * FROM audit_events ORDER BY seq")}
         columns = list(original[1].keys())
@@ -448,7 +436,7 @@ async def test_verify_passes_on_an_untouched_chain_and_reports_each_tampering(
         await con.execute(
             "INSERT INTO audit_events (region, seq, event_id, event_time, event_source, event_name, read_only,"
             " record, prev_hash, hash) VALUES ($1, 10, $2, now(), 'kms.amazonaws.com', 'Decrypt', true, $3, $4, $5)",
-            node.region, uuid.uuid4(), forged, prev, chain.event_hash(prev, forged),
+            region, uuid.uuid4(), forged, prev, chain.event_hash(prev, forged),
         )  # fmt: skip
         assert ("inserted", 10) in await findings()
         await con.execute("DELETE FROM audit_events WHERE seq = 10")
@@ -477,7 +465,7 @@ async def test_verify_passes_on_an_untouched_chain_and_reports_each_tampering(
         await con.execute("UPDATE audit_digests SET last_hash = $2 WHERE last_seq = $1", stored["last_seq"], b"\0" * 32)
         assert ("digest-forged", stored["last_seq"]) in await findings()
         mallory = RegionIdentityKey.generate()
-        fake = chain.Digest(node.region, stored["first_seq"], stored["last_seq"], bytes(stored["last_hash"]),
+        fake = chain.Digest(region, stored["first_seq"], stored["last_seq"], bytes(stored["last_hash"]),
                             stored["prev_digest"], stored["digest_time"]).signed(mallory)  # fmt: skip
         await con.execute("UPDATE audit_digests SET last_hash = $2, public_key = $3, signature = $4"
                           " WHERE last_seq = $1", stored["last_seq"], fake.last_hash, fake.public_key,
@@ -494,7 +482,7 @@ async def test_verify_passes_on_an_untouched_chain_and_reports_each_tampering(
 # --- query and export ------------------------------------------------------------------------
 
 
-async def test_query_filters_and_export_writes_signed_hourly_files(
+async def test_query_filters_and_export_writes_cloudtrail_files(
     nodes: NodeFactory, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     node = await nodes.start()
@@ -543,8 +531,7 @@ async def test_query_filters_and_export_writes_signed_hourly_files(
     problems = check_export(tmp_path / "siem", [public])
     assert len(problems) == 1 and files[0].name in problems[0] and "does not match" in problems[0]
 
-
-# --- the committer on its own: checkpoints on time, retention ----------------------------------
+# --- the writer on its own ----------------------------------------------------------------------
 
 
 def _record(when: dt.datetime, n: int) -> CallRecord:
@@ -552,82 +539,11 @@ def _record(when: dt.datetime, n: int) -> CallRecord:
                       region="us-east-1", source_ip="127.0.0.1", user_agent="test")  # fmt: skip
 
 
-async def test_checkpoints_follow_the_clock_and_retention_keeps_a_verifiable_chain(
-    nodes: NodeFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    url = await nodes.database()
-    init_state_dir(tmp_path / "s", region="us-east-1")
-    signer = load_identity(tmp_path / "s", load_file_keyring(tmp_path / "s" / "root.key"))
-    clock = ManualClock()
-    pool = await create_pool(url, min_size=1, max_size=2)
-    options = CommitOptions(checkpoint_events=1000, checkpoint_interval_s=600, retention_days=30)
-    sink = GroupCommitter(pool, "us-east-1", signer, options=options, clock=clock)
-    try:
-        await sink.start()
-        old = clock.now() - dt.timedelta(days=45)
-        await asyncio.gather(*(sink.submit(_record(old, n)) for n in range(10)))
-        await sink.link()
-        async with pool.acquire() as con:  # ten concurrent submits, one write, linked in one pass
-            assert await con.fetchval("SELECT count(DISTINCT xmin::text) FROM audit_events") == 1
-        assert await sink.checkpoint() is True  # the first digest is due at once
-        await sink.submit(_record(old, 10))
-        assert await sink.checkpoint() is False  # not yet ten minutes later
-        clock.advance(dt.timedelta(minutes=11))
-        assert await sink.checkpoint() is True
-        await sink.submit(_record(clock.now(), 11))  # recent, and not yet signed: retention keeps it
-        assert await sink.apply_retention() == 11
-        assert await sink.apply_retention() == 0
-    finally:
-        await sink.close()
-        await pool.close()
-    remaining = await _events(url)
-    assert [e["requestID"] for e in remaining] == ["r11"]
-    code, out = await _cli(capsys, "verify", "--database-url", url, "--state-dir", str(tmp_path / "s"))
-    assert code == 0, out
-    assert "removed by retention" in out
-    with pytest.raises(Exception, match="not running"):
-        await sink.submit(_record(clock.now(), 12))
-
-
-async def test_events_a_writer_stored_but_never_linked_are_reported_then_linked_by_the_next_start(
-    nodes: NodeFactory,
-) -> None:
-    url = await nodes.database()
-    pool = await create_pool(url, min_size=1, max_size=2)
-    try:
-        first = GroupCommitter(pool, "us-east-1", None)
-        await first.start()
-        await asyncio.gather(*(first.submit(_record(dt.datetime.now(dt.UTC), n)) for n in range(3)))
-        await first.close()
-        # A node of the previous release killed between its two steps: its batch is durable in
-        # audit_pending, unchained.
-        stranded = [events.prepare(_record(dt.datetime.now(dt.UTC), n)) for n in range(3, 6)]
-        async with pool.acquire() as con:
-            assert await audit_store.stage_batch(con, "us-east-1", stranded) == 3
-        young = await verify_region(pool, "us-east-1")
-        assert young.ok and any("not yet chained" in note for note in young.notes)
-        async with pool.acquire() as con:  # a minute later, still unchained: a chainer is stuck
-            await con.execute("UPDATE audit_pending SET stored_at = stored_at - interval '2 minutes'")
-        stale = await verify_region(pool, "us-east-1")
-        assert [(f.kind, f.seq) for f in stale.findings] == [("unchained", None)]
-        assert stale.findings[0].detail.startswith("3 events")
-
-        second = GroupCommitter(pool, "us-east-1", None)
-        await second.start()
-        await second.close()
-        linked = await verify_region(pool, "us-east-1")
-        assert linked.ok and linked.events_checked == 6
-        assert not any("not yet chained" in note for note in linked.notes)
-    finally:
-        await pool.close()
-    assert [e["requestID"] for e in await _events(url)] == [f"r{n}" for n in range(6)]
-
-
 async def test_close_while_a_batch_is_in_flight_writes_everything_queued_behind_it(nodes: NodeFactory) -> None:
     url = await nodes.database()
     pool = await create_pool(url, min_size=1, max_size=2)
     try:
-        writer = GroupCommitter(pool, "us-east-1", None)
+        writer = SegmentWriter(pool, "us-east-1")
         await writer.start()
         first = asyncio.create_task(writer.submit(_record(dt.datetime.now(dt.UTC), 0)))
         await asyncio.sleep(0.001)  # the writer has taken event 0 and is committing it

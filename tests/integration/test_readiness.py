@@ -28,7 +28,7 @@ from tests.support.regions import wait_until
 REJECT_TRIGGER = """
 CREATE FUNCTION audit_reject() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit is read-only'; END; $$
 LANGUAGE plpgsql;
-CREATE TRIGGER audit_reject BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_reject();
+CREATE TRIGGER audit_reject BEFORE INSERT ON audit_segments FOR EACH ROW EXECUTE FUNCTION audit_reject();
 """
 
 
@@ -131,7 +131,7 @@ async def test_readiness_fails_while_audit_events_cannot_be_made_durable(
         assert info.value.response["Error"]["Code"] == "KMSInternalException"
         status, body = await _get(node, "/readyz")
         assert status == 503 and body["checks"]["audit"] == "audit writes are failing"
-        await admin.execute("DROP TRIGGER audit_reject ON audit_events; DROP FUNCTION audit_reject()")
+        await admin.execute("DROP TRIGGER audit_reject ON audit_segments; DROP FUNCTION audit_reject()")
         # Unready nodes get no traffic: the failure stops counting after the hold, then a call succeeds.
         await wait_until(lambda: _ready(node), what="the node to be ready after the hold")
         await asyncio.to_thread(kms.encrypt, KeyId=key_id, Plaintext=b"audited again")

@@ -10,11 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 import orjson
 
 from regiond.audit import chain
+from regiond.audit.anchors import AnchorFile
+from regiond.crypto.sign import RegionIdentityKey
 from regiond.store import audit_segments
 from regiond.store import migrate as migrations
 from regiond.store.pool import Pool, create_pool
@@ -94,3 +97,52 @@ async def upgrade(url: str) -> list[int]:
         return await migrations.migrate(pool)
     finally:
         await pool.close()
+
+
+async def sign_v1_digest(
+    con: asyncpg.Connection, region: str, signer: RegionIdentityKey, when: dt.datetime, anchors: Path | None = None
+) -> int:
+    """A v1 checkpoint as a node of that release signed it (chain.Digest over the head), appended to the
+    node's anchor file ``anchors`` if given; its last seq."""
+    async with con.transaction():
+        head = await con.fetchrow(
+            "SELECT seq, hash, digest_seq, digest_hash FROM audit_chain_head WHERE region = $1 FOR UPDATE", region
+        )
+        assert head is not None and head["seq"] > head["digest_seq"]
+        prev = bytes(head["digest_hash"]) if head["digest_hash"] is not None else None
+        d = chain.Digest(region=region, first_seq=head["digest_seq"] + 1, last_seq=head["seq"],
+                         last_hash=bytes(head["hash"]), prev_digest=prev, digest_time=when).signed(signer)  # fmt: skip
+        await con.execute(
+            "INSERT INTO audit_digests (region, first_seq, last_seq, digest_time, last_hash, prev_digest, public_key,"
+            " signature, message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            region, d.first_seq, d.last_seq, d.digest_time, d.last_hash, d.prev_digest, d.public_key, d.signature,
+            d.message(),
+        )  # fmt: skip
+        await con.execute(
+            "UPDATE audit_chain_head SET digest_seq = $2, digest_hash = $3, digest_time = $4 WHERE region = $1",
+            region, d.last_seq, chain.digest_hash(d), d.digest_time,
+        )  # fmt: skip
+    if anchors is not None:
+        AnchorFile(anchors).append(d.anchor())
+    return d.last_seq
+
+
+async def v1_trail(
+    pg_server: PgServer, name: str, region: str, signer: RegionIdentityKey, *, events: int, digest_every: int,
+    event_name: str = "ListKeys", when: dt.datetime | None = None, anchors: Path | None = None,
+) -> str:  # fmt: skip
+    """A database of the previous release holding ``events`` v1 events in batches of ``digest_every``, a
+    signed digest after each batch, then upgraded in place and closed as the first v2 writer does."""
+    when = when or dt.datetime.now(dt.UTC).replace(microsecond=0)
+    url = await v1_database(pg_server, name)
+    con = await asyncpg.connect(url)
+    try:
+        for first in range(0, events, digest_every):
+            batch = [v1_record(region, event_name, n, when) for n in range(first, min(events, first + digest_every))]
+            await append_v1(con, region, batch, when)
+            await sign_v1_digest(con, region, signer, when, anchors)
+    finally:
+        await con.close()
+    await upgrade(url)
+    await close(url, region)
+    return url

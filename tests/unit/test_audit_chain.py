@@ -117,10 +117,10 @@ def _record(operation: str, params: dict, result: dict | None = None, **kw: obje
 
 
 def _event(record: CallRecord) -> dict:  # type: ignore[type-arg]
-    prepared = events.prepare(record)
-    assert SECRET_PLAINTEXT not in prepared.record and b"hunter2" not in prepared.record
-    assert SECRET_BLOB not in prepared.record
-    return orjson.loads(prepared.record)  # type: ignore[no-any-return]
+    encoded = events.encode(record)
+    assert SECRET_PLAINTEXT not in encoded and b"hunter2" not in encoded
+    assert SECRET_BLOB not in encoded
+    return orjson.loads(encoded)  # type: ignore[no-any-return]
 
 
 def test_encrypt_event_has_cloudtrail_fields_and_no_plaintext() -> None:
@@ -157,9 +157,9 @@ def test_denied_call_records_error_and_no_response() -> None:
 def test_create_access_key_event_never_holds_the_secret() -> None:
     result = {"AccessKey": {"UserName": "bob", "AccessKeyId": "AKIABOB", "Status": "Active",
                             "SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}}  # fmt: skip
-    prepared = events.prepare(_record("CreateAccessKey", {"UserName": "bob"}, result, source="iam.amazonaws.com"))
-    e = orjson.loads(prepared.record)
-    assert b"wJalrXUtnFEMI" not in prepared.record
+    encoded = events.encode(_record("CreateAccessKey", {"UserName": "bob"}, result, source="iam.amazonaws.com"))
+    e = orjson.loads(encoded)
+    assert b"wJalrXUtnFEMI" not in encoded
     assert e["responseElements"] == {"accessKey": {"userName": "bob", "accessKeyId": "AKIABOB", "status": "Active"}}
     assert e["readOnly"] is False
 
