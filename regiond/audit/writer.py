@@ -17,6 +17,13 @@ load. ``linger_s`` lets a batch wait for company, but only under load (the previ
 more than one event): an idle node answers without waiting. The chain stays in order with two
 batches in flight because a segment's hash is fixed when it is built, before its INSERT is sent.
 
+Liveness: the writer holds a lease (``regiond.audit.lease``: ``audit_writers.alive_at`` renewed in a
+task) and builds a segment only while it is valid, since the digests close a writer whose lease
+lapsed and a segment written after that would be a finding. When it lapsed (the database out of
+reach for half of ``audit_writer_close_after_s``, or a digest closed the writer), the writer never
+writes under that id again: it registers a new writer id and starts a new chain. At a clean stop,
+once every segment is stored, it retires the lease so the next digest closes it at once.
+
 Durability (``audit_durability``, docs/AUDIT.md "Durability modes"):
 
 * ``sync`` (the default): ``submit`` returns once the segment holding the event is committed with a
@@ -53,6 +60,7 @@ from prometheus_client import Counter, Histogram
 
 from regiond.audit import chain, events, segment
 from regiond.audit.calls import CallRecord
+from regiond.audit.lease import WriterLease
 from regiond.config import Settings
 from regiond.runtime.metrics import REGISTRY
 from regiond.store import audit_segments as store
@@ -98,6 +106,7 @@ class WriterOptions:
     max_in_flight: int = 2
     write_timeout_s: float = 5.0
     async_queue_events: int = 10_000
+    close_after_s: float = 30.0  # the digests close a writer whose lease lapsed this long (lease.py)
 
     @classmethod
     def from_settings(cls, s: Settings) -> WriterOptions:
@@ -108,6 +117,7 @@ class WriterOptions:
             max_in_flight=s.audit_max_in_flight,
             write_timeout_s=s.audit_write_timeout_s,
             async_queue_events=s.audit_async_queue_events,
+            close_after_s=s.audit_writer_close_after_s,
         )
 
 
@@ -133,7 +143,7 @@ class SegmentWriter:
         self._seq = 0
         self._head = segment.writer_genesis(region, self.writer_id)
         self._pending: list[_Queued] = []
-        self._unstored: list[store.NewSegment] = []  # failed segments, retried in seq order before new ones
+        self._unstored: list[tuple[store.NewSegment, list[_Queued]]] = []  # failed: retried in seq order first
         self._unstored_events = 0
         self._in_flight_events = 0
         self._retrying = asyncio.Lock()
@@ -143,6 +153,10 @@ class SegmentWriter:
         self._idle: list[Conn] = []  # kept connections: a pool release costs a reset query per batch
         self._failed_at: float | None = None
         self._last_batch = 0
+        self._lease: WriterLease | None = None
+        self._lease_stop = asyncio.Event()
+        self._lease_task: asyncio.Task[None] | None = None
+        self._chain_lock = asyncio.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -159,9 +173,48 @@ class SegmentWriter:
                 await self._discard(con)
                 raise
             self._idle.append(con)
+        self._hold_lease()
         log.info("audit.writer_started", region=self._region, writer=str(self.writer_id),
                  durability=self._opt.durability)  # fmt: skip
         self._loops = asyncio.create_task(self._write_loops(), name="audit-writer")
+
+    def _hold_lease(self) -> None:
+        """Renew the current writer id's lease (``regiond.audit.lease``) from now on, in a task."""
+        self._lease_stop.set()  # a previous writer id's renewals end
+        self._lease_stop = asyncio.Event()
+        self._lease = WriterLease(self._pool, self.writer_id, close_after_s=self._opt.close_after_s)
+        self._lease_task = asyncio.create_task(self._lease.run(self._lease_stop), name="audit-writer-lease")
+
+    async def _new_chain(self) -> None:
+        """The lease lapsed (the database was out of reach, or a digest closed this writer): never write
+        under this id again. Register a new writer id, a new chain from seq 1; a segment of the old one
+        that was never stored is dropped in sync mode (its calls failed) and re-queued in async mode
+        (its calls were answered), so an event may be stored twice, never lost."""
+        old = self.writer_id
+        writer_id = uuid.uuid4()
+        genesis = segment.writer_genesis(self._region, writer_id)
+        async with asyncio.timeout(self._opt.write_timeout_s):
+            con = await self._connection()
+            try:
+                await store.register_writer(con, writer_id, self._node, os.getpid(), genesis)
+            except BaseException:
+                await self._discard(con)
+                raise
+            self._idle.append(con)
+        self.writer_id, self._seq, self._head = writer_id, 0, genesis
+        unstored, self._unstored, self._unstored_events = self._unstored, [], 0
+        if not self._sync:
+            self._pending[:0] = [q for _, batch in sorted(unstored, key=lambda u: u[0].seq) for q in batch]
+        self._hold_lease()
+        log.warning("audit.writer_renewed", old_writer=str(old), writer=str(writer_id),
+                    dropped_segments=len(unstored) if self._sync else 0)  # fmt: skip
+
+    async def _ensure_lease(self) -> None:
+        if self._lease is not None and self._lease.valid():
+            return
+        async with self._chain_lock:
+            if self._lease is None or not self._lease.valid():
+                await self._new_chain()
 
     async def close(self) -> None:
         """Drain: every queued event is written (or failed), unstored segments retried once more."""
@@ -171,12 +224,20 @@ class SegmentWriter:
         self._wakeup.set()
         if self._loops is not None:
             await self._loops
-        if self._unstored:
+        if self._unstored and self._lease is not None and self._lease.valid():
             with contextlib.suppress(Exception):
                 await self._retry_unstored()
-            if self._unstored:
-                log.error("audit.unstored_at_close", writer=str(self.writer_id), segments=len(self._unstored),
-                          events=self._unstored_events)  # fmt: skip
+        if self._unstored:
+            log.error("audit.unstored_at_close", writer=str(self.writer_id), segments=len(self._unstored),
+                      events=self._unstored_events)  # fmt: skip
+        self._lease_stop.set()
+        if self._lease_task is not None:
+            await self._lease_task
+        if self._lease is not None and not self._unstored:
+            try:  # every segment is stored: the next digest may close this writer at once
+                await self._lease.retire()
+            except Exception as exc:
+                log.warning("audit.retire_failed", writer=str(self.writer_id), error=type(exc).__name__)
         idle, self._idle = self._idle, []
         for con in idle:
             await self._discard(con)
@@ -257,19 +318,20 @@ class SegmentWriter:
     async def _write(self, batch: list[_Queued]) -> None:
         self._last_batch = len(batch)
         started = time.perf_counter()
-        if self._unstored:
-            try:
+        try:
+            await self._ensure_lease()  # before any write under this id (a new chain if it lapsed)
+            if self._unstored:
                 await self._retry_unstored()
-            except Exception as exc:
-                self._fail(batch, exc, None)
-                if not self._sync:  # keep the events: nothing acknowledged is dropped while it is retried
-                    await self._requeue(batch)
-                return
+        except Exception as exc:
+            self._fail(batch, exc, None)
+            if not self._sync:  # keep the events: nothing acknowledged is dropped while it is retried
+                await self._requeue(batch)
+            return
         seg = self._build(batch)
         try:
             await self._insert(seg, idempotent=False)
         except Exception as exc:
-            self._unstored.append(seg)
+            self._unstored.append((seg, batch))
             self._unstored_events += seg.record_count
             self._fail(batch, exc, seg)
             return
@@ -315,6 +377,7 @@ class SegmentWriter:
 
     async def _retry_logged(self) -> None:
         try:
+            await self._ensure_lease()
             await self._retry_unstored()
         except Exception as exc:
             self._failed_at = time.monotonic()
@@ -324,9 +387,15 @@ class SegmentWriter:
     async def _retry_unstored(self) -> None:
         """Store every failed segment, in seq order (idempotent: it may have committed unseen)."""
         async with self._retrying:
-            self._unstored.sort(key=lambda s: s.seq)
+            stale = [u for u in self._unstored if u[0].writer_id != self.writer_id]
+            if stale:  # failed under a writer id given up since (_new_chain): never written under it again
+                self._unstored = [u for u in self._unstored if u[0].writer_id == self.writer_id]
+                self._unstored_events -= sum(u[0].record_count for u in stale)
+                if not self._sync:
+                    self._pending[:0] = [q for _, batch in stale for q in batch]
+            self._unstored.sort(key=lambda u: u[0].seq)
             while self._unstored:
-                seg = self._unstored[0]
+                seg = self._unstored[0][0]
                 try:
                     await self._insert(seg, idempotent=True)
                 except store.SegmentConflictError:

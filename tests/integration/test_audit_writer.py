@@ -220,3 +220,36 @@ async def test_the_first_writer_on_a_v1_database_closes_its_chain_and_old_nodes_
             await con.close()
     finally:
         await pg_server.drop_database(url)
+
+
+async def test_a_writer_whose_lease_lapsed_goes_on_under_a_new_id_and_retires_at_close(database_url: str) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    writer = SegmentWriter(pool, REGION, options=WriterOptions(close_after_s=0.6, write_timeout_s=1.0))
+    name = database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        await writer.start()
+        first = writer.writer_id
+        await writer.submit(_call(1))
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+        await asyncio.sleep(0.6)  # renewals fail: the lease (valid for half of close_after_s) lapses
+        with pytest.raises(AuditUnavailableError):
+            await writer.submit(_call(2))
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await writer.submit(_call(3))
+        assert writer.writer_id != first  # never again under the lapsed id: a new chain
+        await writer.close()
+        async with pool.acquire() as con:
+            rows = await con.fetch("SELECT writer_id, alive_at = '-infinity' AS retired FROM audit_writers")
+        assert {r["writer_id"] for r in rows} == {first, writer.writer_id}
+        assert [r["retired"] for r in rows if r["writer_id"] == writer.writer_id] == [True]
+        assert {"req-1", "req-3"} <= set(await _request_ids(pool))
+        report = await verify_region(pool, REGION)
+        assert report.writers_checked == 2
+        assert not [f for f in report.findings if f.kind.startswith(("segment", "writer"))], report.findings
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+        await writer.close()
+        await pool.close()
