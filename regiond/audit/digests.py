@@ -22,8 +22,11 @@ Rules the task keeps and ``regiond audit verify`` checks (``regiond.audit.digest
 * A writer in a digest is in the next one, open or closed; a closed writer is in no later digest
   and writes no segment past its recorded head.
 * A writer is closed (its final head recorded, ``closed`` true) once it is gone: its liveness
-  lease (``audit_writers.alive_at``, renewed by the writer) and its newest segment are both older
-  than ``audit_writer_close_after_s``. A writer whose lease lapsed stops writing under its id.
+  lease (``audit_writers.alive_at``, ``regiond.audit.lease``) and its newest segment are both older
+  than ``audit_writer_close_after_s`` and its process (``audit_writers.node``/``pid``) holds no
+  leadership session (``regiond.background.leadership.holder_name``: every worker holds one while
+  it runs), or it gave its lease up at a clean stop. A writer whose lease lapsed stops writing
+  under its id.
 
 The task refuses to sign over a trail it can see was cut (a head below the previous digest's, a
 previous digest whose signature is not the region's): it logs ``audit.digest_refused`` and signs
@@ -47,6 +50,7 @@ from prometheus_client import Counter
 
 from regiond.audit import segment
 from regiond.audit.anchors import AnchorFile
+from regiond.background.leadership import holder_name, holder_prefix
 from regiond.background.periodic import run_periodically
 from regiond.clock import Clock, SystemClock
 from regiond.crypto import sign
@@ -289,7 +293,11 @@ class DigestTask:
                 raise DigestRefusedError(f"the stored digest {row.seq}: {exc}") from None
         carried = [h.writer_id for h in prev.heads if not h.closed] if prev is not None else []
         heads: list[Head] = []
-        for w in await store.open_writer_heads(con, carried):
+        writers = await store.open_writer_heads(con, carried)
+        # A worker holds its leadership session as long as it runs: a writer whose process still has
+        # one is not closed, whatever its lease says (a writer that does not renew, a clock jump).
+        alive = await store.session_names(con, holder_prefix(self._region))
+        for w in writers:
             before = prev.head(w.writer_id) if prev is not None else None
             if before is not None and before.closed:
                 continue  # closed by the previous digest (audit_writers.closed_at was lost): stays closed
@@ -305,7 +313,9 @@ class DigestTask:
             if before is not None and head.seq == before.seq and head.hash != before.hash:
                 raise DigestRefusedError(f"writer {w.writer_id}'s segment {head.seq} is not the one the previous "
                                          "digest recorded")  # fmt: skip
-            gone = w.closed or not w.registered or w.idle_s >= self._close_after_s
+            running = w.node is not None and w.pid is not None and holder_name(self._region, w.node, w.pid) in alive
+            retired = w.idle_s == float("inf")  # gave its lease up at a clean stop (or was never registered)
+            gone = w.closed or not w.registered or retired or (w.idle_s >= self._close_after_s and not running)
             heads.append(Head(head.writer_id, head.seq, head.hash, closed=gone))
         moved = {(h.writer_id, h.seq) for h in heads} != {(h.writer_id, h.seq) for h in prev.heads if not h.closed} \
             if prev is not None else True

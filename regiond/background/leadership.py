@@ -41,11 +41,11 @@ from typing import Any
 import structlog
 
 from regiond.runtime.metrics import BACKGROUND_LEADER, BACKGROUND_LEADER_CHANGES
-from regiond.store.locks import LEADER_LOCKS, LockId, SessionLocks
+from regiond.store.locks import APPLICATION_NAME_CHARS, LEADER_LOCKS, LockId, SessionLocks
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["Leadership", "Work", "holder_name"]
+__all__ = ["Leadership", "Work", "holder_name", "holder_prefix"]
 
 Work = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 DEFAULT_POLL_S = 1.0
@@ -55,9 +55,19 @@ STOP_GRACE_S = 30.0
 """How long a task told to stop may take to finish its unit of work before it is cancelled."""
 
 
-def holder_name(region: str) -> str:
-    """The lock session's ``application_name``: which process of which node leads (``pg_stat_activity``)."""
-    return f"regiond leader {region} {socket.gethostname()[:24]} pid={os.getpid()}"
+def holder_name(region: str, host: str | None = None, pid: int | None = None) -> str:
+    """The lock session's ``application_name``: which process of which node leads (``pg_stat_activity``).
+
+    Every worker holds such a session for as long as it runs, so the audit digests also read it as
+    "this process is alive" (``regiond.audit.digests``; ``host``/``pid``: another process's name)."""
+    host = socket.gethostname() if host is None else host
+    pid = os.getpid() if pid is None else pid
+    return f"{holder_prefix(region)}{host[:24]} pid={pid}"[:APPLICATION_NAME_CHARS]
+
+
+def holder_prefix(region: str) -> str:
+    """What every lock session of ``region``'s processes is named starting with."""
+    return f"regiond leader {region} "
 
 
 @dataclass

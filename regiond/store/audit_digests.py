@@ -33,6 +33,7 @@ __all__ = [
     "renew_writer",
     "retire_writer",
     "segment_hashes",
+    "session_names",
     "writer_summaries",
 ]
 
@@ -125,6 +126,8 @@ class WriterHead:
     seq: int  # 0: no segment stored
     hash: bytes | None
     idle_s: float  # seconds since the newer of the lease's renewal and the newest segment (inf: retired)
+    node: str | None = None
+    pid: int | None = None
 
 
 async def open_writer_heads(con: Conn, also: Sequence[uuid.UUID]) -> list[WriterHead]:
@@ -135,7 +138,8 @@ async def open_writer_heads(con: Conn, also: Sequence[uuid.UUID]) -> list[Writer
         "           UNION SELECT unnest($1::uuid[]))"
         " SELECT w.writer_id, a.writer_id IS NOT NULL, a.genesis, a.closed_at IS NOT NULL, s.seq, s.hash,"
         "        CASE WHEN a.alive_at = '-infinity' THEN 'Infinity'::float8"
-        "             ELSE extract(epoch FROM now() - greatest(a.alive_at, s.last_time))::float8 END"
+        "             ELSE extract(epoch FROM now() - greatest(a.alive_at, s.last_time))::float8 END,"
+        "        a.node, a.pid"
         " FROM w LEFT JOIN audit_writers a ON a.writer_id = w.writer_id"
         " LEFT JOIN LATERAL (SELECT seq, hash, last_time FROM audit_segments x WHERE x.writer_id = w.writer_id"
         "                    ORDER BY seq DESC LIMIT 1) s ON true"
@@ -148,8 +152,19 @@ async def open_writer_heads(con: Conn, also: Sequence[uuid.UUID]) -> list[Writer
 def _writer_head(r: Any) -> WriterHead:
     return WriterHead(
         r[0], bool(r[1]), bytes(r[2]) if r[2] is not None else None, bool(r[3]), int(r[4]) if r[4] is not None else 0,
-        bytes(r[5]) if r[5] is not None else None, float(r[6]) if r[6] is not None else float("inf"),
+        bytes(r[5]) if r[5] is not None else None, float(r[6]) if r[6] is not None else float("inf"), r[7],
+        int(r[8]) if r[8] is not None else None,
     )
+
+
+async def session_names(con: Conn, prefix: str) -> set[str]:
+    """The ``application_name`` of every session connected to this database now that starts with ``prefix``."""
+    rows = await con.fetch(
+        "SELECT DISTINCT application_name FROM pg_stat_activity"
+        " WHERE datname = current_database() AND starts_with(application_name, $1)",
+        prefix,
+    )
+    return {r[0] for r in rows}
 
 
 async def renew_writer(con: Conn, writer_id: uuid.UUID, *, timeout_s: float | None = None) -> bool:

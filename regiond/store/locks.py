@@ -36,6 +36,7 @@ import asyncpg
 from regiond.store.pool import Conn
 
 __all__ = [
+    "APPLICATION_NAME_CHARS",
     "LEADER_LOCKS",
     "SENDER_LOCK_CLASS",
     "LockId",
@@ -108,6 +109,7 @@ async def sender_unlock(con: Conn, dest: str) -> None:
 # whose machine vanished (no FIN: power loss, a partition) and frees its locks after about
 # idle + interval * count = 10 + 3 * 3 = 19 s; a process that dies is noticed at once (its
 # kernel closes the socket). Per-session settings any user may set.
+APPLICATION_NAME_CHARS = 63  # PostgreSQL truncates application_name at NAMEDATALEN - 1
 LEADER_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "3", "tcp_keepalives_count": "3"}
 
 
@@ -122,7 +124,7 @@ class SessionLocks:
 
     def __init__(self, database_url: str, application_name: str) -> None:
         self._url = database_url
-        self._name = application_name[:63]  # PostgreSQL truncates at NAMEDATALEN - 1
+        self._name = application_name[:APPLICATION_NAME_CHARS]
         self._con: asyncpg.Connection[asyncpg.Record] | None = None
 
     async def connect(self, timeout_s: float) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -19,9 +21,11 @@ from regiond.audit.anchors import V2_ANCHOR_FILE_NAME, read_anchor_file
 from regiond.audit.digest_verify import check_digests
 from regiond.audit.lease import WriterLease
 from regiond.audit.verify import AnchorSet, Report, verify_region
+from regiond.background.leadership import holder_name
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.store import audit_digests as store
 from regiond.store import audit_segments
+from regiond.store.locks import SessionLocks
 from regiond.store.pool import Conn, Pool, create_pool
 from tests.support.audit_v2 import Chain, rehash
 from tests.support.cluster import NodeFactory
@@ -117,6 +121,32 @@ async def test_a_writer_gone_is_closed_by_the_next_digest_with_its_final_head(po
         await audit_segments.insert_segment(con, gone.next([b'{"eventID":"x","eventTime":"t"}'], old))
         kinds = [f.kind for f in (await _report(con)).findings]
     assert kinds == ["written-after-close"]
+
+
+async def test_a_writer_whose_process_still_runs_is_not_closed_whatever_its_lease(
+    pool: Pool, database_url: str
+) -> None:
+    """Every worker holds its leadership session while it runs: that keeps its writer open even if the
+    writer never renewed its lease; once the session is gone, the writer is closed."""
+    clock = _Clock(T0)
+    w = Chain(REGION)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    async with pool.acquire() as con:
+        await w.register(con, node=socket.gethostname(), pid=os.getpid())
+        await w.write(con, 1, when=old)
+        await con.execute("UPDATE audit_writers SET alive_at = $2 WHERE writer_id = $1", w.writer_id, old)
+    session = SessionLocks(database_url, holder_name(REGION))  # what this process's Leadership holds
+    await session.connect(10.0)
+    try:
+        d = await _task(pool, clock, close_after_s=60.0).round()
+        assert d is not None and d.head(w.writer_id) == digests.Head(w.writer_id, 1, w.head, closed=False)
+    finally:
+        await session.close()
+    async with pool.acquire() as con:
+        await w.write(con, 1, when=old)
+    clock.t += dt.timedelta(seconds=5)
+    d = await _task(pool, clock, close_after_s=60.0).round()
+    assert d is not None and d.head(w.writer_id) == digests.Head(w.writer_id, 2, w.head, closed=True)
 
 
 async def test_a_writer_writes_under_its_lease_and_a_retired_one_is_closed_at_once(pool: Pool) -> None:
