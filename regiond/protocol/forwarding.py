@@ -5,9 +5,12 @@ answered here: ``routes.handle`` hands its exact bytes (method, request target, 
 received, body) to that region over the replication channel (mutual TLS with the cluster CA,
 ``replication.channel``), and relays the answer. The target region verifies the signature,
 authorizes and audits the call as its own; this node adds nothing it would trust beyond the
-channel's identity: no principal, no account, no source address claim. The one flag carried
-beside the bytes, whether the client's own connection was TLS, can only lower what the target
-grants (``aws:SecureTransport`` is true only if both hops were TLS).
+channel's identity: no principal, no account, no source address claim. What is carried beside
+the bytes grants nothing: whether the client's own connection was TLS can only lower what the
+target grants (``aws:SecureTransport`` is true only if both hops were TLS), and the client's
+address as the relaying node saw it only picks the target's failed-authentication throttle
+bucket (so a client guessing keys through a node throttles itself, not every caller relayed by
+that node); the call's source address, for policies and the audit trail, is the relaying node's.
 
 Loop guard: a forwarded request is served by ``routes.serve_forwarded``, which never forwards;
 signed for any region but the target's own, it fails the target's scope check.
@@ -20,7 +23,7 @@ would only make the target refuse the call).
 Wire format, version 1 (msgpack, the channel's body; ``replication.channel.FORWARD_PATH``):
 
     request  [1, method (str), target (bin: path and query as sent), [[name (bin), value (bin)], ...],
-              body (bin), client_tls (bool)]
+              body (bin), client_tls (bool), client_address (str, at most 64 ASCII characters)]
     reply    [1, status (uint), [[name (str), value (str)], ...], body (bin)]
 
 Header bytes are carried as received, so a value that is not UTF-8 reaches the target's
@@ -88,6 +91,7 @@ class ForwardedRequest:
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     client_tls: bool
+    client_address: str = ""
 
     def header_multidict(self) -> CIMultiDict[str]:
         """The headers as aiohttp would have parsed them (UTF-8, ``surrogateescape``)."""
@@ -137,7 +141,7 @@ def _no_ext(_code: int, _data: bytes) -> Any:
 def encode_request(request: ForwardedRequest) -> bytes:
     data: bytes = msgpack.packb(
         [FORWARD_VERSION, request.method, request.target, [list(h) for h in request.headers], request.body,
-         request.client_tls],
+         request.client_tls, request.client_address],
         use_bin_type=True,
     )  # fmt: skip
     return data
@@ -145,9 +149,9 @@ def encode_request(request: ForwardedRequest) -> bytes:
 
 def decode_request(data: bytes) -> ForwardedRequest:
     raw = _unpack(data)
-    if not isinstance(raw, list) or len(raw) != 6 or raw[0] != FORWARD_VERSION or isinstance(raw[0], bool):
+    if not isinstance(raw, list) or len(raw) != 7 or raw[0] != FORWARD_VERSION or isinstance(raw[0], bool):
         raise ForwardError("unsupported forward envelope")
-    _, method, target, headers, body, client_tls = raw
+    _, method, target, headers, body, client_tls, client_address = raw
     if not (isinstance(method, str) and 0 < len(method) <= 16 and method.isascii()):
         raise ForwardError("bad method")
     if not isinstance(target, bytes) or not target.startswith(b"/") or len(target) > 8192:
@@ -164,7 +168,10 @@ def decode_request(data: bytes) -> ForwardedRequest:
         pairs.append((name, value))
     if not isinstance(body, bytes) or not isinstance(client_tls, bool):
         raise ForwardError("bad body")
-    return ForwardedRequest(method, target, tuple(pairs), body, client_tls)
+    if not (isinstance(client_address, str) and len(client_address) <= 64 and client_address.isascii()
+            and client_address.isprintable()):  # fmt: skip
+        raise ForwardError("bad client address")
+    return ForwardedRequest(method, target, tuple(pairs), body, client_tls, client_address)
 
 
 def encode_reply(reply: ForwardedReply) -> bytes:

@@ -27,6 +27,7 @@ from multidict import CIMultiDict
 from regiond.audit.calls import AuditSink, CallRecord
 from regiond.auth import sigv4
 from regiond.auth.authn import Authenticated
+from regiond.auth.failures import source_bucket
 from regiond.errors import (
     DependencyTimeoutException,
     KmsError,
@@ -244,7 +245,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
             auth is not None and auth.region != services.settings.region and forwarder is not None
             and auth.region in forwarder.forward_regions
         ):  # fmt: skip
-            return await _forward(request, forwarder, auth, body, request_id, services.settings.forward_timeout_s)
+            return await _forward(
+                request, forwarder, auth, body, request_id, services.settings.forward_timeout_s, source_ip
+            )
     except KmsError as exc:
         _latency("unknown").observe(time.perf_counter() - started)
         REQUESTS.labels("unknown", exc.code).inc()
@@ -272,13 +275,14 @@ def _scope(headers: sigv4.HeaderView) -> sigv4.ParsedAuthorization | None:
 
 async def _forward(
     request: web.Request, forwarder: PeerForwarder, auth: sigv4.ParsedAuthorization, body: bytes,
-    request_id: str, timeout_s: float,
+    request_id: str, timeout_s: float, source_ip: str,
 ) -> web.Response:  # fmt: skip
     """Relay the request to the region its signature names, and its answer back (``forwarding``)."""
     region = auth.region
     envelope = forwarding.encode_request(forwarding.ForwardedRequest(
         request.method, request.raw_path.encode("utf-8", "surrogateescape"),
         forwarding.end_to_end_headers(request.raw_headers, auth.signed_headers), body, request.secure,
+        source_ip[:64],
     ))  # fmt: skip
     started = time.perf_counter()
     failure: KmsError
@@ -310,7 +314,8 @@ async def serve_forwarded(app: web.Application, peer_region: str, peer_address: 
     The request is authenticated, authorized and audited here; it is never forwarded again (the
     loop guard): signed for any other region, it fails the scope check. Its source address is
     the forwarding node's (what this node can verify), and ``aws:SecureTransport`` holds only if
-    the client's own connection to that node was TLS.
+    the client's own connection to that node was TLS. The client's address as that node reports
+    it only names the failed-authentication throttle bucket (``forwarding``).
     """
     request = forwarding.decode_request(envelope)  # ForwardError: the channel answers 400
     request_id = uuid4_str()
@@ -320,6 +325,7 @@ async def serve_forwarded(app: web.Application, peer_region: str, peer_address: 
         app[SERVICES], app[AUDIT], request_id=request_id, started=time.perf_counter(), method=request.method,
         raw_path=request.raw_path, headers=headers, body=request.body, source_ip=peer_address,
         secure=request.client_tls, auth=None, forwarded_from=peer_region,
+        throttle_source=f"{source_bucket(request.client_address or peer_address)} via {peer_region}",
     )  # fmt: skip
     body = response.body if isinstance(response.body, bytes) else b""
     return forwarding.encode_reply(forwarding.ForwardedReply(response.status, tuple(response.headers.items()), body))
@@ -328,9 +334,10 @@ async def serve_forwarded(app: web.Application, peer_region: str, peer_address: 
 async def _serve(
     services: Services, audit: AuditSink, *, request_id: str, started: float, method: str, raw_path: str,
     headers: sigv4.HeaderView, body: bytes, source_ip: str, secure: bool, auth: sigv4.ParsedAuthorization | None,
-    forwarded_from: str | None = None,
+    forwarded_from: str | None = None, throttle_source: str | None = None,
 ) -> web.Response:  # fmt: skip
-    """Authenticate, dispatch, audit and answer one call whose body has been read."""
+    """Authenticate, dispatch, audit and answer one call whose body has been read; ``throttle_source``
+    names the failed-authentication throttle bucket when it is not ``source_ip`` (a forwarded call)."""
     operation = "unknown"
     record: CallRecord | None = None
     if auth is None:
@@ -340,8 +347,8 @@ async def _serve(
         now = services.clock.now()
         path, _, query = raw_path.partition("?")  # as sent: SigV4 signs the encoded target
         authenticated: Authenticated = await services.authn.authenticate(
-            method=method, path=path, query=query, headers=headers, body=body, now=now, source_ip=source_ip,
-            auth=auth,
+            method=method, path=path, query=query, headers=headers, body=body, now=now,
+            source_ip=throttle_source or source_ip, auth=auth,
         )  # fmt: skip
         caller = authenticated.caller
         structlog.contextvars.bind_contextvars(principal=caller.principal.arn)

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import ssl
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -173,7 +174,7 @@ class ForwardingNode:
 
 
 async def test_forwarded_requests_cannot_be_forged_injected_or_looped(nodes: NodeFactory) -> None:
-    async with replicated_cluster(nodes, (US, EU)) as cluster:
+    async with replicated_cluster(nodes, (US, EU), auth_failure_burst=3, auth_failure_refill_per_s=0.01) as cluster:
         admin = await cluster.admin()
         relay = ForwardingNode(cluster)
         endpoint = cluster.nodes[US].endpoint
@@ -199,6 +200,16 @@ async def test_forwarded_requests_cannot_be_forged_injected_or_looped(nodes: Nod
             assert status == 400 and body["__type"] == "InvalidSignatureException"
             assert f"not '{US}'" in body["message"]
             assert forwarded(US, "ok") + forwarded(US, "error") == looped_before
+
+            # A client guessing through the relay exhausts its own throttle bucket, not the relay's.
+            guesser = Identity(admin.arn, admin.access_key_id, "w" * 40)
+            answers = []
+            for _ in range(6):
+                wrong = _signed(endpoint, guesser, EU, b"{}")
+                answers.append((await relay.send(replace(wrong, client_address="203.0.113.9")))[1]["__type"])
+            assert answers[0] == "InvalidSignatureException" and answers[-1] == "ThrottlingException"
+            other = replace(_signed(endpoint, guesser, EU, b"{}"), client_address="203.0.113.10")
+            assert (await relay.send(other))[1]["__type"] == "InvalidSignatureException"
 
             # A malformed envelope is refused by the channel, not served.
             with pytest.raises(TransportError, match="HTTP 400"):

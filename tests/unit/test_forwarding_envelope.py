@@ -13,7 +13,7 @@ HEADERS = ((b"Host", b"127.0.0.1:8080"), (b"X-Amz-Target", b"TrentService.ListKe
 
 
 def test_request_round_trips_byte_for_byte() -> None:
-    request = ForwardedRequest("POST", b"/?a=%2F", HEADERS, b'{"Limit": 1}', False)
+    request = ForwardedRequest("POST", b"/?a=%2F", HEADERS, b'{"Limit": 1}', False, "2001:db8::1")
     back = forwarding.decode_request(forwarding.encode_request(request))
     assert back == request
     parsed = back.header_multidict()
@@ -24,15 +24,18 @@ def test_request_round_trips_byte_for_byte() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        [2, "POST", b"/", [], b"", True],  # unknown version
-        [True, "POST", b"/", [], b"", True],
-        [1, "POST", b"no-slash", [], b"", True],
-        [1, "", b"/", [], b"", True],
-        [1, "POST", b"/", [[b"Bad:Name", b"v"]], b"", True],
-        [1, "POST", b"/", [[b"X", b"v\r\nInjected: 1"]], b"", True],
-        [1, "POST", b"/", [[b"X"]], b"", True],
-        [1, "POST", b"/", [], "not bytes", True],
-        [1, "POST", b"/", [], b"", "yes"],
+        [2, "POST", b"/", [], b"", True, ""],  # unknown version
+        [True, "POST", b"/", [], b"", True, ""],
+        [1, "POST", b"no-slash", [], b"", True, ""],
+        [1, "", b"/", [], b"", True, ""],
+        [1, "POST", b"/", [[b"Bad:Name", b"v"]], b"", True, ""],
+        [1, "POST", b"/", [[b"X", b"v\r\nInjected: 1"]], b"", True, ""],
+        [1, "POST", b"/", [[b"X"]], b"", True, ""],
+        [1, "POST", b"/", [], "not bytes", True, ""],
+        [1, "POST", b"/", [], b"", "yes", ""],
+        [1, "POST", b"/", [], b"", True, "x" * 65],
+        [1, "POST", b"/", [], b"", True, "a\nb"],
+        [1, "POST", b"/", [], b"", True],  # version 1 has seven members
         {"v": 1},
     ],
 )
