@@ -90,7 +90,8 @@ _SYMMETRIC_OPERATIONS = frozenset(
     }
 )  # fmt: skip
 _OPERATIONS_BY_USAGE: Mapping[KeyUsage, frozenset[str]] = {
-    KeyUsage.ENCRYPT_DECRYPT: frozenset({"Decrypt", "Encrypt", "GetPublicKey"}),
+    # ReEncrypt takes asymmetric encryption keys on both sides (SourceEncryptionAlgorithm), so AWS grants it.
+    KeyUsage.ENCRYPT_DECRYPT: frozenset({"Decrypt", "Encrypt", "GetPublicKey", "ReEncryptFrom", "ReEncryptTo"}),
     KeyUsage.SIGN_VERIFY: frozenset({"Sign", "Verify", "GetPublicKey"}),
     KeyUsage.GENERATE_VERIFY_MAC: frozenset({"GenerateMac", "VerifyMac"}),
     KeyUsage.KEY_AGREEMENT: frozenset({"DeriveSharedSecret", "GetPublicKey"}),
