@@ -168,16 +168,8 @@ class WriterRow:
     genesis: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentRow:
-    writer_id: uuid.UUID
-    seq: int
-    first_time: dt.datetime
-    last_time: dt.datetime
-    record_count: int
-    prev_hash: bytes
-    hash: bytes
-    body: bytes
+SegmentRow = NewSegment
+"""A stored segment reads back as the record the writer made: one definition of its columns."""
 
 
 SEGMENT_CHUNK_ROWS = 500  # segments per fetch while walking: bounds the reader's memory
