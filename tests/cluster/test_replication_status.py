@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from regiond.__main__ import parser
 from regiond.domain.principal import PrincipalKind
@@ -36,6 +37,18 @@ def _json(out: str) -> dict[str, Any]:
     return document
 
 
+async def _metrics(endpoint: str) -> dict[tuple[str, str], float]:
+    """The node's per-peer replication samples from ``/metrics``: (sample name, peer) -> value."""
+    async with aiohttp.ClientSession() as session, session.get(endpoint + "/metrics") as resp:
+        text = await resp.text()
+    return {
+        (sample.name, sample.labels.get("peer", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("regionkms_replication_")
+    }
+
+
 async def test_status_and_metrics_show_backlog_and_errors_per_peer(
     nodes: NodeFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -59,14 +72,21 @@ async def test_status_and_metrics_show_backlog_and_errors_per_peer(
 
         async def metrics_show_backlog() -> bool:
             # The gauges move when the sender next tries (after its backoff), not when entries are appended.
-            async with aiohttp.ClientSession() as session, session.get(home.endpoint + "/metrics") as resp:
-                metrics = await resp.text()
+            metrics = await _metrics(home.endpoint)
             return (
-                'regionkms_replication_lag_entries{peer="eu-west-1"} 4.0' in metrics
-                and "regionkms_replication_send_errors_total" in metrics
+                metrics.get(("regionkms_replication_lag_entries", EU)) == 4.0
+                and metrics.get(("regionkms_replication_lag_seconds", EU), 0.0) > 0.0
+                and any(name == "regionkms_replication_send_errors_total" for name, _ in metrics)
             )
 
-        await wait_until(metrics_show_backlog, what="the metrics to show the backlog and the errors")
+        await wait_until(metrics_show_backlog, what="the metrics to show the backlog, its age and the errors")
+        # the age of the oldest unacknowledged change grows while the peer is cut off
+        first_age = (await _metrics(home.endpoint))[("regionkms_replication_lag_seconds", EU)]
+
+        async def older() -> bool:
+            return (await _metrics(home.endpoint))[("regionkms_replication_lag_seconds", EU)] > first_age
+
+        await wait_until(older, what="the lag in seconds to grow while eu-west-1 is cut off")
 
         cluster.heal(US, EU)
         await wait_until(cluster.drained, what="the backlog to drain")
@@ -77,6 +97,16 @@ async def test_status_and_metrics_show_backlog_and_errors_per_peer(
             return bool(peer["lag_entries"] == 0 and peer["acked_seq"] == peer["appended_seq"] == 4)
 
         await wait_until(caught_up, what="the status to show no lag")
+
+        async def metrics_caught_up() -> bool:
+            metrics = await _metrics(home.endpoint)
+            return (
+                metrics.get(("regionkms_replication_lag_entries", EU)) == 0.0
+                and metrics.get(("regionkms_replication_lag_seconds", EU)) == 0.0
+                and metrics.get(("regionkms_replication_acked_seq", EU)) == 4.0
+            )
+
+        await wait_until(metrics_caught_up, what="the metrics to show no lag once eu-west-1 acknowledged")
         code, out = await _status(capsys, "--database-url", cluster.databases[EU], "--region", EU, "--format", "json")
         assert _json(out)["inbound"][0] == {**_json(out)["inbound"][0], "source": US, "applied_seq": 4}
         code, _ = await _status(capsys, "--database-url", cluster.databases[EU])
