@@ -15,9 +15,14 @@ keep or lose what it was sent, and a source cannot take an anchor back: a second
 for a position already held is refused and logged (a rolled-back source signing its history again
 reuses positions), never stored over the first.
 
+Both digest formats travel: the closed v1 chain's (``regionkms.audit.digest.v1``) and audit trail
+v2's (``regionkms.audit.digest.v2``, every writer's head), one increasing sequence of positions (v2
+digests number on from the v1 chain's last position), so a peer keeps them in one table.
+
 Frame ``AUDIT_ANCHORS`` (outside the outbox stream: seq 0, applied by nothing, never acked as a
 seq), message ``replication.messages.AuditAnchors``: 1..MAX_ANCHORS_PER_FRAME signed digests,
-oldest first.
+oldest first, positions strictly increasing, their messages MAX_ANCHOR_BYTES_PER_FRAME at most
+together (a single digest may be longer: the newest is always sent).
 """
 
 from __future__ import annotations
@@ -35,26 +40,44 @@ from replication.status import ANCHOR_CONFLICTS
 
 log = structlog.get_logger("replication.anchors")
 
-__all__ = ["MAX_ANCHORS_PER_FRAME", "anchors_message", "check_anchors", "keep_anchors"]
+__all__ = ["MAX_ANCHORS_PER_FRAME", "MAX_ANCHOR_BYTES_PER_FRAME", "anchors_message", "check_anchors",
+           "keep_anchors"]
 
 MAX_ANCHORS_PER_FRAME = 64
+# The messages of one frame together, unless it holds a single one: a v2 digest names every writer of
+# the region, so 64 of them could pass the frame's own bound (replication.frames.MAX_FRAME_BYTES).
+MAX_ANCHOR_BYTES_PER_FRAME = 1024 * 1024
 
 
 def anchors_message(signed: Sequence[tuple[bytes, bytes]]) -> AuditAnchors:
-    """The message for ``(message, signature)`` pairs, oldest first (the newest ``MAX_ANCHORS_PER_FRAME``)."""
-    return AuditAnchors(tuple(SignedDigest(m, s) for m, s in signed[-MAX_ANCHORS_PER_FRAME:]))
+    """The message for ``(message, signature)`` pairs, oldest first: the newest one, and before it as many
+    of the next newest as ``MAX_ANCHORS_PER_FRAME`` and ``MAX_ANCHOR_BYTES_PER_FRAME`` allow."""
+    kept: list[SignedDigest] = []
+    size = 0
+    for message, signature in reversed(signed):
+        if kept and (len(kept) == MAX_ANCHORS_PER_FRAME or size + len(message) > MAX_ANCHOR_BYTES_PER_FRAME):
+            break
+        kept.append(SignedDigest(message, signature))
+        size += len(message)
+    return AuditAnchors(tuple(reversed(kept)))
 
 
 def check_anchors(message: AuditAnchors, source: str, source_key: bytes) -> list[Anchor]:
     """The anchors of an authenticated frame from ``source``; ``AnchorError`` if any is not a digest of
-    ``source`` signed by ``source_key`` (the whole frame is refused: a source never sends such a thing)."""
+    ``source`` (either format: ``parse_anchor`` reads its label, position and members) signed by
+    ``source_key``, or the frame is not one ``anchors_message`` makes (the whole frame is refused: a
+    source never sends such a thing)."""
     if not 0 < len(message.anchors) <= MAX_ANCHORS_PER_FRAME:
         raise AnchorError(f"an anchors frame holds 1 to {MAX_ANCHORS_PER_FRAME} anchors")
-    anchors = []
+    if len(message.anchors) > 1 and sum(len(a.message) for a in message.anchors) > MAX_ANCHOR_BYTES_PER_FRAME:
+        raise AnchorError(f"an anchors frame's digests are {MAX_ANCHOR_BYTES_PER_FRAME} bytes at most together")
+    anchors: list[Anchor] = []
     for item in message.anchors:
         anchor = parse_anchor(item.message, item.signature)
         if anchor.region != source:
             raise AnchorError(f"an anchor of region {anchor.region} sent by {source}")
+        if anchors and anchor.position <= anchors[-1].position:
+            raise AnchorError("an anchors frame's positions do not increase")
         if not sign.verify(source_key, anchor.message, anchor.signature):
             raise AnchorError(f"an anchor not signed by {source}'s identity key")
         anchors.append(anchor)

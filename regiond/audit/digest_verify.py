@@ -93,6 +93,7 @@ async def check_digests(
     region = report.region
     trusted = [bytes(k) for k in trusted_keys if len(k) == sign.PUBLIC_KEY_BYTES]
     summaries = {s.writer_id: s for s in await store.writer_summaries(con)}
+    first_seq = await store.v1_last_position(con, region) + 1  # v2 digests number on from the v1 chain's
     prev_row: store.DigestRow | None = None
     prev: digests.Digest | None = None
     newest: dict[uuid.UUID, _Newest] = {}
@@ -131,8 +132,9 @@ async def check_digests(
             if d.seq != prev_row.seq + 1 or d.prev_hash != digests.digest_hash(prev_row.message):
                 report.add("digest-missing", None, f"digest {d.seq} does not follow digest {prev_row.seq}: a digest "
                            "was removed or inserted")  # fmt: skip
-        elif d.seq != 1 or d.prev_hash is not None:
-            report.add("digest-missing", None, f"digest {d.seq} is the first stored but does not start the chain")
+        elif d.seq != first_seq or d.prev_hash is not None:
+            report.add("digest-missing", None, f"digest {d.seq} is the first stored but does not start the chain "
+                       f"(digest {first_seq})")  # fmt: skip
         _check_writers(report, prev, d)
         for h in d.heads:
             last = newest.get(h.writer_id)

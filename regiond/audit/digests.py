@@ -9,8 +9,10 @@ digest's hash, with the region's Ed25519 identity key (the key that signs v1 dig
 replication frames: ``regiond.audit.load_signer``). Format version 2 (v1: ``regiond.audit.chain``):
 
     message   = "regionkms.audit.digest.v2" || 0x00 || JSON (sorted keys, no spaces) of
-                {"region", "seq" (1, 2, ... per region), "digestTime" (RFC 3339, UTC, microseconds),
-                 "previousDigestHash" (hex of SHA-256 of the previous message, or null for seq 1),
+                {"region", "seq" (per region: P+1, P+2, ... where P is the closed v1 chain's last
+                 position, its closing seq (0 without v1 events), so the anchors of both formats have one
+                 increasing position, ``store.v1_last_position``), "digestTime" (RFC 3339, UTC, microseconds),
+                 "previousDigestHash" (hex of SHA-256 of the previous message, or null for the first),
                  "writers": [{"writer" (UUID text), "seq" (0: no segment yet), "hash" (hex; the
                               writer's genesis while seq is 0), "closed" (bool)} ... by writer]}
     signature = Ed25519(identity key, message)
@@ -326,5 +328,6 @@ class DigestTask:
         now = self._clock.now()
         if prev is not None and now <= prev.digest_time:
             now = prev.digest_time + dt.timedelta(microseconds=1)  # digest times strictly increase
-        return Digest(self._region, prev.seq + 1 if prev else 1, now,
+        seq = prev.seq + 1 if prev is not None else await store.v1_last_position(con, self._region) + 1
+        return Digest(self._region, seq, now,
                       digest_hash(row.message) if row is not None else None, tuple(heads))  # fmt: skip

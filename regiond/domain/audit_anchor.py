@@ -16,8 +16,9 @@ when the digest format changes: the digest's label says how to read its position
     signature = Ed25519(region identity key, message)
     position  = the digest's place in the region's sequence of digests: strictly increasing from
                 one digest to the next (``lastSeq`` for ``regionkms.audit.digest.v1``, ``seq`` for
-                ``regionkms.audit.digest.v2``: two sequences, so anchors of the two are kept apart
-                by their label, in files of their own)
+                ``regionkms.audit.digest.v2``, which numbers on from the closed v1 chain's last
+                position: one sequence, so a peer keeps both in one table; each node keeps them in a
+                file per format)
     digest hash = SHA-256(message): what the next digest links to, and what ``verify`` compares
 
 One anchor per line in a file, format version 1 (JSON, sorted keys; only ``message`` and
@@ -115,6 +116,11 @@ def parse_anchor(message: bytes, signature: bytes) -> Anchor:
         raise AnchorError("an anchor's digest has no valid position")
     if not isinstance(when, str) or len(when) > 64:
         raise AnchorError("an anchor's digest has no time")
+    if label == DIGEST_LABEL_V2:  # its heads are read by verify (regiond.audit.digests.decode), not here
+        prev = body.get("previousDigestHash")
+        prev_ok = prev is None or (isinstance(prev, str) and len(prev) == 64)
+        if not isinstance(body.get("writers"), list) or not prev_ok:
+            raise AnchorError("an anchor's v2 digest has no writers or previous digest hash")
     return Anchor(region, position, when, message, signature)
 
 

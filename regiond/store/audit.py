@@ -107,11 +107,15 @@ async def pending_stats(con: Conn, region: str, older_than_s: float) -> PendingS
 
 async def newest_signed_digests(con: Conn, region: str, after_position: int, limit: int) -> list[tuple[bytes, bytes]]:
     """The (message, signature) of up to ``limit`` of ``region``'s newest digests past ``after_position``,
-    oldest first: what a replication sender pushes to the other regions as anchors."""
+    oldest first: what a replication sender pushes to the other regions as anchors. The closed v1
+    chain's digests and the v2 digests (``audit_digests_v2``, numbered on from the v1 chain's last
+    position: ``regiond.store.audit_digests.v1_last_position``) are one sequence of positions."""
     rows = await con.fetch(
-        "SELECT message, signature FROM (SELECT last_seq, message, signature FROM audit_digests"
-        " WHERE region = $1 AND last_seq > $2 AND message IS NOT NULL ORDER BY last_seq DESC LIMIT $3) d"
-        " ORDER BY last_seq",
+        "SELECT message, signature FROM ("
+        "  SELECT last_seq AS position, message, signature FROM audit_digests"
+        "   WHERE region = $1 AND last_seq > $2 AND message IS NOT NULL"
+        "  UNION ALL SELECT seq, message, signature FROM audit_digests_v2 WHERE region = $1 AND seq > $2"
+        "  ORDER BY position DESC LIMIT $3) d ORDER BY position",
         region, after_position, limit,
     )  # fmt: skip
     return [(bytes(r[0]), bytes(r[1])) for r in rows]

@@ -34,6 +34,7 @@ __all__ = [
     "retire_writer",
     "segment_hashes",
     "session_names",
+    "v1_last_position",
     "writer_summaries",
 ]
 
@@ -70,6 +71,17 @@ async def last_digest(con: Conn, region: str) -> DigestRow | None:
         f"SELECT {_DIGEST_COLUMNS} FROM audit_digests_v2 WHERE region = $1 ORDER BY seq DESC LIMIT 1", region
     )
     return _digest(row) if row is not None else None
+
+
+async def v1_last_position(con: Conn, region: str) -> int:
+    """The last position the closed v1 chain can have anchored (0: none): its closing seq, or its newest
+    digest's if that were past it. v2 digests number on from it, so a region's anchors (``regiond.domain.
+    audit_anchor``) have one increasing position across the upgrade and a peer keeps both in one table."""
+    return int(await con.fetchval(
+        "SELECT greatest((SELECT coalesce(closed_seq, seq) FROM audit_chain_head WHERE region = $1),"
+        " (SELECT max(last_seq) FROM audit_digests WHERE region = $1), 0)",
+        region,
+    ))  # fmt: skip
 
 
 async def digest_at(con: Conn, region: str, seq: int) -> DigestRow | None:

@@ -14,10 +14,13 @@ import asyncpg
 import orjson
 import pytest
 
-from regiond.audit import segment
+from regiond.audit import digests, segment
 from regiond.audit.calls import CallRecord
 from regiond.audit.verify import verify_region
 from regiond.audit.writer import AUDIT_BATCH_EVENTS, AuditUnavailableError, SegmentWriter, WriterOptions
+from regiond.crypto.sign import RegionIdentityKey
+from regiond.domain.audit_anchor import parse_anchor
+from regiond.store import audit as audit_store
 from regiond.store.pool import Pool, create_pool
 from tests.support import legacy_audit
 from tests.support.cluster import PgServer
@@ -209,9 +212,19 @@ async def test_the_first_writer_on_a_v1_database_closes_its_chain_and_old_nodes_
                 # A node of the previous release, still serving: refused, so its call fails closed.
                 with pytest.raises(asyncpg.FeatureNotSupportedError, match="must be upgraded"):
                     await legacy_audit.append_v1(con, REGION, [legacy_audit.v1_record(REGION, "Sign", 99, now)], now)
-                report = await verify_region(pool, REGION)
+                # v2 digests number on from the closed chain's last position (6), so the anchors of both
+                # formats are one increasing sequence, and the replication sender pushes both.
+                key = RegionIdentityKey.generate()
+                task = digests.DigestTask(pool, REGION, key, interval_s=5.0, close_after_s=3600.0)
+                first = await task.round()
+                assert first is not None and first.seq == 7 and first.prev_hash is None
+                async with pool.acquire() as c:
+                    pushed = await audit_store.newest_signed_digests(c, REGION, 0, 64)
+                assert [parse_anchor(*s).position for s in pushed][-1:] == [7]
+                report = await verify_region(pool, REGION, trusted_keys=[key.public_bytes()])
                 assert report.ok, [f.line() for f in report.findings]
                 assert (report.events_checked, report.segments_checked) == (6, 1)
+                assert report.digests_checked >= 1
             finally:
                 await writer.close()
                 await pool.close()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from pathlib import Path
 
 import pytest
 
-from regiond.audit import chain
+from regiond.audit import chain, digests
 from regiond.audit.anchors import AnchorFile, read_anchor_file
 from regiond.crypto import sign
 from regiond.crypto.sign import RegionIdentityKey
-from regiond.domain.audit_anchor import DIGEST_LABEL_V1, AnchorError, parse_anchor, parse_line
+from regiond.domain.audit_anchor import DIGEST_LABEL_V1, DIGEST_LABEL_V2, AnchorError, parse_anchor, parse_line
+from replication.anchors import MAX_ANCHOR_BYTES_PER_FRAME, MAX_ANCHORS_PER_FRAME, anchors_message, check_anchors
+from replication.messages import AuditAnchors, SignedDigest
 
 KEY = RegionIdentityKey.generate()
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -81,3 +84,37 @@ def test_the_file_is_private_append_only_and_its_last_anchor_survives_a_torn_lin
     assert f.last() == anchors[-1]
     read = read_anchor_file(f.path)
     assert read.anchors == anchors and [n for n, _ in read.bad_lines] == [4]
+
+
+def _v2(seq: int, writers: int = 1) -> tuple[bytes, bytes]:
+    heads = tuple(digests.Head(uuid.UUID(int=i + 1), 1, b"\5" * 32) for i in range(writers))
+    message = digests.Digest("us-east-1", seq, T0, b"\6" * 32, heads).message()
+    return message, KEY.sign(message)
+
+
+def test_a_v2_digest_is_an_anchor_at_its_seq_and_must_carry_its_writers() -> None:
+    message, signature = _v2(7)
+    assert parse_anchor(message, signature).position == 7
+    body = message[len(DIGEST_LABEL_V2) :].replace(b'"writers":', b'"writerz":')
+    with pytest.raises(AnchorError, match="no writers or previous digest hash"):
+        parse_anchor(DIGEST_LABEL_V2 + body, signature)
+
+
+def test_an_anchors_frame_holds_the_newest_digest_and_as_many_older_ones_as_its_byte_bound_allows() -> None:
+    big = [_v2(seq, writers=2000) for seq in range(1, 8)]  # each about a quarter of the bound
+    size = len(big[0][0])
+    assert 3 * size < MAX_ANCHOR_BYTES_PER_FRAME < 5 * size
+    sent = anchors_message(big).anchors
+    assert [s.message for s in sent] == [m for m, _ in big[-len(sent) :]] and sent[-1].message == big[-1][0]
+    assert (
+        sum(len(s.message) for s in sent) <= MAX_ANCHOR_BYTES_PER_FRAME < sum(len(m) for m, _ in big[-len(sent) - 1 :])
+    )
+    assert len(check_anchors(anchors_message(big), "us-east-1", KEY.public_bytes())) == len(sent)
+    small = [_v2(seq) for seq in range(1, 101)]
+    assert [s.message for s in anchors_message(small).anchors] == [m for m, _ in small[-MAX_ANCHORS_PER_FRAME:]]
+    huge = _v2(9, writers=10_000)  # one digest past the bound alone: still sent, still accepted
+    assert len(huge[0]) > MAX_ANCHOR_BYTES_PER_FRAME
+    assert [a.position for a in check_anchors(anchors_message([*big, huge]), "us-east-1", KEY.public_bytes())] == [9]
+    too_many = AuditAnchors(tuple(SignedDigest(*d) for d in big))  # not what anchors_message makes
+    with pytest.raises(AnchorError, match="bytes at most together"):
+        check_anchors(too_many, "us-east-1", KEY.public_bytes())
