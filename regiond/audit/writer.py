@@ -62,9 +62,10 @@ from regiond.audit import chain, events, segment
 from regiond.audit.calls import CallRecord
 from regiond.audit.lease import WriterLease
 from regiond.config import Settings
+from regiond.errors import KMSInternalException
 from regiond.runtime.metrics import REGISTRY
 from regiond.store import audit_segments as store
-from regiond.store.pool import ACQUIRE_TIMEOUT_S, Conn, Pool, connection_usable
+from regiond.store.pool import ACQUIRE_TIMEOUT_S, Conn, Pool, connection_usable, drop_if_gone
 
 log = structlog.get_logger(__name__)
 
@@ -94,8 +95,12 @@ AUDIT_QUEUE_REFUSED = Counter(
 RETRY_EVERY_S = 0.5  # how often an unstored segment is retried when no new event comes to carry it
 
 
-class AuditUnavailableError(RuntimeError):
-    """The event could not be made durable (or queued, in async mode); the call must not succeed."""
+class AuditUnavailableError(KMSInternalException):
+    """The event could not be made durable (or queued, in async mode); the call must not succeed.
+
+    A server fault the client retries (KMSInternalException, 500), answered without a traceback:
+    it is what every call meets while the database fails over (the writer logs the cause once per
+    batch, ``audit.write_failed``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,8 +424,9 @@ class SegmentWriter:
             if left_s <= 0:
                 raise TimeoutError
             await store.insert_segment(con, seg, timeout_s=left_s, idempotent=idempotent)
-        except BaseException:
+        except BaseException as exc:
             if con is not None:  # its state is unknown after a failure or a timeout
+                drop_if_gone(con, exc)  # a server gone or read-only: never pooled again (a failover)
                 await self._discard(con)
             raise
         self._idle.append(con)

@@ -406,8 +406,11 @@ async def _serve(
             record.resources.append(refused_on)
         try:
             await audit.submit(record)
-        except Exception:
-            log.exception("audit.write_failed", operation=operation)
+        except Exception as exc:
+            if isinstance(exc, KmsError):  # the audit trail is unavailable (the database failing over)
+                log.error("audit.write_failed", operation=operation, error=exc.code)
+            else:
+                log.exception("audit.write_failed", operation=operation)
             # Nothing is returned as a success, but a state-changing operation may already have
             # committed: say so rather than claim it was not performed.
             failure = KMSInternalException(

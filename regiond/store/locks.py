@@ -33,7 +33,7 @@ import zlib
 
 import asyncpg
 
-from regiond.store.pool import Conn
+from regiond.store.pool import Conn, connect
 
 __all__ = [
     "APPLICATION_NAME_CHARS",
@@ -128,8 +128,8 @@ class SessionLocks:
         self._con: asyncpg.Connection[asyncpg.Record] | None = None
 
     async def connect(self, timeout_s: float) -> None:
-        self._con = await asyncpg.connect(
-            self._url, timeout=timeout_s, server_settings={"application_name": self._name, **LEADER_KEEPALIVES}
+        self._con = await connect(
+            self._url, timeout_s=timeout_s, server_settings={"application_name": self._name, **LEADER_KEEPALIVES}
         )
 
     def _live(self) -> asyncpg.Connection[asyncpg.Record]:

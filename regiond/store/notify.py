@@ -10,6 +10,10 @@ shows it is alive and delivering, and an unanswered one (a half-open TCP connect
 server) counts as a drop. A notification can therefore go missing unnoticed for at most about
 ``PING_INTERVAL_S + PING_TIMEOUT_S`` seconds, after which every cache is emptied; the caches'
 TTL is only the backstop for a change that was never notified at all.
+
+After a failover the reconnect goes through the database URL again (``store.pool.connect``), so
+with a multi-host URL and ``target_session_attrs=read-write`` it listens on the new primary, where
+the NOTIFYs of every write are now sent.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-import asyncpg
 import structlog
+
+from regiond.store.pool import connect
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +66,7 @@ class Listener:
         while True:
             con = None
             try:
-                con = await asyncpg.connect(self._url)
+                con = await connect(self._url)  # keepalives, connect timeout; multi-host URLs: the primary
                 for channel in self._callbacks:
                     await con.add_listener(channel, self._on_notify)
                 for channel in self._callbacks:  # anything sent before we listened is unknown

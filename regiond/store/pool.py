@@ -3,24 +3,83 @@
 This package is the only asyncpg user: repositories take a ``Conn`` (a pooled connection,
 usually inside ``transaction()``) and return domain objects, translating SQLSTATEs into
 ``KmsError`` classes so asyncpg never leaks upward.
+
+Failover (docs/OPERATIONS.md, High availability). The database URL may name several hosts
+(``postgresql://h1:p1,h2:p2/db?target_session_attrs=read-write``): asyncpg tries them in order and
+keeps the first that takes writes, for the pool's connections and for the dedicated ones
+(``connect``: the LISTEN listener, the leadership lock sessions) alike. When the primary goes away
+or becomes read-only, this module is what lets a node carry on without a restart:
+
+- every connection has TCP keepalives and a TCP user timeout (``KEEPALIVE``), so a primary that
+  vanished without closing its sockets (power loss, a partition) is noticed within about
+  ``KEEPALIVE_NOTICED_S`` and not after the kernel's two hours;
+- a connection that failed because its server went away, is shutting down, or no longer takes
+  writes (SQLSTATE 25006, a demoted primary) is terminated, not returned to the pool, so the next
+  acquire connects anew through the URL and reaches whichever host is the primary now;
+- ``transaction()`` and ``connection()`` turn that failure into the AWS error a client retries
+  (``KMSInternalException``, or ``DependencyTimeoutException`` for a timeout) without retrying the
+  call here: a write that failed on a read-only server is never sent again on its own, to a standby
+  or anywhere, since it may have been half done; the client's retry is a new call.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeAlias
 
 import asyncpg
+import structlog
+
+from regiond.errors import DependencyTimeoutException, KmsError, KMSInternalException
+
+log = structlog.get_logger(__name__)
 
 ACQUIRE_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+"""One connection attempt, every host of a multi-host URL together (asyncpg's timeout is per attempt)."""
+
+# Client-side TCP keepalives on every database connection (asyncpg has no libpq ``keepalives_*``
+# parameters, and ``server_settings`` only reach the server's side): probes after 10 s idle, every
+# 3 s, 3 unanswered ones drop the connection; the user timeout drops one whose sent data stays
+# unacknowledged as long (a query in flight when the server vanished). Linux names; elsewhere only
+# SO_KEEPALIVE is set.
+KEEPALIVE = {"idle_s": 10, "interval_s": 3, "count": 3}
+KEEPALIVE_NOTICED_S = KEEPALIVE["idle_s"] + KEEPALIVE["interval_s"] * KEEPALIVE["count"]
 
 # Typed by asyncpg-stubs: a pooled connection is a proxy with the Connection's methods.
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 Conn: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 Isolation: TypeAlias = Literal["read_committed", "read_uncommitted", "serializable", "repeatable_read"]
+
+
+def set_keepalive(sock: Any) -> None:
+    """TCP keepalives and the user timeout (``KEEPALIVE``) on a connected TCP socket."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket: the server's end is on this machine, its death closes it
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE["idle_s"]), ("TCP_KEEPINTVL", KEEPALIVE["interval_s"]),
+        ("TCP_KEEPCNT", KEEPALIVE["count"]), ("TCP_USER_TIMEOUT", KEEPALIVE_NOTICED_S * 1000),
+    ):  # fmt: skip
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+class KeepaliveConnection(asyncpg.Connection):
+    """Every connection this package opens (``connection_class``, asyncpg's documented seam): its
+    socket gets ``set_keepalive`` as soon as it is connected (TLS included: the transport hands out
+    the TCP socket underneath)."""
+
+    def __init__(self, protocol: Any, transport: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(protocol, transport, *args, **kwargs)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            set_keepalive(sock)
 
 
 async def _init_connection(con: Any) -> None:
@@ -34,21 +93,103 @@ async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 1
         max_size=max_size,
         init=_init_connection,
         command_timeout=COMMAND_TIMEOUT_S,
+        timeout=CONNECT_TIMEOUT_S,
+        connection_class=KeepaliveConnection,
     )
     return pool
 
 
+async def connect(
+    database_url: str, *, timeout_s: float = CONNECT_TIMEOUT_S, server_settings: dict[str, str] | None = None
+) -> asyncpg.Connection[asyncpg.Record]:
+    """A dedicated connection outside the pool (LISTEN, session locks), opened as the pool's are."""
+    con: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
+        database_url, timeout=timeout_s, server_settings=server_settings, connection_class=KeepaliveConnection
+    )
+    return con
+
+
+# The server went away, is shutting down or starting, refuses connections now, or takes no writes:
+# the connection that saw it is useless, and the call may succeed on a new one (another host).
+_GONE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable; asyncpg's own connection errors are OSError too
+    asyncpg.ConnectionDoesNotExistError,  # closed in the middle of an operation
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.CannotConnectNowError,  # 57P03: starting up, shutting down, in recovery
+    asyncpg.AdminShutdownError,  # 57P01: the server is shutting down (or pg_terminate_backend)
+    asyncpg.CrashShutdownError,  # 57P02: another backend crashed
+    asyncpg.ReadOnlySQLTransactionError,  # 25006: a standby, or a demoted primary
+    asyncpg.TargetServerAttributeNotMatched,  # no host of the URL takes writes (before a promotion)
+    asyncpg.TooManyConnectionsError,  # 53300: a new primary flooded by every node reconnecting
+)  # fmt: skip
+_GONE_OR_TIMEOUT: tuple[type[BaseException], ...] = (*_GONE, TimeoutError)
+
+
+def unavailable(exc: BaseException) -> KmsError | None:
+    """The AWS error for a database failure a retry may not meet (see the module docstring), or None.
+
+    ``TimeoutError``: no connection within ``ACQUIRE_TIMEOUT_S`` or no answer within a statement's
+    timeout (a hung or unreachable server): ``DependencyTimeoutException``, as AWS names a
+    dependency that did not answer. The rest of ``_GONE``: ``KMSInternalException``, AWS's
+    retryable server fault. Messages name no host and quote no driver text."""
+    if isinstance(exc, TimeoutError):
+        return DependencyTimeoutException("The key store did not answer in time; retry the request")
+    if isinstance(exc, _GONE):
+        return KMSInternalException("The key store is unavailable (failing over or unreachable); retry the request")
+    return None
+
+
+def drop_if_gone(con: Conn | asyncpg.Connection[asyncpg.Record], exc: BaseException) -> bool:
+    """Terminate ``con`` if ``exc`` shows its server unusable (``_GONE``, or a timeout: its state is
+    unknown), so that the pool never hands it out again; true if it was. Safe on a connection that
+    is already closed; a terminated pooled connection returns its slot to the pool by itself."""
+    if not isinstance(exc, _GONE_OR_TIMEOUT):
+        return False
+    try:
+        con.terminate()
+    except asyncpg.InterfaceError:  # already released back to the pool
+        return False
+    return True
+
+
+def _translated(exc: BaseException) -> BaseException:
+    failure = unavailable(exc)
+    if failure is None:
+        return exc
+    log.warning("database.unavailable", error=type(exc).__name__, sqlstate=getattr(exc, "sqlstate", None))
+    return failure
+
+
 @asynccontextmanager
 async def transaction(pool: Pool, *, isolation: Isolation = "read_committed") -> AsyncIterator[Conn]:
-    """A pooled connection inside one transaction, committed on normal exit."""
-    async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con, con.transaction(isolation=isolation):
-        yield con
+    """A pooled connection inside one transaction, committed on normal exit.
+
+    A failure that shows the server gone or read-only drops the connection and is raised as the
+    AWS error of ``unavailable`` (the call is not retried here); any other exception passes."""
+    try:
+        async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con:
+            try:
+                async with con.transaction(isolation=isolation):
+                    yield con
+            except BaseException as exc:
+                drop_if_gone(con, exc)
+                raise
+    except _GONE_OR_TIMEOUT as exc:
+        raise _translated(exc) from exc
 
 
 @asynccontextmanager
 async def connection(pool: Pool) -> AsyncIterator[Conn]:
-    async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con:
-        yield con
+    """A pooled connection outside a transaction; failures as ``transaction``'s."""
+    try:
+        async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as con:
+            try:
+                yield con
+            except BaseException as exc:
+                drop_if_gone(con, exc)
+                raise
+    except _GONE_OR_TIMEOUT as exc:
+        raise _translated(exc) from exc
 
 
 async def ping(pool: Pool) -> None:
