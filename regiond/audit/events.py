@@ -204,6 +204,18 @@ _VERSION_SOURCES: dict[str, tuple[tuple[str, str, str], ...]] = {
 }  # fmt: skip
 
 
+# The key material a successful call used, as its response names it (response member, event name):
+# CloudTrail records it in ``additionalEventData`` for these operations. An identifier
+# (``regiond.crypto.import_wrap.key_material_id``), never the material.
+_MATERIAL_IDS: dict[str, tuple[tuple[str, str], ...]] = {
+    **{op: (("KeyMaterialId", "keyMaterialId"),) for op in (
+        "Encrypt", "Decrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext")},
+    "ReEncrypt": (("SourceKeyMaterialId", "sourceKeyMaterialId"),
+                  ("DestinationKeyMaterialId", "destinationKeyMaterialId")),
+}  # fmt: skip
+
+
 def is_read_only(operation: str) -> bool:
     return operation.startswith(_READ_ONLY_PREFIXES)
 
@@ -364,6 +376,13 @@ def _build_event(record: CallRecord, event_id: str, resources: list[str], read_o
     if error is None and operation in _VERSION_SOURCES:
         additional = additional or {}
         _backing_versions(record, additional)
+    result = record.result if error is None else None
+    if result and operation in _MATERIAL_IDS:
+        additional = additional or {}
+        for member, name in _MATERIAL_IDS[operation]:
+            value = result.get(member)
+            if type(value) is str:
+                additional[name] = value
     if additional:
         event["additionalEventData"] = additional
     event["requestID"] = record.request_id

@@ -30,7 +30,7 @@ import pytest
 from botocore.config import Config
 
 from regiond.__main__ import parser
-from regiond.audit import SegmentWriter, chain, segment
+from regiond.audit import SegmentWriter, chain
 from regiond.audit.calls import CallRecord
 from regiond.audit.export import LOG_NAME, check_export
 from regiond.crypto.keyring import load_file_keyring
@@ -41,6 +41,7 @@ from regiond.service.iam import IamService
 from regiond.statedir import init_state_dir, load_identity
 from regiond.store.pool import create_pool
 from tests.support import legacy_audit
+from tests.support.audit_v2 import trail_records
 from tests.support.cluster import ACCOUNT_ID, Identity, NodeFactory, PgServer
 from tests.support.raw import signed_post
 
@@ -60,32 +61,12 @@ async def _error(fn: Callable[..., Any], **kwargs: Any) -> botocore.exceptions.C
     return info.value
 
 
-# Every durable event: the closed legacy v1 chain in chain order, then every writer's segments
-# (writers in the order they started, each chain in seq order).
-LEGACY_RECORDS = "SELECT record FROM audit_events ORDER BY seq"
-SEGMENTS = (
-    "SELECT s.writer_id, s.seq, s.record_count, s.body FROM audit_segments s"
-    " LEFT JOIN audit_writers w USING (writer_id) ORDER BY w.started_at, s.writer_id, s.seq"
-)
-
-
 async def _events(database_url: str) -> list[dict[str, Any]]:
-    return [orjson.loads(r) for r in await _records(database_url)]
-
-
-async def _records(database_url: str) -> list[bytes]:
-    con = await asyncpg.connect(database_url)
-    try:
-        legacy = [bytes(r["record"]) for r in await con.fetch(LEGACY_RECORDS)]
-        segments = await con.fetch(SEGMENTS)
-    finally:
-        await con.close()
-    return legacy + [record for r in segments
-                     for record in segment.decode(r["writer_id"], r["seq"], r["record_count"], bytes(r["body"]))]
+    return [orjson.loads(r) for r in await trail_records(database_url)]
 
 
 async def _raw_trail(database_url: str) -> bytes:
-    return b"\n".join(await _records(database_url))
+    return b"\n".join(await trail_records(database_url))
 
 
 async def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

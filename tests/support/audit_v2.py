@@ -4,6 +4,9 @@ A ``Chain`` is one writer's hash chain (``regiond.audit.segment``): ``next(recor
 segment, linked to the one before; ``write`` registers the writer and stores segments through the
 store's write half (``regiond.store.audit_segments``), as the writer does. Records are canonical
 event JSON (``record``), so the segment decoder and the CloudTrail export read them.
+
+``trail_records`` reads back everything a region's database holds durably: the
+closed legacy v1 chain, then every writer's segments.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import asyncpg
 import orjson
 
 from regiond.audit import segment
@@ -21,6 +25,29 @@ from regiond.store import audit_segments
 from regiond.store.pool import Conn
 
 _counter = itertools.count(1)
+
+# Every durable event: the closed legacy v1 chain in chain order, then every writer's segments
+# (writers in the order they started, each chain in seq order).
+LEGACY_RECORDS = "SELECT record FROM audit_events ORDER BY seq"
+SEGMENTS = (
+    "SELECT s.writer_id, s.seq, s.record_count, s.body FROM audit_segments s"
+    " LEFT JOIN audit_writers w USING (writer_id) ORDER BY w.started_at, s.writer_id, s.seq"
+)
+
+
+async def trail_records(database_url: str) -> list[bytes]:
+    """Each durable event's stored JSON bytes, in trail order."""
+    con = await asyncpg.connect(database_url)
+    try:
+        legacy = [bytes(r["record"]) for r in await con.fetch(LEGACY_RECORDS)]
+        segments = await con.fetch(SEGMENTS)
+    finally:
+        await con.close()
+    return legacy + [
+        record
+        for r in segments
+        for record in segment.decode(r["writer_id"], r["seq"], r["record_count"], bytes(r["body"]))
+    ]
 
 
 def record(region: str, name: str, when: dt.datetime, **extra: object) -> bytes:

@@ -15,7 +15,7 @@ from regiond.audit.verify import walk_events
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.domain.ciphertext import Header
 from regiond.domain.principal import Principal, PrincipalKind
-from regiond.errors import AccessDeniedException
+from regiond.errors import AccessDeniedException, DisabledException
 from regiond.protocol import shapes
 from regiond.store.audit import EventRow
 
@@ -141,6 +141,24 @@ def test_encrypt_event_has_cloudtrail_fields_and_no_plaintext() -> None:
     assert e["additionalEventData"]["backingKeyVersion"] == 3
     assert e["requestID"] == "req-1" and uuid.UUID(e["eventID"])
     assert "errorCode" not in e
+
+
+def test_events_name_the_key_material_the_call_used_as_cloudtrail_does() -> None:
+    """CloudTrail's additionalEventData.keyMaterialId (source/destination for ReEncrypt), read from the
+    response; not on failure, and not for a response without one (an RSA key's Decrypt)."""
+    first, second = "a" * 64, "b" * 64
+    for operation in ("Encrypt", "Decrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+                      "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"):  # fmt: skip
+        e = _event(_record(operation, {"KeyId": KEY_ARN}, {"KeyId": KEY_ARN, "KeyMaterialId": first}))
+        assert e["additionalEventData"]["keyMaterialId"] == first, operation
+        failed = _record(operation, {"KeyId": KEY_ARN}, {"KeyMaterialId": first}, error=DisabledException("off"))
+        assert "additionalEventData" not in _event(failed), operation
+    moved = _event(_record("ReEncrypt", {"CiphertextBlob": SECRET_BLOB},
+                           {"SourceKeyMaterialId": first, "DestinationKeyMaterialId": second}))  # fmt: skip
+    assert moved["additionalEventData"]["sourceKeyMaterialId"] == first
+    assert moved["additionalEventData"]["destinationKeyMaterialId"] == second
+    assert "additionalEventData" not in _event(_record("Decrypt", {"KeyId": KEY_ARN}, {"KeyId": KEY_ARN}))
+    assert "additionalEventData" not in _event(_record("Sign", {"KeyId": KEY_ARN}, {"KeyMaterialId": first}))
 
 
 def test_denied_call_records_error_and_no_response() -> None:
