@@ -45,6 +45,8 @@ __all__ = [
     "ANCHOR_LINE_VERSION",
     "DIGEST_LABEL_V1",
     "DIGEST_LABEL_V2",
+    "MAX_MESSAGE_BYTES_V2",
+    "SIGNATURE_BYTES",
     "Anchor",
     "AnchorError",
     "parse_anchor",

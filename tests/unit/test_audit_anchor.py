@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from regiond.audit import chain, digests
+from regiond.audit import anchors, chain, digests
 from regiond.audit.anchors import AnchorFile, read_anchor_file
 from regiond.crypto import sign
 from regiond.crypto.sign import RegionIdentityKey
@@ -84,6 +84,9 @@ def test_the_file_is_private_append_only_and_its_last_anchor_survives_a_torn_lin
     assert f.last() == anchors[-1]
     read = read_anchor_file(f.path)
     assert read.anchors == anchors and [n for n, _ in read.bad_lines] == [4]
+    later = _digest(20).anchor()
+    f.append(later)  # the next line is not glued to the torn one
+    assert f.last() == later and read_anchor_file(f.path).anchors == [*anchors, later]
 
 
 def _v2(seq: int, writers: int = 1) -> tuple[bytes, bytes]:
@@ -118,3 +121,45 @@ def test_an_anchors_frame_holds_the_newest_digest_and_as_many_older_ones_as_its_
     too_many = AuditAnchors(tuple(SignedDigest(*d) for d in big))  # not what anchors_message makes
     with pytest.raises(AnchorError, match="bytes at most together"):
         check_anchors(too_many, "us-east-1", KEY.public_bytes())
+
+
+def test_the_last_anchor_is_found_whatever_the_length_of_its_line(tmp_path: Path) -> None:
+    f = AnchorFile(tmp_path / "anchors-v2.jsonl")
+    small, big = parse_anchor(*_v2(1)), parse_anchor(*_v2(2, writers=3000))  # a line of several read blocks
+    assert len(big.line()) > 5 * anchors.READ_BLOCK_BYTES
+    f.append(small)
+    f.append(big)
+    assert f.last() == big
+    assert read_anchor_file(f.path).anchors == [small, big]
+    with f.path.open("ab") as raw:  # a crash in the middle of writing a long line
+        raw.write(big.line()[: 3 * anchors.READ_BLOCK_BYTES + 17])
+    assert f.last() == big
+    with f.path.open("ab") as raw:  # and a line that is a read block long, to the byte
+        raw.write(b"\n" + b"x" * (anchors.READ_BLOCK_BYTES - 1) + b"\n")
+    assert f.last() == big
+    f.append(small)
+    assert f.last() == small
+
+
+def test_a_line_longer_than_any_anchor_is_refused_when_written_and_skipped_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(anchors, "READ_BLOCK_BYTES", 100)
+    monkeypatch.setattr(anchors, "MAX_LINE_BYTES", 1500)
+    f = AnchorFile(tmp_path / "anchors.jsonl")
+    ok = _digest(5).anchor()
+    assert len(ok.line()) < 1500
+    f.append(ok)
+    with pytest.raises(ValueError, match="1500 bytes at most"):
+        f.append(parse_anchor(*_v2(6, writers=20)))
+    with f.path.open("ab") as raw:  # damage: a run of bytes longer than any anchor line, and one after it
+        raw.write(b"y" * 5000 + b"\n")
+    assert f.last() == ok
+    with f.path.open("ab") as raw:
+        raw.write(b"z" * 5000)  # without a newline, at the end
+    assert f.last() == ok
+    read = read_anchor_file(f.path)
+    assert read.anchors == [ok]
+    assert [(n, why) for n, why in read.bad_lines] == [(2, "longer than 1500 bytes"), (3, "longer than 1500 bytes")]
+    f.append(ok)  # after the damage, on a line of its own: the file does not end with a newline
+    assert read_anchor_file(f.path).anchors == [ok, ok] and f.last() == ok
