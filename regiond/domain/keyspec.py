@@ -20,9 +20,9 @@ is required": a non-symmetric spec without ``KeyUsage``, and any pair not in the
 
 Specs in the model that regionkms does not make (``UNAVAILABLE``) are refused with
 ``UnsupportedOperationException`` and the reason: SM2 exists only in AWS's China Regions, and
-ML-KEM-512 has no maintained implementation available to this service (the ``cryptography``
-package, over OpenSSL, offers ML-KEM-768 and ML-KEM-1024 only; docs/API.md says which
-libraries were considered). The same rule covers ``KeyPairSpec`` in GenerateDataKeyPair.
+ML-KEM-512 has no maintained, constant-time implementation available to this service (the
+``cryptography`` package offers ML-KEM-768 and ML-KEM-1024 only; docs/KEY_TYPES.md says which
+packages were considered and why none is used). The same rule covers ``KeyPairSpec`` in GenerateDataKeyPair.
 """
 
 from __future__ import annotations
@@ -105,9 +105,9 @@ UNAVAILABLE: Mapping[KeySpec, str] = MappingProxyType(
     {
         KeySpec.SM2: "The SM2 key spec is available only in the AWS China Regions; regionkms does not offer it.",
         KeySpec.ML_KEM_512: (
-            "The ML_KEM_512 key spec is not supported by regionkms: its cryptography library (OpenSSL) "
-            "implements ML-KEM-768 and ML-KEM-1024 only, and no maintained ML-KEM-512 implementation is "
-            "available to it. Use ML_KEM_768 or ML_KEM_1024."
+            "The ML_KEM_512 key spec is not supported by regionkms: its cryptography library offers "
+            "ML-KEM-768 and ML-KEM-1024 only, and no maintained, constant-time ML-KEM-512 implementation "
+            "is available to it. Use ML_KEM_768 or ML_KEM_1024."
         ),
     }
 )

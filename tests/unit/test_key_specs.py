@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import mlkem
 
 from regiond.domain.key import Key, KeySpec, KeyState, KeyUsage, SigningAlgorithm
 from regiond.domain.keyspec import (
@@ -63,6 +65,18 @@ def test_unavailable_specs_are_refused_with_their_reason() -> None:
     with pytest.raises(ValidationException):
         require_data_key_pair_spec("HMAC_256")
     assert require_data_key_pair_spec("ECC_NIST_EDWARDS25519") is KeySpec.ECC_NIST_EDWARDS25519
+
+
+def test_ml_kem_512_is_refused_while_cryptography_lacks_it() -> None:
+    """docs/KEY_TYPES.md: refused because ``cryptography`` has no ML-KEM-512 and no package on the index
+    is a sound substitute. This fails the day ``cryptography`` ships it, so the refusal is revisited."""
+    assert not hasattr(mlkem, "MLKEM512PrivateKey") and hasattr(mlkem, "MLKEM768PrivateKey")
+    with pytest.raises(UnsupportedOperationException) as info:
+        require_available(KeySpec.ML_KEM_512)
+    assert "constant-time" in str(info.value) and "Use ML_KEM_768 or ML_KEM_1024" in str(info.value)
+    doc = (Path(__file__).parents[2] / "docs" / "KEY_TYPES.md").read_text()
+    for package in ("pqcrypto", "mlkem", "kyber-py", "keeper-mlkem", "kyber-pqc", "liboqs-python", "fips203"):
+        assert f"| `{package}` " in doc, package
 
 
 def _key(spec: KeySpec) -> Key:
