@@ -38,6 +38,9 @@ from regiond.randomids import uuid4_str
 
 __all__ = [
     "EVENT_VERSION",
+    "OPERATOR_REQUEST_MEMBERS",
+    "OPERATOR_RESPONSE_MEMBERS",
+    "OPERATOR_SOURCE",
     "REQUEST_MEMBERS",
     "RESPONSE_MEMBERS",
     "SECRET_MEMBERS",
@@ -183,6 +186,18 @@ IAM_RESPONSE_MEMBERS: dict[str, tuple[str, ...]] = {
     "CreateRole": ("Role",),
     "CreateAccessKey": ("AccessKey",),  # SecretAccessKey is a SECRET_MEMBERS name: dropped inside
 }
+
+OPERATOR_SOURCE = "regionkms.operator"
+"""Operator commands that change what the API serves without an API call (``regiond replication promote``):
+no caller identity (``userIdentity`` null), the host as ``sourceIPAddress``, the command as ``userAgent``."""
+OPERATOR_REQUEST_MEMBERS: dict[str, tuple[str, ...]] = {
+    "PromoteReplica": ("KeyId", "PreviousPrimaryRegion", "Forced"),
+}
+OPERATOR_RESPONSE_MEMBERS: dict[str, tuple[str, ...]] = {
+    "PromoteReplica": ("PrimaryRegion", "ReplicaRegions", "Epoch"),
+}
+_OTHER_REQUEST_MEMBERS = {OPERATOR_SOURCE: OPERATOR_REQUEST_MEMBERS}
+_OTHER_RESPONSE_MEMBERS = {OPERATOR_SOURCE: OPERATOR_RESPONSE_MEMBERS}
 
 _READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Generate", "Encrypt", "Decrypt", "ReEncrypt", "Sign",
                        "Verify", "Derive", "Encapsulate", "Decapsulate")  # fmt: skip
@@ -368,9 +383,13 @@ def _build_event(record: CallRecord, event_id: str, resources: list[str], read_o
     if error is not None:
         event["errorCode"] = error.code
         event["errorMessage"] = error.message
-    request_allowed = (REQUEST_MEMBERS if kms else IAM_REQUEST_MEMBERS).get(operation)
+    if kms:
+        request_allowed, response_allowed = REQUEST_MEMBERS.get(operation), RESPONSE_MEMBERS.get(operation)
+    else:
+        source = record.event_source
+        request_allowed = _OTHER_REQUEST_MEMBERS.get(source, IAM_REQUEST_MEMBERS).get(operation)
+        response_allowed = _OTHER_RESPONSE_MEMBERS.get(source, IAM_RESPONSE_MEMBERS).get(operation)
     event["requestParameters"] = _members(record.params, request_allowed)
-    response_allowed = (RESPONSE_MEMBERS if kms else IAM_RESPONSE_MEMBERS).get(operation)
     event["responseElements"] = _members(record.result, response_allowed) if error is None else None
     additional = _additional(record.additional) if record.additional else None
     if error is None and operation in _VERSION_SOURCES:

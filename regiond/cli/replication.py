@@ -2,6 +2,10 @@
 
     regiond replication status     (--cluster DIR/cluster.json --region R | --database-url URL --region R)
                                    [--peers-file F] [--format table|json]
+    regiond replication promote    (--cluster DIR/cluster.json --region R | --database-url URL --region R --state-dir D)
+                                   [--peers-file F] (--key KEY | --all-from-region LOST) [--force]
+                                   make this region's replicas primary when their primary's region is lost
+                                   (replication.promote: refused while that region answers, unless --force)
     regiond replication make-ca    --ca-dir DIR                      the cluster CA (ca.crt, ca.key 0600)
     regiond replication issue-cert --ca-dir DIR --state-dir SDIR --region R [--hostname H ...]
                                    the region's mTLS certificate (key wrapped by the region's root key)
@@ -29,7 +33,7 @@ from regiond import private_files, statedir
 from regiond.cli import cluster_file
 from regiond.cli.cluster_file import UsageError
 from regiond.config import env
-from regiond.store.pool import create_pool
+from regiond.store.pool import DATABASE_ERRORS, create_pool
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,137 @@ def cmd_status(args: argparse.Namespace) -> int:
     status = asyncio.run(_status(_target(args)))
     print(json.dumps(status, indent=2) if args.format == "json" else _table(status))
     return 0
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir:
+        return Path(args.state_dir)
+    if args.cluster:
+        return cluster_file.region_entry(args.cluster, args.region).state_dir
+    raise UsageError("give --state-dir (the region's identity and replication TLS keys)")
+
+
+def _mrk_id(value: str) -> str:
+    """A multi-region key id, given as an id or a key ARN."""
+    from regiond.domain import ids
+
+    key_id = value.rsplit(":key/", 1)[1] if value.startswith("arn:") and ":key/" in value else value
+    if ids.key_id_kind(key_id) is not ids.KeyIdKind.MULTI_REGION or not ids.is_valid_key_id(key_id):
+        raise UsageError(f"--key must be a multi-Region key id (mrk-...) or its ARN, got {value!r}")
+    return key_id
+
+
+def _progress(line: str) -> None:
+    print(f"regiond replication promote: {line}", file=sys.stderr, flush=True)
+
+
+async def _promote(args: argparse.Namespace, target: Target, sdir: Path, peers_file: Path) -> int:
+    import os
+    import socket
+    import uuid
+
+    from regiond.audit import SegmentWriter, WriterOptions
+    from regiond.audit.calls import CallRecord
+    from regiond.audit.events import OPERATOR_SOURCE
+    from regiond.clock import SystemClock
+    from regiond.crypto import pki
+    from regiond.domain.ids import key_arn
+    from regiond.store.outbox import Outbox
+    from replication import promote
+    from replication.channel import HttpsTransport
+    from replication.peers import load_region_tls, load_topology
+    from replication.sender import FrameBuilder
+
+    here = target.region
+    topology = load_topology(peers_file, here)
+    keyring = statedir.load_root_keyring(sdir)
+    builder = FrameBuilder(region=here, keyring=keyring, identity=statedir.load_identity(sdir, keyring),
+                           clock=SystemClock())  # fmt: skip
+    cert, key = load_region_tls(sdir, keyring)
+    transport = HttpsTransport(pki.ssl_client_context(cert, key, topology.ca_cert_pem, check_hostname=True),
+                               timeout_s=args.probe_timeout)  # fmt: skip
+    outbox = Outbox(region=here, peers=topology.peer_names, iam_home_region=topology.iam_home_region)
+    lost: str | None = args.all_from_region
+    if lost is not None and lost not in topology.regions:
+        raise UsageError(f"--all-from-region {lost} is not a region of the peers file")
+    if lost == here:
+        raise UsageError(f"--all-from-region names {here}, the region promoted to")
+    pool = await create_pool(target.database_url, min_size=1, max_size=4)
+    audit: SegmentWriter | None = None
+    try:
+        candidates = [_mrk_id(args.key)] if args.key else await promote.replicas_of(pool, lost or "")
+        primaries = {p for p in [await promote.primary_of(pool, k) for k in candidates] if p and p != here}
+        for region in sorted(primaries):
+            if region not in topology.regions:
+                _progress(f"{region} is not in the peers file: not probed")
+                continue
+            _progress(f"probing {region}'s replication endpoint ({args.probe_timeout:g} s)")
+            answer = await promote.probe(transport, builder, topology.regions[region], timeout_s=args.probe_timeout)
+            if answer is None:
+                _progress(f"{region} does not answer")
+            elif not args.force:
+                print(f"regiond replication promote: {region} answers on its replication endpoint ({answer}): it is "
+                      "not lost; move the primary with UpdatePrimaryRegion, or give --force to promote anyway",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            else:
+                _progress(f"{region} answers ({answer}); promoting anyway (--force)")
+        audit = SegmentWriter(pool, here, options=WriterOptions())
+        await audit.start()  # before anything changes: no promotion goes unaudited
+        promoted: list[str] = []
+        already: list[str] = []
+        refused: list[dict[str, str]] = []
+        for key_id in candidates:
+            now = dt.datetime.now(dt.UTC)
+            try:
+                done = await promote.promote_key(pool, outbox, key_id, lost_region=lost, now=now)
+            except promote.PromoteRefused as exc:
+                _progress(f"{key_id}: refused: {exc}")
+                refused.append({"key_id": key_id, "reason": str(exc)})
+                continue
+            if done.already:
+                _progress(f"{key_id}: {here} is already its primary")
+                already.append(key_id)
+                continue
+            _progress(f"{key_id}: primary {done.previous_primary} -> {here} at epoch {done.epoch}, "
+                      f"replicas {', '.join(done.replicas) or '-'}")  # fmt: skip
+            await audit.submit(CallRecord(
+                operation="PromoteReplica", event_source=OPERATOR_SOURCE, request_id=str(uuid.uuid4()),
+                event_time=now, region=here, source_ip=socket.gethostname(),
+                user_agent=f"regiond replication promote (uid {os.getuid()})",
+                params={"KeyId": key_id, "PreviousPrimaryRegion": done.previous_primary, "Forced": bool(args.force)},
+                result={"PrimaryRegion": here, "ReplicaRegions": list(done.replicas), "Epoch": done.epoch},
+                resources=[key_arn(here, done.account, key_id)],
+            ))  # fmt: skip
+            promoted.append(key_id)
+    finally:
+        if audit is not None:
+            await audit.close()
+        await transport.close()
+        await pool.close()
+    print(json.dumps({"region": here, "promoted": promoted, "already_primary": already, "refused": refused,
+                      "forced": bool(args.force)}))  # fmt: skip
+    return 1 if refused else 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from regiond.audit import AuditUnavailableError
+
+    target = _target(args)
+    if bool(args.key) == bool(args.all_from_region):
+        raise UsageError("name the key (--key KEY) or every key of a lost region (--all-from-region R), one of them")
+    if target.peers_file is None:
+        raise UsageError("give --peers-file (the region's peers file)")
+    try:
+        return asyncio.run(_promote(args, target, _state_dir(args), target.peers_file))
+    except AuditUnavailableError as exc:
+        print(f"regiond replication promote: the audit trail cannot be written, stopped: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # a state or peers file: one line and exit 2 (cmd_replication)
+    except DATABASE_ERRORS as exc:
+        print(f"regiond replication promote: database error: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
+        return 1
 
 
 def cmd_make_ca(args: argparse.Namespace) -> int:
@@ -146,6 +281,18 @@ def add_replication_parser(sub: Any) -> None:
     c.add_argument("--peers-file", default=env("PEERS_FILE"), help="list peers that have no cursor yet too")
     c.add_argument("--format", choices=("table", "json"), default="table")
     c.set_defaults(replication_func=cmd_status)
+
+    c = cmds.add_parser("promote", help="make this region's replicas primary when their primary's region is lost")
+    c.add_argument("--cluster", help="cluster.json written by `regiond dev` (with --region)")
+    c.add_argument("--database-url", default=env("DATABASE_URL"))
+    c.add_argument("--region", default=env("REGION"), help="the surviving region whose replicas become primary")
+    c.add_argument("--state-dir", default=env("STATE_DIR"), help="that region's state directory")
+    c.add_argument("--peers-file", default=env("PEERS_FILE"))
+    c.add_argument("--key", help="the multi-Region key (mrk-... or its ARN)")
+    c.add_argument("--all-from-region", metavar="R", help="every replica here whose primary is in region R")
+    c.add_argument("--force", action="store_true", help="promote even though the old primary's region answers")
+    c.add_argument("--probe-timeout", type=float, default=5.0, help="seconds to wait for the old primary's answer")
+    c.set_defaults(replication_func=cmd_promote)
 
     c = cmds.add_parser("make-ca", help="create the cluster CA (once per cluster)")
     c.add_argument("--ca-dir", required=True)

@@ -34,6 +34,7 @@ __all__ = [
     "record_refusal",
     "record_send_error",
     "record_sent",
+    "replica_keys_with_primary",
     "set_access_key_status",
     "set_current_version",
     "set_epoch",
@@ -167,6 +168,14 @@ async def set_epoch(con: Conn, key_id: str, value: int) -> None:
         " ON CONFLICT (key_id) DO UPDATE SET epoch = GREATEST(mrk_epochs.epoch, EXCLUDED.epoch)",
         key_id, value,
     )  # fmt: skip
+
+
+async def replica_keys_with_primary(con: Conn, primary_region: str) -> list[str]:
+    """The multi-region keys held here whose primary is ``primary_region`` (``regiond replication promote``)."""
+    rows = await con.fetch(
+        "SELECT key_id FROM keys WHERE mr_primary_region = $1 AND key_id LIKE 'mrk-%' ORDER BY key_id", primary_region
+    )
+    return [str(r["key_id"]) for r in rows]
 
 
 async def set_mr_config(
