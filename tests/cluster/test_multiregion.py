@@ -97,7 +97,15 @@ async def test_mrk_replicates_to_every_region_and_ciphertexts_cross_regions(node
         for region in (EU, AP):
             # AWS: "The ciphertext refers to a customer master key that does not exist, does not exist in this
             # region, or you are not allowed to access." (AccessDeniedException)
-            assert await error_code(kms[region].decrypt, CiphertextBlob=blob) == "AccessDeniedException"
+            with pytest.raises(botocore.exceptions.ClientError) as info:
+                await call(kms[region].decrypt, CiphertextBlob=blob)
+            assert info.value.response["Error"] == {"Code": "AccessDeniedException", "Message": (
+                "The ciphertext refers to a customer master key that does not exist, does not exist in this "
+                "region, or you are not allowed to access.")}  # fmt: skip
+            other = (await call(kms[region].create_key))["KeyMetadata"]["KeyId"]
+            assert await error_code(kms[region].re_encrypt, CiphertextBlob=blob, DestinationKeyId=other) == (
+                "AccessDeniedException"
+            )
             assert await error_code(kms[region].describe_key, KeyId=local) == "NotFoundException"
 
         # AWS's refusals: single-region key, a region that already has a replica, a replica as source

@@ -30,6 +30,10 @@ from tests.support.aws import aws_call, error_code, expect_error
 from tests.support.cluster import ACCOUNT_ID, OTHER_ACCOUNT_ID, Identity, Node, NodeFactory
 
 KEY_ID_BYTES = range(1, 18)
+AWS_KEY_NOT_HERE = (
+    "The ciphertext refers to a customer master key that does not exist, does not exist in this region, "
+    "or you are not allowed to access."
+)
 """Blob bytes 1-17: the key id type and the key id (docs/CIPHERTEXT.md)."""
 
 
@@ -81,6 +85,8 @@ async def test_decrypt_refuses_wrong_key_changed_context_and_flipped_byte(nodes:
         err = await expect_error(kms.decrypt, CiphertextBlob=bytes(tampered), EncryptionContext={"k": "v"})
         expected = "AccessDeniedException" if position in KEY_ID_BYTES else "InvalidCiphertextException"
         assert error_code(err) == expected
+        if position in KEY_ID_BYTES:  # no such key in this region: AWS's answer, word for word
+            assert err.response["Error"]["Message"] == AWS_KEY_NOT_HERE
     err = await expect_error(kms.decrypt, CiphertextBlob=b"short", EncryptionContext={"k": "v"})
     assert error_code(err) == "InvalidCiphertextException"
 
