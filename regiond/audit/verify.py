@@ -417,7 +417,7 @@ async def verify_region(
     async with transaction(pool, isolation="repeatable_read") as con:
         await _check_legacy(con, report, region, trusted, since, until, unchained_after_s, anchors)
         report.heads = await verify_segments.check_writers(
-            con, report, region, await audit_store.regions(con), since, until
+            con, report, region, await verify_segments.trail_regions(con), since, until
         )
         report.writers_checked = len(report.heads)
         report.segments_checked = sum(h.segments_checked for h in report.heads)

@@ -34,12 +34,15 @@ from typing import Any, Protocol
 import orjson
 
 from regiond.audit import segment
+from regiond.domain.ids import require_region_name
+from regiond.store import audit as v1_store
+from regiond.store import audit_digests as digest_store
 from regiond.store import audit_segments as store
 from regiond.store.pool import Conn
 
 REORDER_WINDOW = 64  # a segment moved farther reads as changed (hashes tried per bad segment: twice this)
 
-__all__ = ["FindingSink", "WriterHead", "check_writers", "record_second", "segment_times"]
+__all__ = ["FindingSink", "WriterHead", "check_writers", "record_second", "segment_times", "trail_regions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,3 +158,32 @@ async def check_writers(
         sink.add_writer("writer-unregistered", writer_id, None,
                         f"{count} segments of a writer that audit_writers does not hold")  # fmt: skip
     return heads
+
+
+async def trail_regions(con: Conn) -> list[str]:
+    """Every region whose trail this database holds, for ``verify``, ``query`` and ``export`` to walk.
+
+    The legacy chain heads (``audit_chain_head``: every v2 writer adds a closed one for its region) and
+    the v2 digests name most; a writer that neither places (its genesis is of no region named so far,
+    or it is not registered) names its region in its first segment's first record. So a region with
+    only v2 data is found, and deleting the rows that name a region does not hide its segments.
+    """
+    known = set(await v1_store.regions(con)) | set(await digest_store.digest_regions(con))
+    genesis = {w.writer_id: w.genesis for w in await store.writers(con)}
+    ids = set(genesis) | set(await store.segment_writer_ids(con))
+    unplaced = [w for w in ids if not any(genesis.get(w) == segment.writer_genesis(r, w) for r in known)]
+    for row in await store.first_segments(con, sorted(unplaced, key=lambda w: w.bytes)):
+        region = _first_record_region(row.body)
+        if region is not None:
+            known.add(region)
+    return sorted(known)
+
+
+def _first_record_region(body: bytes) -> str | None:
+    """The ``awsRegion`` of a segment body's first line, if it is a region's name (the body is checked
+    whole by the walk: here only the region is wanted)."""
+    try:
+        value = orjson.loads(bytes(body).split(b"\n", 1)[0])
+        return require_region_name(value["awsRegion"]) if isinstance(value, dict) else None
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None

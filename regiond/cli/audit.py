@@ -103,13 +103,13 @@ def _signer(target: Target) -> Any:
 
 
 async def _regions(pool: Any, target: Target) -> list[str]:
-    from regiond.store import audit as audit_store
+    from regiond.audit.verify_segments import trail_regions
     from regiond.store.pool import connection
 
     if target.regions:
         return target.regions
     async with connection(pool) as con:
-        return await audit_store.regions(con)
+        return await trail_regions(con)
 
 
 def _anchor_files(args: argparse.Namespace, target: Target) -> list[Any]:

@@ -26,6 +26,7 @@ __all__ = [
     "WriterSummary",
     "add_digest",
     "digest_at",
+    "digest_regions",
     "digests",
     "last_digest",
     "open_writer_heads",
@@ -82,6 +83,16 @@ async def v1_last_position(con: Conn, region: str) -> int:
         " (SELECT max(last_seq) FROM audit_digests WHERE region = $1), 0)",
         region,
     ))  # fmt: skip
+
+
+async def digest_regions(con: Conn) -> list[str]:
+    """Every region with a stored v2 digest (a skip scan of the primary key)."""
+    rows = await con.fetch(
+        "WITH RECURSIVE r AS (SELECT min(region) AS region FROM audit_digests_v2"
+        " UNION ALL SELECT (SELECT min(region) FROM audit_digests_v2 WHERE region > r.region) FROM r"
+        " WHERE r.region IS NOT NULL) SELECT region FROM r WHERE region IS NOT NULL"
+    )
+    return [r[0] for r in rows]
 
 
 async def digest_at(con: Conn, region: str, seq: int) -> DigestRow | None:

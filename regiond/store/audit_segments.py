@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +27,13 @@ __all__ = [
     "SegmentRow",
     "WriterRow",
     "close_v1_chains",
+    "first_segments",
     "insert_segment",
     "iter_segments_by_time",
     "iter_writer_segments",
     "register_writer",
     "require_synchronous_commit",
+    "segment_writer_ids",
     "time_span",
     "unregistered_writers",
     "writers",
@@ -196,6 +198,26 @@ async def unregistered_writers(con: Conn) -> list[tuple[uuid.UUID, int]]:
         " GROUP BY s.writer_id ORDER BY s.writer_id"
     )
     return [(r[0], int(r[1])) for r in rows]
+
+
+async def first_segments(con: Conn, writer_ids: Sequence[uuid.UUID]) -> list[SegmentRow]:
+    """The first stored segment of each writer of ``writer_ids`` that has one (one index probe each)."""
+    rows = await con.fetch(
+        f"SELECT {', '.join('s.' + c for c in _SEGMENT_COLUMNS.split(', '))} FROM unnest($1::uuid[]) w(writer_id)"
+        " CROSS JOIN LATERAL (SELECT * FROM audit_segments x WHERE x.writer_id = w.writer_id ORDER BY seq LIMIT 1) s",
+        list(writer_ids),
+    )  # fmt: skip
+    return [_segment(r) for r in rows]
+
+
+async def segment_writer_ids(con: Conn) -> list[uuid.UUID]:
+    """Every writer id that holds a segment, registered or not (a skip scan of the primary key)."""
+    rows = await con.fetch(
+        "WITH RECURSIVE w AS ((SELECT writer_id AS id FROM audit_segments ORDER BY writer_id LIMIT 1)"
+        " UNION ALL SELECT (SELECT writer_id FROM audit_segments WHERE writer_id > w.id ORDER BY writer_id LIMIT 1)"
+        " FROM w WHERE w.id IS NOT NULL) SELECT id FROM w WHERE id IS NOT NULL"
+    )
+    return [r[0] for r in rows]
 
 
 async def iter_writer_segments(

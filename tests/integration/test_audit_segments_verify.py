@@ -4,16 +4,20 @@ and segment; the closed legacy chain of a migrated v1 database still verifies be
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 
 import asyncpg
 import orjson
+import pytest
 
+from regiond.__main__ import parser
 from regiond.audit import chain, segment
 from regiond.audit.query import EventFilter, find
 from regiond.audit.verify import Report, verify_region
-from regiond.audit.verify_segments import segment_times
+from regiond.audit.verify_segments import segment_times, trail_regions
+from regiond.store import audit as v1_store
 from regiond.store import audit_segments as store
 from regiond.store.pool import Pool, create_pool
 from tests.support import legacy_audit
@@ -27,12 +31,15 @@ def _record(name: str, n: int, when: dt.datetime) -> bytes:
     return legacy_audit.v1_record(REGION, name, n, when)
 
 
-async def _write_chain(pool: Pool, writer: uuid.UUID, batches: list[list[bytes]]) -> None:
+async def _write_chain(
+    pool: Pool, writer: uuid.UUID, batches: list[list[bytes]], *, region: str = REGION, close_v1: bool = True
+) -> None:
     """A writer's chain as ``regiond.audit.writer`` writes it (register, then one INSERT per segment)."""
-    prev = segment.writer_genesis(REGION, writer)
+    prev = segment.writer_genesis(region, writer)
     async with pool.acquire() as con:
         await store.register_writer(con, writer, "node-a", 1, prev)
-        await store.close_v1_chains(con, REGION, chain.genesis_hash(REGION))
+        if close_v1:
+            await store.close_v1_chains(con, region, chain.genesis_hash(region))
         for seq, records in enumerate(batches, 1):
             body = segment.encode(records)
             first, last = segment_times([orjson.loads(r) for r in records])
@@ -143,3 +150,34 @@ async def test_a_migrated_v1_trail_verifies_as_a_closed_legacy_chain_beside_segm
             await pool.close()
     finally:
         await pg_server.drop_database(url)
+
+
+async def test_verify_finds_every_region_with_a_trail_not_only_those_with_a_v1_chain_head(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    eu = "eu-west-1"
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await _write_chain(pool, uuid.uuid4(), [[_record("Encrypt", s, T0)] for s in range(2)])
+        # eu-west-1 holds v2 segments only: no legacy chain head, no digest, an unregistered writer too.
+        eu_writer, ghost = uuid.uuid4(), uuid.uuid4()
+        await _write_chain(pool, eu_writer, [[legacy_audit.v1_record(eu, "Decrypt", 1, T0)]], region=eu,
+                           close_v1=False)  # fmt: skip
+        async with pool.acquire() as con:
+            assert await v1_store.regions(con) == [REGION]
+            body = segment.encode([legacy_audit.v1_record(eu, "Sign", 2, T0)])
+            g = segment.writer_genesis(eu, ghost)
+            await store.insert_segment(con, store.NewSegment(
+                ghost, 1, T0, T0, 1, g, segment.segment_hash(g, ghost, 1, 1, body), body))  # fmt: skip
+            assert await trail_regions(con) == [eu, REGION]
+    finally:
+        await pool.close()
+
+    args = parser().parse_args(["audit", "verify", "--database-url", database_url, "--format", "json"])
+    capsys.readouterr()
+    assert await asyncio.to_thread(args.func, args) == 1
+    reports = {r["region"]: r for r in (orjson.loads(line) for line in capsys.readouterr().out.splitlines()
+                                        if line.startswith('{"region"'))}  # fmt: skip
+    assert (reports[REGION]["segmentsChecked"], reports[eu]["segmentsChecked"]) == (2, 1)
+    for region in (REGION, eu):  # a writer without a row is reported whichever region is checked
+        assert [(f["kind"], f["writer"]) for f in reports[region]["findings"]] == [("writer-unregistered", str(ghost))]
