@@ -6,6 +6,9 @@
                                    [--peers-file F] (--key KEY | --all-from-region LOST) [--force]
                                    make this region's replicas primary when their primary's region is lost
                                    (replication.promote: refused while that region answers, unless --force)
+    regiond replication resync-iam (--cluster DIR/cluster.json --region HOME | --database-url URL --region HOME)
+                                   [--peers-file F] --to R
+                                   queue the IAM home region's complete IAM for R (replication.resync)
     regiond replication make-ca    --ca-dir DIR                      the cluster CA (ca.crt, ca.key 0600)
     regiond replication issue-cert --ca-dir DIR --state-dir SDIR --region R [--hostname H ...]
                                    the region's mTLS certificate (key wrapped by the region's root key)
@@ -221,6 +224,43 @@ def cmd_promote(args: argparse.Namespace) -> int:
         return 1
 
 
+async def _resync_iam(target: Target, peers_file: Path, dest: str) -> dict[str, Any]:
+    from replication.peers import load_topology
+    from replication.resync import resync_iam
+
+    topology = load_topology(peers_file, target.region)
+    pool = await create_pool(target.database_url, min_size=1, max_size=2)
+    try:
+        done = await resync_iam(pool, region=target.region, iam_home_region=topology.iam_home_region,
+                                peers=topology.peer_names, dest=dest)  # fmt: skip
+    finally:
+        await pool.close()
+    return {
+        "region": target.region, "to": done.dest, "accounts": done.accounts, "principals": done.principals,
+        "access_keys": done.access_keys, "policies": done.policies, "seq": [done.first_seq, done.last_seq],
+    }  # fmt: skip
+
+
+def cmd_resync_iam(args: argparse.Namespace) -> int:
+    from replication.resync import ResyncRefused
+
+    target = _target(args)
+    if target.peers_file is None:
+        raise UsageError("give --peers-file (the IAM home region's peers file)")
+    try:
+        result = asyncio.run(_resync_iam(target, target.peers_file, args.to))
+    except ResyncRefused as exc:
+        print(f"regiond replication resync-iam: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except DATABASE_ERRORS as exc:
+        print(f"regiond replication resync-iam: database error: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_make_ca(args: argparse.Namespace) -> int:
     from replication.peers import ensure_cluster_ca
 
@@ -293,6 +333,14 @@ def add_replication_parser(sub: Any) -> None:
     c.add_argument("--force", action="store_true", help="promote even though the old primary's region answers")
     c.add_argument("--probe-timeout", type=float, default=5.0, help="seconds to wait for the old primary's answer")
     c.set_defaults(replication_func=cmd_promote)
+
+    c = cmds.add_parser("resync-iam", help="queue the IAM home region's complete IAM for a region (one added)")
+    c.add_argument("--cluster", help="cluster.json written by `regiond dev` (with --region)")
+    c.add_argument("--database-url", default=env("DATABASE_URL"))
+    c.add_argument("--region", default=env("REGION"), help="the IAM home region (whose database is read)")
+    c.add_argument("--peers-file", default=env("PEERS_FILE"))
+    c.add_argument("--to", required=True, metavar="REGION", help="the region to send it to")
+    c.set_defaults(replication_func=cmd_resync_iam)
 
     c = cmds.add_parser("make-ca", help="create the cluster CA (once per cluster)")
     c.add_argument("--ca-dir", required=True)

@@ -150,3 +150,28 @@ async def identity_policies(con: Conn, principal_arn: str) -> dict[str, str]:
 
 async def iam_version(con: Conn) -> int:
     return int(await con.fetchval("SELECT last_value FROM iam_version"))
+
+
+@dataclass(frozen=True, slots=True)
+class IamSnapshot:
+    """Every IAM row of the region, without secrets (``regiond replication resync-iam``)."""
+
+    principals: list[Principal]  # account roots first, then users and roles, by ARN
+    access_keys: list[tuple[str, str, str]]  # (access_key_id, principal_arn, status)
+    policies: list[tuple[str, str, str]]  # (principal_arn, policy_name, document)
+
+
+async def iam_snapshot(con: Conn) -> IamSnapshot:
+    """The whole of IAM as ``con``'s transaction sees it (run it in one transaction for one snapshot)."""
+    principals = [
+        _principal(r) for r in await con.fetch("SELECT * FROM principals ORDER BY kind <> 'root', account_id, arn")
+    ]
+    keys = await con.fetch("SELECT access_key_id, principal_arn, status FROM access_keys ORDER BY access_key_id")
+    policies = await con.fetch(
+        "SELECT principal_arn, policy_name, document FROM identity_policies ORDER BY principal_arn, policy_name"
+    )
+    return IamSnapshot(
+        principals,
+        [(r["access_key_id"], r["principal_arn"], r["status"]) for r in keys],
+        [(r["principal_arn"], r["policy_name"], r["document"]) for r in policies],
+    )

@@ -53,6 +53,7 @@ __all__ = [
     "append",
     "backlog",
     "delete_acked",
+    "hold_dest",
     "key_members",
     "last_seq",
     "read_batch",
@@ -171,6 +172,19 @@ async def append(
         )  # fmt: skip
         out[dest] = int(seq)
     return out
+
+
+async def hold_dest(con: Conn, dest: str) -> None:
+    """Take ``dest``'s sequence counter lock until the transaction ends, appending nothing: every change
+    that queued for ``dest`` before is committed, every later one queues after this transaction's
+    entries (what a consistent snapshot sent to ``dest`` needs, ``replication.resync``)."""
+    if not con.is_in_transaction():
+        raise RuntimeError("outbox.hold_dest must run inside a transaction")
+    await con.execute(
+        "INSERT INTO replication_dest_seq AS s (dest, last_seq) VALUES ($1, 0)"
+        " ON CONFLICT (dest) DO UPDATE SET last_seq = s.last_seq",
+        dest,
+    )
 
 
 def _body(message: Message) -> dict[str, Any]:

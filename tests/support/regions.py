@@ -30,6 +30,7 @@ from regiond.devtools.launcher import (
     ClusterCA,
     NodeFailed,
     NodeProcess,
+    RegionState,
     peers_document,
     prepare_region,
     write_peers_file,
@@ -92,6 +93,8 @@ class Cluster:
     nodes: dict[str, Node] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     audited: tuple[str, ...] = ()  # regions whose nodes write the audit trail (the others do not)
+    ca: ClusterCA | None = None
+    region_states: dict[str, RegionState] = field(default_factory=dict)
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -121,6 +124,40 @@ class Cluster:
             self.network.heal_all()
         for proxy in self.proxies.values():
             proxy.heal()
+
+    # --- topology ---------------------------------------------------------------------------
+
+    def write_peers_files(self) -> None:
+        """Each region's peers file (IAM home: the first region); a region reaches its peers through
+        its own proxies when there are some."""
+        assert self.ca is not None
+        for src in self.regions:
+            endpoints = {
+                dst: self.proxies[(src, dst)].endpoint if (src, dst) in self.proxies
+                else f"https://127.0.0.1:{self.repl_ports[dst]}"
+                for dst in self.regions
+            }  # fmt: skip
+            document = peers_document(home_region=self.regions[0], ca=self.ca, regions=self.region_states,
+                                      endpoints=endpoints)  # fmt: skip
+            self.peers_files[src] = write_peers_file(self.state_dirs[src] / "peers.json", document)
+
+    async def add_region(self, region: str) -> Node:
+        """Add ``region`` to the running cluster as an operator does (docs/OPERATIONS.md, Adding a
+        region): its state and certificate from the cluster CA, its own database, every peers file
+        rewritten with it, every running node restarted on the new file one at a time, then the new
+        region started. Its IAM is empty until a resync."""
+        assert self.ca is not None and not self.proxies and self.network is None
+        self.databases[region] = await self.factory.database()
+        self.region_states[region] = prepare_region(self.factory.tmp / f"{region}-replicated", region, self.ca)
+        self.state_dirs[region] = self.region_states[region].state_dir
+        self.repl_ports[region] = free_port()
+        running = [r for r in self.regions if r in self.nodes]
+        self.regions = (*self.regions, region)
+        self.write_peers_files()
+        for name in running:
+            await self.stop(name)
+            await self.start(name)
+        return await self.start(region)
 
     # --- nodes ------------------------------------------------------------------------------
 
@@ -243,7 +280,8 @@ async def replicated_cluster(
     states = {r: prepare_region(factory.tmp / f"{r}-replicated", r, ca) for r in names}
     state_dirs = {r: states[r].state_dir for r in names}
     repl_ports = {r: free_port() for r in names}
-    cluster = Cluster(factory, names, databases, state_dirs, repl_ports, {}, {**FAST, **settings}, audited=tuple(audit))
+    cluster = Cluster(factory, names, databases, state_dirs, repl_ports, {}, {**FAST, **settings}, audited=tuple(audit),
+                      ca=ca, region_states=states)  # fmt: skip
     if in_memory:
         cluster.network = InMemoryNetwork()
     elif proxies:
@@ -251,14 +289,7 @@ async def replicated_cluster(
             for dst in names:
                 if src != dst:
                     cluster.proxies[(src, dst)] = await TcpProxy("127.0.0.1", repl_ports[dst]).start()
-    for src in names:
-        endpoints = {
-            dst: cluster.proxies[(src, dst)].endpoint if (src, dst) in cluster.proxies
-            else f"https://127.0.0.1:{repl_ports[dst]}"
-            for dst in names
-        }  # fmt: skip
-        document = peers_document(home_region=names[0], ca=ca, regions=states, endpoints=endpoints)
-        cluster.peers_files[src] = write_peers_file(state_dirs[src] / "peers.json", document)
+    cluster.write_peers_files()
     try:
         for region in names:
             if region in process:
