@@ -72,6 +72,12 @@ async def test_promote_a_replica_when_the_primary_region_is_lost(
                                     "forced": False}  # fmt: skip
         code, out = await promote(cluster, capsys, EU, "--key", key_id)  # again: nothing to do
         assert code == 0 and result_line(out)["already_primary"] == [key_id]
+        missing = "mrk-" + "0" * 32
+        code, out = await promote(cluster, capsys, EU, "--key", f"arn:aws:kms:{EU}:111122223333:key/{missing}")
+        assert code == 1 and result_line(out)["refused"] == [{"key_id": missing, "reason": f"{missing} does not "
+                                                              "exist in eu-west-1"}]  # fmt: skip
+        code, out = await promote(cluster, capsys, EU, "--key", "1234abcd-12ab-34cd-56ef-1234567890ab")
+        assert code == 2 and "multi-Region key id" in out
 
         md = await describe_when(kms[EU], key_id, lambda md: md["MultiRegionConfiguration"]["MultiRegionKeyType"]
                                  == "PRIMARY", "eu-west-1 to serve the key as its primary")  # fmt: skip
