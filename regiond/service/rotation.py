@@ -249,9 +249,18 @@ class RotationService:
 
     async def get_key_rotation_status(self, who: Requester, value: str) -> RotationStatus:
         """Pending deletion reads as disabled (AWS: "its key rotation status is false") and comes
-        back when the deletion is cancelled; Disabled keys keep their status."""
+        back when the deletion is cancelled; Disabled keys keep their status.
+
+        Asymmetric and HMAC keys never rotate and read as disabled, not as an error: AWS answers
+        them (earlier editions of its API reference: "The key rotation status of these KMS keys is
+        always false"), and
+        clients read every key's status (Terraform's aws_kms_key does, for every AWS_KMS key).
+        """
         entry = await self._resolve(who, value, "kms:GetKeyRotationStatus", cross_account=True)
         key = entry.key
+        if key.key_spec is not KeySpec.SYMMETRIC_DEFAULT or key.key_usage is not KeyUsage.ENCRYPT_DECRYPT:
+            return RotationStatus(key=key, enabled=False, period_days=None, next_rotation_date=None,
+                                  on_demand_started_at=None)  # fmt: skip
         self._require_rotatable(key, read_only=True)
         async with connection(self._pool) as con:
             schedule = await rotation_store.get_schedule(con, key.key_id)

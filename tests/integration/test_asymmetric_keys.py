@@ -407,9 +407,14 @@ async def test_asymmetric_key_states_dry_run_and_public_key_rules(nodes: NodeFac
         assert error_code(await expect_error(call, **kwargs)) == "KMSInvalidStateException", call
     err = await expect_error(kms.get_public_key, KeyId=signer["KeyId"])
     assert error_code(err) == "KMSInvalidStateException"
-    for call in (kms.enable_key_rotation, kms.rotate_key_on_demand):
-        err = await expect_error(call, KeyId=(await _key(kms, "RSA_3072", "SIGN_VERIFY"))["KeyId"])
-        assert error_code(err) == "UnsupportedOperationException"
+    rsa_signer = (await _key(kms, "RSA_3072", "SIGN_VERIFY"))["KeyId"]
+    for key_id in (rsa_signer, (await _key(kms, "ECC_NIST_P256", "KEY_AGREEMENT"))["KeyId"]):
+        for call in (kms.enable_key_rotation, kms.disable_key_rotation, kms.rotate_key_on_demand):
+            err = await expect_error(call, KeyId=key_id)
+            assert error_code(err) == "UnsupportedOperationException"
+        # The status reads as disabled, as AWS answers it (Terraform reads it for every key).
+        status = await aws_call(kms.get_key_rotation_status, KeyId=key_id)
+        assert status["KeyRotationEnabled"] is False and "NextRotationDate" not in status
 
 
 async def test_grants_for_asymmetric_operations(nodes: NodeFactory) -> None:

@@ -82,9 +82,11 @@ async def test_hmac_key_usage_rules(nodes: NodeFactory) -> None:
     err = await expect_error(kms.get_public_key, KeyId=hmac_key["KeyId"])
     assert error_code(err) == "UnsupportedOperationException"
     # Rotation is for symmetric encryption keys only (AWS refuses it for HMAC keys).
-    for call in (kms.enable_key_rotation, kms.rotate_key_on_demand):
+    for call in (kms.enable_key_rotation, kms.disable_key_rotation, kms.rotate_key_on_demand):
         err = await expect_error(call, KeyId=hmac_key["KeyId"])
         assert error_code(err) == "UnsupportedOperationException"
+    status = await aws_call(kms.get_key_rotation_status, KeyId=hmac_key["KeyId"])
+    assert status["KeyRotationEnabled"] is False and "RotationPeriodInDays" not in status
 
 
 async def test_hmac_key_states_dry_run_and_grants(nodes: NodeFactory) -> None:
