@@ -1,11 +1,12 @@
 """``regiond``: the composition root. Parses arguments, builds Settings, calls the parts.
 
 regiond init     --state-dir DIR                       root key and region identity material
-regiond migrate  --database-url URL                    apply schema migrations
+regiond migrate  (--database-url URL | --config FILE)  apply schema migrations
 regiond serve    --region R --database-url URL --listen HOST:PORT --workers N --state-dir DIR
                  (--tls-cert F --tls-key F | --plain-http)     the client endpoint
                  [--peers-file F --replication-listen HOST:PORT --home-region R]   replication
 regiond replication status|make-ca|issue-cert|peers-file                  (cli/replication.py)
+regiond cluster  init --dir DIR --region R=REPLICATION_ENDPOINT ...         every file of a cluster (cli/cluster.py)
 regiond iam      (--cluster FILE | --database-url URL --state-dir DIR) <command> ...
 regiond audit    verify|query|export (--cluster FILE --region R | --database-url URL)
 regiond policy   simulate --principal ARN --action A --key K [--context k=v] (--cluster FILE --region R | ...)
@@ -76,12 +77,32 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate_database_url(args: argparse.Namespace) -> str:
+    """The database ``regiond migrate`` works on: its flag, else the node's (``--config`` and ``REGIOND_*``
+    as ``serve`` resolves them), so a unit file gives the same ``--config`` to both commands."""
+    if args.database_url:
+        return str(args.database_url)
+    file = _config_file(args)
+    if file is None:
+        url = env("DATABASE_URL")
+        if not url:
+            raise config.ConfigError("give --database-url, REGIOND_DATABASE_URL or --config FILE")
+        return url
+    return config.load(file, os.environ).settings.database_url
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from regiond.store import migrate as migrations
     from regiond.store.pool import create_pool
 
+    try:
+        database_url = _migrate_database_url(args)
+    except config.ConfigError as exc:
+        print(f"regiond migrate: {exc}", file=sys.stderr)
+        return 2
+
     async def run() -> list[int]:
-        pool = await create_pool(args.database_url, min_size=1, max_size=2)
+        pool = await create_pool(database_url, min_size=1, max_size=2)
         try:
             return await migrations.migrate(pool)
         finally:
@@ -156,7 +177,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("migrate", help="apply database migrations")
-    p.add_argument("--database-url", default=env("DATABASE_URL"), required=env("DATABASE_URL") is None)
+    p.add_argument("--database-url", help="the database (default: REGIOND_DATABASE_URL, or the --config file's)")
+    p.add_argument("--config", help=f"the node's TOML configuration file (or {config.CONFIG_ENV}): its database_url")
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("dev", help="run a local multi-region cluster")
@@ -185,6 +207,10 @@ def parser() -> argparse.ArgumentParser:
     from regiond.cli.replication import add_replication_parser
 
     add_replication_parser(sub)
+
+    from regiond.cli.cluster import add_cluster_parser
+
+    add_cluster_parser(sub)
 
     from regiond.cli.import_material import add_import_parser
 

@@ -1,6 +1,7 @@
 """The operator commands, one module per command group (``regiond <group> ...``).
 
     audit.py            ``regiond audit verify|query|export``
+    cluster.py          ``regiond cluster init``: every file of a replicated cluster, non-interactively
     iam.py              ``regiond iam``: accounts, users, roles, access keys, identity policies
     import_material.py  ``regiond import-material``: import key material, start to finish
     policy.py           ``regiond policy simulate``

@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_HOSTNAMES",
     "REGION_CERT_VALID_DAYS",
     "PeerIdentityError",
+    "cert_hostnames",
     "issue_region_cert",
     "issue_server_cert",
     "issued_by",
@@ -275,6 +276,19 @@ def issued_by(cert_pem: bytes, ca_cert_pem: bytes, *, valid_for: dt.timedelta = 
     except (ValueError, TypeError, InvalidSignature):
         return False
     return cert.not_valid_after_utc > _now() + valid_for
+
+
+def cert_hostnames(cert_pem: bytes) -> frozenset[str]:
+    """The DNS names and IP addresses a certificate's SAN lists (empty for anything unreadable).
+
+    So that a certificate kept across runs is issued again when the names it must carry changed.
+    """
+    try:
+        san = x509.load_pem_x509_certificate(cert_pem).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound):
+        return frozenset()
+    names = san.value.get_values_for_type(x509.DNSName)
+    return frozenset([*names, *(str(ip) for ip in san.value.get_values_for_type(x509.IPAddress))])
 
 
 def peer_region_from_cert(cert: bytes | Mapping[str, Any]) -> str:

@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from regiond import private_files
-from regiond.crypto import pki
 from regiond.devtools.launcher import (
     ClusterCA,
     NodeProcess,
     RegionState,
     bootstrap_admin,
+    ensure_client_tls,
     migrate,
     peers_document,
     prepare_region,
@@ -55,6 +55,18 @@ ADMIN_USER = "admin"
 DATABASE = "regionkms"
 READY_TIMEOUT_S = 60
 AWS_CONFIG = "aws-config"
+
+
+REPLICATION_PORT_OFFSET = 100
+
+
+def base_ports(base_port: int, index: int) -> tuple[int, int]:
+    """The client and replication ports of the ``index``-th region under ``--base-port base_port``.
+
+    One formula for ``regiond dev`` and for what is laid out like it (deploy/compose publishes
+    its regions' ports so, and its test compares them with this).
+    """
+    return base_port + index, base_port + REPLICATION_PORT_OFFSET + index
 
 
 def aws_config_text(cluster: dict[str, Any]) -> str:
@@ -97,18 +109,6 @@ def _saved_port(saved: dict[str, Any], region: str, member: str) -> int | None:
     return int(text) if text.isdigit() and port_is_free(int(text)) else None
 
 
-def _client_tls(region_dir: Path, region: str, ca: ClusterCA) -> tuple[Path, Path]:
-    """The region's client-endpoint certificate and key, issued by the cluster CA on first use."""
-    tls_dir = region_dir / "client-tls"
-    cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
-    if not (cert.exists() and key.exists() and pki.issued_by(cert.read_bytes(), ca.cert_pem)):
-        private_files.make_dir(tls_dir)
-        cert_pem, key_pem = pki.issue_server_cert(ca.cert_pem, ca.key_pem, f"regiond {region}")
-        private_files.write_file(key, key_pem)
-        private_files.write_file(cert, cert_pem)
-    return cert, key
-
-
 def run_dev(
     *, regions: list[str], state_dir: Path, database_urls: dict[str, str | None], base_port: int, workers: int,
     tls: bool = False,
@@ -130,13 +130,14 @@ def run_dev(
                 pg = LocalPostgres(rdir / "postgres", private_root=state_dir)
                 servers.append(pg)
                 url = asyncio.run(ensure_database(pg.start(), DATABASE))
-            port = base_port + i if base_port else _saved_port(saved, region, "endpoint") or free_port()
-            repl_port = (
-                base_port + 100 + i if base_port else _saved_port(saved, region, "replication_endpoint") or free_port()
-            )
+            if base_port:
+                port, repl_port = base_ports(base_port, i)
+            else:
+                port = _saved_port(saved, region, "endpoint") or free_port()
+                repl_port = _saved_port(saved, region, "replication_endpoint") or free_port()
             nodes.append(NodeProcess(
                 region, url, rdir.resolve(), port, workers=workers, replication_port=repl_port,
-                log_path=rdir / "regiond.log", env=os.environ, tls=_client_tls(rdir, region, ca) if tls else None,
+                log_path=rdir / "regiond.log", env=os.environ, tls=ensure_client_tls(rdir, region, ca) if tls else None,
             ))  # fmt: skip
         document = peers_document(
             home_region=regions[0], ca=ca, regions=states, endpoints={n.region: n.replication_endpoint for n in nodes}

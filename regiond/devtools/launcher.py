@@ -6,6 +6,8 @@ is wired the same way wherever it runs:
 - ``ClusterCA.ensure(dir)``: the cluster CA that signs every region's replication certificate;
 - ``prepare_region(state_dir, region, ca)``: the region's state directory (``regiond init``)
   and its mTLS certificate, with the public keys its peers need (``RegionState``);
+- ``ensure_client_tls(state_dir, region, ca)``: the region's client-endpoint certificate and key,
+  issued by the cluster CA (``regiond dev --tls``, ``regiond cluster init``);
 - ``peers_document(...)`` / ``write_peers_file(...)``: the topology every region reads (a test
   may give each region its own, reaching its peers through fault-injecting proxies);
 - ``bootstrap_admin(...)``: an account, an admin user allowed ``kms:*`` and ``iam:*``, and its
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from regiond import private_files, statedir
+from regiond.crypto import pki
 from regiond.domain.principal import PrincipalKind, principal_arn
 from regiond.service.iam import IamService
 from regiond.store import migrate as migrations
@@ -48,6 +51,7 @@ __all__ = [
     "NodeProcess",
     "RegionState",
     "bootstrap_admin",
+    "ensure_client_tls",
     "migrate",
     "peers_document",
     "prepare_region",
@@ -101,6 +105,28 @@ def prepare_region(state_dir: Path, region: str, ca: ClusterCA) -> RegionState:
     statedir.init_state_dir(state_dir, region=region)
     ensure_region_cert(state_dir, statedir.load_root_keyring(state_dir), ca.cert_pem, ca.key_pem, region)
     return RegionState(region, state_dir)
+
+
+CLIENT_TLS_DIR = "client-tls"
+
+
+def ensure_client_tls(
+    region_dir: Path, region: str, ca: ClusterCA, hostnames: tuple[str, ...] = pki.DEFAULT_HOSTNAMES
+) -> tuple[Path, Path]:
+    """The region's client-endpoint certificate and key (``DIR/client-tls/cert.pem``, ``key.pem``).
+
+    Issued by the cluster CA for ``hostnames`` on first use, and again when the CA or the names
+    changed; kept otherwise, so that clients holding the CA go on verifying it across restarts.
+    """
+    tls_dir = region_dir / CLIENT_TLS_DIR
+    cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
+    current = cert.read_bytes() if cert.exists() and key.exists() else None
+    if current is None or not pki.issued_by(current, ca.cert_pem) or pki.cert_hostnames(current) != set(hostnames):
+        private_files.make_dir(tls_dir)
+        cert_pem, key_pem = pki.issue_server_cert(ca.cert_pem, ca.key_pem, f"regiond {region}", hostnames)
+        private_files.write_file(key, key_pem)
+        private_files.write_file(cert, cert_pem)
+    return cert, key
 
 
 def peers_document(
