@@ -159,7 +159,7 @@ class LocalPostgres:
         password = self._password_file.read_text().strip()
         return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{database}"
 
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def _run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         # Drop the group too: with gid 0 the root-owned directories' group bits would apply.
         entry = pwd.getpwnam(self._user) if self._user else None
         return subprocess.run(
@@ -171,7 +171,44 @@ class LocalPostgres:
             group=entry.pw_gid if entry else None,
             extra_groups=[] if entry else None,
             timeout=START_TIMEOUT_S,
+            env={**os.environ, **env} if env else None,
         )
+
+    def init_standby(self, primary: LocalPostgres, application_name: str) -> None:
+        """Make this server a streaming standby of the running ``primary`` (before ``start``).
+
+        ``pg_basebackup -R`` copies the primary's data directory and writes ``standby.signal`` and a
+        ``primary_conninfo`` naming ``application_name``, the name ``synchronous_standby_names``
+        matches on the primary. The standby shares the primary's password (its cluster is a copy).
+        For tests of a failover (tests/cluster/test_ha_failover.py); production runs Patroni or
+        CloudNativePG (docs/OPERATIONS.md, High availability)."""
+        password = primary._password_file.read_bytes()
+        private_files.make_dir(self.base_dir)
+        private_files.write_file(self._password_file, password)
+        private_files.make_dir(self.data_dir)
+        if self._user:
+            _make_traversable(self.base_dir, self._user, self.private_root)
+            _chown_tree(self.data_dir, self._user)
+        conninfo = f"host=127.0.0.1 port={primary.port} user=postgres application_name={application_name}"
+        result = self._run(
+            "pg_basebackup", "-D", str(self.data_dir), "-d", conninfo, "-R", "-X", "stream", "-c", "fast",
+            env={"PGPASSWORD": password.decode().strip()},
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise LocalPostgresError(f"pg_basebackup failed: {result.stderr.strip()[-2000:]}")
+
+    def promote(self) -> None:
+        """End a standby's recovery: it takes writes from now on (``pg_ctl promote``, waited for)."""
+        result = self._run("pg_ctl", "-D", str(self.data_dir), "-w", "promote")
+        if result.returncode != 0:
+            raise LocalPostgresError(f"pg_ctl promote failed: {result.stderr.strip()[-2000:]}")
+
+    def postmaster_pid(self) -> int | None:
+        """The running server's postmaster process id (its ``postmaster.pid``), or None."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
 
     def _init(self) -> None:
         private_files.make_dir(self.base_dir)

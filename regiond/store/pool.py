@@ -25,6 +25,7 @@ or becomes read-only, this module is what lets a node carry on without a restart
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -82,11 +83,29 @@ class KeepaliveConnection(asyncpg.Connection):
             set_keepalive(sock)
 
 
+class _DriverTraceback(logging.Filter):
+    """asyncpg's pool logs each failed attempt to reopen its minimum of connections as a WARNING with the
+    driver's traceback: during a failover, a traceback a second in an operator's log for what is the
+    expected state. Kept as one line naming the error class, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            record.msg, record.args = "%s (%s)", (record.getMessage(), type(exc).__name__)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_DRIVER_FILTER = _DriverTraceback()
+
+
 async def _init_connection(con: Any) -> None:
     await con.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
+    logging.getLogger("asyncpg.pool").addFilter(_DRIVER_FILTER)  # idempotent: a filter is added once
     pool: Pool = await asyncpg.create_pool(
         database_url,
         min_size=min_size,
@@ -125,6 +144,23 @@ _GONE: tuple[type[BaseException], ...] = (
 _GONE_OR_TIMEOUT: tuple[type[BaseException], ...] = (*_GONE, TimeoutError)
 
 
+def _gone_cause(exc: BaseException) -> BaseException | None:
+    """The failure in ``exc``'s chain that shows the server unusable (``_GONE`` or a timeout), or None.
+
+    The chain counts: a connection lost inside a transaction surfaces as the ``InterfaceError`` of the
+    transaction's exit ("the underlying connection is closed"), raised while handling the loss."""
+    if isinstance(exc, KmsError):  # already the answer (a repository's translation): never replaced
+        return None
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        if isinstance(seen, _GONE_OR_TIMEOUT):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def unavailable(exc: BaseException) -> KmsError | None:
     """The AWS error for a database failure a retry may not meet (see the module docstring), or None.
 
@@ -132,18 +168,19 @@ def unavailable(exc: BaseException) -> KmsError | None:
     timeout (a hung or unreachable server): ``DependencyTimeoutException``, as AWS names a
     dependency that did not answer. The rest of ``_GONE``: ``KMSInternalException``, AWS's
     retryable server fault. Messages name no host and quote no driver text."""
-    if isinstance(exc, TimeoutError):
+    cause = _gone_cause(exc)
+    if cause is None:
+        return None
+    if isinstance(cause, TimeoutError):
         return DependencyTimeoutException("The key store did not answer in time; retry the request")
-    if isinstance(exc, _GONE):
-        return KMSInternalException("The key store is unavailable (failing over or unreachable); retry the request")
-    return None
+    return KMSInternalException("The key store is unavailable (failing over or unreachable); retry the request")
 
 
 def drop_if_gone(con: Conn | asyncpg.Connection[asyncpg.Record], exc: BaseException) -> bool:
     """Terminate ``con`` if ``exc`` shows its server unusable (``_GONE``, or a timeout: its state is
     unknown), so that the pool never hands it out again; true if it was. Safe on a connection that
     is already closed; a terminated pooled connection returns its slot to the pool by itself."""
-    if not isinstance(exc, _GONE_OR_TIMEOUT):
+    if _gone_cause(exc) is None:
         return False
     try:
         con.terminate()
@@ -156,7 +193,8 @@ def _translated(exc: BaseException) -> BaseException:
     failure = unavailable(exc)
     if failure is None:
         return exc
-    log.warning("database.unavailable", error=type(exc).__name__, sqlstate=getattr(exc, "sqlstate", None))
+    cause = _gone_cause(exc)
+    log.warning("database.unavailable", error=type(cause).__name__, sqlstate=getattr(cause, "sqlstate", None))
     return failure
 
 
@@ -174,8 +212,11 @@ async def transaction(pool: Pool, *, isolation: Isolation = "read_committed") ->
             except BaseException as exc:
                 drop_if_gone(con, exc)
                 raise
-    except _GONE_OR_TIMEOUT as exc:
-        raise _translated(exc) from exc
+    except Exception as exc:
+        failure = _translated(exc)
+        if failure is exc:
+            raise
+        raise failure from exc
 
 
 @asynccontextmanager
@@ -188,8 +229,11 @@ async def connection(pool: Pool) -> AsyncIterator[Conn]:
             except BaseException as exc:
                 drop_if_gone(con, exc)
                 raise
-    except _GONE_OR_TIMEOUT as exc:
-        raise _translated(exc) from exc
+    except Exception as exc:
+        failure = _translated(exc)
+        if failure is exc:
+            raise
+        raise failure from exc
 
 
 async def ping(pool: Pool) -> None:

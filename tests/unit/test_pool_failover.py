@@ -81,3 +81,28 @@ def test_a_unix_socket_is_left_alone() -> None:
     with socket.socket(socket.AF_UNIX) as sock:
         pool.set_keepalive(sock)
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+
+
+def test_a_loss_seen_as_the_transaction_exit_error_is_still_an_outage() -> None:
+    try:
+        try:
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        except asyncpg.ConnectionDoesNotExistError:
+            raise asyncpg.InterfaceError(  # noqa: B904 - as asyncpg raises it: chained as context
+                "cannot call Transaction.__aexit__(): the underlying connection is closed"
+            )
+    except asyncpg.InterfaceError as exc:
+        chained: BaseException = exc
+    assert isinstance(pool.unavailable(chained), KMSInternalException)
+    con = _Con()
+    assert pool.drop_if_gone(con, chained) and con.terminated  # type: ignore[arg-type]
+
+
+def test_an_aws_error_is_never_replaced_even_when_raised_during_an_outage() -> None:
+    try:
+        try:
+            raise ConnectionResetError(104, "reset")
+        except ConnectionResetError:
+            raise KMSInternalException("already the answer")  # noqa: B904 - the context is the point
+    except KMSInternalException as exc:
+        assert pool.unavailable(exc) is None
