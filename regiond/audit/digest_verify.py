@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -83,13 +83,16 @@ class _AnchorSet(Protocol):
 
 async def check_digests(
     con: Conn, report: _Report, trusted_keys: Sequence[bytes] = (), *, grace_s: float = GRACE_S,
-    anchors: Sequence[_AnchorSet] = (),
+    anchors: Sequence[_AnchorSet] = (), pruned: Mapping[uuid.UUID, int] | None = None,
 ) -> DigestCheck:  # fmt: skip
     """Check the region's v2 digests against its segments (in the caller's snapshot) into ``report``.
 
     Memory is bounded by the number of writers: the digests are read in chunks and the segments at
     their heads looked up a chunk at a time (a head repeated by the next digest is looked up once).
+    ``pruned``: each writer's last segment a signed prune record removed (``regiond.audit.prune``):
+    heads at or below it are not looked for.
     """
+    pruned = pruned or {}
     region = report.region
     trusted = [bytes(k) for k in trusted_keys if len(k) == sign.PUBLIC_KEY_BYTES]
     summaries = {s.writer_id: s for s in await store.writer_summaries(con)}
@@ -153,11 +156,11 @@ async def check_digests(
             if last is None or h.seq >= last.seq:
                 newest[h.writer_id] = _Newest(h.seq, h.hash, d.seq, h.closed)
         if len(pending) >= store.FETCH_CHUNK_ROWS:
-            await _check_heads(con, report, pending, summaries)
+            await _check_heads(con, report, pending, summaries, pruned)
             pending = []
         prev_row, prev, newest_time = row, d, d.digest_time
-    await _check_heads(con, report, pending, summaries)
-    _check_tails(report, newest, summaries, newest_time, grace_s)
+    await _check_heads(con, report, pending, summaries, pruned)
+    _check_tails(report, newest, summaries, newest_time, grace_s, pruned)
     _check_anchors(report, held_v2, stored_at, prev_row.seq if prev_row is not None else 0, trusted)
     return DigestCheck(count, len(newest), newest_time)
 
@@ -209,9 +212,11 @@ def _check_writers(report: _Report, prev: digests.Digest | None, d: digests.Dige
 
 
 async def _check_heads(
-    con: Conn, report: _Report, heads: list[tuple[_Key, bytes, int]], summaries: dict[uuid.UUID, store.WriterSummary]
-) -> None:
+    con: Conn, report: _Report, heads: list[tuple[_Key, bytes, int]], summaries: dict[uuid.UUID, store.WriterSummary],
+    pruned: Mapping[uuid.UUID, int],
+) -> None:  # fmt: skip
     """The stored segment at each signed head must be the signed one (a missing tail is ``_check_tails``')."""
+    heads = [h for h in heads if h[0][1] > pruned.get(h[0][0], 0)]
     if not heads:
         return
     stored = await store.segment_hashes(con, [k for k, _, _ in heads])
@@ -230,14 +235,14 @@ async def _check_heads(
 
 def _check_tails(
     report: _Report, newest: dict[uuid.UUID, _Newest], summaries: dict[uuid.UUID, store.WriterSummary],
-    newest_time: dt.datetime | None, grace_s: float,
+    newest_time: dt.datetime | None, grace_s: float, pruned: Mapping[uuid.UUID, int],
 ) -> None:  # fmt: skip
     """Each writer's chain must reach its newest signed head, and a closed one go no further; a
     writer no digest knows must be younger than the newest digest."""
     for writer_id, n in sorted(newest.items(), key=lambda kv: kv[0].bytes):
         summary = summaries.get(writer_id)
-        have = summary.max_seq if summary is not None else 0
-        if n.seq > 0 and summary is None:
+        have = max(summary.max_seq if summary is not None else 0, pruned.get(writer_id, 0))
+        if n.seq > 0 and have == 0:
             report.add_writer("writer-deleted", writer_id, None, f"no segment is stored, digest {n.digest} recorded "
                               f"its chain up to segment {n.seq}")  # fmt: skip
         elif have < n.seq:

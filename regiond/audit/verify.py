@@ -56,7 +56,7 @@ from typing import Any
 
 import orjson
 
-from regiond.audit import chain, verify_segments
+from regiond.audit import chain, prune, verify_segments
 from regiond.audit.digest_verify import check_digests
 from regiond.audit.verify_segments import WriterHead
 from regiond.clock import utc_second_text
@@ -416,12 +416,13 @@ async def verify_region(
     report = Report(region)
     async with transaction(pool, isolation="repeatable_read") as con:
         await _check_legacy(con, report, region, trusted, since, until, unchained_after_s, anchors)
+        pruned = await prune.check_prunes(con, report, trusted)  # v2 retention: where each kept chain starts
         report.heads = await verify_segments.check_writers(
-            con, report, region, await verify_segments.trail_regions(con), since, until
+            con, report, region, await verify_segments.trail_regions(con), since, until, pruned
         )
         report.writers_checked = len(report.heads)
         report.segments_checked = sum(h.segments_checked for h in report.heads)
-        await check_digests(con, report, trusted, anchors=anchors)  # v2: every writer's head, as signed
+        await check_digests(con, report, trusted, anchors=anchors, pruned=prune.pruned_through(pruned))
     if not report.events_checked and not report.segments_checked and not report.findings:
         report.notes.append("no audit events for this region" + (" in the time range" if since or until else ""))
     return report

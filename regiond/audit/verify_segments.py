@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,7 +42,8 @@ from regiond.store.pool import Conn
 
 REORDER_WINDOW = 64  # a segment moved farther reads as changed (hashes tried per bad segment: twice this)
 
-__all__ = ["FindingSink", "WriterHead", "check_writers", "record_second", "segment_times", "trail_regions"]
+__all__ = ["FindingSink", "PrunedHead", "WriterHead", "check_content", "check_writers", "record_second",
+           "segment_times", "trail_regions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,7 @@ def _span(first: int, last: int) -> str:
     return f"segment {first}" if first == last else f"segments {first}..{last}"
 
 
-def _check_content(sink: FindingSink, region: str, row: store.SegmentRow) -> None:
+def check_content(sink: FindingSink, region: str, row: store.SegmentRow) -> None:
     """Decode the body; check the records' region and the time columns against them."""
     try:
         records = segment.decode(row.writer_id, row.seq, row.record_count, row.body)
@@ -108,19 +109,35 @@ def _written_at(row: store.SegmentRow) -> int | None:
     return None
 
 
+class PrunedHead(Protocol):
+    """Where a pruned writer's kept chain starts (``regiond.audit.prune.Boundary``, a signed record's)."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def hash(self) -> bytes: ...
+
+
 async def _walk_writer(
-    con: Conn, sink: FindingSink, region: str, w: store.WriterRow, since: dt.datetime | None, until: dt.datetime | None
-) -> WriterHead:
+    con: Conn, sink: FindingSink, region: str, w: store.WriterRow, since: dt.datetime | None, until: dt.datetime | None,
+    pruned: PrunedHead | None = None,
+) -> WriterHead:  # fmt: skip
     ranged = since is not None or until is not None
     expected_seq = 1
     expected_prev: bytes | None = w.genesis
-    checked = 0
     last_seq, last_hash = 0, w.genesis
+    if pruned is not None:  # the chain starts after the last segment a signed prune record removed
+        expected_seq, expected_prev = pruned.seq + 1, pruned.hash
+        last_seq, last_hash = pruned.seq, pruned.hash
+    checked = 0
     async for row in store.iter_writer_segments(con, w.writer_id, since, until):
+        if pruned is not None and row.seq <= pruned.seq:
+            continue  # left over by a prune that recorded them removed: nothing relies on them
         checked += 1
         if ranged and checked == 1:  # a range starts mid-chain: its first link is taken as stored
             expected_seq, expected_prev = row.seq, row.prev_hash
-        _check_content(sink, region, row)
+        check_content(sink, region, row)
         own = segment.segment_hash(row.prev_hash, row.writer_id, row.seq, row.record_count, row.body)
         if row.seq > expected_seq:
             sink.add_writer("segment-deleted", w.writer_id, expected_seq,
@@ -143,6 +160,7 @@ async def _walk_writer(
 async def check_writers(
     con: Conn, sink: FindingSink, region: str, regions: Sequence[str],
     since: dt.datetime | None = None, until: dt.datetime | None = None,
+    pruned: Mapping[uuid.UUID, PrunedHead] | None = None,
 ) -> list[WriterHead]:  # fmt: skip
     """Walk every writer chain of ``region`` (``regions``: every region of the database, to tell a
     writer of another region from one whose genesis was changed); return each writer's stored head."""
@@ -153,7 +171,7 @@ async def check_writers(
                 sink.add_writer("writer-genesis", w.writer_id, None,
                                 "its genesis is not the one its writer id gives in any region of this database")
             continue
-        heads.append(await _walk_writer(con, sink, region, w, since, until))
+        heads.append(await _walk_writer(con, sink, region, w, since, until, (pruned or {}).get(w.writer_id)))
     for writer_id, count in await store.unregistered_writers(con):
         sink.add_writer("writer-unregistered", writer_id, None,
                         f"{count} segments of a writer that audit_writers does not hold")  # fmt: skip

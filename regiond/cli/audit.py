@@ -15,6 +15,7 @@ Which anchors (digests held outside the database, docs/AUDIT.md "Anchors") ``ver
     regiond audit query   [--event-name N] [--key K] [--principal ARN] [--error-code C]
                           [--since T] [--until T] [--limit N] [--format json|table]
     regiond audit export  --out DIR [--from T] [--to T] [--bucket B] [--trail-name N]   (CloudTrail files)
+    regiond audit prune   --before T [--anchor FILE]...    (v2 retention; needs the state dir: it signs)
 
 Times are ISO 8601 (``2024-05-01T12:00:00Z``) or relative to now (``90s``, ``30m``, ``1h``, ``7d``).
 """
@@ -256,13 +257,43 @@ async def _anchors(args: argparse.Namespace, target: Target, pool: Any) -> int:
     return 0
 
 
+async def _prune(args: argparse.Namespace, target: Target, pool: Any) -> int:
+    from regiond.audit.prune import PruneRefusedError, prune
+
+    now = dt.datetime.now(dt.UTC)
+    before = _time(args.before, now)
+    assert before is not None
+    if before > now:
+        raise UsageError("--before must not be in the future")
+    signer = _signer(target)
+    if signer is None:
+        raise UsageError("prune signs its record with the region identity key: give --state-dir (and the root key)")
+    regions = await _regions(pool, target)
+    if len(regions) != 1:
+        raise UsageError("prune works on one region: give --region")
+    region = regions[0]
+    anchors = [a for s in [*_anchor_files(args, target), *await _peer_anchors(target, region)] for a in s.anchors]
+    try:
+        result = await prune(pool, region, signer, before, anchors, now=now)
+    except PruneRefusedError as exc:
+        print(f"regiond audit prune: {region}: refused: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
+    if result is None:
+        print(f"{region}: nothing to prune before {before:%Y-%m-%dT%H:%M:%SZ} that an anchored digest covers")
+    else:
+        print(f"{region}: pruned {result.segments} segments of {result.writers} writers with events before "
+              f"{before:%Y-%m-%dT%H:%M:%SZ} (prune record {result.seq}, covered by digest {result.digest})")
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
     from regiond.store.pool import create_pool
 
     target = _target(args)
     pool = await create_pool(target.database_url, min_size=1, max_size=2)
     try:
-        command = {"verify": _verify, "query": _query, "export": _export, "anchors": _anchors}[args.audit_command]
+        command = {"verify": _verify, "query": _query, "export": _export, "anchors": _anchors,
+                   "prune": _prune}[args.audit_command]  # fmt: skip
         return await command(args, target, pool)
     finally:
         await pool.close()
@@ -314,6 +345,13 @@ def add_audit_parser(sub: Any) -> None:
     c = cmds.add_parser("anchors", help="print the anchors this database holds of another region's digests")
     _common(c)
     c.add_argument("--source", required=True, help="the region whose anchors to print")
+
+    c = cmds.add_parser("prune", help="remove whole v2 segments older than --before that an anchored digest "
+                        "covers, recorded in a prune record signed with the region identity key")  # fmt: skip
+    _common(c)
+    c.add_argument("--before", required=True, help="remove segments whose events are all older (ISO 8601 or 90d ...)")
+    c.add_argument("--anchor", action="append", help="an anchor file whose digests may cover what is pruned "
+                   "(besides the state dir's and, with --cluster, the peers' copies; repeatable)")  # fmt: skip
 
     c = cmds.add_parser("export", help="write CloudTrail log files and digest files (whole UTC hours) under OUT")
     _common(c)

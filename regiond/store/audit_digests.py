@@ -21,21 +21,26 @@ from regiond.store.pool import Conn
 
 __all__ = [
     "DigestRow",
+    "PruneRow",
     "RegisteredWriter",
     "WriterHead",
+    "WriterSpan",
     "WriterSummary",
     "add_digest",
+    "add_prune",
     "digest_at",
     "digest_regions",
     "digests",
     "last_digest",
     "open_writer_heads",
+    "prunes",
     "registered_writers",
     "renew_writer",
     "retire_writer",
     "segment_hashes",
     "session_names",
     "v1_last_position",
+    "writer_spans",
     "writer_summaries",
 ]
 
@@ -248,3 +253,62 @@ class RegisteredWriter:
 async def registered_writers(con: Conn) -> list[RegisteredWriter]:
     rows = await con.fetch("SELECT writer_id, started_at, closed_at FROM audit_writers ORDER BY writer_id")
     return [RegisteredWriter(r[0], r[1], r[2]) for r in rows]
+
+
+# --- retention: prune records (migration 0014; regiond.audit.prune) ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PruneRow:
+    region: str
+    seq: int
+    pruned_at: dt.datetime
+    public_key: bytes
+    message: bytes
+    signature: bytes
+
+
+async def prunes(con: Conn, region: str) -> list[PruneRow]:
+    """Every prune record of ``region``, in seq order (one per ``regiond audit prune`` run that removed any)."""
+    rows = await con.fetch(
+        "SELECT region, seq, pruned_at, public_key, message, signature FROM audit_prunes WHERE region = $1"
+        " ORDER BY seq",
+        region,
+    )
+    return [PruneRow(r[0], int(r[1]), r[2], bytes(r[3]), bytes(r[4]), bytes(r[5])) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class WriterSpan:
+    """What a writer's stored segments span: the newest seq, and the first seq of one not older than a bound."""
+
+    writer_id: uuid.UUID
+    max_seq: int
+    first_young: int | None  # the least seq whose last_time is at or after the bound (None: none)
+
+
+async def writer_spans(con: Conn, writer_ids: Sequence[uuid.UUID], before: dt.datetime) -> list[WriterSpan]:
+    rows = await con.fetch(
+        "SELECT writer_id, max(seq), min(seq) FILTER (WHERE last_time >= $2) FROM audit_segments"
+        " WHERE writer_id = ANY($1::uuid[]) GROUP BY writer_id",
+        list(writer_ids), before,
+    )  # fmt: skip
+    return [WriterSpan(r[0], int(r[1]), int(r[2]) if r[2] is not None else None) for r in rows]
+
+
+async def add_prune(con: Conn, row: PruneRow, through: Sequence[tuple[uuid.UUID, int]]) -> int:
+    """Store a prune record and delete, per (writer, seq) of ``through``, that writer's segments up to
+    that seq: the caller's transaction, both or neither, committed synchronously. Returns how many
+    segments were deleted."""
+    await con.execute("SET LOCAL synchronous_commit = on")
+    await con.execute(
+        "INSERT INTO audit_prunes (region, seq, pruned_at, public_key, message, signature)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        row.region, row.seq, row.pruned_at, row.public_key, row.message, row.signature,
+    )  # fmt: skip
+    deleted = await con.fetchval(
+        "WITH d AS (DELETE FROM audit_segments s USING unnest($1::uuid[], $2::bigint[]) AS t(writer_id, seq)"
+        " WHERE s.writer_id = t.writer_id AND s.seq <= t.seq RETURNING 1) SELECT count(*) FROM d",
+        [w for w, _ in through], [s for _, s in through],
+    )  # fmt: skip
+    return int(deleted)
