@@ -108,7 +108,9 @@ async def sender_unlock(con: Conn, dest: str) -> None:
 # Keepalives on a leader's lock connection, so that the server ends the session of a holder
 # whose machine vanished (no FIN: power loss, a partition) and frees its locks after about
 # idle + interval * count = 10 + 3 * 3 = 19 s; a process that dies is noticed at once (its
-# kernel closes the socket). Per-session settings any user may set.
+# kernel closes the socket). Per-session settings any user may set. This is the server's side; the
+# node's side of every connection has its own keepalives (store.pool.KEEPALIVE), so a lock session
+# whose server vanished is noticed by its holder too.
 APPLICATION_NAME_CHARS = 63  # PostgreSQL truncates application_name at NAMEDATALEN - 1
 LEADER_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "3", "tcp_keepalives_count": "3"}
 
