@@ -10,7 +10,11 @@ home region, database and ports are those of ``regiond dev`` (read from its code
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
+import time
 import urllib.parse
 from contextlib import redirect_stdout
 from pathlib import Path, PurePosixPath
@@ -24,6 +28,7 @@ from regiond.config import Settings, parse_listen
 from regiond.crypto import pki
 from regiond.devtools import dev
 from regiond.devtools.launcher import CLIENT_TLS_DIR
+from regiond.devtools.postgres import free_port
 from regiond.runtime.client_tls import ServerCertificate
 from replication.peers import load_topology
 from tests.deploy.files import COMPOSE_DIR, DEPLOY, compose_file, node_settings, regiond_args, script_commands
@@ -223,3 +228,48 @@ def test_every_node_checks_health_and_readiness_over_verified_tls(compose: dict[
         assert pki.issued_by(cert, ca), "the healthcheck's CA did not issue the node's certificate"
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in service["security_opt"]
+
+
+def test_a_node_starts_from_what_the_init_job_made_and_passes_its_healthcheck(
+    compose: dict[str, Any], volumes: Volumes, database_url: str, tmp_path: Path
+) -> None:
+    """``regiond serve --config regiond.toml`` as the us-east-1 container runs it, on this machine: its
+    variables, with the paths of its volumes and loopback ports over the file's (as a variable
+    overrides a file), its database one of the test server's. Its own healthcheck command, with
+    those paths and port, must then pass: TLS verified against the init job's CA."""
+    region = _dev_regions()[0]
+    service, settings = _node(compose, region)
+    assert settings.state_dir and settings.tls_cert_file and settings.tls_key_file and settings.peers_file
+    port, replication_port = free_port(), free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("REGIOND_")}
+    environ |= {k: v for k, v in service["environment"].items() if k.startswith("REGIOND_")}
+    environ |= {
+        "REGIOND_DATABASE_URL": database_url,
+        "REGIOND_LISTEN": f"127.0.0.1:{port}",
+        "REGIOND_REPLICATION_LISTEN": f"127.0.0.1:{replication_port}",
+        "REGIOND_STATE_DIR": str(volumes.host_path(service, str(settings.state_dir))),
+        "REGIOND_TLS_CERT": str(volumes.host_path(service, str(settings.tls_cert_file))),
+        "REGIOND_TLS_KEY": str(volumes.host_path(service, str(settings.tls_key_file))),
+        "REGIOND_PEERS_FILE": str(volumes.host_path(service, str(settings.peers_file))),
+    }
+    config_path = service["command"][service["command"].index("--config") + 1]
+    argv = [a if a != config_path else str(COMPOSE_DIR / "regiond.toml") for a in service["command"]]
+    code = service["healthcheck"]["test"][3]
+    (cafile,) = re.findall(r"cafile='([^']+)'", code)
+    code = code.replace(cafile, str(volumes.host_path(service, cafile)))
+    code = code.replace(f"https://localhost:{settings.listen_port}'", f"https://localhost:{port}'")
+    log = tmp_path / "node.log"
+    with log.open("wb") as out:
+        node = subprocess.Popen([sys.executable, "-m", "regiond", *argv], env=environ, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert node.poll() is None, f"the node exited with {node.returncode}: {log.read_text()[-2000:]}"
+            check = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+            if check.returncode == 0:
+                break
+            assert time.monotonic() < deadline, f"healthcheck never passed: {check.stderr.decode()[-500:]}"
+            time.sleep(0.5)
+    finally:
+        node.terminate()
+        node.wait(timeout=30)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import shutil
 import subprocess
 import urllib.parse
@@ -275,3 +276,15 @@ def test_every_overlay_builds_with_kustomize() -> None:
         peers = {f["ipBlock"]["cidr"] for f in policy["ingress"][1]["from"]}
         assert len(peers) == len(regions) - 1, "the other regions' receivers, each"
         assert {t["ipBlock"]["cidr"] for t in policy["egress"][1]["to"]} == peers
+
+
+def test_every_image_is_the_one_built_here_or_a_pinned_public_one() -> None:
+    images = {i["name"]: i for i in _kustomization(BASE)["images"]}
+    dockerfile = (KUBERNETES.parent / "Dockerfile").read_text()
+    for deployment in (o for o in _base_objects() if o["kind"] == "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            assert container["image"] in images, f"{container['image']}: not set by the kustomization"
+            assert f"-t {container['image']}" in dockerfile, "the image deploy/Dockerfile builds"
+            assert re.fullmatch(r"\d+\.\d+\.\d+", images[container["image"]]["newTag"]), "a release, not latest"
+    for cluster in (o for o in _base_objects() if o["kind"] == "Cluster"):
+        assert re.fullmatch(r"[a-z0-9./-]+:\d+(\.\d+)*", cluster["spec"]["imageName"])

@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +147,19 @@ def test_migrate_without_a_database_says_so_in_one_line(
     monkeypatch.delenv("REGIOND_CONFIG", raising=False)
     assert cmd_migrate(regiond_args(["migrate"])) == 2
     assert capsys.readouterr().err == "regiond migrate: give --database-url, REGIOND_DATABASE_URL or --config FILE\n"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed: no unit check")
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` on each unit instantiated for a region, run with this checkout's
+    regiond in place of /usr/local/bin/regiond: an unknown or misspelt directive fails."""
+    regiond = Path(sys.executable).parent / "regiond"
+    names = []
+    for template in ("regiond@.service", "regiond-migrate@.service"):
+        name = template.replace("@", f"@{INSTANCE}")
+        (tmp_path / name).write_text((SYSTEMD / template).read_text().replace(REGIOND, str(regiond)))
+        names.append(str(tmp_path / name))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *names], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    ours = [line for line in result.stderr.splitlines() if str(tmp_path) in line]
+    assert result.returncode == 0 and not ours, result.stderr
