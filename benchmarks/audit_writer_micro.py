@@ -2,6 +2,7 @@
 
     python -m benchmarks.audit_writer_micro [--events 4000] [--rounds 7] [--submitters 8,16] [--work-us 40]
                                             [--durable] [--variants sync-1,sync-2,async-2] [--profile 25]
+    python -m benchmarks.audit_writer_micro --writers 2,4 [--seconds 8] [--submitters 16] [--work-us 40]
 
 Not part of ``make test`` and not a load test: it measures what one worker process spends per
 event on the audit path of a request (``SegmentWriter.submit``: ``events.encode``, the queue, the
@@ -23,6 +24,13 @@ same round, is subtracted. The mean batch size is read from the writer's batch h
 
 Rounds of every variant and submitter count take turns, so a burst of other load hits all of them
 alike; the best round is reported (the least disturbed), with the median beside it.
+
+``--writers K`` (``several_writers``, also the ``writers`` block of ``python -m benchmarks``) is the
+region's view instead: K writer processes, each one worker's ``SegmentWriter`` with the default options
+(sync, the node's defaults) and its own submitters, all into one durable PostgreSQL for ``--seconds``
+at once. Events per PostgreSQL CPU-second over that window say how many nodes' audit trails one
+region's database carries (PostgreSQL's CPU per event, not the writers', bounds a region: the writers
+run on the nodes).
 """
 
 from __future__ import annotations
@@ -169,6 +177,111 @@ async def run_round(writer: writer_mod.SegmentWriter, records: list[CallRecord],
     }
 
 
+def _writer_process(url: str, submitters: int, seconds: float, work_us: float, ready: Any, go: Any,
+                    out: Any, finish: Any) -> None:  # fmt: skip
+    """One writer process of ``several_writers``: a pool, a started ``SegmentWriter``, a warm-up, then
+    ``submitters`` tasks submitting until ``seconds`` after ``go``; puts its counts on ``out``, then holds
+    its connections until ``finish`` (a backend that exits takes its CPU time out of the postmaster's tree)."""
+    regiond_logging.configure("warning")
+    asyncio.run(_writer_child(url, submitters, seconds, work_us, ready, go, out, finish))
+
+
+async def _writer_child(url: str, submitters: int, seconds: float, work_us: float, ready: Any, go: Any,
+                        out: Any, finish: Any) -> None:  # fmt: skip
+    pool = await create_pool(url, min_size=2, max_size=4)
+    writer = writer_mod.SegmentWriter(pool, REGION, options=writer_mod.WriterOptions(), node=f"bench-{os.getpid()}")
+    await writer.start()
+    records = [encrypt_record() for _ in range(64)]
+    loops = loops_for(work_us)
+    await run_round(writer, records, submitters, 500)  # statements prepared, connections held
+    ready.set()
+    await asyncio.to_thread(go.wait)
+    deadline = time.monotonic() + seconds
+    done = 0
+
+    async def submitter(offset: int) -> None:
+        nonlocal done
+        i = 0
+        while time.monotonic() < deadline:
+            burn(loops)
+            await writer.submit(records[(offset + i) % len(records)])
+            done += 1
+            i += 1
+
+    batches, cpu, wall = _batches(), time.process_time(), time.perf_counter()
+    await asyncio.gather(*(submitter(k * 7) for k in range(submitters)))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    written = _batches() - batches
+    loop_us = burn_us(loops) if loops else 0.0
+    out.put({"events": done, "batches": written, "cpu_s": cpu - done * loop_us / 1e6, "wall_s": wall})
+    await asyncio.to_thread(finish.wait, 120)
+    await writer.close()
+    await pool.close()
+
+
+def several_writers(writers: int, submitters: int, seconds: float, work_us: float = 40.0) -> dict[str, Any]:
+    """``writers`` writer processes into one durable PostgreSQL at once (module docstring): events per
+    second, PostgreSQL CPU per event and events per PostgreSQL CPU-second, the writers' CPU per event
+    (their burned "other work" subtracted) and the mean batch."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    tmp = Path(tempfile.mkdtemp(prefix="audit-writers-"))
+    pg = LocalPostgres(tmp / "pg", durable=True)
+    procs: list[Any] = []
+    try:
+        url = pg.start()
+
+        async def prepare() -> None:
+            pool = await create_pool(url, min_size=1, max_size=2)
+            try:
+                await migrate(pool)
+            finally:
+                await pool.close()
+
+        asyncio.run(prepare())
+        go, finish, out = ctx.Event(), ctx.Event(), ctx.Queue()
+        readies = [ctx.Event() for _ in range(writers)]
+        procs = [
+            ctx.Process(
+                target=_writer_process, args=(url, submitters, seconds, work_us, r, go, out, finish), daemon=True
+            )
+            for r in readies
+        ]
+        for p in procs:
+            p.start()
+        for r in readies:
+            if not r.wait(120):
+                raise RuntimeError("a writer process did not start within 120 s")
+        pg0, started = pg_cpu_s(pg.data_dir), time.perf_counter()
+        go.set()
+        counts = [out.get(timeout=seconds + 120) for _ in procs]
+        pg_s, wall = pg_cpu_s(pg.data_dir) - pg0, time.perf_counter() - started
+        finish.set()
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    events_n = sum(c["events"] for c in counts)
+    batches = sum(c["batches"] for c in counts)
+    return {
+        "writers": writers,
+        "submitters": submitters,
+        "seconds": seconds,
+        "work_us": work_us,
+        "events": events_n,
+        "events_per_s": round(events_n / wall, 1),
+        "pg_cpu_s": round(pg_s, 3),
+        "pg_us_per_event": round(pg_s / events_n * 1e6, 1) if events_n else None,
+        "events_per_pg_cpu_s": round(events_n / pg_s) if pg_s > 0 else None,
+        "writer_us_per_event": round(sum(c["cpu_s"] for c in counts) / events_n * 1e6, 1) if events_n else None,
+        "batch_mean": round(events_n / batches, 1) if batches else None,
+    }
+
+
 def encode_us(records: list[CallRecord], n: int) -> float:
     gc.collect()
     start = time.process_time()
@@ -257,11 +370,27 @@ def main() -> None:
         help="CPU each submitter burns before each submit (the rest of a request; subtracted)",
     )
     parser.add_argument("--durable", action="store_true", help="PostgreSQL with fsync on (slower, more idle)")
-    parser.add_argument("--variants", default="sync-1,sync-2,async-2",
-                        help="comma-separated writer variants: sync-N / async-N (N batches in flight), -linger")
+    parser.add_argument(
+        "--variants",
+        default="sync-1,sync-2,async-2",
+        help="comma-separated writer variants: sync-N / async-N (N batches in flight), -linger",
+    )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print cProfile's top N functions")
+    parser.add_argument("--writers", help="comma-separated writer process counts: several writers into one "
+                        "durable PostgreSQL instead (--submitters each, --seconds)")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=8.0, help="with --writers: seconds of submitting")
     args = parser.parse_args()
     regiond_logging.configure("warning")
+    if args.writers:
+        submitters = int(args.submitters.split(",")[0]) if args.submitters != "8,16" else 16
+        for k in (int(x) for x in args.writers.split(",")):
+            r = several_writers(k, submitters, args.seconds, args.work_us)
+            print(
+                f"{k} writers x {submitters} submitters, {args.seconds:g} s: {r['events_per_s']:.0f} events/s,"
+                f" PostgreSQL {r['pg_us_per_event']} us/event = {r['events_per_pg_cpu_s']} events per PostgreSQL"
+                f" CPU-second; writers {r['writer_us_per_event']} us/event; mean batch {r['batch_mean']}"
+            )
+        return
     report(asyncio.run(main_async(args)), args)
 
 

@@ -31,6 +31,8 @@ from typing import IO, TYPE_CHECKING
 
 import psutil
 
+from benchmarks import audit_batches
+from benchmarks.audit_batches import Batches
 from benchmarks.baselines import moto_runner
 from benchmarks.loadgen import PROJECT_ROOT, Endpoint
 from kmsclient.sigv4 import Credentials
@@ -205,6 +207,14 @@ class Server:
     def postgres_rss_bytes(self) -> int:
         return 0
 
+    def audit_batches_settle_s(self) -> float:
+        """Seconds to wait after the load stops before ``audit_batches`` counts every batch (0: at once)."""
+        return 0.0
+
+    def audit_batches(self) -> Batches | None:
+        """The server's audit batches so far (a histogram, cumulative), or None if it writes no audit trail."""
+        return None
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -256,6 +266,7 @@ class MinimalServer(_OwnPostgres):
         self.workers = workers
         self.name = self.NAMES[mode]
         self.postgres: LocalPostgres | None = None
+        self.database_url = ""
 
     def start(self) -> None:
         env = {
@@ -264,7 +275,8 @@ class MinimalServer(_OwnPostgres):
         }
         if self.mode == "audit":
             self.postgres = LocalPostgres(self.workdir / "postgres", durable=True)
-            env["BENCH_DATABASE_URL"] = asyncio.run(_create_database(self.postgres.start()))
+            self.database_url = asyncio.run(_create_database(self.postgres.start()))
+            env["BENCH_DATABASE_URL"] = self.database_url
         self._spawn(
             [
                 sys.executable,
@@ -284,6 +296,26 @@ class MinimalServer(_OwnPostgres):
             env=env,
         )
         self._wait_ready("/healthz")
+
+    def audit_batches(self) -> Batches | None:
+        """Its workers share one port and serve no ``/metrics``: the batches are counted in its database
+        (one ``audit_segments`` row per batch), bucketed as regiond's histogram is."""
+        if self.mode != "audit" or not self.database_url:
+            return None
+        return audit_batches.from_sizes(asyncio.run(_segment_sizes(self.database_url)), audit_batches.writer_bounds())
+
+
+async def _segment_sizes(url: str) -> dict[int, int]:
+    """Segments per record count in the database at ``url`` (the minimal audit server's)."""
+    import asyncpg
+
+    con = await asyncpg.connect(url)
+    try:
+        rows = await con.fetch("SELECT record_count, count(*) AS n FROM audit_segments GROUP BY record_count")
+    finally:
+        await con.close()
+    return {int(r["record_count"]): int(r["n"]) for r in rows}
+
 
 class MotoServer(Server):
     name = "moto"
@@ -392,6 +424,18 @@ class RegionKmsServer(_OwnPostgres):
             log_path=log, env=server_environment(self.settings),
         )  # fmt: skip
 
+    def audit_batches_settle_s(self) -> float:
+        """The node's ``/metrics`` merges its workers' snapshots, each published once per interval."""
+        from regiond.runtime.node_metrics import PUBLISH_INTERVAL_S
+
+        return PUBLISH_INTERVAL_S + 0.2 if self.audit else 0.0
+
+    def audit_batches(self) -> Batches | None:
+        """The node's ``regionkms_audit_batch_events`` histogram, from its ``/metrics`` (None without audit)."""
+        if not self.audit:
+            return None
+        return audit_batches.scrape(HOST, self.port)
+
     def restart(self) -> None:
         """Stop regiond and start it again on the same database: fresh workers with cold caches."""
         Server.stop(self)
@@ -433,4 +477,3 @@ class RegionKmsServer(_OwnPostgres):
 
     def _postgres_pid(self) -> int | None:
         return _postmaster_pid(self.postgres)
-

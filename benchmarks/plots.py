@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-COLORS = {"regionkms": "#1f77b4", "minimal": "#2ca02c", "floor": "#7f7f7f", "moto": "#d62728"}
+COLORS = {
+    "regionkms": "#1f77b4",
+    "regionkms_async": "#17becf",
+    "minimal": "#2ca02c",
+    "minimal_audit": "#bcbd22",
+    "floor": "#7f7f7f",
+    "moto": "#d62728",
+}
 
 
 def _pyplot() -> Any:
@@ -70,12 +77,43 @@ def latency_percentiles(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def targets_chart(results: dict[str, Any], path: Path) -> Path:
+    """One bar per measured target: how far it is from its bound, as a multiple of what meets it exactly
+    (value / bound for ``>=``, bound / value for ``<=``): 1 or more is met. Reported figures are left out."""
+    plt = _pyplot()
+    rows = []
+    for t in results["summary"]["targets"]:
+        if t.get("met") is None or not t.get("value"):
+            continue
+        bound = float(t["target"].split()[1])
+        score = t["value"] / bound if t["target"].startswith(">=") else bound / t["value"]
+        rows.append((t["name"], score, bool(t["met"])))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * max(3, len(rows)) + 1.2), dpi=110)
+    ys = range(len(rows))
+    ax.barh(list(ys), [r[1] for r in rows], color=["#2ca02c" if r[2] else "#d62728" for r in rows])
+    for y, (_, score, _) in zip(ys, rows, strict=True):
+        ax.text(score, y, f" {score:.2f}", va="center", fontsize=8)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels([r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("measured / bound (1 = just met; below 1: missed by that factor)")
+    ax.set_title("Targets (audit_durability = sync)")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def write_plots(results: dict[str, Any], stem: Path) -> list[Path]:
-    """Write ``<stem>-throughput.png`` and ``<stem>-latency.png``; [] if matplotlib is missing."""
+    """Write ``<stem>-throughput.png``, ``<stem>-latency.png`` and ``<stem>-targets.png``; [] if matplotlib
+    is missing."""
     try:
         _pyplot()
     except ImportError:
         return []
     out = [throughput_vs_concurrency(results, stem.with_name(stem.name + "-throughput.png"))]
     out.append(latency_percentiles(results, stem.with_name(stem.name + "-latency.png")))
+    out.append(targets_chart(results, stem.with_name(stem.name + "-targets.png")))
     return out

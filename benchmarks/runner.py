@@ -36,7 +36,8 @@ from typing import Any
 
 import psutil
 
-from benchmarks import plots, profile, report
+from benchmarks import audit_writer_micro, plots, profile, report
+from benchmarks.audit_batches import Batches
 from benchmarks.harness import (
     MinimalServer,
     MotoServer,
@@ -63,6 +64,7 @@ class Plan:
     ops: tuple[str, ...]
     sweep: tuple[int, ...]
     key_counts: tuple[int, ...]
+    writer_counts: tuple[int, ...] = (2, 4)  # the writers block: audit writer processes into one PostgreSQL
 
 
 FULL = Plan(
@@ -78,8 +80,9 @@ QUICK = Plan(
     warmup_s=1,
     rounds=1,
     ops=("encrypt_1k", "decrypt", "generate_data_key"),
-    sweep=(32,),
+    sweep=(32, 128),
     key_counts=(1, 1_000),
+    writer_counts=(2,),
 )
 
 
@@ -196,6 +199,7 @@ class Bench:
         self.notes: list[str] = []
         self.quiet_wait_s = QUIET_WAIT_S
         self.retries = DISTURBED_RETRIES
+        self.audit_writer: list[dict[str, Any]] = []  # the writers block's figures, one per writer count
 
     def measure(
         self,
@@ -210,13 +214,13 @@ class Bench:
     ) -> Run | None:
         server = self.servers[name]
         warmup_s = self.plan.warmup_s if warmup_s is None else warmup_s
-        best: tuple[LoadResult, dict[str, float]] | None = None
+        best: tuple[LoadResult, dict[str, float], dict[str, Any] | None] | None = None
         for attempt in range(1 + self.retries):
             try:
                 measured = self._attempt(server, calls, concurrency, warmup_s)
             except RuntimeError as exc:
                 self.notes.append(f"{block}/{name}/{workload}/c{concurrency}: {exc}")
-                _say(f"  {name:<10} {workload:<18} c={concurrency:<4} FAILED: {exc}")
+                _say(f"  {name:<15} {workload:<18} c={concurrency:<4} FAILED: {exc}")
                 return None
             if best is None or measured[1]["other_cores"] < best[1]["other_cores"]:
                 best = measured
@@ -224,7 +228,7 @@ class Bench:
                 break
             _say(f"  (disturbed: other work used {measured[1]['other_cores']:.2f} cores during the run; repeating)")
         assert best is not None
-        result, usage = best
+        result, usage, batches = best
         run = Run(
             cpu=usage,
             block=block,
@@ -236,19 +240,25 @@ class Bench:
             result=result.to_json(),
             rss_mb=round(server.rss_bytes() / MIB, 1),
         )
+        if batches is not None:
+            run.extra["audit_batches"] = batches
         postgres_rss = server.postgres_rss_bytes()
         if postgres_rss:
             run.postgres_rss_mb = round(postgres_rss / MIB, 1)
         self.runs.append(run)
+        mean_batch = ""
+        if batches is not None and batches["count"]:
+            mean_batch = f"  batch {batches['events'] / batches['count']:.1f}"
         _say(
-            f"  {name:<10} {workload:<18} c={concurrency:<4} keys={keys:<7} {result.rps:>9.1f} req/s  "
+            f"  {name:<15} {workload:<18} c={concurrency:<4} keys={keys:<7} {result.rps:>9.1f} req/s  "
             f"p50 {result.p50_ms:.2f}  p99 {result.p99_ms:.2f} ms  errors {result.errors}  rss {run.rss_mb} MiB"
+            f"  pg {usage['postgres_us_per_request']:.0f} us/req{mean_batch}"
         )
         return run
 
     def _attempt(
         self, server: Server, calls: list[Call], concurrency: int, warmup_s: float
-    ) -> tuple[LoadResult, dict[str, float]]:
+    ) -> tuple[LoadResult, dict[str, float], dict[str, Any] | None]:
         waited = wait_for_quiet(self.quiet_wait_s) if self.quiet_wait_s > 0 else 0.0
         if waited > 2:
             _say(f"  (waited {waited:.0f}s for other work on the machine to finish)")
@@ -256,10 +266,26 @@ class Bench:
         host, port = server.endpoint.host, server.endpoint.port
         if warmup_s > 0:
             run_load(host, port, requests, concurrency=concurrency, duration_s=warmup_s, engine=self.engine)
+        before = self._audit_batches(server)
         cpu = CpuMeter(server)
         result = run_load(host, port, requests, concurrency=concurrency, duration_s=self.plan.duration_s,
                           engine=self.engine)  # fmt: skip
-        return result, cpu.stop(result.requests)
+        usage = cpu.stop(result.requests)
+        after = self._audit_batches(server) if before is not None else None
+        batches = after.minus(before).to_json() if after is not None and before is not None else None
+        return result, usage, batches
+
+    def _audit_batches(self, server: Server) -> Batches | None:
+        """The server's audit batch histogram, once every batch of the load before is in it (for regiond,
+        after its workers' next metrics snapshot: outside the measured period); None without one."""
+        settle = server.audit_batches_settle_s()
+        if settle > 0:
+            time.sleep(settle)
+        try:
+            return server.audit_batches()
+        except (OSError, ValueError) as exc:
+            self.notes.append(f"{server.name}: audit batches not read: {exc}")
+            return None
 
     def prepare(self) -> None:
         for name, server in self.servers.items():
@@ -278,7 +304,7 @@ class Bench:
 
     def headline(self) -> None:
         _say("headline: Encrypt 1 KiB, c=32, interleaved rounds")
-        order = self._ready("regionkms", "minimal", "minimal_audit", "floor", "moto")
+        order = self._ready(*report.HEADLINE_SERVERS)
         for r in range(self.plan.rounds):
             for name in order:
                 calls = WORKLOADS[HEADLINE_WORKLOAD](self.fixtures[name])
@@ -296,13 +322,37 @@ class Bench:
                     self.measure("ops", name, workload, calls, HEADLINE_CONCURRENCY, round_=r)
 
     def sweep(self) -> None:
+        """Each concurrency once, but the one a target names (c=128) in as many interleaved rounds as the
+        headline, so its ratio is a mean over rounds as the c=32 one is."""
         _say("sweep: Encrypt 1 KiB at each concurrency")
         for concurrency in self.plan.sweep:
             if concurrency == HEADLINE_CONCURRENCY and self.plan.rounds > 0:
                 continue  # measured in the headline block
-            for name in self._ready("regionkms", "minimal", "floor"):
-                calls = WORKLOADS[HEADLINE_WORKLOAD](self.fixtures[name])
-                self.measure("sweep", name, HEADLINE_WORKLOAD, calls, concurrency)
+            rounds = max(1, self.plan.rounds) if concurrency == report.HIGH_CONCURRENCY else 1
+            for r in range(rounds):
+                for name in self._ready("regionkms", "minimal", "floor"):
+                    calls = WORKLOADS[HEADLINE_WORKLOAD](self.fixtures[name])
+                    self.measure("sweep", name, HEADLINE_WORKLOAD, calls, concurrency, round_=r)
+
+    def writers(self) -> None:
+        """The audit writer alone, the region's view: several writer processes into one durable PostgreSQL
+        (``audit_writer_micro.several_writers``), 16 submitters each (c=32 over 2 workers)."""
+        for count in self.plan.writer_counts:
+            _say(f"writers: {count} audit writer processes into one PostgreSQL, {self.plan.duration_s:g}s")
+            if self.quiet_wait_s > 0:
+                wait_for_quiet(self.quiet_wait_s)
+            try:
+                figures = audit_writer_micro.several_writers(count, 16, self.plan.duration_s)
+            except (RuntimeError, OSError) as exc:
+                self.notes.append(f"writers/{count}: {exc}")
+                _say(f"  writers {count} FAILED: {exc}")
+                continue
+            self.audit_writer.append(figures)
+            _say(
+                f"  {count} writers: {figures['events_per_s']:.0f} events/s, PostgreSQL"
+                f" {figures['pg_us_per_event']} us/event ({figures['events_per_pg_cpu_s']} events per PostgreSQL"
+                f" CPU-s), batch {figures['batch_mean']}"
+            )
 
     def keys(self) -> None:
         if "regionkms" not in self._ready("regionkms"):
@@ -401,8 +451,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="discarded warm-up seconds before each run")
     p.add_argument("--rounds", type=int, help="interleaved rounds of the headline block")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes of regiond and (b)/(c)")
-    p.add_argument("--servers", default="regionkms,minimal,minimal_audit,floor,moto", help="comma-separated subset")
-    p.add_argument("--blocks", default="headline,ops,sweep,keys", help="comma-separated subset")
+    p.add_argument("--servers", default=",".join(report.HEADLINE_SERVERS), help="comma-separated subset")
+    p.add_argument("--blocks", default="headline,ops,sweep,keys,writers", help="comma-separated subset")
+    p.add_argument("--writers", help="writer process counts of the writers block, e.g. 2,4")
     p.add_argument("--key-counts", help="e.g. 1,1000,100000")
     p.add_argument("--sweep", help="concurrency levels, e.g. 1,8,32,128")
     p.add_argument("--engine", choices=["auto", "wrk", "asyncio"], default="auto")
@@ -440,7 +491,16 @@ def _plan(args: argparse.Namespace) -> Plan:
         plan = replace(plan, key_counts=tuple(int(x) for x in args.key_counts.split(",")))
     if args.sweep:
         plan = replace(plan, sweep=tuple(int(x) for x in args.sweep.split(",")))
+    if args.writers:
+        plan = replace(plan, writer_counts=tuple(int(x) for x in args.writers.split(",")))
     return plan
+
+
+def durability_variable() -> str:
+    """The environment variable of regiond's ``audit_durability`` (the regionkms_async server sets it)."""
+    from regiond import config
+
+    return config.BY_KEY["audit_durability"].env
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
@@ -460,12 +520,28 @@ def main(argv: list[str] | None = None) -> int:
         settings = server_settings(setting_pairs(args.setting), os.environ)
     except ValueError as exc:
         raise SystemExit(f"python -m benchmarks: {exc}") from None
+    unknown = [name for name in wanted if name not in report.HEADLINE_SERVERS]
+    if unknown:
+        known = ", ".join(report.HEADLINE_SERVERS)
+        raise SystemExit(f"python -m benchmarks: unknown server {unknown[0]!r} (of {known})")
+    async_settings = {**settings, durability_variable(): "async"}
     workdir = Path(tempfile.mkdtemp(prefix="regionkms-bench-"))
     started_at = dt.datetime.now(dt.UTC)
     factories: dict[str, Callable[[], Server]] = {
         "regionkms": lambda: RegionKmsServer(
-            workdir / "regionkms", workers=args.workers, audit=not args.no_audit, durable=not args.no_fsync,
+            workdir / "regionkms",
+            workers=args.workers,
+            audit=not args.no_audit,
+            durable=not args.no_fsync,
             settings=settings,
+        ),
+        "regionkms_async": lambda: RegionKmsServer(
+            workdir / "regionkms_async",
+            workers=args.workers,
+            audit=not args.no_audit,
+            durable=not args.no_fsync,
+            settings=async_settings,
+            name="regionkms_async",
         ),
         "minimal": lambda: MinimalServer(workdir / "minimal", mode="work", workers=args.workers),
         "minimal_audit": lambda: MinimalServer(workdir / "minimal_audit", mode="audit", workers=args.workers),
@@ -506,15 +582,17 @@ def main(argv: list[str] | None = None) -> int:
                 "audit": not args.no_audit,
                 "postgres_fsync": not args.no_fsync,
                 "regiond_settings": recorded_settings(settings),
+                "regionkms_async_settings": recorded_settings(async_settings),
                 "quiet_wait_s": bench.quiet_wait_s,
                 "disturbed_retries": bench.retries,
                 "audit_module_present": audit_module_present(),
                 "wall_time_s": round((dt.datetime.now(dt.UTC) - started_at).total_seconds()),
             },
             "runs": [asdict(r) for r in bench.runs],
+            "audit_writer": {"configurations": bench.audit_writer} if bench.audit_writer else None,
             "notes": bench.notes,
         }
-        results["summary"] = report.summarize(bench.runs)
+        results["summary"] = report.summarize(bench.runs, results["audit_writer"])
         json_path = stem.with_suffix(".json")
         json_path.write_text(json.dumps(results, indent=1) + "\n")
         written = [json_path, *plots.write_plots(results, stem)]
@@ -543,7 +621,8 @@ def report_main(argv: list[str]) -> int:
     redraw, update = "--plots" in argv, "--update" in argv
     for path in (Path(a) for a in argv if a not in ("--plots", "--update")):
         results = json.loads(path.read_text())
-        results["summary"] = report.summarize([report.Run(**run) for run in results["runs"]])
+        runs = [report.Run(**run) for run in results["runs"]]
+        results["summary"] = report.summarize(runs, results.get("audit_writer"))
         if update:
             path.write_text(json.dumps(results, indent=1) + "\n")
         print(report.markdown(results))
