@@ -300,6 +300,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from regiond.store.pool import DATABASE_ERRORS
+
     try:
         return asyncio.run(_run(args))
     except UsageError as exc:
@@ -307,6 +309,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except (OSError, ValueError) as exc:
         print(f"regiond audit: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DATABASE_ERRORS as exc:  # the database failed mid-way (or is failing over): one line, no traceback
+        print(f"regiond audit: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return EXIT_USAGE
 
 

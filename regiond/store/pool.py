@@ -261,9 +261,11 @@ async def read_only_reason(pool: Pool) -> str | None:
 
 
 # What a command-line tool catches to say "the database failed" in one line without importing
-# asyncpg: a refused or dropped connection, a server error, a timeout.
+# asyncpg: a refused or dropped connection, a server error, a timeout, or what ``transaction()`` and
+# ``connection()`` raise for them (the AWS errors of ``unavailable``).
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
+    asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, KMSInternalException,
+    DependencyTimeoutException,
 )  # fmt: skip
 
 

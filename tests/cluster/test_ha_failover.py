@@ -10,7 +10,8 @@ promoted. Then:
 
 - every call in between failed with an AWS error a client retries (KMSInternalException or
   DependencyTimeoutException), none with a transport error, and nothing was logged with a traceback;
-- ``/readyz`` said 503 while no primary was up, 200 again after the promotion, with no node restart;
+- ``/readyz`` said 503 while no primary was up, 200 again after the promotion, with no node restart,
+  and the node's leadership lock sessions hold every region-wide task's lock on the new primary;
 - every key whose CreateKey returned 200 exists on the new primary with its tag, and every ciphertext
   Encrypt returned decrypts;
 - every call answered 200 has its audit event on the new primary, and ``regiond audit verify`` passes.
@@ -42,6 +43,7 @@ import pytest
 from botocore.config import Config
 
 from regiond.devtools.postgres import LocalPostgres
+from regiond.store.locks import LEADER_LOCKS
 from tests.support.aws import aws_call
 from tests.support.cluster import Identity, Node, NodeFactory
 from tests.support.regions import wait_until
@@ -187,6 +189,8 @@ async def test_primary_killed_under_load_standby_promoted_nothing_acknowledged_l
         unready_s = time.monotonic() - killed_at
         await wait_until(lambda: _at_least(load, acked_in_outage + 10), timeout_s=60,
                          what="writes acknowledged by the promoted standby")  # fmt: skip
+        # The dedicated lock sessions reconnected too: the node leads every region-wide task again.
+        await wait_until(lambda: _leads_every_task(standby.url()), what="every leader lock held on the new primary")
     finally:
         load.stop.set()
         await asyncio.gather(*workers)
@@ -225,6 +229,17 @@ async def test_primary_killed_under_load_standby_promoted_nothing_acknowledged_l
     assert verified.returncode == 0, verified.stdout + verified.stderr
     (report,) = [json.loads(line) for line in verified.stdout.splitlines() if line.strip()]
     assert report["ok"] and not report["findings"] and report["segmentsChecked"] > 0, report
+
+
+async def _leads_every_task(url: str) -> bool:
+    con = await asyncpg.connect(url)
+    try:
+        held = await con.fetch(
+            "SELECT (classid::bigint << 32) | objid::bigint AS id FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        )
+    finally:
+        await con.close()
+    return {int(lock) for lock in LEADER_LOCKS.values()} <= {int(r["id"]) for r in held}
 
 
 async def _is_sync(url: str) -> bool:
