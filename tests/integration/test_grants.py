@@ -174,6 +174,11 @@ async def test_retiring_grants_by_token_or_id_and_who_may_retire(nodes: NodeFact
 
     assert not await _allowed(bob_kms.retire_grant, GrantToken=retirable["GrantToken"])  # lacks RetireGrant
     await aws_call(ops_kms.retire_grant, GrantToken=retirable["GrantToken"])
+    # By id too: the retiring principal needs no IAM permission and no grant for RetireGrant.
+    by_id = await grant(Operations=["Decrypt"], RetiringPrincipal=ops.arn)
+    await aws_call(ops_kms.retire_grant, KeyId=key["Arn"], GrantId=by_id["GrantId"])
+    remaining = (await aws_call(kms.list_grants, KeyId=key["KeyId"]))["Grants"]
+    assert by_id["GrantId"] not in {g["GrantId"] for g in remaining}
     await aws_call(bob_kms.retire_grant, KeyId=key["Arn"], GrantId=self_retiring["GrantId"])
     assert not await _allowed(bob_kms.retire_grant, KeyId=key["Arn"], GrantId=plain["GrantId"])
     assert not await _allowed(kms.retire_grant, KeyId=key["Arn"], GrantId=plain["GrantId"])  # a user, not root
