@@ -86,7 +86,8 @@ def node_settings(argv: list[str], environ: Mapping[str, str], config_path: Path
 def script_commands(script: str) -> list[list[str]]:
     """The commands of a plain ``sh`` script: one a line, ``\\`` continuations joined, comments dropped."""
     joined = script.replace("\\\n", " ")
-    return [shlex.split(line) for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    commands = (shlex.split(line, comments=True) for line in joined.splitlines())
+    return [argv for argv in commands if argv]
 
 
 @dataclass(frozen=True)

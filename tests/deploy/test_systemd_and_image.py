@@ -28,6 +28,7 @@ from tests.deploy.files import (
     node_settings,
     read_unit,
     regiond_args,
+    script_commands,
     yaml_documents,
 )
 
@@ -163,3 +164,16 @@ def test_systemd_accepts_the_units(tmp_path: Path) -> None:
                             timeout=60)  # fmt: skip
     ours = [line for line in result.stderr.splitlines() if str(tmp_path) in line]
     assert result.returncode == 0 and not ours, result.stderr
+
+
+def test_every_regiond_command_of_the_readme_parses() -> None:
+    """The commands deploy/README.md shows (its ``sh`` blocks), through regiond's own parser: run
+    directly, or in a compose service's container (``exec regiond-<region> regiond ...``)."""
+    blocks = re.findall(r"```sh\n(.*?)```", (DEPLOY / "README.md").read_text(), re.DOTALL)
+    commands = []
+    for argv in (argv for block in blocks for argv in script_commands(block)):
+        starts = [i for i, a in enumerate(argv) if a == "regiond" and (i == 0 or argv[i - 1].startswith("regiond-"))]
+        commands += [argv[i + 1 :] for i in starts[:1]]
+    assert len(commands) >= 2
+    for argv in commands:
+        regiond_args(argv)
