@@ -496,11 +496,13 @@ def _plan(args: argparse.Namespace) -> Plan:
     return plan
 
 
-def durability_variable() -> str:
-    """The environment variable of regiond's ``audit_durability`` (the regionkms_async server sets it)."""
+def async_variant(settings: dict[str, str]) -> dict[str, str]:
+    """The ``regionkms_async`` server's settings: the run's (``server_settings``'s variables) with
+    ``audit_durability = async`` over them, checked as regiond reads them."""
     from regiond import config
 
-    return config.BY_KEY["audit_durability"].env
+    variables = {**settings, config.BY_KEY["audit_durability"].env: "async"}
+    return server_settings({}, variables)
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
@@ -524,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         known = ", ".join(report.HEADLINE_SERVERS)
         raise SystemExit(f"python -m benchmarks: unknown server {unknown[0]!r} (of {known})")
-    async_settings = {**settings, durability_variable(): "async"}
+    async_settings = async_variant(settings)
     workdir = Path(tempfile.mkdtemp(prefix="regionkms-bench-"))
     started_at = dt.datetime.now(dt.UTC)
     factories: dict[str, Callable[[], Server]] = {

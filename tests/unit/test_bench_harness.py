@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import audit_overhead, harness
+from benchmarks import audit_overhead, harness, runner
 from benchmarks.harness import RegionKmsServer, recorded_settings, server_settings, setting_pairs
 from regiond.devtools import launcher
 
@@ -62,6 +62,19 @@ def test_regiond_gets_the_callers_regiond_variables_and_the_given_settings(
     assert started.env["REGIOND_AUDIT_MAX_IN_FLIGHT"] == "4"  # --setting over the environment
     assert started.env["REGIOND_POOL_MAX_SIZE"] == "7"
     assert started.cmd[started.cmd.index("--workers") + 1] == "2"
+
+
+def test_the_async_server_runs_the_runs_settings_with_async_durability(
+    popen: list[_Started], tmp_path: Path
+) -> None:
+    variables = runner.async_variant(server_settings({"audit_max_in_flight": "3"}, {}))
+    server = RegionKmsServer(tmp_path, workers=2, settings=variables, name="regionkms_async")
+    server.database_url = "postgresql://127.0.0.1:1/regionkms"
+    server._start_regiond()
+    (started,) = popen
+    assert started.env["REGIOND_AUDIT_DURABILITY"] == "async"
+    assert started.env["REGIOND_AUDIT_MAX_IN_FLIGHT"] == "3"
+    assert recorded_settings(variables)["audit_durability"] == "async"
 
 
 def test_a_restart_keeps_the_settings(popen: list[_Started], tmp_path: Path) -> None:
