@@ -40,7 +40,10 @@ committed unseen, so it is not dropped: it is retried idempotently (same writer,
 before any new segment is built, which keeps the writer's chain free of holes; an event may thus
 exist for a call the client saw fail, never the reverse. In ``async`` mode a failed segment's
 events stay counted in the queue until a retry stores them: under a stopped PostgreSQL the queue
-fills and calls are then refused.
+fills and calls are then refused. A worker that stops while the database cannot take what it still
+holds gives those events up after the first failed write (its stop stays bounded), counts them in
+``regionkms_audit_events_lost_total``, logs ``audit.events_lost_at_close`` with the count once, and
+exits with a failure status (``events_lost_in_process``, read by ``regiond.runtime.serve``).
 """
 
 from __future__ import annotations
@@ -91,6 +94,21 @@ AUDIT_QUEUE_REFUSED = Counter(
     "Calls refused because the async audit queue was full (audit_durability = async)",
     registry=REGISTRY,
 )
+
+AUDIT_EVENTS_LOST = Counter(
+    "regionkms_audit_events_lost_total",
+    "Events answered in async mode that the worker could not make durable before it stopped (the database "
+    "did not take them): lost, or for a segment that failed unseen, not known to be stored",
+    registry=REGISTRY,
+)
+_lost_in_process = 0  # what every writer of this process lost at close: the worker's exit status says so
+
+
+def events_lost_in_process() -> int:
+    """Events this process's writers lost at close (async mode, database unreachable): the worker then
+    exits with a failure status (``regiond.runtime.serve``), never 0."""
+    return _lost_in_process
+
 
 RETRY_EVERY_S = 0.5  # how often an unstored segment is retried when no new event comes to carry it
 
@@ -162,6 +180,8 @@ class SegmentWriter:
         self._lease_stop = asyncio.Event()
         self._lease_task: asyncio.Task[None] | None = None
         self._chain_lock = asyncio.Lock()
+        self._close_failed = False  # a write failed while closing: what is still queued is given up at once
+        self.lost_at_close = 0  # async events never made durable (or not known to be) when ``close`` ended
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -235,6 +255,7 @@ class SegmentWriter:
         if self._unstored:
             log.error("audit.unstored_at_close", writer=str(self.writer_id), segments=len(self._unstored),
                       events=self._unstored_events)  # fmt: skip
+        self._account_lost()
         self._lease_stop.set()
         if self._lease_task is not None:
             await self._lease_task
@@ -246,6 +267,21 @@ class SegmentWriter:
         idle, self._idle = self._idle, []
         for con in idle:
             await self._discard(con)
+
+    def _account_lost(self) -> None:
+        """Async mode: every answered event not durable at close is counted, logged once and makes the
+        worker's exit status a failure. (Sync mode loses nothing: those calls failed.)"""
+        global _lost_in_process
+        unconfirmed = 0 if self._sync else self._unstored_events  # failed segments: may have committed unseen
+        lost = self.lost_at_close + unconfirmed
+        if not lost:
+            return
+        self.lost_at_close = lost
+        _lost_in_process += lost
+        AUDIT_EVENTS_LOST.inc(lost)
+        log.error("audit.events_lost_at_close", writer=str(self.writer_id), events=lost, unconfirmed=unconfirmed,
+                  durability=self._opt.durability,
+                  reason="the worker stopped while the database could not take its queued events")  # fmt: skip
 
     # --- the seam ----------------------------------------------------------------------------
 
@@ -305,6 +341,10 @@ class SegmentWriter:
                 else:
                     await self._wakeup.wait()
                 continue
+            if self._closing and self._close_failed and not self._sync:
+                self.lost_at_close += len(self._pending)  # the database failed at close: do not wait on each batch
+                self._pending.clear()
+                continue
             if self._opt.linger_s > 0 and self._last_batch > 1 and not self._closing:
                 await asyncio.sleep(self._opt.linger_s)  # under load only: an idle node does not wait
             else:
@@ -353,7 +393,8 @@ class SegmentWriter:
         if not self._closing:
             await asyncio.sleep(RETRY_EVERY_S)
         if self._closing:
-            log.error("audit.events_lost_at_close", writer=str(self.writer_id), events=len(batch))
+            self._close_failed = True
+            self.lost_at_close += len(batch)  # counted and logged once, by close
             return
         self._pending[:0] = batch
 

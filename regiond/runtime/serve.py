@@ -32,6 +32,7 @@ import structlog
 from aiohttp import web
 
 from regiond import logging as regiond_logging
+from regiond.audit.writer import events_lost_in_process
 from regiond.config import Settings
 from regiond.runtime import heap, metrics, node_metrics
 from regiond.runtime.client_tls import ServerCertificate
@@ -136,6 +137,13 @@ def run_worker(
         node_metrics.join(metrics_dir, worker, metrics.GAUGE_MODES)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(settings, factory, reuse_port, ready))
+    lost = events_lost_in_process()
+    if lost:  # async audit events answered and never made durable: the stop was not clean
+        log.error("node.audit_events_lost", worker=worker, events=lost, exit_status=EXIT_AUDIT_EVENTS_LOST)
+        raise SystemExit(EXIT_AUDIT_EVENTS_LOST)
+
+
+EXIT_AUDIT_EVENTS_LOST = 3  # a worker (and so the node) that stopped with async audit events lost
 
 
 def _importable(factory: AppFactory) -> AppFactory:

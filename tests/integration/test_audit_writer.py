@@ -17,9 +17,16 @@ import pytest
 from regiond.audit import digests, segment
 from regiond.audit.calls import CallRecord
 from regiond.audit.verify import verify_region
-from regiond.audit.writer import AUDIT_BATCH_EVENTS, AuditUnavailableError, SegmentWriter, WriterOptions
+from regiond.audit.writer import (
+    AUDIT_BATCH_EVENTS,
+    AuditUnavailableError,
+    SegmentWriter,
+    WriterOptions,
+    events_lost_in_process,
+)
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.domain.audit_anchor import parse_anchor
+from regiond.runtime.metrics import REGISTRY
 from regiond.store import audit as audit_store
 from regiond.store.pool import Pool, create_pool
 from tests.support import legacy_audit
@@ -261,6 +268,38 @@ async def test_a_writer_whose_lease_lapsed_goes_on_under_a_new_id_and_retires_at
         report = await verify_region(pool, REGION)
         assert report.writers_checked == 2
         assert not [f for f in report.findings if f.kind.startswith(("segment", "writer"))], report.findings
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+        await writer.close()
+        await pool.close()
+
+
+async def test_async_events_a_worker_cannot_store_before_it_stops_are_counted_lost_not_dropped_silently(
+    database_url: str,
+) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    writer = SegmentWriter(pool, REGION, options=WriterOptions(durability="async", write_timeout_s=2.0))
+    name = database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    lost_before = events_lost_in_process()
+    metric_before = REGISTRY.get_sample_value("regionkms_audit_events_lost_total") or 0.0
+    try:
+        await writer.start()
+        await writer.submit(_call(0))
+        await _drained(writer)
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+        for i in range(1, 6):
+            await writer.submit(_call(i))  # answered: queued, and the database takes nothing
+        await asyncio.sleep(0.1)  # a write is tried and fails: the events go on waiting
+        assert writer.backlog == 5
+        await writer.close()  # the node stops with the database still out of reach
+        assert writer.lost_at_close == 5
+        assert events_lost_in_process() - lost_before == 5  # what makes the worker's exit status a failure
+        assert (REGISTRY.get_sample_value("regionkms_audit_events_lost_total") or 0.0) - metric_before == 5
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert await _request_ids(pool) == ["req-0"]
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await admin.close()
