@@ -233,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyringError as exc:
         print(f"regiond: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # A database that is down or failing over, met by a command that has no handler of its own
+        # (e.g. ``replication status``): one line and exit 1, as for every other operator error.
+        from regiond.store.pool import DATABASE_ERRORS
+
+        if not isinstance(exc, DATABASE_ERRORS):
+            raise
+        print(f"regiond {args.command}: database error: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
