@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
+from regiond import logging as regiond_logging
 from regiond.audit.calls import AuditSink, CallRecord
 from regiond.auth import sigv4
 from regiond.auth.authn import Authenticated
@@ -82,22 +83,6 @@ def _latency(operation: str) -> Any:
     if child is None:
         child = _LATENCIES[operation] = REQUEST_LATENCY.labels(operation)
     return child
-
-
-_LOG_CONTEXT_KEYS = ("request_id", "principal")
-"""Every key ``handle`` binds in structlog's context-local context, and no other code binds any."""
-
-
-def _bind_log_context(request_id: str) -> None:
-    """Start the request's log context: ``request_id`` bound, ``principal`` unbound until authenticated.
-
-    ``clear_contextvars`` would do the same, since only ``handle`` binds (``_LOG_CONTEXT_KEYS``),
-    but it copies the whole ``contextvars`` context to find them, most of what the three calls
-    cost (benchmarks/README.md, "Design figures"). Unbinding matters where requests share a context (tests, benchmarks):
-    a request that fails authentication must not log the previous request's principal.
-    """
-    structlog.contextvars.unbind_contextvars("principal")
-    structlog.contextvars.bind_contextvars(request_id=request_id)
 
 
 def _error_response(exc: KmsError, request_id: str) -> web.Response:
@@ -222,7 +207,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     audit = request.app[AUDIT]
     request_id = uuid4_str()  # x-amzn-RequestId: a random UUID (randomids: a third of uuid.uuid4's cost)
     started = time.perf_counter()
-    _bind_log_context(request_id)
+    log_context = regiond_logging.start_request(request_id)
     source_ip = request.remote or ""
     headers = sigv4.HeaderView(request.headers)
     try:
@@ -260,7 +245,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return _failure_response(failed, request_id, headers, sts.is_sts(_scope(headers), headers))
     return await _serve(
         services, audit, request_id=request_id, started=started, method=request.method, raw_path=request.raw_path,
-        headers=headers, body=body, source_ip=source_ip, secure=request.secure, auth=auth,
+        headers=headers, body=body, source_ip=source_ip, secure=request.secure, auth=auth, log_context=log_context,
     )  # fmt: skip
 
 
@@ -319,12 +304,12 @@ async def serve_forwarded(app: web.Application, peer_region: str, peer_address: 
     """
     request = forwarding.decode_request(envelope)  # ForwardError: the channel answers 400
     request_id = uuid4_str()
-    _bind_log_context(request_id)
+    log_context = regiond_logging.start_request(request_id)
     headers = sigv4.HeaderView(request.header_multidict())
     response = await _serve(
         app[SERVICES], app[AUDIT], request_id=request_id, started=time.perf_counter(), method=request.method,
         raw_path=request.raw_path, headers=headers, body=request.body, source_ip=peer_address,
-        secure=request.client_tls, auth=None, forwarded_from=peer_region,
+        secure=request.client_tls, auth=None, log_context=log_context, forwarded_from=peer_region,
         throttle_source=f"{source_bucket(request.client_address or peer_address)} via {peer_region}",
     )  # fmt: skip
     body = response.body if isinstance(response.body, bytes) else b""
@@ -334,7 +319,8 @@ async def serve_forwarded(app: web.Application, peer_region: str, peer_address: 
 async def _serve(
     services: Services, audit: AuditSink, *, request_id: str, started: float, method: str, raw_path: str,
     headers: sigv4.HeaderView, body: bytes, source_ip: str, secure: bool, auth: sigv4.ParsedAuthorization | None,
-    forwarded_from: str | None = None, throttle_source: str | None = None,
+    log_context: regiond_logging.RequestLogContext, forwarded_from: str | None = None,
+    throttle_source: str | None = None,
 ) -> web.Response:  # fmt: skip
     """Authenticate, dispatch, audit and answer one call whose body has been read; ``throttle_source``
     names the failed-authentication throttle bucket when it is not ``source_ip`` (a forwarded call)."""
@@ -351,7 +337,7 @@ async def _serve(
             source_ip=throttle_source or source_ip, auth=auth,
         )  # fmt: skip
         caller = authenticated.caller
-        structlog.contextvars.bind_contextvars(principal=caller.principal.arn)
+        log_context.principal = caller.principal.arn
         if as_sts:
             event_source = sts.EVENT_SOURCE
             call = sts.parse(authenticated.signed, headers, query, body)

@@ -1,35 +1,36 @@
-"""protocol.routes: the request log context."""
+"""protocol.routes: the request log context (regiond.logging.start_request)."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import asyncio
 
-import structlog
-
-from regiond.protocol import routes
+from regiond import logging as regiond_logging
 
 
 def test_request_log_context_starts_with_only_the_request_id() -> None:
-    structlog.contextvars.bind_contextvars(request_id="previous", principal="arn:aws:iam::111122223333:user/a")
-    try:
-        routes._bind_log_context("next")
-        assert structlog.contextvars.get_contextvars() == {"request_id": "next"}
-    finally:
-        structlog.contextvars.clear_contextvars()
+    previous = regiond_logging.start_request("previous")
+    previous.principal = "arn:aws:iam::111122223333:user/a"
+    regiond_logging.start_request("next")
+    assert regiond_logging.request_context() == {"request_id": "next"}
 
 
-def test_only_the_request_path_binds_log_context() -> None:
-    """``_bind_log_context`` resets the keys ``handle`` binds instead of clearing the context:
-    that is only the same while no other code binds context-local log values."""
-    root = Path(__file__).resolve().parents[2]
-    binders = {
-        path.relative_to(root).as_posix()
-        for package in ("regiond", "replication", "kmsclient")
-        for path in (root / package).rglob("*.py")
-        if "bind_contextvars(" in path.read_text()
-    }
-    assert binders == {"regiond/protocol/routes.py"}
-    source = (root / "regiond/protocol/routes.py").read_text()
-    bound = set(re.findall(r"bind_contextvars\((\w+)=", source))
-    assert bound == set(routes._LOG_CONTEXT_KEYS)
+def test_log_lines_carry_the_request_id_and_principal_a_line_sets_its_own() -> None:
+    context = regiond_logging.start_request("r-1")
+    line = regiond_logging.merge_request_context(None, "info", {"event": "x"})
+    assert line == {"event": "x", "request_id": "r-1"}
+    context.principal = "arn:aws:iam::111122223333:user/a"
+    line = regiond_logging.merge_request_context(None, "info", {"event": "x", "request_id": "own"})
+    assert line == {"event": "x", "request_id": "own", "principal": "arn:aws:iam::111122223333:user/a"}
+
+
+async def test_each_task_logs_its_own_request() -> None:
+    async def request(request_id: str, principal: str) -> dict[str, str]:
+        context = regiond_logging.start_request(request_id)
+        await asyncio.sleep(0)
+        context.principal = principal
+        await asyncio.sleep(0)
+        return regiond_logging.request_context()
+
+    first, second = await asyncio.gather(request("a", "arn:a"), request("b", "arn:b"))
+    assert first == {"request_id": "a", "principal": "arn:a"}
+    assert second == {"request_id": "b", "principal": "arn:b"}
