@@ -34,3 +34,23 @@ async def test_each_task_logs_its_own_request() -> None:
     first, second = await asyncio.gather(request("a", "arn:a"), request("b", "arn:b"))
     assert first == {"request_id": "a", "principal": "arn:a"}
     assert second == {"request_id": "b", "principal": "arn:b"}
+
+
+def test_a_line_logged_under_the_production_configuration_carries_the_request_context() -> None:
+    import io
+    import json
+
+    import structlog
+
+    out = io.StringIO()
+    saved = structlog.get_config()
+    regiond_logging.configure("info")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=out))
+    try:
+        context = regiond_logging.start_request("r-2")
+        context.principal = "arn:aws:iam::111122223333:user/a"
+        structlog.get_logger("t").info("request.rejected", error="X")
+    finally:
+        structlog.configure(**saved)
+    line = json.loads(out.getvalue())
+    assert (line["request_id"], line["principal"], line["event"]) == ("r-2", context.principal, "request.rejected")
