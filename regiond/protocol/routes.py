@@ -46,7 +46,7 @@ from regiond.protocol.forwarding import PeerForwarder
 from regiond.protocol.ops import IAM_OPERATIONS, KMS_OPERATIONS
 from regiond.randomids import uuid4_str
 from regiond.runtime.listener import BodyTimeout, read_body_within
-from regiond.runtime.metrics import FORWARD_LATENCY, FORWARDED, REQUEST_LATENCY, REQUESTS
+from regiond.runtime.metrics import FORWARD_LATENCY, FORWARDED, REQUESTS
 from regiond.service.container import Services
 
 log = structlog.get_logger("regiond.request")
@@ -60,29 +60,6 @@ EVENT_SOURCE_IAM = "iam.amazonaws.com"
 SERVICES = web.AppKey("services", Services)
 AUDIT = web.AppKey("audit", AuditSink)
 FORWARDER: web.AppKey[PeerForwarder] = web.AppKey("forwarder")
-
-
-_OK_COUNTERS: dict[str, Any] = {}
-_LATENCIES: dict[str, Any] = {}
-
-
-def _ok_counter(operation: str) -> Any:
-    """The labelled ``REQUESTS`` child for a success, cached: ``labels()`` costs more than ``inc()``.
-
-    ``operation`` is a model or IAM operation name (``_resolve`` rejects others), so the
-    cache is bounded by the operation tables.
-    """
-    child = _OK_COUNTERS.get(operation)
-    if child is None:
-        child = _OK_COUNTERS[operation] = REQUESTS.labels(operation, "ok")
-    return child
-
-
-def _latency(operation: str) -> Any:
-    child = _LATENCIES.get(operation)
-    if child is None:
-        child = _LATENCIES[operation] = REQUEST_LATENCY.labels(operation)
-    return child
 
 
 def _error_response(exc: KmsError, request_id: str) -> web.Response:
@@ -221,7 +198,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             # Nothing was authenticated (the signature covers the body), so nothing is audited,
             # and there is no one to answer: not a server error, not worth a traceback.
             log.info("request.client_disconnected", source_ip=source_ip, error=type(exc.__cause__).__name__)
-            REQUESTS.labels("unknown", "ClientDisconnected").inc()
+            REQUESTS.count("unknown", "ClientDisconnected")
             return web.Response(status=400, headers={"x-amzn-RequestId": request_id})  # never delivered
         source_ip = _source_ip(request, headers, services.settings.trusted_proxies)
         auth = _scope(headers)
@@ -234,13 +211,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 request, forwarder, auth, body, request_id, services.settings.forward_timeout_s, source_ip
             )
     except KmsError as exc:
-        _latency("unknown").observe(time.perf_counter() - started)
-        REQUESTS.labels("unknown", exc.code).inc()
+        REQUESTS.observe("unknown", time.perf_counter() - started)
+        REQUESTS.count("unknown", exc.code)
         log.info("request.rejected", operation="unknown", error=exc.code, source_ip=source_ip)
         return _failure_response(exc, request_id, headers, sts.is_sts(_scope(headers), headers))
     except Exception:
         log.exception("request.failed", operation="unknown")
-        REQUESTS.labels("unknown", KMSInternalException.code).inc()
+        REQUESTS.count("unknown", KMSInternalException.code)
         failed = KMSInternalException("An internal error occurred; see the server log for this request id")
         return _failure_response(failed, request_id, headers, sts.is_sts(_scope(headers), headers))
     return await _serve(
@@ -362,7 +339,7 @@ async def _serve(
             record.result = identity = sts.identity(caller.principal)
             payload, content_type = sts.render_result(call, identity, request_id)
             await audit.submit(record)
-            _ok_counter(operation).inc()
+            REQUESTS.count(operation, "ok")
             return web.Response(body=payload, headers={"x-amzn-RequestId": request_id, "Content-Type": content_type})
         raw = _parse_json(body)
         if event_source == EVENT_SOURCE_KMS:
@@ -376,7 +353,7 @@ async def _serve(
             shapes.render_response(operation, result) if event_source == EVENT_SOURCE_KMS else orjson.dumps(result)
         )
         await audit.submit(record)
-        _ok_counter(operation).inc()
+        REQUESTS.count(operation, "ok")
         return web.Response(body=payload, headers={"x-amzn-RequestId": request_id, "Content-Type": CONTENT_TYPE})
     except KmsError as exc:
         failure: KmsError = exc
@@ -384,7 +361,7 @@ async def _serve(
         log.exception("request.failed", operation=operation)
         failure = KMSInternalException("An internal error occurred; see the server log for this request id")
     finally:
-        _latency(operation).observe(time.perf_counter() - started)
+        REQUESTS.observe(operation, time.perf_counter() - started)
     if record is not None:
         record.error, record.result = failure, None
         refused_on = getattr(failure, "resource", None)
@@ -403,7 +380,7 @@ async def _serve(
                 "The audit trail could not record this request, so no result is returned; "
                 "a state-changing operation may have taken effect"
             )
-    REQUESTS.labels(operation, failure.code).inc()
+    REQUESTS.count(operation, failure.code)
     if failure.status >= 500:
         log.error("request.error", operation=operation, error=failure.code, source_ip=source_ip)
     else:

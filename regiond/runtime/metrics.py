@@ -12,22 +12,91 @@ process (``--workers 1``, tests) renders its registry alone, as before.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from regiond.runtime import node_metrics
 
 REGISTRY = CollectorRegistry()
 
-REQUESTS = Counter(
-    "regionkms_requests_total", "API requests by operation and outcome", ["operation", "outcome"], registry=REGISTRY
-)
-REQUEST_LATENCY = Histogram(
-    "regionkms_request_seconds",
-    "API request latency by operation",
-    ["operation"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-    registry=REGISTRY,
-)
+REQUEST_SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _Latency:
+    """One operation's ``regionkms_request_seconds`` histogram: per-bucket counts (not cumulative), the
+    last one past every bound (``+Inf``), and the sum."""
+
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(REQUEST_SECONDS_BUCKETS) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+
+class RequestMetrics:
+    """``regionkms_requests_total{operation,outcome}`` and ``regionkms_request_seconds{operation}``: the two
+    metrics every API request updates, as plain numbers exposed by a collector of the registry.
+
+    prometheus_client's ``Counter``/``Histogram`` children take a lock and walk the buckets one
+    ``inc`` at a time on each update, which is most of what metrics cost a request; these update a
+    dict and a list in place (``bisect`` finds the bucket). The exposition is the same families,
+    names, labels and buckets (without the ``_created`` samples, which the node view drops
+    anyway). Updated and collected on the worker's event loop only (the request path, ``/metrics``
+    and the snapshot task), so no lock is needed. Label values are operation names and AWS error
+    codes, bounded by the operation table and the error tree.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._outcomes: dict[tuple[str, str], int] = {}
+        self._latencies: dict[str, _Latency] = {}
+        registry.register(self)
+
+    def count(self, operation: str, outcome: str) -> None:
+        """One request of ``operation`` ended with ``outcome`` (``ok`` or its error code)."""
+        key = (operation, outcome)
+        self._outcomes[key] = self._outcomes.get(key, 0) + 1
+
+    def observe(self, operation: str, seconds: float) -> None:
+        latency = self._latencies.get(operation)
+        if latency is None:
+            latency = self._latencies[operation] = _Latency()
+        latency.buckets[bisect_left(REQUEST_SECONDS_BUCKETS, seconds)] += 1  # the first bound >= seconds
+        latency.count += 1
+        latency.sum += seconds
+
+    def value(self, operation: str, outcome: str) -> int:
+        """The count of ``regionkms_requests_total{operation, outcome}`` in this process (tests)."""
+        return self._outcomes.get((operation, outcome), 0)
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("regionkms_requests", _REQUESTS_HELP, labels=("operation", "outcome"))
+        yield HistogramMetricFamily("regionkms_request_seconds", _LATENCY_HELP, labels=("operation",))
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("regionkms_requests", _REQUESTS_HELP, labels=("operation", "outcome"))
+        for (operation, outcome), value in self._outcomes.items():
+            requests.add_metric((operation, outcome), value)
+        yield requests
+        latency = HistogramMetricFamily("regionkms_request_seconds", _LATENCY_HELP, labels=("operation",))
+        for operation, observed in self._latencies.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip(_BUCKET_LABELS, observed.buckets, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            latency.add_metric((operation,), buckets, observed.sum)
+        yield latency
+
+
+_REQUESTS_HELP = "API requests by operation and outcome"
+_LATENCY_HELP = "API request latency by operation"
+_BUCKET_LABELS = (*map(floatToGoString, REQUEST_SECONDS_BUCKETS), "+Inf")  # le, as prometheus_client writes it
+
+REQUESTS = RequestMetrics(REGISTRY)
 FORWARDED = Counter(
     "regionkms_forwarded_requests_total",
     "Requests signed for another region of the cluster and forwarded there (regiond.protocol.forwarding), by"
