@@ -13,6 +13,9 @@ or becomes read-only, this module is what lets a node carry on without a restart
 - every connection has TCP keepalives and a TCP user timeout (``KEEPALIVE``), so a primary that
   vanished without closing its sockets (power loss, a partition) is noticed within about
   ``KEEPALIVE_NOTICED_S`` and not after the kernel's two hours;
+- the hosts of a multi-host URL are tried one at a time, each within its share of
+  ``CONNECT_TIMEOUT_S`` (``_connect_each``), so a dead first host cannot keep the second from
+  being reached;
 - a connection that failed because its server went away, is shutting down, or no longer takes
   writes (SQLSTATE 25006, a demoted primary) is terminated, not returned to the pool, so the next
   acquire connects anew through the URL and reaches whichever host is the primary now;
@@ -27,9 +30,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
 import asyncpg
 import structlog
@@ -41,7 +45,8 @@ log = structlog.get_logger(__name__)
 ACQUIRE_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
-"""One connection attempt, every host of a multi-host URL together (asyncpg's timeout is per attempt)."""
+"""One connection attempt, every host of a multi-host URL together, each host an equal share of it
+(``_connect_each``); no more than ``ACQUIRE_TIMEOUT_S``, which bounds an acquire's connect."""
 
 # Client-side TCP keepalives on every database connection (asyncpg has no libpq ``keepalives_*``
 # parameters, and ``server_settings`` only reach the server's side): probes after 10 s idle, every
@@ -104,7 +109,9 @@ async def _init_connection(con: Any) -> None:
     await con.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
+async def create_pool(
+    database_url: str, *, min_size: int = 2, max_size: int = 10, connect_timeout_s: float = CONNECT_TIMEOUT_S
+) -> Pool:
     logging.getLogger("asyncpg.pool").addFilter(_DRIVER_FILTER)  # idempotent: a filter is added once
     pool: Pool = await asyncpg.create_pool(
         database_url,
@@ -112,8 +119,9 @@ async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 1
         max_size=max_size,
         init=_init_connection,
         command_timeout=COMMAND_TIMEOUT_S,
-        timeout=CONNECT_TIMEOUT_S,
+        timeout=connect_timeout_s,
         connection_class=KeepaliveConnection,
+        connect=cast(Any, _connect_each),  # the stubs' Protocol spells out every keyword; ours passes them on
     )
     return pool
 
@@ -122,10 +130,43 @@ async def connect(
     database_url: str, *, timeout_s: float = CONNECT_TIMEOUT_S, server_settings: dict[str, str] | None = None
 ) -> asyncpg.Connection[asyncpg.Record]:
     """A dedicated connection outside the pool (LISTEN, session locks), opened as the pool's are."""
-    con: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
+    con: asyncpg.Connection[asyncpg.Record] = await _connect_each(
         database_url, timeout=timeout_s, server_settings=server_settings, connection_class=KeepaliveConnection
     )
     return con
+
+
+def single_host_urls(database_url: str) -> list[str]:
+    """A multi-host URL (``postgresql://u:p@h1:p1,h2:p2/db?...``) as one URL per host, in order, each
+    with the same credentials, database and parameters; ``[database_url]`` for any other URL (one
+    host, hosts given in the query, a Unix socket): asyncpg then reads it as it is."""
+    parts = urllib.parse.urlsplit(database_url)
+    auth, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return [database_url]
+    return [urllib.parse.urlunsplit(parts._replace(netloc=f"{auth}{at}{host}")) for host in hosts.split(",")]
+
+
+async def _connect_each(dsn: str, *, timeout: float = CONNECT_TIMEOUT_S, **kwargs: Any) -> Any:  # noqa: ASYNC109
+    """asyncpg's ``connect`` (the pool's ``connect`` seam), trying the hosts of a multi-host URL one by
+    one, each within its share of ``timeout``.
+
+    asyncpg's own multi-host connect has one timeout for every host together, so a first host that
+    drops packets (a powered-off primary: no refusal, no reset) would use it all up on every attempt
+    and the second host, the promoted standby, would never be tried; libpq's ``connect_timeout`` is
+    per host too. Each single-host attempt checks ``target_session_attrs`` as asyncpg does (a standby
+    is refused with ``TargetServerAttributeNotMatched`` under ``read-write``); the last failure is
+    raised when no host would do."""
+    urls = single_host_urls(dsn)
+    share_s = timeout / len(urls)
+    last: BaseException | None = None
+    for url in urls:
+        try:
+            return await asyncpg.connect(url, timeout=share_s, **kwargs)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            last = exc  # the next host, as libpq does; an error of the last host is raised below
+    assert last is not None
+    raise last
 
 
 # The server went away, is shutting down or starting, refuses connections now, or takes no writes:

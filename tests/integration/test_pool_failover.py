@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from regiond.devtools.postgres import free_port
 from regiond.errors import AlreadyExistsException, KMSInternalException
-from regiond.store import notify
 from regiond.store.pool import KEEPALIVE, Conn, connect, connection, create_pool, transaction
 
 pytestmark = pytest.mark.timeout(60)
@@ -89,11 +89,30 @@ async def test_an_unreachable_database_is_a_retryable_error_not_a_driver_excepti
         await pool.close()
 
 
-async def test_the_listener_reports_down_while_its_database_cannot_be_reached() -> None:
-    listener = notify.Listener(f"postgresql://postgres:x@127.0.0.1:{free_port()}/db")
-    listener.subscribe("keys", lambda _payload: None)
-    await listener.start()  # returns after its own wait even though it never connects
+async def test_a_first_host_that_never_answers_does_not_keep_the_second_from_being_tried(database_url: str) -> None:
+    """A powered-off primary drops packets: asyncpg's multi-host connect would spend its one timeout on
+    it every time. Stand-in: a listener that accepts and never speaks."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hang(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(hang, "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+    at = database_url.index("@") + 1
+    url = f"{database_url[:at]}127.0.0.1:{silent_port},{database_url[at:]}"
     try:
-        assert not listener.connected
+        con = await connect(url, timeout_s=2.0)
+        await con.close()
+        multi = await create_pool(url, min_size=1, max_size=1, connect_timeout_s=2.0)
+        try:
+            async with connection(multi) as pooled:
+                assert await pooled.fetchval("SELECT 1") == 1
+        finally:
+            await multi.close()
+        assert held  # the silent host was tried first, each time
     finally:
-        await listener.stop()
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()

@@ -106,3 +106,20 @@ def test_an_aws_error_is_never_replaced_even_when_raised_during_an_outage() -> N
             raise KMSInternalException("already the answer")  # noqa: B904 - the context is the point
     except KMSInternalException as exc:
         assert pool.unavailable(exc) is None
+
+
+def test_a_multi_host_url_is_tried_one_host_at_a_time_with_everything_else_kept() -> None:
+    url = "postgresql://u:p%40ss@db-a:5432,db-b:6432,[::1]:5433/kms?target_session_attrs=read-write&sslmode=require"
+    assert pool.single_host_urls(url) == [
+        "postgresql://u:p%40ss@db-a:5432/kms?target_session_attrs=read-write&sslmode=require",
+        "postgresql://u:p%40ss@db-b:6432/kms?target_session_attrs=read-write&sslmode=require",
+        "postgresql://u:p%40ss@[::1]:5433/kms?target_session_attrs=read-write&sslmode=require",
+    ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://u:p@db-a:5432/kms", "postgresql:///kms?host=/run/postgresql", ""],
+)
+def test_any_other_url_is_left_to_asyncpg_as_it_is(url: str) -> None:
+    assert pool.single_host_urls(url) == [url]
