@@ -161,6 +161,8 @@ class Authenticator:
                 signing_key=self._signing_key(entry, auth.date, auth.service),
             )
         except KmsError as exc:
+            if exc.status >= 500:  # the lookup failed (the database failing over): no failed authentication
+                raise
             self._failed(exc, source_ip=source_ip, access_key_id=access_key_id, label=label,
                          guess=guess, throttled=throttled)  # fmt: skip
             raise

@@ -180,6 +180,10 @@ _GONE: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,  # 57P02: another backend crashed
     asyncpg.ReadOnlySQLTransactionError,  # 25006: a standby, or a demoted primary
     asyncpg.TargetServerAttributeNotMatched,  # no host of the URL takes writes (before a promotion)
+    # A connection whose server sent its last FATAL ("unexpected postmaster exit") between two calls:
+    # still open for a moment, its protocol stuck consuming that error, the next call is refused
+    # ("cannot switch to state ...; another operation is in progress"). It is done for.
+    asyncpg.InternalClientError,
     asyncpg.TooManyConnectionsError,  # 53300: a new primary flooded by every node reconnecting
 )  # fmt: skip
 _GONE_OR_TIMEOUT: tuple[type[BaseException], ...] = (*_GONE, TimeoutError)

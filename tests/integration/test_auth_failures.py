@@ -120,3 +120,29 @@ async def test_unsigned_and_malformed_requests_are_not_throttled(nodes: NodeFact
         assert body["__type"] == "InvalidSignatureException"  # a scope error: before any lookup
     assert status == 400
     await aws_call(node.client(admin).list_keys)
+
+
+async def test_a_credential_lookup_the_database_cannot_answer_is_a_server_fault_not_a_failed_authentication(
+    nodes: NodeFactory,
+) -> None:
+    """During a database failover every cache is emptied (its LISTEN connection dropped) and each
+    caller's next lookup fails: those callers must not get their source throttled for it."""
+    from regiond.devtools.postgres import free_port
+    from regiond.protocol.routes import SERVICES
+    from regiond.store.pool import create_pool
+
+    node = await nodes.start(auth_failure_burst=1, auth_failure_refill_per_s=0.001)
+    admin = await nodes.identity(node)
+    authn = node.app[SERVICES].authn
+    working = authn._pool  # white box: the lookup's pool, swapped for one whose database is gone
+    gone = await create_pool(f"postgresql://postgres:x@127.0.0.1:{free_port()}/db", min_size=0, max_size=1)
+    try:
+        authn._pool = gone
+        with structlog.testing.capture_logs() as logs:
+            codes = [error_code(await expect_error(node.client(admin).list_keys)) for _ in range(3)]
+        assert codes == ["KMSInternalException"] * 3
+        assert not _auth_failed(logs)
+    finally:
+        authn._pool = working
+        await gone.close()
+    await aws_call(node.client(admin).list_keys)  # not throttled, served

@@ -23,6 +23,7 @@ from regiond.store import pool
         asyncpg.CannotConnectNowError("the database system is starting up"),
         asyncpg.AdminShutdownError("terminating connection due to administrator command"),
         asyncpg.TargetServerAttributeNotMatched("None of the hosts match the target attribute requirement"),
+        asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
     ],
 )
 def test_a_server_gone_or_read_only_is_a_retryable_internal_error_naming_no_driver_text(exc: BaseException) -> None:
@@ -41,7 +42,7 @@ def test_a_timeout_is_a_dependency_timeout() -> None:
     [
         asyncpg.UniqueViolationError("duplicate key"),
         asyncpg.SerializationError("could not serialize access"),
-        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),  # misuse
         ValueError("not a database failure"),
     ],
 )
