@@ -53,7 +53,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"regiond serve: {problem}", file=sys.stderr)
         return 2
     load_keyring(settings)  # fail fast, before forking workers
+    problem = _schema_problem(settings.database_url)
+    if problem is not None:
+        print(f"regiond serve: {problem}", file=sys.stderr)
+        return 2
     return serve(settings, build_app)
+
+
+def _schema_problem(database_url: str) -> str | None:
+    """Why this release must not serve the database's schema (a migration of a later release that older
+    ones cannot run against), or None; an unreachable database is left to the workers' start, as before."""
+    from regiond.store import migrate as migrations
+    from regiond.store.pool import create_pool
+
+    async def check() -> list[str]:
+        pool = await create_pool(database_url, min_size=1, max_size=1)
+        try:
+            return await migrations.unservable(pool)
+        finally:
+            await pool.close()
+
+    try:
+        found = asyncio.run(asyncio.wait_for(check(), timeout=5))
+    except Exception:  # reachability is the workers' to report, with their own message and exit status
+        return None
+    return migrations.unservable_message(found) if found else None
 
 
 def _endpoint_problem(settings: Settings) -> str | None:
@@ -108,7 +132,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await pool.close()
 
-    applied = asyncio.run(run())
+    try:
+        applied = asyncio.run(run())
+    except migrations.UnservableSchema as exc:
+        print(f"regiond migrate: {exc}", file=sys.stderr)
+        return 2
     print(f"applied migrations: {applied or 'none (up to date)'}")
     return 0
 
@@ -186,8 +214,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=".state")
     p.add_argument("--base-port", type=int, default=0, help="first HTTP port (0: reuse saved or pick free ports)")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--tls", action="store_true",
-                   help="serve the client endpoints over TLS with certificates from the cluster CA (AWS_CA_BUNDLE)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the client endpoints over TLS with certificates from the cluster CA (AWS_CA_BUNDLE)",
+    )
     for region in ("us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1"):
         p.add_argument(f"--database-url-{region}", dest=f"database_url_{region.replace('-', '_')}")
     p.set_defaults(func=cmd_dev)

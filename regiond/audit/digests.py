@@ -319,8 +319,11 @@ class DigestTask:
             retired = w.idle_s == float("inf")  # gave its lease up at a clean stop (or was never registered)
             gone = w.closed or not w.registered or retired or (w.idle_s >= self._close_after_s and not running)
             heads.append(Head(head.writer_id, head.seq, head.hash, closed=gone))
-        moved = {(h.writer_id, h.seq) for h in heads} != {(h.writer_id, h.seq) for h in prev.heads if not h.closed} \
-            if prev is not None else True
+        moved = (
+            {(h.writer_id, h.seq) for h in heads} != {(h.writer_id, h.seq) for h in prev.heads if not h.closed}
+            if prev is not None
+            else True
+        )
         if prev is not None and not moved and not any(h.closed for h in heads):
             return None  # nothing moved: the previous digest still says it all
         if prev is None and not heads:

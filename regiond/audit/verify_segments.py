@@ -42,8 +42,16 @@ from regiond.store.pool import Conn
 
 REORDER_WINDOW = 64  # a segment moved farther reads as changed (hashes tried per bad segment: twice this)
 
-__all__ = ["FindingSink", "PrunedHead", "WriterHead", "check_content", "check_writers", "record_second",
-           "segment_times", "trail_regions"]
+__all__ = [
+    "FindingSink",
+    "PrunedHead",
+    "WriterHead",
+    "check_content",
+    "check_writers",
+    "record_second",
+    "segment_times",
+    "trail_regions",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +158,12 @@ async def _walk_writer(
             else:
                 sink.add_writer("segment-changed", w.writer_id, row.seq, "its content no longer matches its hash")
         elif row.prev_hash != expected_prev and row.seq == expected_seq:
-            sink.add_writer("segment-broken", w.writer_id, row.seq,
-                            "it links to no stored segment: the segment before it was changed and re-hashed")
+            sink.add_writer(
+                "segment-broken",
+                w.writer_id,
+                row.seq,
+                "it links to no stored segment: the segment before it was changed and re-hashed",
+            )
         expected_seq, expected_prev = row.seq + 1, row.hash
         last_seq, last_hash = row.seq, row.hash
     return WriterHead(w.writer_id, last_seq, last_hash, checked)
@@ -168,8 +180,12 @@ async def check_writers(
     for w in await store.writers(con):
         if w.genesis != segment.writer_genesis(region, w.writer_id):
             if not any(w.genesis == segment.writer_genesis(r, w.writer_id) for r in regions):
-                sink.add_writer("writer-genesis", w.writer_id, None,
-                                "its genesis is not the one its writer id gives in any region of this database")
+                sink.add_writer(
+                    "writer-genesis",
+                    w.writer_id,
+                    None,
+                    "its genesis is not the one its writer id gives in any region of this database",
+                )
             continue
         heads.append(await _walk_writer(con, sink, region, w, since, until, (pruned or {}).get(w.writer_id)))
     for writer_id, count in await store.unregistered_writers(con):

@@ -494,4 +494,3 @@ class SegmentWriter:
         except Exception:  # a broken connection (or one the pool took back when it closed): replaced
             with contextlib.suppress(Exception):
                 con.terminate()
-

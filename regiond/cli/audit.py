@@ -281,8 +281,10 @@ async def _prune(args: argparse.Namespace, target: Target, pool: Any) -> int:
     if result is None:
         print(f"{region}: nothing to prune before {before:%Y-%m-%dT%H:%M:%SZ} that an anchored digest covers")
     else:
-        print(f"{region}: pruned {result.segments} segments of {result.writers} writers with events before "
-              f"{before:%Y-%m-%dT%H:%M:%SZ} (prune record {result.seq}, covered by digest {result.digest})")
+        print(
+            f"{region}: pruned {result.segments} segments of {result.writers} writers with events before "
+            f"{before:%Y-%m-%dT%H:%M:%SZ} (prune record {result.seq}, covered by digest {result.digest})"
+        )
     return 0
 
 

@@ -98,10 +98,17 @@ def add_cluster_parser(sub: Any) -> None:
     cmds = p.add_subparsers(dest="cluster_command", required=True)
     c = cmds.add_parser("init", help="make (or complete) every file of a cluster, non-interactively")
     c.add_argument("--dir", required=True, help="where the regions' state directories and the peers file go")
-    c.add_argument("--region", action="append", required=True,
-                   help="REGION=REPLICATION_ENDPOINT, the https:// URL its peers reach its receiver at (repeatable)")
+    c.add_argument(
+        "--region",
+        action="append",
+        required=True,
+        help="REGION=REPLICATION_ENDPOINT, the https:// URL its peers reach its receiver at (repeatable)",
+    )
     c.add_argument("--home-region", help="the IAM home region (default: the first --region)")
     c.add_argument("--ca-dir", help="the cluster CA's directory (default: DIR/cluster-ca)")
-    c.add_argument("--hostname", action="append",
-                   help="REGION=HOST, a DNS name or IP its client endpoint is reached at (repeatable)")
+    c.add_argument(
+        "--hostname",
+        action="append",
+        help="REGION=HOST, a DNS name or IP its client endpoint is reached at (repeatable)",
+    )
     c.set_defaults(cluster_func=cmd_init)

@@ -80,6 +80,7 @@ INFO_LABEL = b"regionkms/hpke/key-material/v1\x00"
 U16_MAX = 0xFFFF
 U32_MAX = 0xFFFF_FFFF
 
+
 class RegionEncryptionPublicKey:
     """A region's public encryption key: safe to publish, store and compare."""
 
@@ -128,9 +129,7 @@ class RegionEncryptionPrivateKey:
 
     __slots__ = ("_key", "_material", "_public")
 
-    def __init__(
-        self, key: hpke.MLKEM768X25519PrivateKey, material: bytes, public: RegionEncryptionPublicKey
-    ) -> None:
+    def __init__(self, key: hpke.MLKEM768X25519PrivateKey, material: bytes, public: RegionEncryptionPublicKey) -> None:
         # Private constructor: use generate() or from_material().
         self._key = key
         self._material = material

@@ -305,9 +305,7 @@ def peer_region_from_cert(cert: bytes | Mapping[str, Any]) -> str:
             raise PeerIdentityError("peer certificate is not valid DER") from None
         names = [a.value for a in parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     else:
-        names = [
-            value for rdn in cert.get("subject", ()) for attr_name, value in rdn if attr_name == "commonName"
-        ]
+        names = [value for rdn in cert.get("subject", ()) for attr_name, value in rdn if attr_name == "commonName"]
     if len(names) != 1 or not isinstance(names[0], str) or not names[0]:
         raise PeerIdentityError("peer certificate must name exactly one region in its subject CN")
     return names[0]

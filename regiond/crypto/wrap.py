@@ -121,6 +121,7 @@ class UnwrappedKey(SecretMaterial):
             cipher = self._aead = aead.AeadKey(self.material())
         return cipher
 
+
 def backing_key_aad(key_id: str, version: int) -> bytes:
     """The AAD that ties a wrapped backing key to its KMS key id and version number."""
     if version < 1:

@@ -192,8 +192,9 @@ def _print_welcome(cluster: dict[str, Any], cluster_file: Path) -> None:
     for region, info in cluster["regions"].items():
         lines.append(f"  {region:<16} {info['endpoint']}")
     lines += [
-        "  (TLS, certificates from the cluster CA: AWS_CA_BUNDLE below)" if cluster.get("ca_bundle") else
-        "  (plain HTTP on loopback, for local use only: --tls or production nodes serve TLS, docs/SECURITY.md)",
+        "  (TLS, certificates from the cluster CA: AWS_CA_BUNDLE below)"
+        if cluster.get("ca_bundle")
+        else "  (plain HTTP on loopback, for local use only: --tls or production nodes serve TLS, docs/SECURITY.md)",
         "",
         f"cluster file: {cluster_file}",
         "",

@@ -228,9 +228,7 @@ def validate_new_alias_name(alias_name: str) -> str:
     if ":" in alias_name:
         raise ValidationException(f"{alias_name} contains invalid characters for an alias")
     if alias_name == ALIAS_PREFIX:
-        raise InvalidAliasNameException(
-            f"{alias_name} is not a valid alias name: the name after alias/ is empty"
-        )
+        raise InvalidAliasNameException(f"{alias_name} is not a valid alias name: the name after alias/ is empty")
     if alias_name.startswith(AWS_MANAGED_ALIAS_PREFIX):
         raise InvalidAliasNameException(
             f"{alias_name} is reserved: the alias/aws/ prefix is reserved for AWS managed keys"

@@ -264,10 +264,7 @@ _SIGNING_BY_SPEC: Mapping[KeySpec, tuple[SigningAlgorithm, ...]] = MappingProxyT
 _ENCRYPTION_BY_SPEC: Mapping[KeySpec, tuple[EncryptionAlgorithm, ...]] = MappingProxyType(
     {
         KeySpec.SYMMETRIC_DEFAULT: (EncryptionAlgorithm.SYMMETRIC_DEFAULT,),
-        **{
-            spec: (EncryptionAlgorithm.RSAES_OAEP_SHA_1, EncryptionAlgorithm.RSAES_OAEP_SHA_256)
-            for spec in _RSA
-        },
+        **{spec: (EncryptionAlgorithm.RSAES_OAEP_SHA_1, EncryptionAlgorithm.RSAES_OAEP_SHA_256) for spec in _RSA},
         KeySpec.SM2: (EncryptionAlgorithm.SM2PKE,),
     }
 )
@@ -393,9 +390,7 @@ class Key:
     @property
     def is_primary_with_replicas(self) -> bool:
         config = self.multi_region_configuration
-        return (
-            config is not None and config.key_type is MultiRegionKeyType.PRIMARY and bool(config.replica_keys)
-        )
+        return config is not None and config.key_type is MultiRegionKeyType.PRIMARY and bool(config.replica_keys)
 
     @property
     def encryption_algorithms(self) -> tuple[EncryptionAlgorithm, ...]:
@@ -669,9 +664,7 @@ TRANSITIONS: Mapping[KeyEvent, Mapping[KeyState, KeyState]] = MappingProxyType(
         KeyEvent.IMPORT_MATERIAL: MappingProxyType({_PI: _E, _E: _E, _D: _D}),
         # "When the specified KMS key is in the PendingDeletion state, this operation does not
         # change the KMS key's state. Otherwise, it changes the KMS key's state to PendingImport."
-        KeyEvent.DELETE_IMPORTED_MATERIAL: MappingProxyType(
-            {_E: _PI, _D: _PI, _PI: _PI, _PD: _PD, _PRD: _PRD}
-        ),
+        KeyEvent.DELETE_IMPORTED_MATERIAL: MappingProxyType({_E: _PI, _D: _PI, _PI: _PI, _PD: _PD, _PRD: _PRD}),
         KeyEvent.MATERIAL_EXPIRED: MappingProxyType({_E: _PI, _D: _PI, _PI: _PI, _PD: _PD, _PRD: _PRD}),
         # "changes to Enabled (or PendingImport)": PendingImport for EXTERNAL origin (see transition()).
         KeyEvent.REPLICA_CREATED: MappingProxyType({_C: _E}),
@@ -737,13 +730,9 @@ def apply(
             deletion = deletion_date(_required_now(now, event), key.pending_deletion_window_in_days)
     elif target is _PRD:
         window = (
-            key.pending_deletion_window_in_days
-            if key.key_state is _PRD
-            else pending_window_in_days(pending_window)
+            key.pending_deletion_window_in_days if key.key_state is _PRD else pending_window_in_days(pending_window)
         )
-    return dataclasses.replace(
-        key, key_state=target, deletion_date=deletion, pending_deletion_window_in_days=window
-    )
+    return dataclasses.replace(key, key_state=target, deletion_date=deletion, pending_deletion_window_in_days=window)
 
 
 def _required_now(now: datetime | None, event: KeyEvent) -> datetime:

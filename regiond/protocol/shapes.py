@@ -246,9 +246,7 @@ class _Limits:
 
     @property
     def empty(self) -> bool:
-        return (
-            self.lo is None and self.hi is None and self.enum is None and self.regex is None and self.text_ok is None
-        )
+        return self.lo is None and self.hi is None and self.enum is None and self.regex is None and self.text_ok is None
 
     def ok(self, measure: int, text: str | None) -> bool:
         """Fast predicate for the hot path; ``failures`` explains a False."""

@@ -53,6 +53,7 @@ from regiond.service.keyuse import DRY_RUN_MESSAGE, invalid_usage, usable_key
 
 __all__ = ["AsymmetricService", "PublicKeyInfo", "Signed"]
 
+
 class Signed(NamedTuple):
     signature: bytes  # empty for Verify
     key: Key

@@ -209,9 +209,7 @@ def _constraints(raw: Mapping[str, object] | None) -> GrantConstraints | None:
         raise ValidationException("Constraints.SourceArn must be a string")
     if equals is None and subset is None and source_arn is None:
         return None
-    return GrantConstraints(
-        encryption_context_equals=equals, encryption_context_subset=subset, source_arn=source_arn
-    )
+    return GrantConstraints(encryption_context_equals=equals, encryption_context_subset=subset, source_arn=source_arn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,9 +367,12 @@ class GrantService:
             if await grant_store.count(con, key.key_id) >= MAX_GRANTS_PER_KEY:
                 raise LimitExceededException(f"The key {key.arn} has the maximum number of grants")
             grantee_name = parties.grantee or parties.grantee_service
-            if await grant_store.count(
-                con, key.key_id, parties.grantee, grantee_service_principal=parties.grantee_service
-            ) >= MAX_GRANTS_PER_GRANTEE:
+            if (
+                await grant_store.count(
+                    con, key.key_id, parties.grantee, grantee_service_principal=parties.grantee_service
+                )
+                >= MAX_GRANTS_PER_GRANTEE
+            ):
                 raise LimitExceededException(
                     f"The key {key.arn} has the maximum number of grants for the principal {grantee_name}"
                 )

@@ -253,9 +253,7 @@ class ImportService:
 
     # --- ImportKeyMaterial --------------------------------------------------------------------
 
-    async def _open_material(
-        self, key: Key, token: bytes, encrypted: bytes, now: dt.datetime
-    ) -> wrap.SecretMaterial:
+    async def _open_material(self, key: Key, token: bytes, encrypted: bytes, now: dt.datetime) -> wrap.SecretMaterial:
         token_id = parse_import_token(token)
         async with connection(self._pool) as con:
             params = await import_store.get_parameters(con, token_id)

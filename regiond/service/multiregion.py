@@ -130,8 +130,13 @@ class MultiRegionService:
         bypass = bool(bypass_policy_lockout_safety_check)
         tagged = who._replace(values={**who.values, **tag_values(tags)})  # aws:RequestTag/<k>, aws:TagKeys
         # kms:ReplicateKey here; kms:CreateKey (and kms:TagResource) in IAM, in the replica Region
-        await self._require(tagged, key, permissions.replicate_key(
-            key, replica_region, tags=bool(tags), bypass_lockout=bypass_policy_lockout_safety_check))
+        await self._require(
+            tagged,
+            key,
+            permissions.replicate_key(
+                key, replica_region, tags=bool(tags), bypass_lockout=bypass_policy_lockout_safety_check
+            ),
+        )
         require_primary(key)
         require_state("ReplicateKey", key)
         if replica_region == self.region:

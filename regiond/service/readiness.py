@@ -5,7 +5,8 @@ restarts a node that fails it. Readiness says whether to send it traffic, and fa
 these does not hold, each checked on every probe (names as in the answer's ``checks``):
 
 - ``database``: the pool reaches the region's database within ``PROBE_TIMEOUT_S``;
-- ``migrations``: every migration of this build is applied (a node newer than its schema);
+- ``migrations``: every migration of this build is applied (a node newer than its schema), and none
+  that this release cannot serve (``regiond.store.migrate.unservable``: a node older than its schema);
 - ``writable``: the database takes writes (not a standby, sessions not read-only); every call
   writes its audit event, and a node pooled onto a demoted primary would fail them all;
 - ``audit``: the audit writer runs and its last batch did not fail (``AUDIT_FAILURE_HOLD_S``):
@@ -58,7 +59,10 @@ class Readiness:
                 await ping(self.pool)
                 checks["database"] = OK
                 missing = await migrations.pending(self.pool)
-                checks["migrations"] = OK if not missing else f"pending: {missing}"
+                too_new = await migrations.unservable(self.pool)
+                checks["migrations"] = (
+                    migrations.unservable_message(too_new) if too_new else f"pending: {missing}" if missing else OK
+                )
                 checks["writable"] = await read_only_reason(self.pool) or OK
         except TimeoutError:
             checks.setdefault("database", f"no answer within {PROBE_TIMEOUT_S:g} s")

@@ -67,8 +67,15 @@ _DIGEST_COLUMNS = "region, seq, digest_time, prev_hash, writers, closed, public_
 
 def _digest(r: Any) -> DigestRow:
     return DigestRow(
-        r[0], int(r[1]), r[2], bytes(r[3]) if r[3] is not None else None, int(r[4]), list(r[5]), bytes(r[6]),
-        bytes(r[7]), bytes(r[8]),
+        r[0],
+        int(r[1]),
+        r[2],
+        bytes(r[3]) if r[3] is not None else None,
+        int(r[4]),
+        list(r[5]),
+        bytes(r[6]),
+        bytes(r[7]),
+        bytes(r[8]),
     )
 
 
@@ -179,8 +186,14 @@ async def open_writer_heads(con: Conn, also: Sequence[uuid.UUID]) -> list[Writer
 
 def _writer_head(r: Any) -> WriterHead:
     return WriterHead(
-        r[0], bool(r[1]), bytes(r[2]) if r[2] is not None else None, bool(r[3]), int(r[4]) if r[4] is not None else 0,
-        bytes(r[5]) if r[5] is not None else None, float(r[6]) if r[6] is not None else float("inf"), r[7],
+        r[0],
+        bool(r[1]),
+        bytes(r[2]) if r[2] is not None else None,
+        bool(r[3]),
+        int(r[4]) if r[4] is not None else 0,
+        bytes(r[5]) if r[5] is not None else None,
+        float(r[6]) if r[6] is not None else float("inf"),
+        r[7],
         int(r[8]) if r[8] is not None else None,
     )
 

@@ -90,9 +90,7 @@ _INSERT = (
 _INSERT_ONCE = _INSERT + " ON CONFLICT (writer_id, seq) DO NOTHING"
 
 
-async def insert_segment(
-    con: Conn, s: NewSegment, *, timeout_s: float | None = None, idempotent: bool = False
-) -> None:
+async def insert_segment(con: Conn, s: NewSegment, *, timeout_s: float | None = None, idempotent: bool = False) -> None:
     """Store one segment in its own transaction (``con`` outside any: one statement, one commit).
 
     The commit is as durable as the session's ``synchronous_commit`` (the writer sets it on,

@@ -188,17 +188,14 @@ async def versions(con: Conn, key_id: str) -> list[WrappedVersion]:
         key_id,
     )
     return [
-        WrappedVersion(r["version"], bytes(r["material_wrapped"]), r["created_at"], r["key_material_id"])
-        for r in rows
+        WrappedVersion(r["version"], bytes(r["material_wrapped"]), r["created_at"], r["key_material_id"]) for r in rows
     ]
 
 
 def _loaded(row: Any) -> LoadedKey:
     numbers, materials, created = row["numbers"] or [], row["materials"] or [], row["created"] or []
     ids = row["material_ids"] or [None] * len(numbers)
-    wrapped = [
-        WrappedVersion(n, bytes(m), c, i) for n, m, c, i in zip(numbers, materials, created, ids, strict=True)
-    ]
+    wrapped = [WrappedVersion(n, bytes(m), c, i) for n, m, c, i in zip(numbers, materials, created, ids, strict=True)]
     grants = row["grants"]
     views = (
         tuple(GrantView(g[0], g[1], frozenset(g[2]), constraints_from_json(g[3])) for g in grants)

@@ -267,9 +267,7 @@ class Outbox:
             raise RuntimeError(f"IAM is written in {self.iam_home_region}, not {self.region}")
         return await append(con, dests=self.peers, kind=OutboxKind.IAM_CHANGE, body=_body(change))
 
-    async def append_key(
-        self, con: Conn, message: KeyMessage, *, epoch: int, dests: Iterable[str]
-    ) -> dict[str, int]:
+    async def append_key(self, con: Conn, message: KeyMessage, *, epoch: int, dests: Iterable[str]) -> dict[str, int]:
         """Queue a multi-region key change for ``dests`` (unknown regions and this one are skipped)."""
         targets = [d for d in dests if d != self.region and d in self.peers]
         return await append(con, dests=targets, kind=OutboxKind.of(message), body=_body(message),

@@ -102,7 +102,9 @@ async def describe_key(ctx: OpContext, params: Params) -> Result:
 
 async def list_keys(ctx: OpContext, params: Params) -> Result:
     page = await ctx.services.keys.list_keys(
-        requester(ctx), limit=params.get("Limit"), marker=params.get("Marker"),
+        requester(ctx),
+        limit=params.get("Limit"),
+        marker=params.get("Marker"),
         resource_owners=params.get("ResourceOwners"),
     )
     keys = ctx.services.keys
