@@ -1,21 +1,24 @@
-"""A rolling upgrade of a region's two nodes, from the previous release to this tree, under load.
+"""A rolling upgrade of a region's two nodes, from a previous release to this tree, under load.
 
-The previous release is a fixed older commit of this repository (``PREVIOUS_RELEASE``: the last one
-with the v1 audit trail, before migration 0011), extracted with ``git archive`` at run time and run
-with this venv's dependencies. Two nodes of it serve one database behind a load balancer that, as
-a real one does, routes each request to a ready node (``/readyz``), takes a node out on a 5xx answer
-until its probe passes again, and takes a node out before it is stopped. boto3 clients call through
-it all along. docs/OPERATIONS.md "Upgrading" is the procedure this follows:
+A previous release is a fixed older commit of this repository (``PREVIOUS``: the last one with the
+v1 audit trail, before migration 0011; and one with audit trail v2 before the newest migration),
+extracted with ``git archive`` at run time and run with this venv's dependencies. Two nodes of it
+serve one database behind a load balancer that, as a real one does, routes each request to a ready
+node (``/readyz``), takes a node out on a 5xx answer until its probe passes again, and takes a node
+out before it is stopped. boto3 clients call through it all along. docs/OPERATIONS.md "Upgrading"
+is the procedure this follows:
 
 1. ``regiond migrate`` of the new release while the old nodes serve: they go on serving, no call fails.
-2. Replace the nodes one at a time (stop, start the new one). The first new node's audit writer closes
-   the v1 chain; the old node still running then fails closed (its calls answer KMSInternalException,
-   HTTP 500, which the AWS SDKs retry) and reports itself unready, so the balancer moves its traffic.
+2. Replace the nodes one at a time (stop, start the new one). From the v1 release: the first new node's
+   audit writer closes the v1 chain; the old node still running then fails closed (its calls answer
+   KMSInternalException, HTTP 500, which the AWS SDKs retry) and reports itself unready, so the
+   balancer moves its traffic. From the v2 release: old and new nodes serve side by side.
 
-Then: no call failed at the client; every attempt that failed anywhere was a 500 of the old node after
-the closing, counted and bounded; every acknowledged call has its audit event exactly once; ciphertexts
-made by the old release decrypt; ``regiond audit verify`` passes over the closed v1 chain and the new
-writers. Skipped only where the checkout has no git history holding the previous release.
+Then: no call failed at the client; no attempt failed anywhere but, from the v1 release, 500s of the
+old node after the closing, counted and bounded; every acknowledged call has its audit event exactly
+once; ciphertexts made by the old release decrypt; ``regiond audit verify`` passes over the closed v1
+chain (if any), every writer's segments and the digests. Skipped only where the checkout has no git
+history holding the previous release.
 """
 
 from __future__ import annotations
@@ -52,8 +55,24 @@ from tests.support.regions import wait_until
 
 pytestmark = pytest.mark.cluster
 
-PREVIOUS_RELEASE = "4487023368d16cef52af34ab01fd6fd189ba4c22"
-"""The last commit before migration 0011 (audit trail v2): schema 0001-0010, the v1 audit trail."""
+
+@dataclass(frozen=True)
+class Previous:
+    commit: str
+    settings: str  # of its TOML file, beyond what every release knows
+    applies: str  # what `regiond migrate` of this tree starts with on its schema
+    closes_v1: bool  # the first node of this tree closes its audit chain
+
+
+PREVIOUS = {
+    # The last commit before migration 0011: schema 0001-0010, the v1 audit trail (a digest a second).
+    "v1-audit": Previous(
+        "4487023368d16cef52af34ab01fd6fd189ba4c22", "audit_checkpoint_interval = 1.0\n", "[11, 12, 13", True
+    ),
+    # Audit trail v2 with schema 0001-0013, before migration 0014 (audit_prunes).
+    "v2-audit": Previous("bacd2a18445e3cb7f37d45ca6e790ea5d0218f41", "audit_digest_interval = 0.5\n", "[14", False),
+}
+THIS_TREE_SETTINGS = "audit_digest_interval = 0.5\n"
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 LOAD_THREADS = 3
@@ -68,20 +87,20 @@ _SITECUSTOMIZE = (
 )
 
 
-def _previous_release(dest: Path) -> Path:
+def _previous_release(commit: str, dest: Path) -> Path:
     """The previous release's packages under ``dest``, or a skip saying why they cannot be had."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed: the previous release is extracted from this repository's history")
     probe = subprocess.run(
-        ["git", "-C", str(REPO), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], capture_output=True, check=False
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True, check=False
     )
     if probe.returncode != 0:
         pytest.skip(
-            f"this checkout has no git history holding the previous release {PREVIOUS_RELEASE[:10]} "
+            f"this checkout has no git history holding the previous release {commit[:10]} "
             "(a tarball or a shallow clone); a full clone runs this test"
         )
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS_RELEASE, "regiond", "replication", "kmsclient"],
+        ["git", "-C", str(REPO), "archive", "--format=tar", commit, "regiond", "replication", "kmsclient"],
         capture_output=True, check=True,
     )  # fmt: skip
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
@@ -96,6 +115,7 @@ class Release:
 
     name: str
     pythonpath: Path | None  # None: this tree
+    settings: str = THIS_TREE_SETTINGS
 
     def env(self, tmp: Path) -> dict[str, str]:
         """The environment of a process run in ``tmp`` (its working directory: ``python -m`` puts that
@@ -320,12 +340,7 @@ def _client(endpoint: str, key_id: str, secret: str) -> Any:
     )  # fmt: skip
 
 
-def _config(path: Path, *, url: str, state_dir: Path, port: int) -> Path:
-    # Settings both releases know; the v1 trail signs a digest every second, the v2 one every half.
-    extra = {
-        "old": "audit_checkpoint_interval = 1.0\n",
-        "new": "audit_digest_interval = 0.5\n",
-    }[path.stem.split("-")[0]]
+def _config(path: Path, *, url: str, state_dir: Path, port: int, extra: str) -> Path:
     path.write_text(
         f'region = "{REGION}"\ndatabase_url = "{url}"\nstate_dir = "{state_dir}"\nlisten = "127.0.0.1:{port}"\n'
         f'workers = 1\nplain_http = true\nleader_poll = 0.2\nlog_level = "info"\n{extra}'
@@ -340,7 +355,7 @@ async def _node(
     """A node of ``release`` (one worker: the process is the worker, so the previous release's process
     imports only its own packages), put in the balancer's rotation once ready; taken out before stopped."""
     port = free_port()
-    config = _config(tmp / f"{name}.toml", url=url, state_dir=state_dir, port=port)
+    config = _config(tmp / f"{name}.toml", url=url, state_dir=state_dir, port=port, extra=release.settings)
     private_tmp = tmp / f"{name}-tmp"
     private_tmp.mkdir()
     log = tmp / f"{name}.log"
@@ -404,8 +419,12 @@ async def _at_least(b: Backend, n: int) -> bool:
 
 
 @pytest.mark.timeout(240)
-async def test_rolling_upgrade_from_the_previous_release_under_load(pg_server: PgServer, tmp_path: Path) -> None:
-    old = Release("previous release", _previous_release(tmp_path / "previous"))
+@pytest.mark.parametrize("previous", list(PREVIOUS))
+async def test_rolling_upgrade_from_a_previous_release_under_load(
+    pg_server: PgServer, tmp_path: Path, previous: str
+) -> None:
+    release = PREVIOUS[previous]
+    old = Release("previous release", _previous_release(release.commit, tmp_path / "previous"), release.settings)
     new = Release("this tree", None)
     url = await _empty_database(pg_server)
     state_dir = tmp_path / "state"  # the region's, shared by its nodes (root key, identity, anchors)
@@ -435,17 +454,22 @@ async def test_rolling_upgrade_from_the_previous_release_under_load(pg_server: P
                 # 1. The new release's migrations while the old nodes serve: they go on, nothing fails.
                 lb.phase = "migrated"
                 applied = await asyncio.to_thread(new.run, tmp_path, "migrate", "--database-url", url)
-                assert "[11, 12, 13" in applied, applied  # the v2 trail (0011, 0012) and the root-key keyring (0013)
+                assert f"applied migrations: {release.applies}" in applied, applied
                 await asyncio.gather(_served(old_a, SERVED_PER_PHASE), _served(old_b, SERVED_PER_PHASE))
                 assert lb.failed == [] and load.failures == [], (lb.failed, load.failures)
 
-                # 2. Replace a: its node is taken out, drained and stopped; the new node starts and closes
-                # the v1 chain, and b (the previous release) fails closed from its next call on.
+                # 2. Replace a: its node is taken out, drained and stopped; the new node starts. From the v1
+                # release, it closes the v1 chain and b fails closed from its next call on; from the v2
+                # release, b serves on beside it.
                 lb.phase = "mixed"
                 await _stop(old_a)
                 async with _node("new-a", new, lb, tmp_path, url=url, state_dir=state_dir) as new_a:
                     await _served(new_a, SERVED_PER_PHASE)
-                    await wait_until(lambda: _refused(old_b), timeout_s=60, what="old-b to fail closed")
+                    if release.closes_v1:
+                        await wait_until(lambda: _refused(old_b), timeout_s=60, what="old-b to fail closed")
+                    else:
+                        await _served(old_b, SERVED_PER_PHASE)
+                        assert lb.failed == [], lb.failed
 
                     # 3. Replace b.
                     lb.phase = "replacing b"
@@ -501,10 +525,13 @@ async def test_rolling_upgrade_from_the_previous_release_under_load(pg_server: P
     # Bounded: the balancer takes a node out on its first 5xx; only the calls already on their way to it,
     # at most one per client thread, fail with it, and again only after a passing probe re-admitted it.
     assert len(lb.failed) <= LOAD_THREADS * (1 + old_b.readmitted), (len(lb.failed), old_b.readmitted)
-    assert refusals > 0 and "audit: audit writes are failing" in old_b.unready_because
+    if release.closes_v1:
+        assert refusals > 0 and "audit: audit writes are failing" in old_b.unready_because
+    else:
+        assert lb.failed == [] and refusals == 0, lb.failed
     print(
-        f"rolling upgrade: {len(load.acked)} calls acknowledged, {len(lb.failed)} attempts refused by the previous "
-        f"release after the closing (all retried), {load.retries} SDK retries"
+        f"rolling upgrade from {previous}: {len(load.acked)} calls acknowledged, {len(lb.failed)} attempts"
+        f" refused by the previous release (all retried), {load.retries} SDK retries"
     )
 
     # Every acknowledged call has its audit event, once; verify passes the closed v1 chain and the writers.
