@@ -12,6 +12,8 @@
     ├── Refused                        sender: the peer answered with a refusal code (backed off, retried)
     ├── ApplyError                     apply: a frame cannot be applied now (rolled back, retried)
     ├── AuthorizeError                 authorize: no authentic answer from the key's region (refuse)
+    ├── PromoteRefused                 promote: this key cannot be promoted here (nothing changed)
+    ├── ResyncRefused                  resync-iam: not the IAM home region, or an unknown destination
     └── PeersFileError (ValueError)    peers: the peers file or the region's TLS files are unusable
 
 Where a class was a ``ValueError`` it still is, so callers that caught that keep working.
