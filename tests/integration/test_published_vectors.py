@@ -11,6 +11,9 @@ examples and pyca's SHA-256 OAEP set built from them, and RFC 4231's HMAC cases.
 The runtime stays small: from each file a fixed sample (``_sample``: evenly spaced records, the
 same on every run), not all of it. Invalid inputs are the files' own failing vectors where the file
 has them (RSA SigVer), else one byte of a valid one changed, or a valid one under another key.
+
+Wycheproof's vectors are not among them: no package on the index ships them (``cryptography-vectors``
+does not; pyca's own suite reads them from a checkout of the Wycheproof repository).
 """
 
 from __future__ import annotations
