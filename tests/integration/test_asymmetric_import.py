@@ -144,7 +144,8 @@ async def test_imported_ecc_and_ed25519_keys_sign_as_the_vectors_and_verify_offl
     seed = ed25519.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(secret)[:32])
     ed = await _external(kms, "ECC_NIST_EDWARDS25519", "SIGN_VERIFY")
     # Before its material arrives the key is PendingImport: no signature and no public key yet.
-    pending = ((kms.sign, {"Message": b"m", "SigningAlgorithm": "ED25519_SHA_512"}), (kms.get_public_key, {}))
+    sign_args: dict[str, Any] = {"Message": b"m", "SigningAlgorithm": "ED25519_SHA_512"}
+    pending: list[tuple[Any, dict[str, Any]]] = [(kms.sign, sign_args), (kms.get_public_key, {})]
     for call, kwargs in pending:
         assert error_code(await expect_error(call, KeyId=ed["KeyId"], **kwargs)) == "KMSInvalidStateException", call
     await _import(kms, ed["KeyId"], _pkcs8(seed), algorithm="RSAES_OAEP_SHA_256", spec="RSA_2048")
