@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from typing import Any
 
 import nacl.bindings
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, padding, rsa, utils
 
 from tests.support.aws import aws_call, error_code, expect_error
-from tests.support.cluster import NodeFactory
+from tests.support.cluster import ACCOUNT_ID, NodeFactory
 
 NO_KEY_ACCESS = {"Version": "2012-10-17",
                  "Statement": [{"Effect": "Allow", "Action": "kms:ListAliases", "Resource": "*"}]}
@@ -437,3 +438,40 @@ async def test_grants_for_asymmetric_operations(nodes: NodeFactory) -> None:
         err = await expect_error(admin.create_grant, KeyId=signer["KeyId"], GranteePrincipal=user.arn,
                                  Operations=operations)  # fmt: skip
         assert error_code(err) == "ValidationException", operations
+
+
+async def test_key_policies_test_the_signing_and_key_agreement_condition_keys(nodes: NodeFactory) -> None:
+    """kms:SigningAlgorithm and kms:MessageType (Sign, Verify; RAW when the request names none) and
+    kms:KeyAgreementAlgorithm (DeriveSharedSecret) reach the key policy with the request's values."""
+    node = await nodes.start()
+    kms = node.client(await nodes.identity(node))
+    root = f"arn:aws:iam::{ACCOUNT_ID}:root"
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": root}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Deny", "Principal": "*", "Action": ["kms:Sign", "kms:Verify"], "Resource": "*",
+         "Condition": {"StringNotEquals": {"kms:SigningAlgorithm": "RSASSA_PSS_SHA_256"}}},
+        {"Effect": "Deny", "Principal": "*", "Action": "kms:Sign", "Resource": "*",
+         "Condition": {"StringEquals": {"kms:MessageType": "RAW"}}},
+        {"Effect": "Deny", "Principal": "*", "Action": "kms:DeriveSharedSecret", "Resource": "*",
+         "Condition": {"StringEquals": {"kms:KeyAgreementAlgorithm": "ECDH"}}},
+    ]}  # fmt: skip
+    signer = await _key(kms, "RSA_2048", "SIGN_VERIFY", Policy=json.dumps(policy))
+    agree = await _key(kms, "ECC_NIST_P256", "KEY_AGREEMENT", Policy=json.dumps(policy))
+    digest = hashlib.sha256(MESSAGE).digest()
+    signed = await aws_call(kms.sign, KeyId=signer["KeyId"], Message=digest, MessageType="DIGEST",
+                            SigningAlgorithm="RSASSA_PSS_SHA_256")  # fmt: skip
+    refused = [
+        (kms.sign, {"Message": MESSAGE, "SigningAlgorithm": "RSASSA_PSS_SHA_256"}),  # RAW by default
+        (kms.sign, {"Message": digest, "MessageType": "DIGEST", "SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256"}),
+        (kms.verify, {"Message": digest, "MessageType": "DIGEST", "SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256",
+                      "Signature": signed["Signature"]}),
+    ]  # fmt: skip
+    for call, kwargs in refused:
+        assert error_code(await expect_error(call, KeyId=signer["KeyId"], **kwargs)) == "AccessDeniedException", kwargs
+    ok = await aws_call(kms.verify, KeyId=signer["KeyId"], Message=MESSAGE, Signature=signed["Signature"],
+                        SigningAlgorithm="RSASSA_PSS_SHA_256")  # fmt: skip
+    assert ok["SignatureValid"] is True  # Verify may use RAW (only Sign is denied it): the same digest is signed
+    peer = spki(ec.generate_private_key(ec.SECP256R1()).public_key())
+    err = await expect_error(kms.derive_shared_secret, KeyId=agree["KeyId"], KeyAgreementAlgorithm="ECDH",
+                             PublicKey=peer)  # fmt: skip
+    assert error_code(err) == "AccessDeniedException"
