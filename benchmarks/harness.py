@@ -56,6 +56,9 @@ HARNESS_SETTINGS = frozenset(
 )  # fmt: skip
 
 
+AUDIT_SETTING_PREFIX = "REGIOND_AUDIT_"  # the settings of regiond.audit.writer.WriterOptions.from_settings
+
+
 def server_settings(given: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
     """The settings regiond runs with beyond the harness's own, as ``REGIOND_*`` variables.
 
@@ -260,10 +263,13 @@ class MinimalServer(_OwnPostgres):
 
     NAMES = {"work": "minimal", "floor": "floor", "audit": "minimal_audit"}
 
-    def __init__(self, workdir: Path, *, mode: str, workers: int) -> None:
+    def __init__(self, workdir: Path, *, mode: str, workers: int, settings: Mapping[str, str] | None = None) -> None:
         super().__init__(workdir)
         self.mode = mode
         self.workers = workers
+        # The run's audit settings (``server_settings``'s variables): the writer measured here is the
+        # one regiond runs, with the same options (batch linger, batches in flight, durability).
+        self.audit_settings = {k: v for k, v in (settings or {}).items() if k.startswith(AUDIT_SETTING_PREFIX)}
         self.name = self.NAMES[mode]
         self.postgres: LocalPostgres | None = None
         self.database_url = ""
@@ -277,6 +283,7 @@ class MinimalServer(_OwnPostgres):
             self.postgres = LocalPostgres(self.workdir / "postgres", durable=True)
             self.database_url = asyncio.run(_create_database(self.postgres.start()))
             env["BENCH_DATABASE_URL"] = self.database_url
+            env.update(self.audit_settings)
         self._spawn(
             [
                 sys.executable,

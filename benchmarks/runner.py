@@ -546,7 +546,9 @@ def main(argv: list[str] | None = None) -> int:
             name="regionkms_async",
         ),
         "minimal": lambda: MinimalServer(workdir / "minimal", mode="work", workers=args.workers),
-        "minimal_audit": lambda: MinimalServer(workdir / "minimal_audit", mode="audit", workers=args.workers),
+        "minimal_audit": lambda: MinimalServer(
+            workdir / "minimal_audit", mode="audit", workers=args.workers, settings=settings
+        ),
         "floor": lambda: MinimalServer(workdir / "floor", mode="floor", workers=args.workers),
         "moto": lambda: MotoServer(workdir / "moto"),
     }

@@ -166,12 +166,16 @@ class _Work:
 
 async def _with_audit(work: _Work, database_url: str) -> AsyncIterator[None]:
     """cleanup_ctx of ``--mode audit``: the worker's pool and audit writer, started and drained."""
+    from regiond import config
     from regiond.audit.writer import SegmentWriter, WriterOptions
     from regiond.store.pool import create_pool
 
-    durability = "async" if os.environ.get("REGIOND_AUDIT_DURABILITY") == "async" else "sync"
+    # regiond's audit settings (defaults, or the REGIOND_AUDIT_* variables the harness passes), read
+    # as regiond serve reads them: minimal_audit runs the writer regiond runs.
+    variables = {k: v for k, v in os.environ.items() if k.startswith("REGIOND_AUDIT_")}
+    settings = config.load(environ={"REGIOND_REGION": work.region, "REGIOND_DATABASE_URL": database_url, **variables})
     pool = await create_pool(database_url, min_size=1, max_size=4)
-    work.audit = SegmentWriter(pool, work.region, options=WriterOptions(durability=durability))
+    work.audit = SegmentWriter(pool, work.region, options=WriterOptions.from_settings(settings.settings))
     await work.audit.start()
     try:
         yield

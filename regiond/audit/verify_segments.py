@@ -207,17 +207,17 @@ async def trail_regions(con: Conn) -> list[str]:
     ids = set(genesis) | set(await store.segment_writer_ids(con))
     unplaced = [w for w in ids if not any(genesis.get(w) == segment.writer_genesis(r, w) for r in known)]
     for row in await store.first_segments(con, sorted(unplaced, key=lambda w: w.bytes)):
-        region = _first_record_region(row.body)
+        region = _first_record_region(row)
         if region is not None:
             known.add(region)
     return sorted(known)
 
 
-def _first_record_region(body: bytes) -> str | None:
-    """The ``awsRegion`` of a segment body's first line, if it is a region's name (the body is checked
-    whole by the walk: here only the region is wanted)."""
+def _first_record_region(row: store.SegmentRow) -> str | None:
+    """The ``awsRegion`` of a segment's first line, if it is a region's name (the body is checked
+    whole by the walk: here only the region is wanted, even from a damaged segment)."""
     try:
-        value = orjson.loads(bytes(body).split(b"\n", 1)[0])
+        value = orjson.loads(segment.lines(row.writer_id, row.seq, row.body).split(b"\n", 1)[0])
         return require_region_name(value["awsRegion"]) if isinstance(value, dict) else None
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (segment.SegmentFormatError, KeyError, TypeError, ValueError):
         return None

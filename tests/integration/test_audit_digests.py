@@ -27,7 +27,7 @@ from regiond.store import audit_digests as store
 from regiond.store import audit_segments
 from regiond.store.locks import SessionLocks
 from regiond.store.pool import Conn, Pool, create_pool
-from tests.support.audit_v2 import Chain, rehash
+from tests.support.audit_v2 import Chain, edited, rehash
 from tests.support.cluster import NodeFactory
 
 REGION = "us-east-1"
@@ -261,7 +261,7 @@ async def _replace(con: Conn, segments: list[audit_segments.NewSegment]) -> None
 
 async def _changed_and_rehashed(con: Conn, chains: dict[str, Chain]) -> None:
     a = chains["a"]
-    forged = replace(a.segments[1], body=a.segments[1].body.replace(b'"Encrypt"', b'"Decrypt"', 1))
+    forged = replace(a.segments[1], body=edited(a.segments[1].body, b'"Encrypt"', b'"Decrypt"'))
     await _replace(con, rehash([forged, *a.segments[2:]]))
 
 

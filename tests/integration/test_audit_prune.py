@@ -18,7 +18,7 @@ from regiond.audit.verify import Report, verify_region
 from regiond.crypto.sign import RegionIdentityKey
 from regiond.store import audit_digests as store
 from regiond.store.pool import Pool, create_pool
-from tests.support.audit_v2 import Chain
+from tests.support.audit_v2 import Chain, edited
 
 REGION = "us-east-1"
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
@@ -130,8 +130,9 @@ async def test_prune_refuses_to_remove_segments_that_do_not_check_out(pool: Pool
         await c.write(con, 4, when=T0, step=HOUR)
     assert await task.round() is not None
     async with pool.acquire() as con:  # an old record changed: pruning must not erase that evidence
-        await con.execute("UPDATE audit_segments SET body = overlay(body placing '9' from 40 for 1)"
-                          " WHERE writer_id = $1 AND seq = 2", c.writer_id)  # fmt: skip
+        body = await con.fetchval("SELECT body FROM audit_segments WHERE writer_id = $1 AND seq = 2", c.writer_id)
+        await con.execute("UPDATE audit_segments SET body = $2 WHERE writer_id = $1 AND seq = 2",
+                          c.writer_id, edited(body, b'"eventSource"', b'"eventsource"'))  # fmt: skip
     with pytest.raises(prune.PruneRefusedError, match=r"segment 2: segment-changed.*nothing was pruned"):
         await prune.prune(pool, REGION, KEY, T0 + 3 * HOUR, read_anchor_file(anchor_path).anchors)
     async with pool.acquire() as con:

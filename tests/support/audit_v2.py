@@ -5,6 +5,9 @@ segment, linked to the one before; ``write`` registers the writer and stores seg
 store's write half (``regiond.store.audit_segments``), as the writer does. Records are canonical
 event JSON (``record``), so the segment decoder and the CloudTrail export read them.
 
+``edited`` is a body changed as a forger with database access would change it: inflated, edited and
+compressed again (bodies are stored compressed), so the row still decodes and only the chain shows it.
+
 ``trail_records`` reads back everything a region's database holds durably: the
 closed legacy v1 chain, then every writer's segments.
 """
@@ -33,6 +36,13 @@ SEGMENTS = (
     "SELECT s.writer_id, s.seq, s.record_count, s.body FROM audit_segments s"
     " LEFT JOIN audit_writers w USING (writer_id) ORDER BY w.started_at, s.writer_id, s.seq"
 )
+
+
+def edited(body: bytes, old: bytes, new: bytes) -> bytes:
+    """``body`` with the first ``old`` of its records replaced by ``new``, stored as ``encode`` stores it."""
+    lines = segment.lines(uuid.UUID(int=0), 1, body)
+    assert old in lines, old
+    return segment.encode(lines.replace(old, new, 1).split(b"\n"))
 
 
 async def trail_records(database_url: str) -> list[bytes]:

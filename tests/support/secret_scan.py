@@ -28,8 +28,8 @@ warnings and errors of stdlib loggers, tracebacks included), every ``*.log`` fil
 run's temporary directories (subprocess nodes, ``regiond dev``, the test PostgreSQL server's
 own log), the message of every error response a client received, and, before each test
 database is dropped, every row of every table (as JSON text, bytea as hex) and every bytea
-value as raw bytes (audit records are JSON bytes). Sealed columns are scanned too: a sealed
-value can match a secret only if it was not sealed.
+value as raw bytes, and inflated where it is a zlib stream (audit segment bodies). Sealed columns
+are scanned too: a sealed value can match a secret only if it was not sealed.
 
 **Forms**: raw bytes, the body of Python's bytes ``repr``, standard base64 (padded and not),
 base64url without padding, and hex in both cases. A secret is found only whole, in one of these
@@ -57,6 +57,7 @@ import struct
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,17 @@ SECRET_MEMBERS = frozenset(
 _CONTEXT_BYTES = 40
 _FLUSH_BYTES = 1 << 20
 _RECORD = struct.Struct(">HI")
+
+
+def _inflated(blob: bytes) -> bytes | None:
+    """A bytea value's content if it is a zlib stream (audit segment bodies, regiond.audit.segment),
+    so what a compressed column holds is scanned as well as its raw bytes."""
+    if blob[:1] != b"\x78":
+        return None
+    try:
+        return zlib.decompressobj().decompress(blob, 256 * 1024 * 1024)
+    except zlib.error:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +255,8 @@ class Recorder:
         chunks: dict[int, list[bytes]] = {}
         for index, text, blob in rows:
             chunks.setdefault(index, []).append(text.encode() if text is not None else blob)
+            if blob is not None and (inflated := _inflated(blob)) is not None:
+                chunks[index].append(inflated)  # audit segment bodies are stored compressed
         for index, values in chunks.items():
             self.add(f"database {database} table {tables[index]['name']}", b"\n".join(values))
         self.spent_s += time.perf_counter() - started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import zlib
 
 import orjson
 import pytest
@@ -22,6 +23,35 @@ def _record(n: int) -> bytes:
 def test_round_trip() -> None:
     records = [_record(i) for i in range(5)]
     assert segment.decode(WRITER, 1, 5, segment.encode(records)) == records
+
+
+def test_body_is_the_lines_compressed_and_the_uncompressed_form_still_reads() -> None:
+    """Segments stored before compression (the body the JSON lines themselves) stay readable."""
+    records = [_record(i) for i in range(40)]
+    lines = b"\n".join(records)
+    body = segment.encode(records)
+    assert zlib.decompress(body) == lines and len(body) < len(lines) // 4
+    assert segment.decode(WRITER, 1, 40, lines) == records
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (zlib.compress(_record(1))[:-3], "truncated"),
+        (b"\x78\x01garbage", "not a valid zlib stream"),
+        (zlib.compress(_record(1)) + b"x", "1 bytes follow"),
+        (zlib.compress(zlib.compress(_record(1))), "not JSON"),
+    ],
+)
+def test_decode_refuses_a_damaged_stream(body: bytes, message: str) -> None:
+    with pytest.raises(SegmentFormatError, match=message):
+        segment.decode(WRITER, 3, 1, body)
+
+
+def test_decode_bounds_what_a_body_inflates_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segment, "MAX_BODY_BYTES", 1000)
+    with pytest.raises(SegmentFormatError, match="inflates to more than 1000 bytes"):
+        segment.decode(WRITER, 3, 1, zlib.compress(b"{" + b" " * 5000))
 
 
 def test_hash_covers_writer_seq_count_and_body() -> None:
@@ -60,7 +90,18 @@ def test_decode_names_the_fault_and_the_segment(count: int, body: bytes, message
 
 
 @settings(max_examples=300, deadline=None)
-@given(body=st.binary(max_size=400), count=st.integers(min_value=-2, max_value=6), seq=st.integers(-1, 5))
+@given(
+    body=st.one_of(
+        st.binary(max_size=400),
+        st.binary(max_size=400).map(zlib.compress),  # the inflater's path, past the first byte
+        st.lists(st.integers(0, 10**6), min_size=1, max_size=5).map(lambda ns: b"\n".join(_record(n) for n in ns)),
+        st.lists(st.integers(0, 10**6), min_size=1, max_size=5).map(
+            lambda ns: zlib.compress(b"\n".join(_record(n) for n in ns))
+        ),
+    ),
+    count=st.integers(min_value=-2, max_value=6),
+    seq=st.integers(-1, 5),
+)
 def test_decode_refuses_malformed_rows_with_a_clear_error(body: bytes, count: int, seq: int) -> None:
     """Any row: either it decodes to records ``encode`` gives back unchanged, or SegmentFormatError."""
     try:
@@ -68,7 +109,8 @@ def test_decode_refuses_malformed_rows_with_a_clear_error(body: bytes, count: in
     except SegmentFormatError as e:
         assert str(e).startswith(f"segment {seq} of writer {WRITER}")
         return
-    assert segment.encode(records) == body and len(records) == count
+    assert len(records) == count and segment.decode(WRITER, seq, count, segment.encode(records)) == records
+    assert body[:1] == b"\x78" or b"\n".join(records) == body
 
 
 @settings(max_examples=100, deadline=None)
