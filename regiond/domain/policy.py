@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from types import MappingProxyType
@@ -351,6 +351,23 @@ class Policy:
             else:
                 delegated.append(statement.ref)
         return Evaluation(tuple(denied), tuple(allowed), tuple(delegated))
+
+
+ResourceList = _Patterns
+"""A statement's compiled ``Resource`` (or ``NotResource``) list; ``match(arn)`` says if it names ``arn``."""
+
+
+def resource_lists(policies: Sequence[Policy]) -> tuple[ResourceList, ...]:
+    """The distinct ``Resource`` / ``NotResource`` lists of ``policies`` other than ``"*"``.
+
+    ``Policy.evaluate`` reads ``RequestContext.resource_arn`` only through ``Statement.match``'s
+    ``resources.match``, and a list holding ``"*"`` matches every ARN. So two requests that differ
+    only in their resource, whose ARNs every list returned here matches alike, get the same
+    ``Evaluation`` from each of ``policies``: what lets the authorizer decide keys alike
+    (``service.authz``). Keep it that way: a new use of the resource in evaluation must be
+    reflected here."""
+    lists = (s.resources for p in policies for s in p.statements)
+    return tuple(dict.fromkeys(r for r in lists if not r.any))
 
 
 # --- parsing -------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """Keeping CPython's cyclic garbage collector off long-lived objects.
 
-A worker's caches hold a handful of objects per key (the key, its unwrapped versions, its grants,
-the authorizer's memo of each principal's decisions; parsed policies are shared). CPython's full
+A worker's caches hold a handful of objects per key (the key, its unwrapped versions, its grants;
+parsed policies and, for keys that share their policy and have no grants, the authorizer's memo
+entries are shared). CPython's full
 collection walks every object it tracks, and it runs whenever the objects that survived younger
 collections have grown by a quarter since the last one. With many keys that is hundreds of
 thousands of objects and a full collection long enough to show in the p99, during which the
-worker answers nothing; while caches fill (the preload, then the memo entries the first request
-for each key adds), such collections come often, each longer than the last (the figures are in
+worker answers nothing; while caches fill (the preload, then the memo entries of keys with their
+own policy or grants), such collections come often, each longer than the last (the figures are in
 benchmarks/README.md, "Design figures").
 
 A serving worker therefore moves objects that have proven long-lived to the permanent generation

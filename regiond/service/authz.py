@@ -18,15 +18,26 @@ AWS. A principal of another account reaching a key by ARN is allowed only for th
 AWS allows across accounts (``CROSS_ACCOUNT_ACTIONS``), and only if the key policy *and* its own
 account's IAM allow it (or a grant does).
 
-Decisions are cached per (principal, key, action) *and per policy versions*: a cached entry
-remembers the very key policy, identity policy tuple and grant tuple it was computed from,
+Decisions are cached per (principal, action, key account) *and per policy versions*: a cached
+entry remembers the very key policy, identity policy tuple and grant tuple it was computed from,
 and is used only while those are still the objects the caches hand out. Any policy, grant or
 IAM change makes its cache drop and reload the input (NOTIFY reaches every worker and node of
 the region), so the next call sees a new object and recomputes: no decision can outlive the
 inputs it was made from, and no separate invalidation path can be forgotten. Within one entry,
 decisions are keyed by the request values the policies actually read (their condition keys,
-and the encryption context when a condition or a grant constraint looks at it), so a
-policy without conditions costs one evaluation per (principal, key, action).
+and the encryption context when a condition or a grant constraint looks at it), and by how the
+policies' ``Resource`` lists match the key's ARN.
+
+An entry is not per key: keys whose policy text is the same share one parsed policy
+(``KeyCache``), keys without grants share the empty grant tuple, and the evaluation reads a key
+only through its account, its ARN and its condition values (``kms:KeySpec`` and the others of
+``key_conditions.KEY_CONDITION_KEYS``); the ARN only through the statements' ``Resource`` /
+``NotResource`` lists (``policy.resource_lists``). So two keys of one account are told apart by
+exactly those inputs: which of the lists match each key's ARN (nothing to compute when every
+list is ``"*"``), and the key's condition values when a condition reads one. Keys that agree on
+all of them get the decision a fresh evaluation would give either of them; 100,000 keys with the
+default policy and no grants cost one evaluation per (principal, action), not one per key, and
+the first request on a key right after a restart is decided from memory like any other.
 
 A refusal is ``AccessDeniedException`` in AWS's wording, naming principal, action and key and
 nothing of the policy: the message is the same whatever denied the call.
@@ -50,7 +61,7 @@ from regiond.domain.grants import CONSTRAINT_FREE_ACTIONS, NewGrant, applicable_
 from regiond.domain.key import Key
 from regiond.domain.key_conditions import KEY_CONDITION_KEYS, key_values
 from regiond.domain.permissions import DecidedBy, Permission, keyless_resource
-from regiond.domain.policy import Policy, RequestContext
+from regiond.domain.policy import Policy, RequestContext, ResourceList, resource_lists
 from regiond.domain.principal import Principal
 from regiond.errors import AccessDeniedException, InvalidGrantTokenException
 from regiond.service.iam_authz import IamAuthorizer
@@ -83,8 +94,9 @@ CROSS_ACCOUNT_ACTIONS = frozenset(
 )  # fmt: skip
 """AWS KMS's "Cross-account use: Yes" operations; any other action on another account's key is denied."""
 
-_MAX_FINGERPRINTS = 256
-"""Distinct request-value combinations remembered per (principal, key, action)."""
+_MAX_FINGERPRINTS = 1024
+"""Distinct (resource match, request values) combinations remembered per entry (principal, action,
+key account, policies, grants); when full it is emptied."""
 
 
 _NO_VALUES: RequestValues = MappingProxyType({})
@@ -217,7 +229,8 @@ def _condition_keys(policies: Sequence[Policy]) -> frozenset[str]:
 
 @dataclass(slots=True)
 class _Memo:
-    """Decisions for one (principal, key, action), valid while its inputs are current."""
+    """Decisions for one (principal, action, key account, policies, grants), valid while its inputs
+    are current; per key only as far as the key's ARN and condition values matter (module docstring)."""
 
     key_policy: Policy
     identity: tuple[Policy, ...]
@@ -225,6 +238,7 @@ class _Memo:
     value_keys: tuple[str, ...]  # lower-cased condition keys other than the encryption context's
     reads_context: bool
     reads_key: bool  # some of value_keys describe the key (kms:KeySpec, kms:MultiRegionKeyType, ...)
+    resources: tuple[ResourceList, ...]  # the Resource lists other than "*": each key's ARN against them
     decisions: dict[Hashable, Decision] = field(default_factory=dict)
 
     def current(self, key_policy: Policy, identity: tuple[Policy, ...], grants: tuple[GrantView, ...]) -> bool:
@@ -242,7 +256,7 @@ def _memo(
     value_keys = tuple(sorted(keys - context_keys))
     return _Memo(
         key_policy, identity, grants, value_keys, bool(context_keys) or constrained,
-        not KEY_CONDITION_KEYS.isdisjoint(value_keys),
+        not KEY_CONDITION_KEYS.isdisjoint(value_keys), resource_lists((key_policy, *identity)),
     )  # fmt: skip
 
 
@@ -260,7 +274,7 @@ class Authorizer:
         self._iam = iam_authz
         self._policies = policies
         self.grants: GrantSource = grants or _NoGrants()
-        self._memos: TtlCache[tuple[str, str, str], _Memo] = TtlCache(ttl_s=ttl_s)
+        self._memos: TtlCache[tuple[str, str, str, int, int, int], _Memo] = TtlCache(ttl_s=ttl_s)
         self.evaluations = 0  # decisions computed (not served from the cache): a gauge for tests
 
     async def authorize(
@@ -333,7 +347,11 @@ class Authorizer:
         grants: tuple[GrantView, ...], context: Mapping[str, str], values: RequestValues,
     ) -> Decision:  # fmt: skip
         action_key = action.lower()
-        slot = (principal.arn, key.key_id, action_key)
+        if not grants:
+            grants = ()  # every key without grants shares one entry (an empty tuple is one object)
+        # The ids stand for the objects, which the entry holds (so no other object can have one of
+        # those ids while it lives) and ``current`` checks by identity.
+        slot = (principal.arn, action_key, key.account, id(key_policy), id(identity), id(grants))
         memo = self._memos.get(slot)
         if memo is None or not memo.current(key_policy, identity, grants):
             memo = _memo(key_policy, identity, grants, principal.arn, action_key)
@@ -346,6 +364,9 @@ class Authorizer:
             fingerprint = tuple(lowered.get(k) for k in memo.value_keys)
         if memo.reads_context:
             fingerprint = (fingerprint, tuple(sorted(context.items())))
+        if memo.resources:  # which Resource lists the key's ARN is in: all the evaluation reads of it
+            arn = key.arn
+            fingerprint = (fingerprint, tuple([r.match(arn) for r in memo.resources]))
         decision = memo.decisions.get(fingerprint)
         if decision is None:
             decision = self._evaluate(principal, key, action, key_policy, identity, grants, context, values, None)

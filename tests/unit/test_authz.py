@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from regiond.domain.decision import DecisionReason, GrantConstraints, GrantView, default_key_policy
 from regiond.domain.grants import NewGrant, applicable_grants, grant_admits
-from regiond.domain.key import Key, KeyState, MultiRegionConfiguration, MultiRegionKey, MultiRegionKeyType
+from regiond.domain.key import Key, KeyState, MultiRegionConfiguration, MultiRegionKey, MultiRegionKeyType, Origin
 from regiond.domain.policy import Policy, PolicyKind, RequestContext, parse_policy
 from regiond.domain.principal import Principal, PrincipalKind
 from regiond.errors import AccessDeniedException, InvalidGrantTokenException
@@ -307,3 +308,167 @@ async def test_a_cached_decision_follows_the_keys_own_condition_values() -> None
         await authz.authorize(BOB, "kms:ScheduleKeyDeletion", mrk(MultiRegionKeyType.PRIMARY))
     await authz.authorize(BOB, "kms:ScheduleKeyDeletion", mrk(MultiRegionKeyType.REPLICA))
     assert authz.evaluations == 2  # cached per key value, still
+
+
+# --- one decision for many keys ------------------------------------------------------------------
+
+
+def key_in(account: str, n: int, origin: Origin = Origin.AWS_KMS) -> Key:
+    return Key(key_id=f"{n:08x}-12ab-34cd-56ef-1234567890ab", account=account, region="us-east-1",
+               creation_date=KEY.creation_date, key_state=KeyState.ENABLED, origin=origin)  # fmt: skip
+
+
+class KeysByKey:
+    """A ``KeyPolicySource`` with a policy object per key (keys may share one, as ``KeyCache`` shares them)."""
+
+    def __init__(self, policies: dict[str, Policy]) -> None:
+        self.policies = policies
+
+    async def key_policy(self, key: Key) -> Policy:
+        return self.policies[key.key_id]
+
+
+class GrantsByKey(FakeGrants):
+    def __init__(self, by_key: dict[str, tuple[GrantView, ...]]) -> None:
+        super().__init__()
+        self.by_key = by_key
+
+    async def grants(self, key_id: str) -> tuple[GrantView, ...]:
+        return self.by_key.get(key_id, ())
+
+
+def identity_policy(*statements: dict[str, Any]) -> Policy:
+    return parse_policy(json.dumps({"Version": "2012-10-17", "Statement": list(statements)}), PolicyKind.IDENTITY)
+
+
+async def allowed(authz: Authorizer, who: Principal, action: str, key: Key) -> DecisionReason | None:
+    try:
+        decision = await authz.authorize(who, action, key)
+    except AccessDeniedException:
+        return None
+    assert decision is not None
+    return decision.reason
+
+
+async def test_keys_that_share_policy_and_grants_cost_one_evaluation() -> None:
+    """The first request on each of many keys with the default policy and no grants (right after a
+    restart, every key preloaded) is decided from memory: one evaluation per principal and action."""
+    shared = parse_policy(default_key_policy(ACCOUNT))
+    keys = [key_in(ACCOUNT, n) for n in range(50)]
+    iam = FakeIam({BOB.arn: (identity_policy({"Effect": "Allow", "Action": "kms:*", "Resource": "*"}),)})
+    authz = Authorizer(iam, KeysByKey({k.key_id: shared for k in keys}), FakeGrants())  # type: ignore[arg-type]
+    for key in keys:
+        assert await allowed(authz, BOB, "kms:Encrypt", key) is DecisionReason.ALLOWED_BY_KEY_POLICY_AND_IAM
+    assert authz.evaluations == 1
+    await allowed(authz, BOB, "kms:Decrypt", keys[0])
+    assert authz.evaluations == 2
+
+
+async def test_a_decision_for_one_key_is_not_reused_for_a_key_its_resource_list_does_not_name() -> None:
+    shared = parse_policy(default_key_policy(ACCOUNT))
+    first, second, third = key_in(ACCOUNT, 1), key_in(ACCOUNT, 2), key_in(ACCOUNT, 0x10000003)
+    iam = FakeIam({BOB.arn: (
+        identity_policy(
+            {"Effect": "Allow", "Action": "kms:Encrypt", "Resource": first.arn},
+            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0*"},
+            {"Effect": "Deny", "Action": "kms:Decrypt", "NotResource": [first.arn, third.arn]},
+        ),
+    )})  # fmt: skip
+    authz = Authorizer(
+        iam, KeysByKey({k.key_id: shared for k in (first, second, third)}), FakeGrants()  # type: ignore[arg-type]
+    )
+    for _ in range(2):  # the second pass is served from the memo
+        assert await allowed(authz, BOB, "kms:Encrypt", first) is not None
+        assert await allowed(authz, BOB, "kms:Encrypt", second) is None
+        assert await allowed(authz, BOB, "kms:Encrypt", third) is None
+        assert await allowed(authz, BOB, "kms:Decrypt", first) is not None
+        assert await allowed(authz, BOB, "kms:Decrypt", second) is None  # the Deny: not first, not third
+        assert await allowed(authz, BOB, "kms:Decrypt", third) is None  # the Allow's glob is key/0*
+    assert authz.evaluations == 6
+
+
+async def test_a_shared_policy_object_still_decides_each_account_and_each_keys_grants_apart() -> None:
+    shared = key_policy(allow(f"arn:aws:iam::{ACCOUNT}:root", "kms:*"), allow(BOB.arn, "kms:Encrypt"))
+    mine, other, granted = key_in(ACCOUNT, 1), key_in(OTHER, 2), key_in(ACCOUNT, 3)
+    grant = GrantView(GRANT_ID, BOB.arn, frozenset({"Decrypt"}))
+    authz = Authorizer(
+        FakeIam(), KeysByKey({k.key_id: shared for k in (mine, other, granted)}),  # type: ignore[arg-type]
+        GrantsByKey({granted.key_id: (grant,)}),
+    )  # fmt: skip
+    for _ in range(2):
+        assert await allowed(authz, BOB, "kms:Encrypt", mine) is DecisionReason.ALLOWED_BY_KEY_POLICY
+        # the same policy object on another account's key: BOB is named, but of another account
+        # a cross-account Allow needs his own IAM too, and he has none
+        assert await allowed(authz, BOB, "kms:Encrypt", other) is None
+        assert await allowed(authz, BOB, "kms:Decrypt", mine) is None
+        assert await allowed(authz, BOB, "kms:Decrypt", granted) is DecisionReason.ALLOWED_BY_GRANT
+
+
+async def test_a_policy_change_on_one_of_the_keys_sharing_a_policy_is_seen_by_its_next_request() -> None:
+    shared = key_policy(allow(BOB.arn, "kms:Encrypt"))
+    first, second = key_in(ACCOUNT, 1), key_in(ACCOUNT, 2)
+    keys = KeysByKey({first.key_id: shared, second.key_id: shared})
+    authz = Authorizer(FakeIam(), keys, FakeGrants())  # type: ignore[arg-type]
+    assert await allowed(authz, BOB, "kms:Encrypt", first) is not None
+    assert await allowed(authz, BOB, "kms:Encrypt", second) is not None
+    keys.policies[second.key_id] = key_policy(allow(BOB.arn, "kms:Decrypt"))  # a reload after PutKeyPolicy
+    assert await allowed(authz, BOB, "kms:Encrypt", second) is None
+    assert await allowed(authz, BOB, "kms:Encrypt", first) is not None
+    keys.policies[first.key_id] = keys.policies[second.key_id]
+    assert await allowed(authz, BOB, "kms:Encrypt", first) is None
+
+
+def _random_statement(rng: random.Random, keys: Sequence[Key], *, with_principal: bool) -> dict[str, Any]:
+    resources = [
+        "*", rng.choice(keys).arn, f"arn:aws:kms:us-east-1:{ACCOUNT}:key/*", f"arn:aws:kms:*:{OTHER}:key/*",
+        "arn:aws:kms:us-east-1:*:key/0000000?-*", f"arn:aws:kms:us-west-2:{ACCOUNT}:key/*",
+    ]  # fmt: skip
+    statement: dict[str, Any] = {
+        "Effect": rng.choice(["Allow", "Allow", "Deny"]),
+        "Action": rng.choice(["kms:*", "kms:Encrypt", ["kms:Decrypt", "kms:Encrypt"], "kms:Describe*"]),
+    }
+    listed = rng.sample(resources, rng.randint(1, 2))
+    statement["NotResource" if rng.random() < 0.2 else "Resource"] = listed
+    if with_principal:
+        statement["Principal"] = {"AWS": rng.choice(
+            [f"arn:aws:iam::{ACCOUNT}:root", BOB.arn, CAROL.arn, f"arn:aws:iam::{OTHER}:root", "*"]
+        )}  # fmt: skip
+    if rng.random() < 0.25:
+        statement["Condition"] = {"StringEquals": {"kms:KeyOrigin": rng.choice(["AWS_KMS", "EXTERNAL"])}}
+    return statement
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_a_warm_memo_decides_every_key_as_a_fresh_evaluation_does(seed: int) -> None:
+    """Many keys sharing policy objects (some in another account, some with grants, two origins),
+    random key and identity policies naming keys by ARN, glob and NotResource, requests in random
+    order: every answer of one long-lived authorizer is the answer of a fresh one (no memo)."""
+    rng = random.Random(seed)
+    keys = [
+        key_in(rng.choice([ACCOUNT, ACCOUNT, OTHER]), n, rng.choice([Origin.AWS_KMS, Origin.EXTERNAL]))
+        for n in range(12)
+    ]
+    policies = [
+        key_policy(*(_random_statement(rng, keys, with_principal=True) for _ in range(rng.randint(1, 4))))
+        for _ in range(3)
+    ]
+    key_policies = KeysByKey({k.key_id: rng.choice(policies) for k in keys})
+    iam = FakeIam({
+        who.arn: tuple(
+            identity_policy(*(_random_statement(rng, keys, with_principal=False) for _ in range(rng.randint(1, 3))))
+            for _ in range(rng.randint(0, 2))
+        )
+        for who in (BOB, CAROL)
+    })  # fmt: skip
+    grants = GrantsByKey({
+        k.key_id: (GrantView(GRANT_ID, rng.choice([BOB, CAROL]).arn, frozenset({"Encrypt"})),)
+        for k in rng.sample(keys, 3)
+    })  # fmt: skip
+    warm = Authorizer(iam, key_policies, grants)  # type: ignore[arg-type]
+    for _ in range(150):
+        who, key = rng.choice([BOB, CAROL]), rng.choice(keys)
+        action = rng.choice(["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"])
+        fresh = Authorizer(iam, key_policies, grants)  # type: ignore[arg-type]
+        expected = await allowed(fresh, who, action, key)
+        assert await allowed(warm, who, action, key) is expected, (who.arn, action, key.arn)
+    assert warm.evaluations < 150  # the memo was used
