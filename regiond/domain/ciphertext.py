@@ -70,8 +70,10 @@ __all__ = [
     "Header",
     "aad",
     "header",
+    "header_bytes",
     "invalid_ciphertext",
     "pack",
+    "pack_bytes",
     "unpack",
 ]
 
@@ -155,8 +157,19 @@ def header(key_id: str, backing_version: int) -> Header:
     return Header(key_id, backing_version)
 
 
+def header_bytes(key_id: str, backing_version: int) -> bytes:
+    """``Header(key_id, backing_version).to_bytes()`` without the memo, for a caller that keeps the
+    bytes itself (the key cache, one per key: with many keys a bounded memo would miss)."""
+    Header(key_id, backing_version)  # the same checks
+    return _encode_header(key_id, backing_version)
+
+
 @functools.lru_cache(maxsize=_HEADER_MEMO)
 def _header_bytes(key_id: str, backing_version: int) -> bytes:
+    return _encode_header(key_id, backing_version)
+
+
+def _encode_header(key_id: str, backing_version: int) -> bytes:
     kind = key_id_kind(key_id)
     assert kind is not None  # checked in Header.__post_init__
     multi_region = kind is KeyIdKind.MULTI_REGION
@@ -184,9 +197,16 @@ def pack(header: Header, sealed: bytes) -> bytes:
     Raises ``ValueError`` if ``sealed`` is shorter than a nonce and a tag or the blob would
     exceed ``MAX_BLOB_BYTES``: the service produced it, so that is a bug, not a client error.
     """
+    return pack_bytes(header.to_bytes(), sealed)
+
+
+def pack_bytes(header_bytes: bytes, sealed: bytes) -> bytes:
+    """``pack`` with the header already encoded (``header_bytes``, as the key cache keeps it)."""
+    if len(header_bytes) != HEADER_BYTES:
+        raise ValueError("header must be HEADER_BYTES long")
     if len(sealed) < NONCE_BYTES + TAG_BYTES:
         raise ValueError("sealed payload shorter than nonce + tag")
-    blob = header.to_bytes() + sealed
+    blob = header_bytes + sealed
     if len(blob) > MAX_BLOB_BYTES:
         raise ValueError(f"ciphertext blob of {len(blob)} bytes exceeds {MAX_BLOB_BYTES}")
     return blob

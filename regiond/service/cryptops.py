@@ -145,10 +145,11 @@ class CryptoService:
         if current is None:  # an Enabled key always has material; guard against a torn state
             raise KMSInvalidStateException(f"{entry.key.arn} has no key material.")
         version, material = current
-        header = ciphertext.header(entry.key.key_id, version)
-        header_bytes = header.to_bytes()
+        header_bytes = entry.sealing_header  # the current version's: kept with the entry
+        if header_bytes is None:
+            header_bytes = ciphertext.header(entry.key.key_id, version).to_bytes()
         sealed = wrap.seal(material, plaintext, ciphertext.aad(header_bytes, canonical_bytes(context)))
-        return ciphertext.pack(header, sealed.to_bytes())
+        return ciphertext.pack_bytes(header_bytes, sealed.to_bytes())
 
     async def encrypt(
         self, who: Requester, key_param: str, plaintext: bytes, context: Mapping[str, str] | None,

@@ -45,6 +45,7 @@ import structlog
 from regiond.cache import LoadWindow, LoadWindows, TtlCache
 from regiond.crypto import keymaterial, wrap
 from regiond.crypto.keyring import KeyringError, RootKeyring
+from regiond.domain import ciphertext
 from regiond.domain.decision import GrantView
 from regiond.domain.key import Key, KeySpec
 from regiond.domain.policy import Policy, PolicyKind, parse_policy
@@ -79,11 +80,18 @@ class CachedKey:
     material_ids: Mapping[int, str] = field(repr=False, default_factory=dict)  # version -> KeyMaterialId
     arn: str = field(init=False, repr=False)  # ``key.arn``, which re-validates its parts on every read
     current_material_id: str | None = field(init=False, repr=False)  # ``CurrentKeyMaterialId``, computed once
+    # The ciphertext header Encrypt writes (symmetric keys with material): kept per key, since with
+    # many keys the header memo (``ciphertext.header``, bounded) would miss on most requests.
+    sealing_header: bytes | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arn", self.key.arn)
         current = self.current_version
         object.__setattr__(self, "current_material_id", self.material_ids.get(current) if current else None)
+        sealing = None
+        if current is not None and current in self.backing:
+            sealing = ciphertext.header_bytes(self.key.key_id, current)
+        object.__setattr__(self, "sealing_header", sealing)
 
     @property
     def current(self) -> tuple[int, wrap.UnwrappedKey] | None:
@@ -185,8 +193,8 @@ class KeyCache:
     def _parse_policy(self, document: str) -> Policy:
         """``parse_policy``, shared by keys whose policy text is the same (most keys of an account
         keep the default one): parsed once, and one object in memory instead of one per key.
-        Policies are immutable, and the authorizer's memo compares them by identity per key, so
-        sharing changes no decision."""
+        Policies are immutable, and the authorizer's memo compares them by identity, so sharing
+        changes no decision; it lets keys share the authorizer's entries (``service.authz``)."""
         policy = self._policies.get(document)
         if policy is None:
             policy = parse_policy(document, PolicyKind.KEY)

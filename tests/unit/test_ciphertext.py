@@ -94,6 +94,26 @@ def test_pack_unpack_round_trip(header: Header, sealed: bytes) -> None:
     assert unpack(blob) == (header, sealed)
 
 
+@given(header=headers, sealed=st.binary(min_size=28, max_size=ciphertext.MAX_BLOB_BYTES - 22))
+def test_the_unmemoised_header_bytes_pack_as_the_header_does(header: Header, sealed: bytes) -> None:
+    """What the key cache keeps per key (``header_bytes``) and seals with (``pack_bytes``)."""
+    encoded = ciphertext.header_bytes(header.key_id, header.backing_version)
+    assert encoded == header.to_bytes()
+    assert ciphertext.pack_bytes(encoded, sealed) == pack(header, sealed)
+
+
+def test_header_bytes_and_pack_bytes_refuse_what_header_and_pack_refuse() -> None:
+    with pytest.raises(ValueError):
+        ciphertext.header_bytes("alias/app", 1)
+    with pytest.raises(ValueError):
+        ciphertext.header_bytes("1234abcd-12ab-34cd-56ef-1234567890ab", 0)
+    encoded = ciphertext.header_bytes("1234abcd-12ab-34cd-56ef-1234567890ab", 1)
+    with pytest.raises(ValueError):
+        ciphertext.pack_bytes(encoded[:-1], bytes(28))
+    with pytest.raises(ValueError):
+        ciphertext.pack_bytes(encoded, bytes(27))
+
+
 @given(raw=st.binary(min_size=22, max_size=22))
 def test_a_header_that_parses_has_exactly_one_spelling(raw: bytes) -> None:
     try:
