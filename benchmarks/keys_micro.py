@@ -24,7 +24,11 @@ preload. Requests are pre-signed and wrapped in aiohttp mocked requests before t
 - ``random of all``: keys drawn at random from every key, after a pass that used each key once
   (the steady state).
 
-The result is the best round of each (the least disturbed), with the median beside it.
+The result is the best round of each (the least disturbed), with the median beside it, and per
+scenario the policy evaluations and key loads per request and the full collections during it; the
+process's RSS after the preload and once every key was used. A batch of prebuilt requests that a
+full collection froze (``heap``: a slow one freezes its survivors) is collected and the heap frozen
+again after the batch, since 2,000 requests held at once are not what a server has in flight.
 ``--profile N`` adds cProfile's top N functions (self time) over a batch of first touches and one
 of second touches, so the difference says what a first touch spends its time on.
 """
@@ -37,6 +41,7 @@ import cProfile
 import datetime as dt
 import gc
 import json
+import os
 import pstats
 import random
 import shutil
@@ -117,6 +122,7 @@ async def _timed(bench: Bench, key_ids: list[str], name: str = "") -> float:
     services = bench.app[routes.SERVICES]
     gc.collect(0)  # not a full collection: that would walk what a serving worker has not frozen yet
     evaluations, loads, full = services.authz.evaluations, services.keys.cache.loads, gc.get_stats()[2]["collections"]
+    frozen = gc.get_freeze_count()
     start = time.process_time()
     for request in requests:
         response = await routes.handle(request)
@@ -128,7 +134,21 @@ async def _timed(bench: Bench, key_ids: list[str], name: str = "") -> float:
         counts[1] += services.authz.evaluations - evaluations
         counts[2] += services.keys.cache.loads - loads
         counts[3] += gc.get_stats()[2]["collections"] - full
+    del requests, response
+    if gc.get_freeze_count() != frozen:
+        # A slow full collection froze its survivors (``heap``), this batch's prebuilt requests
+        # (reference cycles) among them: collect them and freeze again, as a server's few
+        # requests in flight would not have stayed, so that memory holds the caches alone.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
     return elapsed / len(key_ids) * 1e6
+
+
+def _rss_mib() -> float:
+    """This process's resident memory (Linux), MiB."""
+    with open("/proc/self/statm") as statm:
+        return round(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def _profiled(bench: Bench, key_ids: list[str], top: int) -> str:
@@ -189,6 +209,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.05)
         preload_s = time.monotonic() - started
         assert preloader.last is not None and preloader.last.stored == args.keys, preloader.last
+        rss = {"after_preload": _rss_mib()}
 
         rng = random.Random(15)
         unused = key_ids[1:]
@@ -215,6 +236,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         for start in range(0, len(unused), 2000):  # every key used once: the steady state
             await _timed(bench, unused[start : start + 2000])
         warm_s = time.process_time() - started
+        rss["every_key_used"] = _rss_mib()
         if args.profile:
             drawn = [rng.choice(key_ids) for _ in range(args.requests)]
             profile += "\nrandom of all\n" + _profiled(bench, drawn, args.profile)
@@ -232,6 +254,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "setup_cpu_s": {"clone_keys": round(made_s, 1), "warm_every_key": round(warm_s, 1)},
             "preload_s": round(preload_s, 2),
             "gc_frozen": gc.get_freeze_count(),
+            "rss_mib": rss,
             "us_per_request": {
                 name: {"min": round(min(v), 1), "median": round(statistics.median(v), 1)} for name, v in timings.items()
             },
@@ -263,7 +286,11 @@ def main() -> None:
     regiond_logging.configure("warning")
     results = asyncio.run(main_async(args))
     profile = results.pop("profile")
-    print(f"{args.keys:,} keys, preload {results['preload_s']} s; handle() CPU per Encrypt 1 KiB (us)")
+    rss = results["rss_mib"]
+    print(
+        f"{args.keys:,} keys, preload {results['preload_s']} s, RSS {rss['after_preload']} MiB after it and"
+        f" {rss['every_key_used']} MiB once every key was used; handle() CPU per Encrypt 1 KiB (us)"
+    )
     print(f"  {'':<22} {'best':>8} {'median':>8} {'evals/req':>10} {'loads/req':>10} {'full GCs':>9}")
     for name, v in results["us_per_request"].items():
         c = results["per_request"][name]
