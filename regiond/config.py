@@ -201,7 +201,7 @@ class Settings:
         check="positive",
     )  # fmt: skip
     audit_batch_linger_ms: float = setting(
-        0.0, "audit: milliseconds a batch waits for company under load (an idle node never waits)",
+        0.4, "audit: milliseconds a batch waits for company under load (an idle node never waits)",
         check="nonnegative",
     )  # fmt: skip
     audit_max_batch_events: int = setting(1000, "audit: events per segment at most", check="positive")

@@ -124,7 +124,7 @@ class AuditUnavailableError(KMSInternalException):
 @dataclass(frozen=True, slots=True)
 class WriterOptions:
     durability: Durability = "sync"
-    linger_s: float = 0.0
+    linger_s: float = 0.0004  # audit_batch_linger_ms's default (regiond.config)
     max_batch_events: int = 1000
     max_in_flight: int = 2
     write_timeout_s: float = 5.0

@@ -193,3 +193,11 @@ def test_config_check_loads_the_tls_files_as_serve_would(tmp_path: Path, capsys:
     assert main(["config", "check", str(_file(tmp_path, text))]) == 2
     err = capsys.readouterr().err
     assert "absent.pem" in err and err.count("\n") == 1
+
+
+def test_the_audit_writers_own_defaults_are_the_settings_defaults() -> None:
+    """``WriterOptions()`` (tools and tests that build a writer without settings) is what a node runs."""
+    from regiond.audit.writer import WriterOptions
+
+    effective = config.load(environ={"REGIOND_REGION": "us-east-1", "REGIOND_DATABASE_URL": "postgresql:///x"})
+    assert WriterOptions() == WriterOptions.from_settings(effective.settings)
