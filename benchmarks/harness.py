@@ -274,16 +274,22 @@ class MinimalServer(_OwnPostgres):
         self.postgres: LocalPostgres | None = None
         self.database_url = ""
 
-    def start(self) -> None:
+    def environment(self) -> dict[str, str]:
+        """What the server process is given beyond this process's environment."""
         env = {
             "BENCH_ACCESS_KEY_ID": self.credentials.access_key_id,
             "BENCH_SECRET_ACCESS_KEY": self.credentials.secret_access_key,
         }
         if self.mode == "audit":
-            self.postgres = LocalPostgres(self.workdir / "postgres", durable=True)
-            self.database_url = asyncio.run(_create_database(self.postgres.start()))
             env["BENCH_DATABASE_URL"] = self.database_url
             env.update(self.audit_settings)
+        return env
+
+    def start(self) -> None:
+        if self.mode == "audit":
+            self.postgres = LocalPostgres(self.workdir / "postgres", durable=True)
+            self.database_url = asyncio.run(_create_database(self.postgres.start()))
+        env = self.environment()
         self._spawn(
             [
                 sys.executable,

@@ -33,8 +33,8 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -44,6 +44,9 @@ from kmsclient import sigv4 as core
 from regiond.audit.calls import CallRecord
 from regiond.auth import sigv4
 from regiond.domain.principal import Principal, PrincipalKind
+
+if TYPE_CHECKING:
+    from regiond.audit.writer import WriterOptions
 from regiond.errors import KmsError
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -164,18 +167,24 @@ class _Work:
         )  # fmt: skip
 
 
+def audit_options(environ: Mapping[str, str], region: str, database_url: str) -> WriterOptions:
+    """The audit writer's options as ``regiond serve`` reads them: its defaults, or the REGIOND_AUDIT_*
+    variables the harness passes (``MinimalServer.environment``), so minimal_audit runs regiond's writer."""
+    from regiond import config
+    from regiond.audit.writer import WriterOptions
+
+    variables = {k: v for k, v in environ.items() if k.startswith("REGIOND_AUDIT_")}
+    effective = config.load(environ={"REGIOND_REGION": region, "REGIOND_DATABASE_URL": database_url, **variables})
+    return WriterOptions.from_settings(effective.settings)
+
+
 async def _with_audit(work: _Work, database_url: str) -> AsyncIterator[None]:
     """cleanup_ctx of ``--mode audit``: the worker's pool and audit writer, started and drained."""
-    from regiond import config
-    from regiond.audit.writer import SegmentWriter, WriterOptions
+    from regiond.audit.writer import SegmentWriter
     from regiond.store.pool import create_pool
 
-    # regiond's audit settings (defaults, or the REGIOND_AUDIT_* variables the harness passes), read
-    # as regiond serve reads them: minimal_audit runs the writer regiond runs.
-    variables = {k: v for k, v in os.environ.items() if k.startswith("REGIOND_AUDIT_")}
-    settings = config.load(environ={"REGIOND_REGION": work.region, "REGIOND_DATABASE_URL": database_url, **variables})
     pool = await create_pool(database_url, min_size=1, max_size=4)
-    work.audit = SegmentWriter(pool, work.region, options=WriterOptions.from_settings(settings.settings))
+    work.audit = SegmentWriter(pool, work.region, options=audit_options(os.environ, work.region, database_url))
     await work.audit.start()
     try:
         yield
@@ -229,6 +238,7 @@ async def _serve(mode: str, host: str, port: int, reuse_port: bool, region: str,
 
 
 def run_worker(mode: str, host: str, port: int, reuse_port: bool, region: str, key_id: str, secret: str) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop]
     try:
         import uvloop
 

@@ -156,3 +156,20 @@ def test_setting_pairs() -> None:
     assert setting_pairs(["log_level="]) == {"log_level": ""}
     with pytest.raises(SystemExit):
         setting_pairs(["cache_ttl"])
+
+
+def test_the_minimal_audit_server_runs_the_runs_audit_settings(tmp_path: Path) -> None:
+    """minimal_audit stands for regionkms's audit writer: it gets the run's audit settings, and no other."""
+    from benchmarks.baselines.minimal_server import audit_options
+    from regiond.audit.writer import WriterOptions
+
+    variables = server_settings({"audit_max_in_flight": "3", "audit_batch_linger_ms": "0.2", "pool_max_size": "7"}, {})
+    server = harness.MinimalServer(tmp_path, mode="audit", workers=2, settings=variables)
+    server.database_url = "postgresql://127.0.0.1:1/minimal"
+    env = server.environment()
+    assert env["REGIOND_AUDIT_MAX_IN_FLIGHT"] == "3" and "REGIOND_POOL_MAX_SIZE" not in env
+    options = audit_options(env, "us-east-1", server.database_url)
+    assert (options.max_in_flight, options.linger_s) == (3, 0.0002)
+    assert audit_options({}, "us-east-1", server.database_url) == WriterOptions()  # regiond's defaults
+    plain = harness.MinimalServer(tmp_path, mode="work", workers=2, settings=variables)
+    assert not any(k.startswith("REGIOND_") for k in plain.environment())
