@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import cProfile
 import datetime as dt
 import gc
@@ -47,7 +48,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,7 @@ from regiond.audit import events  # noqa: E402
 from regiond.audit.calls import CallRecord  # noqa: E402
 from regiond.auth import sigv4  # noqa: E402
 from regiond.config import Settings  # noqa: E402
-from regiond.crypto.keyring import load_file_keyring  # noqa: E402
+from regiond.crypto.keyring import RootKeyring, load_file_keyring  # noqa: E402
 from regiond.devtools.postgres import LocalPostgres  # noqa: E402
 from regiond.protocol import routes, shapes  # noqa: E402
 from regiond.protocol.context import OpContext  # noqa: E402
@@ -297,7 +299,11 @@ async def _components(bench: Bench, key_id: str, n: int) -> dict[str, float]:
 def _profile(bench: Bench, key_id: str, n: int, top: int) -> str:
     params = {"KeyId": key_id, "Plaintext": _b64(os.urandom(1024))}
     headers, body = bench.signed("Encrypt", params)
-    requests = [bench.request(headers, body) for _ in range(n)]
+    return profile_requests([bench.request(headers, body) for _ in range(n)], top)
+
+
+def profile_requests(requests: list[web.Request], top: int) -> str:
+    """cProfile's ``top`` functions by own time over ``routes.handle`` of each request, in order."""
 
     async def run() -> None:
         for request in requests:
@@ -330,25 +336,54 @@ class _StringIO:
         return "".join(self.parts)
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="hotpath-micro-"))
+@dataclass
+class InProcessRegion:
+    """A region served in this process for a micro: its own PostgreSQL (``fsync`` off: the database is
+    not what is measured), a state directory and root key, and events kept in memory. ``app()`` makes
+    a worker's application over it; the caller sets it up (``web.AppRunner``) and cleans it up, so a
+    micro can restart a worker over the same database."""
+
+    admin_url: str
+    keyring: RootKeyring
+    settings: Settings
+    sink: MemoryAuditSink
+
+    def app(self) -> web.Application:
+        async def audit_factory(_pool: Any, _settings: Settings) -> MemoryAuditSink:
+            return self.sink
+
+        return create_app(self.settings, self.keyring, audit_factory=audit_factory)
+
+
+@contextlib.asynccontextmanager
+async def in_process_region(prefix: str) -> AsyncIterator[InProcessRegion]:
+    """An ``InProcessRegion`` in a temporary directory, removed with its PostgreSQL afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     pg = LocalPostgres(tmp / "pg", durable=False)
-    runner: web.AppRunner | None = None
     try:
         admin_url = pg.start()
         state_dir = tmp / "state"
         init_state_dir(state_dir, region=REGION)
         keyring = load_file_keyring(state_dir / "root.key")
         settings = Settings(region=REGION, database_url=admin_url, state_dir=state_dir, listen_port=0, extra=QUIET)
-        sink = MemoryAuditSink()
+        yield InProcessRegion(admin_url, keyring, settings, MemoryAuditSink())
+    finally:
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
-        async def audit_factory(_pool: Any, _settings: Settings) -> MemoryAuditSink:
-            return sink
 
-        app = create_app(settings, keyring, audit_factory=audit_factory)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()  # runs the lifecycle: pool, migrations, caches, listener
-        bench = Bench(app, await _identity(admin_url, keyring))
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    async with in_process_region("hotpath-micro-") as region:
+        return await _measure(region, args)
+
+
+async def _measure(region: InProcessRegion, args: argparse.Namespace) -> dict[str, Any]:
+    sink = region.sink
+    app = region.app()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()  # runs the lifecycle: pool, migrations, caches, listener
+    try:
+        bench = Bench(app, await _identity(region.admin_url, region.keyring))
         key_id = (await bench.call("CreateKey", {}))["KeyMetadata"]["KeyId"]
         blob = (await bench.call("Encrypt", {"KeyId": key_id, "Plaintext": _b64(os.urandom(1024))}))["CiphertextBlob"]
         scenarios = _scenarios(key_id, blob)
@@ -372,10 +407,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         results["audit_events"] = sink.events
         return results
     finally:
-        if runner is not None:
-            await runner.cleanup()
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        await runner.cleanup()
 
 
 def _gaps(results: dict[str, Any]) -> dict[str, float]:

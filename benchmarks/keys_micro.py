@@ -37,17 +37,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import datetime as dt
 import gc
 import json
 import os
-import pstats
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -58,16 +54,20 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp import web  # noqa: E402
 
-from benchmarks.hotpath_micro import QUIET, REGION, Bench, MemoryAuditSink, _b64, _identity, _StringIO  # noqa: E402
+from benchmarks.hotpath_micro import (  # noqa: E402
+    Bench,
+    InProcessRegion,
+    _b64,
+    _identity,
+    in_process_region,
+    profile_requests,
+)
 from regiond import logging as regiond_logging  # noqa: E402
-from regiond.app import PRELOADER, create_app  # noqa: E402
-from regiond.config import Settings  # noqa: E402
+from regiond.app import PRELOADER  # noqa: E402
 from regiond.crypto import import_wrap, wrap  # noqa: E402
-from regiond.crypto.keyring import RootKeyring, load_file_keyring  # noqa: E402
-from regiond.devtools.postgres import LocalPostgres  # noqa: E402
+from regiond.crypto.keyring import RootKeyring  # noqa: E402
 from regiond.protocol import routes  # noqa: E402
 from regiond.runtime import heap  # noqa: E402
-from regiond.statedir import init_state_dir  # noqa: E402
 from regiond.store import keys as key_store  # noqa: E402
 from regiond.store.pool import create_pool, transaction  # noqa: E402
 
@@ -153,41 +153,19 @@ def _rss_mib() -> float:
 
 def _profiled(bench: Bench, key_ids: list[str], top: int) -> str:
     requests = [bench.request(*bench.signed("Encrypt", {"KeyId": k, "Plaintext": PLAINTEXT})) for k in key_ids]
-
-    async def run() -> None:
-        for request in requests:
-            await routes.handle(request)
-
-    profiler = cProfile.Profile()
-    coro = run()
-    profiler.enable()
-    try:
-        coro.send(None)  # the in-memory path never suspends
-    except StopIteration:
-        pass
-    finally:
-        profiler.disable()
-    out = _StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
-    return out.getvalue()
+    return profile_requests(requests, top)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="keys-micro-"))
-    pg = LocalPostgres(tmp / "pg", durable=False)
+    async with in_process_region("keys-micro-") as region:
+        return await _measure(region, args)
+
+
+async def _measure(region: InProcessRegion, args: argparse.Namespace) -> dict[str, Any]:
+    admin_url, keyring = region.admin_url, region.keyring
     runner: web.AppRunner | None = None
     try:
-        admin_url = pg.start()
-        state_dir = tmp / "state"
-        init_state_dir(state_dir, region=REGION)
-        keyring = load_file_keyring(state_dir / "root.key")
-        settings = Settings(region=REGION, database_url=admin_url, state_dir=state_dir, listen_port=0, extra=QUIET)
-        sink = MemoryAuditSink()
-
-        async def audit_factory(_pool: Any, _settings: Settings) -> MemoryAuditSink:
-            return sink
-
-        app = create_app(settings, keyring, audit_factory=audit_factory)
+        app = region.app()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         credentials = await _identity(admin_url, keyring)
@@ -199,7 +177,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         made_s = time.process_time() - started
 
         heap.enable()  # as a serving worker (regiond serve): the preload freezes the heap
-        app = create_app(settings, keyring, audit_factory=audit_factory)  # a restarted worker
+        app = region.app()  # a restarted worker
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         bench = Bench(app, credentials)
@@ -271,8 +249,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if runner is not None:
             await runner.cleanup()
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
