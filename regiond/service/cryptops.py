@@ -141,13 +141,10 @@ class CryptoService:
         await self._authorized(who, entry, operation, action=action, context=context, values=values)
 
     def _seal(self, entry: CachedKey, plaintext: bytes, context: Mapping[str, str]) -> bytes:
-        current = entry.current
-        if current is None:  # an Enabled key always has material; guard against a torn state
+        current, header_bytes = entry.current, entry.sealing_header  # the header: the current version's
+        if current is None or header_bytes is None:  # an Enabled key always has material; guard a torn state
             raise KMSInvalidStateException(f"{entry.key.arn} has no key material.")
-        version, material = current
-        header_bytes = entry.sealing_header  # the current version's: kept with the entry
-        if header_bytes is None:
-            header_bytes = ciphertext.header(entry.key.key_id, version).to_bytes()
+        material = current[1]
         sealed = wrap.seal(material, plaintext, ciphertext.aad(header_bytes, canonical_bytes(context)))
         return ciphertext.pack_bytes(header_bytes, sealed.to_bytes())
 
